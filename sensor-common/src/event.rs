@@ -1,0 +1,184 @@
+//! Ring buffer records.
+
+use core::mem::size_of;
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of path components a [`PathRecord`] holds.
+pub const PATH_DATA: usize = 4096;
+/// Longest single component the kernel reads (NAME_MAX + NUL); also the slack after `PATH_DATA` so
+/// a masked write offset never leaves the buffer.
+pub const PATH_COMPONENT_MAX: usize = 256;
+/// Deepest directory nesting walked before a path is marked truncated.
+pub const PATH_MAX_DEPTH: u32 = 48;
+/// Bytes of the NUL-separated argv block kept per exec.
+pub const ARGV_DATA: usize = 1024;
+/// Bytes of the NUL-separated environment block kept per exec (CI job detection reads it).
+pub const ENV_DATA: usize = 8192;
+
+/// Event kinds, grouped by family with gaps; numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Open = 100,
+    Connect = 200,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            100 => Self::Open,
+            200 => Self::Connect,
+            other => return Err(other),
+        })
+    }
+}
+
+/// `EventHeader::flags` bit: argv was longer than [`ARGV_DATA`].
+pub const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
+/// `EventHeader::flags` bit: environment was longer than [`ENV_DATA`].
+pub const FLAG_ENV_TRUNCATED: u32 = 1 << 1;
+
+/// First bytes of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns()` at the event.
+    pub ktime_ns: u64,
+    /// Thread id.
+    pub tid: u32,
+    /// Process (thread-group) id.
+    pub pid: u32,
+    /// Parent process id (`real_parent->tgid`).
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    /// cgroup v2 id (the inode number of the cgroup directory).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(size_of::<EventHeader>() == 64);
+
+/// `PathRecord::flags` bit: the walk stopped before reaching the root (too deep or too long).
+pub const PATH_TRUNCATED: u32 = 1 << 0;
+/// `PathRecord::flags` bit: the dentry is unlinked (deleted file, memfd, anonymous inode).
+pub const PATH_UNLINKED: u32 = 1 << 1;
+
+/// A path as the kernel's dentry walk produced it: components from the leaf up to the root, each
+/// NUL-terminated, in `data[..len]`. The user side reverses and joins them. Reading the dentry
+/// chain (rather than the string a syscall was given) gives the absolute, symlink-free path.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathRecord {
+    pub len: u32,
+    /// `PATH_*` bits.
+    pub flags: u32,
+    pub data: [u8; PATH_DATA + PATH_COMPONENT_MAX],
+}
+const _: () = assert!(size_of::<PathRecord>() == 8 + PATH_DATA + PATH_COMPONENT_MAX);
+
+/// A successful execve/execveat: the new image is in place.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Bytes used in `argv` (NUL-separated arguments).
+    pub argv_len: u32,
+    /// Bytes used in `env` (NUL-separated `KEY=VALUE` strings).
+    pub env_len: u32,
+    pub executable: PathRecord,
+    pub argv: [u8; ARGV_DATA],
+    pub env: [u8; ENV_DATA],
+}
+const _: () = assert!(size_of::<ExecEvent>() % 8 == 0);
+
+/// A new process (not a thread) was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// The header describes the parent.
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ForkEvent>() == 72);
+
+/// A thread-group leader exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task_struct::exit_code`: `(status << 8) | signal`.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ExitEvent>() == 72);
+
+/// Open intent bits, as requested by the caller.
+pub const OPEN_READ: u32 = 1 << 0;
+pub const OPEN_WRITE: u32 = 1 << 1;
+pub const OPEN_CREATE: u32 = 1 << 2;
+pub const OPEN_TRUNCATE: u32 = 1 << 3;
+
+/// A successful open/openat/openat2/creat.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// The raw `O_*` flags given to the syscall.
+    pub open_flags: u32,
+    /// The returned file descriptor.
+    pub fd: i32,
+    pub path: PathRecord,
+}
+const _: () = assert!(size_of::<OpenEvent>() % 8 == 0);
+
+/// `sock_type` value for a stream (TCP) socket, as in `SOCK_STREAM`.
+pub const SOCK_STREAM: u16 = 1;
+/// `sock_type` value for a datagram (UDP) socket, as in `SOCK_DGRAM`.
+pub const SOCK_DGRAM: u16 = 2;
+
+/// An outbound connect() on an AF_INET or AF_INET6 socket, with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Remote port, host byte order.
+    pub port: u16,
+    /// `SOCK_STREAM` or `SOCK_DGRAM` (`socket::type`).
+    pub sock_type: u16,
+    pub _pad: u16,
+    /// The syscall's return: 0, or a negative errno (`-EINPROGRESS` for a non-blocking start).
+    pub ret: i32,
+    /// Remote address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    pub _pad2: u32,
+}
+const _: () = assert!(size_of::<ConnectEvent>() == 96);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: every type is repr(C), Copy, has no padding the compiler adds (checked by the size
+    // asserts), and every bit pattern is valid.
+    unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ForkEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExitEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnectEvent {}
+}

@@ -1,0 +1,43 @@
+//! Kernel struct member offsets, read from the running kernel's BTF by the agent and handed to
+//! the programs as one read-only global at load time. Rust eBPF has no CO-RE field relocations,
+//! so this is how the programs stay correct across kernels.
+
+/// Byte offsets of the members the programs read. Field names are `<struct>_<member>`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_struct_pid: u64,
+    pub task_struct_tgid: u64,
+    pub task_struct_real_parent: u64,
+    pub task_struct_real_cred: u64,
+    pub task_struct_exit_code: u64,
+    pub task_struct_files: u64,
+    pub task_struct_mm: u64,
+    pub cred_uid: u64,
+    pub cred_euid: u64,
+    pub cred_gid: u64,
+    pub mm_struct_arg_start: u64,
+    pub mm_struct_arg_end: u64,
+    pub mm_struct_env_start: u64,
+    pub mm_struct_env_end: u64,
+    pub linux_binprm_file: u64,
+    pub files_struct_fdt: u64,
+    pub fdtable_max_fds: u64,
+    pub fdtable_fd: u64,
+    pub file_f_path: u64,
+    pub file_private_data: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
+    pub dentry_d_parent: u64,
+    pub dentry_d_name: u64,
+    pub qstr_name: u64,
+    pub mount_mnt: u64,
+    pub mount_mnt_parent: u64,
+    pub mount_mnt_mountpoint: u64,
+    pub vfsmount_mnt_root: u64,
+    pub socket_type: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u64 fields, every bit pattern valid.
+unsafe impl aya::Pod for KernelOffsets {}
