@@ -182,3 +182,44 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnectEvent {}
 }
+
+/// Indexes of the per-CPU `COUNTERS` array: everything the programs could not deliver, by reason.
+/// Userspace sums them across CPUs and reports them; nothing is dropped silently.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Ring buffer full: an exec record was lost.
+    LostExec = 0,
+    LostFork = 1,
+    LostExit = 2,
+    LostOpen = 3,
+    LostConnect = 4,
+    /// A kernel or user memory read failed; the record was sent with what could be read.
+    ReadError = 5,
+}
+
+/// Number of slots in `COUNTERS`.
+pub const COUNTERS_LEN: u32 = 8;
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::LostExec,
+        Counter::LostFork,
+        Counter::LostExit,
+        Counter::LostOpen,
+        Counter::LostConnect,
+        Counter::ReadError,
+    ];
+
+    /// Name used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::LostExec => "lost_exec",
+            Counter::LostFork => "lost_fork",
+            Counter::LostExit => "lost_exit",
+            Counter::LostOpen => "lost_open",
+            Counter::LostConnect => "lost_connect",
+            Counter::ReadError => "read_error",
+        }
+    }
+}

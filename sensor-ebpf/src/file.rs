@@ -1,0 +1,96 @@
+//! File opens: flags are taken at syscall entry, the path from the opened `struct file` at exit,
+//! so relative paths, `..` and symlinks come out resolved exactly as the kernel resolved them.
+//!
+//! Classic syscall tracepoints: every argument is an 8-byte slot after the 8-byte common header
+//! and the 8-byte syscall number, so argument `i` is at `16 + 8 * i`; the return value is at 16.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sensor_common::{Counter, EventKind, OpenEvent};
+
+use crate::{
+    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, walk_path},
+    maps::{EVENTS, PENDING_OPENS},
+};
+
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+const O_WRONLY: u32 = 0o1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+
+#[inline(always)]
+fn remember(flags: u32) -> u32 {
+    if !is_self() {
+        let _ = PENDING_OPENS.insert(&bpf_get_current_pid_tgid(), &flags, 0);
+    }
+    0
+}
+
+/// `openat(int dfd, const char *filename, int flags, umode_t mode)`
+#[tracepoint]
+pub fn file_openat(ctx: TracePointContext) -> u32 {
+    // SAFETY: ARG2 is inside the tracepoint record.
+    remember(unsafe { ctx.read_at::<u64>(ARG2) }.unwrap_or(0) as u32)
+}
+
+/// `open(const char *filename, int flags, umode_t mode)`
+#[tracepoint]
+pub fn file_open(ctx: TracePointContext) -> u32 {
+    // SAFETY: ARG1 is inside the tracepoint record.
+    remember(unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0) as u32)
+}
+
+/// `creat(const char *pathname, umode_t mode)`: open with O_CREAT|O_WRONLY|O_TRUNC.
+#[tracepoint]
+pub fn file_creat(_ctx: TracePointContext) -> u32 {
+    remember(O_CREAT | O_WRONLY | O_TRUNC)
+}
+
+/// `openat2(int dfd, const char *filename, struct open_how *how, size_t usize)`; `how->flags` is
+/// the first u64 of the user struct.
+#[tracepoint]
+pub fn file_openat2(ctx: TracePointContext) -> u32 {
+    // SAFETY: ARG2 is inside the tracepoint record; the user read is checked by the helper.
+    let flags = unsafe { ctx.read_at::<u64>(ARG2) }
+        .ok()
+        .and_then(|how| unsafe { bpf_probe_read_user(how as *const u64) }.ok())
+        .unwrap_or(0);
+    remember(flags as u32)
+}
+
+/// Exit of every open-like syscall: emits the record when the open succeeded.
+#[tracepoint]
+pub fn file_open_exit(ctx: TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(flags) = (unsafe { PENDING_OPENS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_OPENS.remove(&key);
+    // SAFETY: RET is inside the tracepoint record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
+    if ret < 0 {
+        return 0;
+    }
+    let task = current_task();
+    let Some(file) = file_of_fd(task, ret as u32) else {
+        return 0;
+    };
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count(Counter::LostOpen);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for OpenEvent; every field the reader trusts is written.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.header, EventKind::Open as u32, task);
+    ev.open_flags = flags;
+    ev.fd = ret as i32;
+    walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.path);
+    entry.submit(0);
+    0
+}

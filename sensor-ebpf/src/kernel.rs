@@ -1,0 +1,175 @@
+//! Reading kernel structures through BTF-derived offsets, and the parts every record shares.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+};
+use sensor_common::{
+    Counter, EventHeader, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH, PATH_TRUNCATED,
+    PATH_UNLINKED, PathRecord,
+};
+
+use crate::maps::{COUNTERS, SELF_PID};
+
+/// One member offset from the `OFFSETS` global. Volatile so the compiler cannot fold the
+/// all-zero initial value into the code: the loader rewrites it before the program loads.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: reading a plain u64 of a static.
+        unsafe { core::ptr::read_volatile(&crate::maps::OFFSETS.$field) } as usize
+    };
+}
+pub(crate) use off;
+
+/// Reads a `T` at `base + offset` in kernel memory; `None` (and a counted error) on fault.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: usize) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(Counter::ReadError);
+            None
+        }
+    }
+}
+
+/// Reads a kernel pointer at `base + offset`.
+#[inline(always)]
+pub fn read_ptr(base: *const u8, offset: usize) -> Option<*const u8> {
+    read::<*const u8>(base, offset).filter(|p| !p.is_null())
+}
+
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The current task, as a raw kernel pointer.
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    // SAFETY: helper without arguments, always valid in tracing programs.
+    unsafe { generated::bpf_get_current_task() as *const u8 }
+}
+
+/// True when the current process is the agent itself.
+#[inline(always)]
+pub fn is_self() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: reading a u32 static the loader set.
+    tgid == unsafe { core::ptr::read_volatile(&SELF_PID) }
+}
+
+/// Fills the common header for the current task.
+#[inline(always)]
+pub fn fill_header(h: &mut EventHeader, kind: u32, task: *const u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    h.kind = kind;
+    h.flags = 0;
+    // SAFETY: helper without arguments.
+    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tid = pid_tgid as u32;
+    h.pid = (pid_tgid >> 32) as u32;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.ppid = read_ptr(task, off!(task_struct_real_parent))
+        .and_then(|parent| read::<u32>(parent, off!(task_struct_tgid)))
+        .unwrap_or(0);
+    h.euid = read_ptr(task, off!(task_struct_real_cred))
+        .and_then(|cred| read::<u32>(cred, off!(cred_euid)))
+        .unwrap_or(h.uid);
+    // SAFETY: helper without arguments.
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// The `struct file *` behind descriptor `fd` of `task`.
+#[inline(always)]
+pub fn file_of_fd(task: *const u8, fd: u32) -> Option<*const u8> {
+    let files = read_ptr(task, off!(task_struct_files))?;
+    let fdt = read_ptr(files, off!(files_struct_fdt))?;
+    let max_fds = read::<u32>(fdt, off!(fdtable_max_fds))?;
+    if fd >= max_fds {
+        return None;
+    }
+    let fd_array = read_ptr(fdt, off!(fdtable_fd))?;
+    read_ptr(fd_array, fd as usize * core::mem::size_of::<usize>())
+}
+
+/// Writes the absolute path of `path` (a `struct path *`) into `out` by walking dentries up to
+/// the root and crossing mount points, like the kernel's `d_path` (which tracepoint programs may
+/// not call). Components go leaf first, each NUL-terminated.
+#[inline(always)]
+pub fn walk_path(path: *const u8, out: &mut PathRecord) {
+    out.len = 0;
+    out.flags = PATH_TRUNCATED;
+    let (Some(mut vfsmnt), Some(mut dentry)) = (
+        read_ptr(path, off!(path_mnt)),
+        read_ptr(path, off!(path_dentry)),
+    ) else {
+        return;
+    };
+    let mount_mnt = off!(mount_mnt);
+    let mut mount = vfsmnt.wrapping_sub(mount_mnt);
+    let mut len: usize = 0;
+    for _ in 0..PATH_MAX_DEPTH {
+        let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_mnt_root)) else {
+            break;
+        };
+        let Some(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
+            break;
+        };
+        if dentry == mnt_root {
+            let Some(mount_parent) = read_ptr(mount, off!(mount_mnt_parent)) else {
+                break;
+            };
+            if mount_parent == mount {
+                out.flags = 0;
+                break;
+            }
+            let Some(mountpoint) = read_ptr(mount, off!(mount_mnt_mountpoint)) else {
+                break;
+            };
+            dentry = mountpoint;
+            mount = mount_parent;
+            vfsmnt = mount.wrapping_add(mount_mnt);
+            continue;
+        }
+        let last = dentry == parent;
+        let Some(name) = read_ptr(dentry, off!(dentry_d_name) + off!(qstr_name)) else {
+            break;
+        };
+        let dst = out.data.as_mut_ptr().wrapping_add(len & (PATH_DATA - 1));
+        // SAFETY: dst + PATH_COMPONENT_MAX stays inside `data` (PATH_DATA + PATH_COMPONENT_MAX
+        // bytes) because the offset is masked below PATH_DATA; the helper checks `name`.
+        let n = unsafe {
+            generated::bpf_probe_read_kernel_str(
+                dst as *mut c_void,
+                PATH_COMPONENT_MAX as u32,
+                name as *const c_void,
+            )
+        };
+        if n <= 0 {
+            count(Counter::ReadError);
+            break;
+        }
+        len += n as usize;
+        if len >= PATH_DATA {
+            len = PATH_DATA;
+            break;
+        }
+        if last {
+            // A dentry that is its own parent but not a mount root: an object of an internal
+            // filesystem (memfd, pipe, anonymous inode), not reachable from any root.
+            out.flags = PATH_UNLINKED;
+            break;
+        }
+        dentry = parent;
+    }
+    out.len = len as u32;
+}

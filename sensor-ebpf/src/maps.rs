@@ -1,0 +1,35 @@
+//! Every map the programs share, and the load-time globals.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use sensor_common::{COUNTERS_LEN, KernelOffsets};
+
+/// All records to userspace. One ring for all CPUs keeps causal order (a fork is always read
+/// before the child's first event), which the agent's process tree relies on.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+
+/// Loss and error counters, indexed by `sensor_common::Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Open flags from syscall entry, keyed by pid_tgid, until the exit hook sees the result.
+/// LRU so a thread that never returns (killed mid-syscall) cannot fill the map.
+#[map]
+pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Connect arguments from syscall entry, keyed by pid_tgid, until the exit hook sees the result.
+#[map]
+pub static PENDING_CONNECTS: LruHashMap<u64, crate::net::PendingConnect> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Kernel struct offsets from the running kernel's BTF; set by the loader.
+#[unsafe(no_mangle)]
+// SAFETY: KernelOffsets is plain u64s; all-zero is a valid value (and the loader replaces it).
+pub static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+
+/// The agent's own process id: its own file and network activity is not reported back to it.
+#[unsafe(no_mangle)]
+pub static SELF_PID: u32 = 0;

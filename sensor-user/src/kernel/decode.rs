@@ -1,0 +1,317 @@
+//! Turning ring buffer records into owned [`Event`]s. Pure: unit-tested without root.
+
+use std::mem::{offset_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime};
+
+use sensor_common::{
+    ConnectEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
+    FLAG_ENV_TRUNCATED, ForkEvent, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, OpenEvent,
+    PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, SOCK_DGRAM,
+};
+
+use crate::event::{ConnectResult, Event, EventKind, OpenIntent, Protocol};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than its kind needs ({need})")]
+    Short { got: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Converts the kernel's boot-time clock to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct BootClock {
+    /// Wall-clock time at boot.
+    boot: SystemTime,
+}
+
+impl BootClock {
+    /// Reads both clocks now.
+    pub fn now() -> BootClock {
+        let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(Duration::from)
+            .unwrap_or_default();
+        BootClock { boot: SystemTime::now() - since_boot }
+    }
+
+    /// A clock whose boot was at `boot` (for tests).
+    pub fn at(boot: SystemTime) -> BootClock {
+        BootClock { boot }
+    }
+
+    pub fn to_system(&self, ktime_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(ktime_ns)
+    }
+}
+
+/// Decodes one record.
+pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
+    let h: EventHeader = read(bytes, 0)?;
+    let kind = match Kind::try_from(h.kind).map_err(DecodeError::UnknownKind)? {
+        Kind::Exec => {
+            need(bytes, size_of::<ExecEvent>())?;
+            let argv_len = read::<u32>(bytes, offset_of!(ExecEvent, argv_len))? as usize;
+            let env_len = read::<u32>(bytes, offset_of!(ExecEvent, env_len))? as usize;
+            let argv = &bytes[offset_of!(ExecEvent, argv)..][..argv_len.min(sensor_common::ARGV_DATA)];
+            let env = &bytes[offset_of!(ExecEvent, env)..][..env_len.min(sensor_common::ENV_DATA)];
+            EventKind::Exec {
+                executable: path(bytes, offset_of!(ExecEvent, executable))?,
+                argv: strings(argv),
+                argv_truncated: h.flags & FLAG_ARGV_TRUNCATED != 0,
+                env: strings(env),
+                env_truncated: h.flags & FLAG_ENV_TRUNCATED != 0,
+            }
+        }
+        Kind::Fork => EventKind::Fork { child_pid: read::<ForkEvent>(bytes, 0)?.child_pid },
+        Kind::Exit => EventKind::Exit { exit_code: read::<ExitEvent>(bytes, 0)?.exit_code },
+        Kind::Open => {
+            need(bytes, size_of::<OpenEvent>())?;
+            let flags = read::<u32>(bytes, offset_of!(OpenEvent, open_flags))?;
+            EventKind::Open { path: path(bytes, offset_of!(OpenEvent, path))?, intent: intent(flags) }
+        }
+        Kind::Connect => {
+            let c: ConnectEvent = read(bytes, 0)?;
+            let address = if c.family == 10 {
+                IpAddr::V6(Ipv6Addr::from(c.addr))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]))
+            };
+            EventKind::Connect {
+                address,
+                port: c.port,
+                protocol: if c.sock_type == SOCK_DGRAM { Protocol::Udp } else { Protocol::Tcp },
+                result: match c.ret {
+                    0 => ConnectResult::Connected,
+                    -115 => ConnectResult::InProgress,
+                    e => ConnectResult::Failed(-e),
+                },
+            }
+        }
+    };
+    Ok(Event {
+        time: clock.to_system(h.ktime_ns),
+        pid: h.pid,
+        tid: h.tid,
+        ppid: h.ppid,
+        uid: h.uid,
+        euid: h.euid,
+        cgroup_id: h.cgroup_id,
+        comm: cstr(&h.comm),
+        kind,
+    })
+}
+
+fn need(bytes: &[u8], need: usize) -> Result<(), DecodeError> {
+    if bytes.len() < need {
+        return Err(DecodeError::Short { got: bytes.len(), need });
+    }
+    Ok(())
+}
+
+/// A `Copy` value at `offset`, bounds-checked.
+fn read<T: Copy>(bytes: &[u8], offset: usize) -> Result<T, DecodeError> {
+    need(bytes, offset + size_of::<T>())?;
+    // SAFETY: in bounds (checked above); read_unaligned has no alignment requirement; the types
+    // read here are plain integers and repr(C) records of integers, valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(offset).cast::<T>()) })
+}
+
+/// A [`PathRecord`] at `offset`, as an absolute path. Unreachable objects (memfd, pipes) keep
+/// their kernel name; a walk that was cut short starts with `...`.
+fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
+    let len = read::<u32>(bytes, offset + offset_of!(PathRecord, len))? as usize;
+    let flags = read::<u32>(bytes, offset + offset_of!(PathRecord, flags))?;
+    let data = &bytes[offset + offset_of!(PathRecord, data)..][..len.min(PATH_DATA)];
+    let components: Vec<String> = strings(data).into_iter().filter(|c| !c.is_empty()).collect();
+    if flags & PATH_UNLINKED != 0 {
+        return Ok(components.into_iter().next().unwrap_or_default());
+    }
+    let mut out = String::from(if flags & PATH_TRUNCATED != 0 { "..." } else { "" });
+    for c in components.iter().rev() {
+        if c == "/" {
+            continue;
+        }
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// NUL-separated strings, lossily decoded; a trailing NUL does not add an empty string.
+fn strings(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Intent from raw `O_*` flags.
+pub fn intent(flags: u32) -> OpenIntent {
+    const O_ACCMODE: u32 = 0o3;
+    const O_CREAT: u32 = 0o100;
+    const O_TRUNC: u32 = 0o1000;
+    let acc = flags & O_ACCMODE;
+    let bits = match acc {
+        0 => OPEN_READ,
+        1 => OPEN_WRITE,
+        _ => OPEN_READ | OPEN_WRITE,
+    } | if flags & O_CREAT != 0 { OPEN_CREATE } else { 0 }
+        | if flags & O_TRUNC != 0 { OPEN_TRUNCATE } else { 0 };
+    OpenIntent {
+        read: bits & OPEN_READ != 0,
+        write: bits & OPEN_WRITE != 0,
+        create: bits & OPEN_CREATE != 0,
+        truncate: bits & OPEN_TRUNCATE != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: Kind) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        EventHeader {
+            kind: kind as u32,
+            flags: 0,
+            ktime_ns: 1_000_000_000,
+            tid: 11,
+            pid: 10,
+            ppid: 1,
+            uid: 1000,
+            euid: 0,
+            gid: 1000,
+            cgroup_id: 42,
+            comm,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn clock() -> BootClock {
+        BootClock::at(SystemTime::UNIX_EPOCH)
+    }
+
+    fn path_record(components_leaf_first: &[&str], flags: u32) -> PathRecord {
+        let mut r = PathRecord { len: 0, flags, data: [0; PATH_DATA + sensor_common::PATH_COMPONENT_MAX] };
+        let mut off = 0;
+        for c in components_leaf_first {
+            r.data[off..off + c.len()].copy_from_slice(c.as_bytes());
+            off += c.len() + 1;
+        }
+        r.len = off as u32;
+        r
+    }
+
+    #[test]
+    fn exec_record() {
+        // Boxed: the record is larger than a test thread likes on its stack.
+        let mut ev: Box<ExecEvent> = Box::new(unsafe { std::mem::zeroed() });
+        ev.header = header(Kind::Exec);
+        ev.header.flags = FLAG_ARGV_TRUNCATED;
+        ev.executable = path_record(&["ls", "bin", "usr"], 0);
+        let argv = b"ls\0-la\0/tmp\0";
+        ev.argv[..argv.len()].copy_from_slice(argv);
+        ev.argv_len = argv.len() as u32;
+        let env = b"A=1\0GITHUB_JOB=build\0";
+        ev.env[..env.len()].copy_from_slice(env);
+        ev.env_len = env.len() as u32;
+        let e = decode(&bytes_of(&*ev), &clock()).unwrap();
+        assert_eq!((e.pid, e.tid, e.ppid, e.uid, e.euid, e.cgroup_id), (10, 11, 1, 1000, 0, 42));
+        assert_eq!(e.comm, "bash");
+        assert_eq!(e.time, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        assert_eq!(
+            e.kind,
+            EventKind::Exec {
+                executable: "/usr/bin/ls".into(),
+                argv: vec!["ls".into(), "-la".into(), "/tmp".into()],
+                argv_truncated: true,
+                env: vec!["A=1".into(), "GITHUB_JOB=build".into()],
+                env_truncated: false,
+            }
+        );
+    }
+
+    #[test]
+    fn paths_root_truncated_unlinked() {
+        let mk = |r: PathRecord| {
+            let mut ev: Box<OpenEvent> = Box::new(unsafe { std::mem::zeroed() });
+            ev.header = header(Kind::Open);
+            ev.open_flags = 0o1 | 0o100;
+            ev.path = r;
+            decode(&bytes_of(&*ev), &clock()).unwrap().kind
+        };
+        assert_eq!(
+            mk(path_record(&["x", "tmp"], 0)),
+            EventKind::Open {
+                path: "/tmp/x".into(),
+                intent: OpenIntent { write: true, create: true, ..Default::default() }
+            }
+        );
+        assert!(matches!(mk(path_record(&[], 0)), EventKind::Open { path, .. } if path == "/"));
+        assert!(matches!(mk(path_record(&["b", "a"], PATH_TRUNCATED)), EventKind::Open { path, .. } if path == ".../a/b"));
+        assert!(matches!(mk(path_record(&["memfd:x"], PATH_UNLINKED)), EventKind::Open { path, .. } if path == "memfd:x"));
+    }
+
+    #[test]
+    fn connect_v4_v6_and_results() {
+        let mut c = ConnectEvent {
+            header: header(Kind::Connect),
+            family: 2,
+            port: 8080,
+            sock_type: 1,
+            _pad: 0,
+            ret: -115,
+            addr: [0; 16],
+            _pad2: 0,
+        };
+        c.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let e = decode(&bytes_of(&c), &clock()).unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::Connect {
+                address: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+                protocol: Protocol::Tcp,
+                result: ConnectResult::InProgress
+            }
+        );
+        c.family = 10;
+        c.sock_type = SOCK_DGRAM;
+        c.ret = -111;
+        c.addr = Ipv6Addr::LOCALHOST.octets();
+        let e = decode(&bytes_of(&c), &clock()).unwrap();
+        assert!(matches!(e.kind, EventKind::Connect { address: IpAddr::V6(a), protocol: Protocol::Udp, result: ConnectResult::Failed(111), .. } if a == Ipv6Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert!(matches!(decode(&[0u8; 10], &clock()), Err(DecodeError::Short { .. })));
+        let mut h = header(Kind::Exec);
+        h.kind = 9999;
+        assert_eq!(decode(&bytes_of(&h), &clock()), Err(DecodeError::UnknownKind(9999)));
+        let h = header(Kind::Exec);
+        assert!(matches!(decode(&bytes_of(&h), &clock()), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn intents() {
+        assert_eq!(intent(0), OpenIntent { read: true, ..Default::default() });
+        assert_eq!(intent(0o2 | 0o1000), OpenIntent { read: true, write: true, truncate: true, ..Default::default() });
+    }
+}

@@ -1,0 +1,227 @@
+//! The kernel side of the agent: preflight checks, loading and attaching the programs, and
+//! reading their ring buffer. Records leave this module as [`crate::event::Event`]s.
+
+pub mod decode;
+pub mod mounts;
+pub mod offsets;
+pub mod programs;
+
+use std::path::Path;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+use sensor_common::{COUNTERS_LEN, Counter};
+use tokio::io::unix::AsyncFd;
+
+pub use decode::{BootClock, DecodeError, decode};
+use programs::{Hook, PROGRAMS};
+
+/// The embedded eBPF object, built by `build.rs` (empty in stub builds).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+/// Oldest kernel the programs are written for (BTF tracepoints, ring buffer, bounded loops).
+const MIN_KERNEL: (u32, u32) = (5, 15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("the sensor must run as root: it loads eBPF programs (try sudo)")]
+    NotRoot,
+    #[error("kernel {0} is too old: the sensor needs Linux 5.15 or later with BTF")]
+    KernelTooOld(String),
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetsError),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(
+        "this sensor was built without its kernel programs (stub build); run `scripts/setup` and rebuild"
+    )]
+    StubObject,
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel program `{name}` failed at {stage}: {reason}")]
+    Program {
+        name: &'static str,
+        stage: &'static str,
+        reason: String,
+    },
+    #[error("eBPF map `{0}` is missing or of the wrong type")]
+    Map(&'static str),
+    #[error("cannot poll the ring buffer: {0}")]
+    Poll(#[from] std::io::Error),
+}
+
+/// Loaded and attached programs, and the handles the agent reads from.
+pub struct Sensor {
+    /// Keeps programs and links alive; dropping it detaches everything.
+    _ebpf: Ebpf,
+    pub ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Names of the programs that are attached.
+    pub attached: Vec<&'static str>,
+    /// Optional programs that could not attach, with why.
+    pub skipped: Vec<(&'static str, String)>,
+}
+
+impl Sensor {
+    /// Checks the machine, loads every program and attaches it. Must be called inside a tokio
+    /// runtime (the ring buffer is registered with it).
+    pub fn load() -> Result<Sensor, KernelError> {
+        preflight()?;
+        let mounted = mounts::ensure()?;
+        if !mounted.is_empty() {
+            tracing::info!(?mounted, "mounted missing pseudo filesystems");
+        }
+        let offsets = offsets::load(Path::new(offsets::VMLINUX_BTF))?;
+        if OBJECT.is_empty() {
+            return Err(KernelError::StubObject);
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| KernelError::Program {
+            name: "btf",
+            stage: "load",
+            reason: e.to_string(),
+        })?;
+        let self_pid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("SELF_PID", &self_pid, true)
+            .load(OBJECT)?;
+
+        let mut attached = Vec::new();
+        let mut skipped = Vec::new();
+        for p in PROGRAMS {
+            match attach(&mut ebpf, p, &btf) {
+                Ok(()) => attached.push(p.name),
+                Err(reason) if !p.required => {
+                    tracing::warn!(program = p.name, %reason, "optional program not attached");
+                    skipped.push((p.name, reason));
+                }
+                Err(reason) => {
+                    return Err(KernelError::Program { name: p.name, stage: "attach", reason });
+                }
+            }
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(KernelError::Map("EVENTS"))?)
+            .map_err(|_| KernelError::Map("EVENTS"))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS").ok_or(KernelError::Map("COUNTERS"))?,
+        )
+        .map_err(|_| KernelError::Map("COUNTERS"))?;
+        Ok(Sensor { _ebpf: ebpf, ring: AsyncFd::new(ring)?, counters, attached, skipped })
+    }
+
+    /// Loss and error counters summed over CPUs, by name.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                debug_assert!((*c as u32) < COUNTERS_LEN);
+                let sum = self
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (c.name(), sum)
+            })
+            .collect()
+    }
+}
+
+/// Loads and attaches one program; the error is one readable line (verifier log tail included).
+fn attach(ebpf: &mut Ebpf, p: &programs::Program, btf: &Btf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(p.name)
+        .ok_or_else(|| format!("program `{}` is not in the embedded object", p.name))?;
+    match p.hook {
+        Hook::BtfTracepoint(tracepoint) => {
+            let prog: &mut BtfTracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load(tracepoint, btf).map_err(describe)?;
+            prog.attach().map_err(describe)?;
+        }
+        Hook::Tracepoints(tps) => {
+            let prog: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load().map_err(describe)?;
+            let mut any = false;
+            let mut last_err = String::new();
+            for (category, name) in tps {
+                match prog.attach(category, name) {
+                    Ok(_) => any = true,
+                    Err(e) => last_err = format!("{category}/{name}: {}", describe(e)),
+                }
+            }
+            if !any {
+                return Err(last_err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A program error as one line: the verifier's last lines rather than its whole log.
+fn describe(e: ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            tracing::debug!(%log, "verifier log");
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!(
+                "rejected by the kernel ({io_error}); verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Root, kernel version and BTF, checked before anything touches the kernel.
+fn preflight() -> Result<(), KernelError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(KernelError::NotRoot);
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(version) = parse_release(&release) {
+        if version < MIN_KERNEL {
+            return Err(KernelError::KernelTooOld(release));
+        }
+    }
+    Ok(())
+}
+
+/// `"6.18.0-1-amd64"` → `(6, 18)`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_release_parsing() {
+        assert_eq!(parse_release("6.18.0-1-amd64"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0"), Some((5, 4)));
+        assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+        assert_eq!(parse_release("garbage"), None);
+    }
+
+    /// The program table and the embedded object agree (no root needed).
+    #[test]
+    fn program_table_matches_object() {
+        if OBJECT.is_empty() {
+            eprintln!("skipped: stub build without the eBPF object");
+            return;
+        }
+        let obj = aya_obj::Object::parse(OBJECT).expect("parse embedded object");
+        for p in PROGRAMS {
+            assert!(obj.programs.contains_key(p.name), "program {} missing from object", p.name);
+        }
+        assert_eq!(obj.programs.len(), PROGRAMS.len(), "object has programs the table lacks");
+    }
+}
