@@ -116,7 +116,9 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
     };
     let mount_mnt = off!(mount_mnt);
     let mut mount = vfsmnt.wrapping_sub(mount_mnt);
-    let mut len: usize = 0;
+    // The running length lives in the record, not in a register: the verifier then sees an
+    // unknown (masked) value at every iteration and can prune equivalent states instead of
+    // walking every combination of component lengths.
     for _ in 0..PATH_MAX_DEPTH {
         let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_mnt_root)) else {
             break;
@@ -140,10 +142,14 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
             vfsmnt = mount.wrapping_add(mount_mnt);
             continue;
         }
-        let last = dentry == parent;
         let Some(name) = read_ptr(dentry, off!(dentry_d_name) + off!(qstr_name)) else {
             break;
         };
+        // SAFETY: volatile read of our own record field.
+        let len = unsafe { core::ptr::read_volatile(&out.len) } as usize;
+        if len >= PATH_DATA {
+            break;
+        }
         let dst = out.data.as_mut_ptr().wrapping_add(len & (PATH_DATA - 1));
         // SAFETY: dst + PATH_COMPONENT_MAX stays inside `data` (PATH_DATA + PATH_COMPONENT_MAX
         // bytes) because the offset is masked below PATH_DATA; the helper checks `name`.
@@ -158,12 +164,9 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
             count(Counter::ReadError);
             break;
         }
-        len += n as usize;
-        if len >= PATH_DATA {
-            len = PATH_DATA;
-            break;
-        }
-        if last {
+        // SAFETY: volatile write of our own record field.
+        unsafe { core::ptr::write_volatile(&mut out.len, (len + n as usize) as u32) };
+        if dentry == parent {
             // A dentry that is its own parent but not a mount root: an object of an internal
             // filesystem (memfd, pipe, anonymous inode), not reachable from any root.
             out.flags = PATH_UNLINKED;
@@ -171,5 +174,7 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
         }
         dentry = parent;
     }
-    out.len = len as u32;
+    if out.len as usize > PATH_DATA {
+        out.len = PATH_DATA as u32;
+    }
 }

@@ -14,7 +14,7 @@ use aya::{
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use sensor_common::{COUNTERS_LEN, Counter};
-use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, unix::AsyncFd};
 
 pub use decode::{BootClock, DecodeError, decode};
 use programs::{Hook, PROGRAMS};
@@ -111,7 +111,11 @@ impl Sensor {
             ebpf.take_map("COUNTERS").ok_or(KernelError::Map("COUNTERS"))?,
         )
         .map_err(|_| KernelError::Map("COUNTERS"))?;
-        Ok(Sensor { _ebpf: ebpf, ring: AsyncFd::new(ring)?, counters, attached, skipped })
+        // SAFETY: the ring buffer owns its map fd, which stays open and valid as long as the
+        // AsyncFd that owns the ring buffer.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| KernelError::Poll(e.into()))?;
+        Ok(Sensor { _ebpf: ebpf, ring, counters, attached, skipped })
     }
 
     /// Loss and error counters summed over CPUs, by name.

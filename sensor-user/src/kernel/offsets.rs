@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, Type};
 use sensor_common::KernelOffsets;
 
 #[derive(Debug, thiserror::Error)]
