@@ -1,1 +1,111 @@
-//! Helpers shared by the privileged integration tests.
+//! Helpers shared by the privileged integration tests (they need root and a BPF-capable kernel).
+//!
+//! Tests here trigger real behaviour in real processes and wait, with a deadline, for the events
+//! or deviations to show up; they never sleep a fixed time and hope.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sensor_user::event::Event;
+use sensor_user::kernel::{BootClock, Sensor, decode};
+
+/// The kernel programs loaded in this process, with their decoded events on a channel.
+pub struct KernelHarness {
+    events: mpsc::Receiver<Event>,
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl KernelHarness {
+    /// Loads and attaches every program; panics with the loader's message when it cannot.
+    pub fn start() -> KernelHarness {
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut sensor = match Sensor::load() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        ready_tx.send(Err(e.to_string())).unwrap();
+                        return;
+                    }
+                };
+                ready_tx.send(Ok(())).unwrap();
+                let clock = BootClock::now();
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        guard = sensor.ring.readable_mut() => {
+                            let mut guard = guard.unwrap();
+                            while let Some(item) = guard.get_inner_mut().next() {
+                                let event = decode(&item, &clock).expect("every kernel record decodes");
+                                if tx.send(event).is_err() {
+                                    return;
+                                }
+                            }
+                            guard.clear_ready();
+                        }
+                    }
+                }
+            });
+        });
+        match ready_rx.recv().expect("sensor thread died") {
+            Ok(()) => {}
+            Err(e) => panic!("loading the sensor failed: {e}"),
+        }
+        KernelHarness { events: rx, stop, thread: Some(thread) }
+    }
+
+    /// The first event matching `pred` within 5 seconds; panics with `what` otherwise.
+    pub fn expect(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) => {}
+                Err(_) => panic!("no event for {what} within 5s"),
+            }
+        }
+    }
+}
+
+impl Drop for KernelHarness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A binary of this workspace (`sensor`, `collector`) next to the running test's build output.
+/// `cargo build --workspace` must have built it (scripts/test does).
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join(name);
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes; panics with `what` on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
