@@ -1,0 +1,227 @@
+//! Which workload and which process each event belongs to.
+//!
+//! The [`Attributor`] keeps a process table fed by the events themselves (they arrive in causal
+//! order from one ring buffer: a fork before the child's events) and seeded from `/proc` at start.
+//! A process belongs to a CI job when it, or an ancestor, exec'd with a complete set of CI
+//! variables ([`ci_job_from_env`]); otherwise to the workload of its cgroup
+//! ([`workload_for_cgroup_path`]).
+
+mod cgroup;
+mod process;
+mod procfs;
+mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::event::{Event, EventKind};
+
+pub use cgroup::workload_for_cgroup_path;
+pub use process::{DEFAULT_MAX_PROCESSES, EXIT_GRACE, MAX_ANCESTRY, ProcessInfo};
+pub use workload::{Workload, WorkloadKind, ci_job_from_env};
+
+use cgroup::CgroupResolver;
+use process::{Entry, ProcessTable};
+
+/// An event with the workload and process it belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attributed {
+    pub event: Event,
+    pub workload: Workload,
+    pub process: ProcessInfo,
+}
+
+/// Attributes events to workloads and processes; see the module documentation.
+#[derive(Debug)]
+pub struct Attributor {
+    cgroups: CgroupResolver,
+    processes: ProcessTable,
+}
+
+impl Attributor {
+    /// `cgroup_root`: the cgroup v2 mount (`/sys/fs/cgroup/unified` on hybrid hosts,
+    /// `/sys/fs/cgroup` on pure-v2 hosts). Nothing is read until the first event or seeding.
+    pub fn new(cgroup_root: impl Into<PathBuf>) -> Self {
+        Attributor {
+            cgroups: CgroupResolver::new(cgroup_root.into()),
+            processes: ProcessTable::new(DEFAULT_MAX_PROCESSES),
+        }
+    }
+
+    /// Bounds the process table to `max` processes (default [`DEFAULT_MAX_PROCESSES`]).
+    pub fn with_max_processes(mut self, max: usize) -> Self {
+        self.processes = ProcessTable::new(max);
+        self
+    }
+
+    /// Number of processes in the table (for status).
+    pub fn tracked_processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Seeds the process table from `/proc` with the processes that already run (executable,
+    /// argv, ppid, uids, CI job from their environment and their ancestors').
+    pub fn seed_from_proc(&mut self) {
+        self.seed_from_proc_root(Path::new("/proc"));
+    }
+
+    /// [`Self::seed_from_proc`] from another procfs mount (or a fake tree in tests). Processes the
+    /// table already knows are left alone.
+    pub fn seed_from_proc_root(&mut self, proc_root: &Path) {
+        let found = procfs::read_processes(proc_root);
+        let by_pid: HashMap<u32, &procfs::ProcProcess> = found.iter().map(|p| (p.pid, p)).collect();
+        let mut jobs: HashMap<u32, Option<Workload>> = HashMap::new();
+        let now = SystemTime::now();
+        for p in &found {
+            let job = seeded_job(p.pid, &by_pid, &mut jobs);
+            if self.processes.get(p.pid).is_some() {
+                continue;
+            }
+            let entry = Entry {
+                ppid: p.ppid,
+                executable: p.executable.clone(),
+                argv: p.argv.clone(),
+                argv_truncated: false,
+                uid: p.uid,
+                euid: p.euid,
+                job,
+                exited_at: None,
+                last_seen: now,
+            };
+            self.processes.insert(p.pid, entry, 0);
+        }
+        tracing::info!(processes = found.len(), "process table seeded from procfs");
+    }
+
+    /// Updates the process table with `event` and returns it in context.
+    ///
+    /// - Fork: the child gets an entry copied from the parent (executable, argv, job).
+    /// - Exec: updates executable and argv; a complete set of CI variables makes the process the
+    ///   root of that job (a different set than its inherited job: a nested job), an incomplete or
+    ///   absent set keeps the inherited job.
+    /// - Exit: the process stays for [`EXIT_GRACE`] of event time, so late events still attribute.
+    /// - A process the table does not know is created from its parent (`ppid`): inherited job and,
+    ///   as a best guess, the parent's executable. An Exec of a pid whose entry already exited is a
+    ///   new process (pid reuse after a missed fork) and is treated the same way.
+    pub fn attribute(&mut self, event: Event) -> Attributed {
+        self.processes.sweep(event.time);
+        self.track(&event);
+        let job = self.processes.get(event.pid).and_then(|e| e.job.clone());
+        let workload = match job {
+            Some(job) => job,
+            None => self.cgroups.workload(event.cgroup_id),
+        };
+        let process = self.processes.info(event.pid);
+        Attributed {
+            event,
+            workload,
+            process,
+        }
+    }
+
+    fn track(&mut self, event: &Event) {
+        let pid = event.pid;
+        let is_exec = matches!(event.kind, EventKind::Exec { .. });
+        let known = self
+            .processes
+            .get(pid)
+            .is_some_and(|e| !(is_exec && e.exited_at.is_some()));
+        if !known {
+            let entry = self.orphan_entry(event);
+            self.processes.insert(pid, entry, pid);
+        }
+        let Some(entry) = self.processes.get_mut(pid) else {
+            return;
+        };
+        entry.ppid = event.ppid;
+        entry.uid = event.uid;
+        entry.euid = event.euid;
+        entry.last_seen = event.time;
+        let mut child = None;
+        match &event.kind {
+            EventKind::Exec {
+                executable,
+                argv,
+                argv_truncated,
+                env,
+                ..
+            } => {
+                entry.executable.clone_from(executable);
+                entry.argv.clone_from(argv);
+                entry.argv_truncated = *argv_truncated;
+                if let Some(job) = ci_job_from_env(env) {
+                    entry.job = Some(job);
+                }
+            }
+            EventKind::Fork { child_pid } => {
+                let entry = Entry {
+                    ppid: pid,
+                    exited_at: None,
+                    ..entry.clone()
+                };
+                child = Some((*child_pid, entry));
+            }
+            EventKind::Exit { .. } => entry.exited_at = Some(event.time),
+            EventKind::Open { .. } | EventKind::Connect { .. } => {}
+        }
+        if let Some((child_pid, entry)) = child {
+            self.processes.insert(child_pid, entry, pid);
+        }
+    }
+
+    /// An entry for a process first seen through `event`, inheriting from its parent if known.
+    fn orphan_entry(&self, event: &Event) -> Entry {
+        let parent = self
+            .processes
+            .get(event.ppid)
+            .filter(|_| event.ppid != event.pid);
+        Entry {
+            ppid: event.ppid,
+            executable: parent.map(|p| p.executable.clone()).unwrap_or_default(),
+            argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
+            argv_truncated: parent.is_some_and(|p| p.argv_truncated),
+            uid: event.uid,
+            euid: event.euid,
+            job: parent.and_then(|p| p.job.clone()),
+            exited_at: None,
+            last_seen: event.time,
+        }
+    }
+}
+
+/// The job of seeded process `pid`: its own CI job, else its nearest ancestor's (memoised).
+fn seeded_job(
+    pid: u32,
+    by_pid: &HashMap<u32, &procfs::ProcProcess>,
+    memo: &mut HashMap<u32, Option<Workload>>,
+) -> Option<Workload> {
+    let mut chain = Vec::new();
+    let mut inherited = None;
+    let mut cur = pid;
+    loop {
+        if let Some(job) = memo.get(&cur) {
+            inherited = job.clone();
+            break;
+        }
+        let Some(p) = by_pid.get(&cur) else { break };
+        if chain.contains(&cur) || chain.len() >= by_pid.len() {
+            break;
+        }
+        chain.push(cur);
+        if p.ppid == 0 {
+            break;
+        }
+        cur = p.ppid;
+    }
+    for pid in chain.into_iter().rev() {
+        if let Some(own) = by_pid.get(&pid).and_then(|p| p.ci_job.clone()) {
+            inherited = Some(own);
+        }
+        memo.insert(pid, inherited.clone());
+    }
+    memo.get(&pid).cloned().flatten()
+}

@@ -1,0 +1,113 @@
+//! One workload's baseline: what it was seen doing, whether it is still learning, and which
+//! deviations were already reported. This is exactly what its baseline file holds.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::LearningConfig;
+use super::behaviour::Behaviour;
+
+/// Whether an event is learnt from or judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Learning,
+    Detecting,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WorkloadBaseline {
+    /// Event time of the workload's first event, ns since the epoch.
+    pub first_seen_unix_nanos: Option<i64>,
+    /// Event time of its first judged event, ns since the epoch.
+    #[serde(default)]
+    pub detecting_since_unix_nanos: Option<i64>,
+    /// The distinct CI runs learnt from, in the order they started (at most `learning_runs`).
+    #[serde(default)]
+    pub learning_runs: Vec<String>,
+    /// Everything learnt.
+    #[serde(default)]
+    pub learned: BTreeSet<Behaviour>,
+    /// Ids of the deviations already reported (never reported again).
+    #[serde(default)]
+    pub reported: BTreeSet<String>,
+}
+
+impl WorkloadBaseline {
+    /// Decides the phase of an event at `time` of run `run_id`, recording a new learning run or
+    /// the start of detection. Returns the phase and whether the baseline changed.
+    ///
+    /// CI runs (`run_id` set): the first `learning_runs` distinct runs learn (also their late
+    /// events), every later run is judged. Otherwise: events within `learning_period` of the
+    /// first event learn, later ones are judged.
+    pub(crate) fn phase(
+        &mut self,
+        run_id: Option<&str>,
+        time: i64,
+        config: &LearningConfig,
+    ) -> (Phase, bool) {
+        let mut changed = false;
+        let first = *self.first_seen_unix_nanos.get_or_insert_with(|| {
+            changed = true;
+            time
+        });
+        let phase = match run_id {
+            Some(run) if self.learning_runs.iter().any(|r| r == run) => Phase::Learning,
+            Some(run) if self.learning_runs.len() < config.learning_runs as usize => {
+                self.learning_runs.push(run.to_owned());
+                changed = true;
+                Phase::Learning
+            }
+            Some(_) => Phase::Detecting,
+            None if time < first.saturating_add(nanos(config.learning_period)) => Phase::Learning,
+            None => Phase::Detecting,
+        };
+        if phase == Phase::Detecting && self.detecting_since_unix_nanos.is_none() {
+            self.detecting_since_unix_nanos = Some(time);
+            changed = true;
+        }
+        (phase, changed)
+    }
+
+    /// Whether `behaviour` is part of the baseline.
+    pub(crate) fn knows(&self, behaviour: &Behaviour) -> bool {
+        self.learned.contains(behaviour)
+    }
+
+    /// Whether `behaviour` should be reported: unknown, and not an edge into an executable that
+    /// is itself unknown (the new-executable deviation covers every edge into it).
+    pub(crate) fn is_novel(&self, behaviour: &Behaviour) -> bool {
+        if self.knows(behaviour) {
+            return false;
+        }
+        match behaviour {
+            Behaviour::ExecEdge { child, .. } => self.knows(&Behaviour::Executable(child.clone())),
+            _ => true,
+        }
+    }
+
+    /// Counts of learnt behaviours: executables, edges, file accesses, destinations.
+    pub(crate) fn sizes(&self) -> [usize; 4] {
+        let mut sizes = [0; 4];
+        for b in &self.learned {
+            let i = match b {
+                Behaviour::Executable(_) => 0,
+                Behaviour::ExecEdge { .. } => 1,
+                Behaviour::File { .. } => 2,
+                Behaviour::Destination { .. } => 3,
+            };
+            sizes[i] += 1;
+        }
+        sizes
+    }
+}
+
+/// The inverse of `deviation::report::unix_nanos` for non-negative values.
+pub(crate) fn from_unix_nanos(nanos: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,251 @@
+//! What each workload normally does, learnt per workload, and judging events against it.
+//!
+//! Per workload the [`Engine`] learns [`Behaviour`]s: executables run, parent → child executable
+//! edges, files opened (path and intent) and network destinations tried. CI jobs (events with a
+//! run id) learn during their first `learning_runs` distinct runs and are judged from the start of
+//! the next run on; other workloads learn for `learning_period` of event time after their first
+//! event. Once judged, a behaviour that is not in the baseline becomes a deviation, reported once
+//! (its id is remembered, also across restarts) and not added to the baseline: accepting
+//! deviations into a baseline is an operator's decision, not the agent's.
+//!
+//! Baselines live in `<state_dir>/baselines/`, one JSON file per workload (see `store`).
+
+mod behaviour;
+mod learned;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::attribute::Attributed;
+use crate::deviation::report::{self, deviation_id, unix_nanos};
+
+pub use behaviour::{Behaviour, generalize_path};
+pub use store::BaselineError;
+
+use learned::{Phase, WorkloadBaseline, from_unix_nanos};
+
+/// How long workloads learn before they are judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearningConfig {
+    /// Distinct runs a CI job learns from (`--learning-runs`).
+    pub learning_runs: u32,
+    /// How long, in event time from its first event, a non-CI workload learns.
+    pub learning_period: Duration,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        LearningConfig {
+            learning_runs: 5,
+            learning_period: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// Where a workload is in its life, for logs and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LearningStatus {
+    /// A CI job learning from its first runs; judged from the run after the `needed`th.
+    LearningRuns { seen: u32, needed: u32 },
+    /// A workload learning for a period; `left` is measured from the newest event time the
+    /// engine saw (or now, before any event).
+    LearningTime { left: Duration },
+    /// Events are judged against the baseline.
+    Detecting,
+}
+
+/// A workload's learning status and baseline sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadSummary {
+    pub workload: String,
+    pub status: LearningStatus,
+    pub executables: usize,
+    pub exec_edges: usize,
+    pub file_accesses: usize,
+    pub destinations: usize,
+    /// Deviations reported so far.
+    pub reported: usize,
+}
+
+impl fmt::Display for WorkloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.workload)?;
+        match &self.status {
+            LearningStatus::LearningRuns { seen, needed } if seen >= needed => write!(
+                f,
+                "learning ({seen}/{needed} runs, detecting from the next run)"
+            )?,
+            LearningStatus::LearningRuns { seen, needed } => {
+                write!(f, "learning ({seen}/{needed} runs)")?
+            }
+            LearningStatus::LearningTime { left } => {
+                let left = Duration::from_secs(left.as_secs());
+                write!(f, "learning ({} left)", humantime::format_duration(left))?
+            }
+            LearningStatus::Detecting => f.write_str("detecting")?,
+        }
+        write!(
+            f,
+            "; {} executables, {} exec edges, {} file accesses, {} destinations, {} reported",
+            self.executables, self.exec_edges, self.file_accesses, self.destinations, self.reported
+        )
+    }
+}
+
+/// Learns baselines and reports deviations from them; see the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    dir: PathBuf,
+    config: LearningConfig,
+    host: String,
+    workloads: HashMap<String, Tracked>,
+    newest_event: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    file_name: String,
+    baseline: WorkloadBaseline,
+    /// Changed since it was last written.
+    dirty: bool,
+}
+
+impl Engine {
+    /// Loads the baselines in `state_dir/baselines` (creating the directory). `host` goes into
+    /// every deviation and its id.
+    pub fn open(
+        state_dir: &Path,
+        config: LearningConfig,
+        host: String,
+    ) -> Result<Engine, BaselineError> {
+        let dir = state_dir.join("baselines");
+        let workloads = store::load_all(&dir)?
+            .into_iter()
+            .map(|(id, (file_name, baseline))| {
+                let tracked = Tracked {
+                    file_name,
+                    baseline,
+                    dirty: false,
+                };
+                (id, tracked)
+            })
+            .collect::<HashMap<_, _>>();
+        tracing::info!(dir = %dir.display(), workloads = workloads.len(), "baselines loaded");
+        Ok(Engine {
+            dir,
+            config,
+            host,
+            workloads,
+            newest_event: None,
+        })
+    }
+
+    /// Learns from `event`, or judges it, and returns the deviations it shows that were never
+    /// reported before. An Exec of a new executable reports the executable, not also the edge.
+    pub fn observe(&mut self, event: &Attributed) -> Vec<proto::v1::Deviation> {
+        let time = event.event.time;
+        self.newest_event = Some(self.newest_event.map_or(time, |t| t.max(time)));
+        let workload = &event.workload;
+        if !self.workloads.contains_key(&workload.id) {
+            let tracked = Tracked {
+                file_name: store::file_name(&workload.id),
+                baseline: WorkloadBaseline::default(),
+                dirty: true,
+            };
+            self.workloads.insert(workload.id.clone(), tracked);
+        }
+        let Some(tracked) = self.workloads.get_mut(&workload.id) else {
+            return Vec::new();
+        };
+        let baseline = &mut tracked.baseline;
+        let (phase, changed) =
+            baseline.phase(workload.run_id.as_deref(), unix_nanos(time), &self.config);
+        tracked.dirty |= changed;
+
+        let mut deviations = Vec::new();
+        for behaviour in Behaviour::of(event) {
+            match phase {
+                Phase::Learning => tracked.dirty |= baseline.learned.insert(behaviour),
+                Phase::Detecting if baseline.is_novel(&behaviour) => {
+                    let id = deviation_id(&self.host, &workload.id, &behaviour);
+                    if baseline.reported.insert(id.clone()) {
+                        tracked.dirty = true;
+                        deviations.push(report::build(&self.host, event, &behaviour, id));
+                    }
+                }
+                Phase::Detecting => {}
+            }
+        }
+        deviations
+    }
+
+    /// Writes every baseline changed since the last call (crash-safely). On failure the others
+    /// are still written, the failed ones stay pending for the next call, and the first error is
+    /// returned.
+    pub fn persist(&mut self) -> Result<(), BaselineError> {
+        let mut first_error = None;
+        for (id, tracked) in self.workloads.iter_mut().filter(|(_, t)| t.dirty) {
+            match store::save(&self.dir, &tracked.file_name, id, &tracked.baseline) {
+                Ok(()) => tracked.dirty = false,
+                Err(error) => {
+                    tracing::warn!(workload = %id, %error, "cannot persist baseline");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Every workload's learning status and baseline sizes, by workload id.
+    pub fn summary(&self) -> Vec<WorkloadSummary> {
+        let reference = self.newest_event.unwrap_or_else(SystemTime::now);
+        let mut out: Vec<WorkloadSummary> = self
+            .workloads
+            .iter()
+            .map(|(id, t)| {
+                let [executables, exec_edges, file_accesses, destinations] = t.baseline.sizes();
+                WorkloadSummary {
+                    workload: id.clone(),
+                    status: self.status(&t.baseline, reference),
+                    executables,
+                    exec_edges,
+                    file_accesses,
+                    destinations,
+                    reported: t.baseline.reported.len(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.workload.cmp(&b.workload));
+        out
+    }
+
+    fn status(&self, b: &WorkloadBaseline, reference: SystemTime) -> LearningStatus {
+        if b.detecting_since_unix_nanos.is_some() {
+            return LearningStatus::Detecting;
+        }
+        if !b.learning_runs.is_empty() {
+            return LearningStatus::LearningRuns {
+                seen: u32::try_from(b.learning_runs.len()).unwrap_or(u32::MAX),
+                needed: self.config.learning_runs,
+            };
+        }
+        let until = b
+            .first_seen_unix_nanos
+            .map_or(reference, from_unix_nanos)
+            .checked_add(self.config.learning_period);
+        match until.map(|u| u.duration_since(reference)) {
+            Some(Ok(left)) if !left.is_zero() => LearningStatus::LearningTime { left },
+            Some(_) => LearningStatus::Detecting,
+            // Beyond what SystemTime can hold: learning for all practical purposes.
+            None => LearningStatus::LearningTime {
+                left: self.config.learning_period,
+            },
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! Engine scenarios on synthetic attributed events, with baselines in a temporary directory.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use proto::v1::{self, DeviationKind, Severity, novelty::What};
+
+use super::*;
+use crate::attribute::{ProcessInfo, Workload, WorkloadKind};
+use crate::event::{ConnectResult, Event, EventKind, OpenIntent, Protocol};
+
+const JOB: &str = "github:acme/app/ci/build";
+const HOST: &str = "host-1";
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn job(run: &str) -> Workload {
+    Workload {
+        id: JOB.into(),
+        kind: WorkloadKind::GithubJob,
+        run_id: Some(run.into()),
+    }
+}
+
+fn unit() -> Workload {
+    Workload::new(WorkloadKind::SystemdUnit, "unit:app.service".into())
+}
+
+fn ev(
+    workload: &Workload,
+    time: SystemTime,
+    pid: u32,
+    exe: &str,
+    parent: &str,
+    kind: EventKind,
+) -> Attributed {
+    Attributed {
+        event: Event {
+            time,
+            pid,
+            tid: pid,
+            ppid: pid - 1,
+            uid: 1000,
+            euid: 1000,
+            cgroup_id: 1,
+            comm: "x".into(),
+            kind,
+        },
+        workload: workload.clone(),
+        process: ProcessInfo {
+            pid,
+            ppid: pid - 1,
+            executable: exe.into(),
+            argv: vec![exe.into()],
+            argv_truncated: false,
+            uid: 1000,
+            euid: 1000,
+            ancestry: vec![(pid - 1, parent.into())],
+            parent_executable: Some(parent.into()),
+        },
+    }
+}
+
+fn exec(exe: &str) -> EventKind {
+    EventKind::Exec {
+        executable: exe.into(),
+        argv: vec![exe.into()],
+        argv_truncated: false,
+        env: Vec::new(),
+        env_truncated: false,
+    }
+}
+
+fn open(path: &str, write: bool) -> EventKind {
+    let intent = OpenIntent {
+        read: !write,
+        write,
+        create: write,
+        truncate: false,
+    };
+    EventKind::Open {
+        path: path.into(),
+        intent,
+    }
+}
+
+fn connect(address: &str, port: u16, result: ConnectResult) -> EventKind {
+    EventKind::Connect {
+        address: address.parse::<IpAddr>().expect("ip"),
+        port,
+        protocol: Protocol::Tcp,
+        result,
+    }
+}
+
+/// One ordinary run of the job; pids differ between runs like they do on a real host.
+fn normal_run(w: &Workload, time: SystemTime, base_pid: u32) -> Vec<Attributed> {
+    let (bash, curl) = (base_pid, base_pid + 1);
+    vec![
+        ev(
+            w,
+            time,
+            bash,
+            "/bin/bash",
+            "/usr/bin/runner",
+            exec("/bin/bash"),
+        ),
+        ev(
+            w,
+            time,
+            bash,
+            "/bin/bash",
+            "/usr/bin/runner",
+            EventKind::Fork { child_pid: curl },
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            exec("/usr/bin/curl"),
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/etc/hosts", false),
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open(&format!("/proc/{curl}/status"), false),
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/home/runner/out.txt", true),
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            connect("140.82.112.3", 443, ConnectResult::InProgress),
+        ),
+        ev(
+            w,
+            time,
+            curl,
+            "/usr/bin/curl",
+            "/bin/bash",
+            EventKind::Exit { exit_code: 0 },
+        ),
+    ]
+}
+
+fn engine(dir: &Path) -> Engine {
+    Engine::open(dir, LearningConfig::default(), HOST.into()).expect("open engine")
+}
+
+fn feed(engine: &mut Engine, events: &[Attributed]) -> Vec<v1::Deviation> {
+    events.iter().flat_map(|e| engine.observe(e)).collect()
+}
+
+fn learn_runs(engine: &mut Engine, runs: std::ops::Range<u32>) {
+    for run in runs {
+        let events = normal_run(
+            &job(&run.to_string()),
+            at(u64::from(run) * 3600),
+            1000 * run,
+        );
+        assert!(
+            feed(engine, &events).is_empty(),
+            "run {run} is a learning run"
+        );
+    }
+}
+
+fn only(summary: Vec<WorkloadSummary>) -> WorkloadSummary {
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    summary.into_iter().next().expect("one workload")
+}
+
+#[test]
+fn learns_n_runs_then_is_silent_on_an_identical_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let s = only(engine.summary());
+    assert_eq!(
+        s.status,
+        LearningStatus::LearningRuns { seen: 5, needed: 5 }
+    );
+    assert_eq!(
+        (s.executables, s.exec_edges, s.file_accesses, s.destinations),
+        (2, 2, 3, 1)
+    );
+
+    let run6 = normal_run(&job("6"), at(6 * 3600), 6000);
+    assert_eq!(feed(&mut engine, &run6), []);
+    assert_eq!(only(engine.summary()).status, LearningStatus::Detecting);
+
+    // Late events of a learning run still learn, even after detection started.
+    let late = ev(
+        &job("5"),
+        at(6 * 3600),
+        5001,
+        "/usr/bin/curl",
+        "/bin/bash",
+        open("/etc/late", false),
+    );
+    assert_eq!(engine.observe(&late), []);
+    let again = ev(
+        &job("7"),
+        at(7 * 3600),
+        7001,
+        "/usr/bin/curl",
+        "/bin/bash",
+        open("/etc/late", false),
+    );
+    assert_eq!(engine.observe(&again), []);
+}
+
+fn novelties(w: &Workload, time: SystemTime) -> Vec<Attributed> {
+    vec![
+        // New executable: reported as such, its edge not also.
+        ev(
+            w,
+            time,
+            50,
+            "/tmp/payload",
+            "/bin/bash",
+            exec("/tmp/payload"),
+        ),
+        // Known executables, new edge.
+        ev(w, time, 51, "/bin/bash", "/usr/bin/curl", exec("/bin/bash")),
+        ev(
+            w,
+            time,
+            52,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/etc/resolv.conf", false),
+        ),
+        ev(
+            w,
+            time,
+            52,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/etc/hosts", true),
+        ),
+        ev(
+            w,
+            time,
+            52,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/home/runner/.ssh/id_ed25519", false),
+        ),
+        ev(
+            w,
+            time,
+            52,
+            "/usr/bin/curl",
+            "/bin/bash",
+            connect("203.0.113.9", 4444, ConnectResult::Failed(111)),
+        ),
+    ]
+}
+
+#[test]
+fn reports_each_novelty_once_with_kind_severity_and_novelty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+
+    let deviations = feed(&mut engine, &novelties(&job("6"), at(6 * 3600)));
+    let got: Vec<(DeviationKind, Severity, Option<What>)> = deviations
+        .iter()
+        .map(|d| {
+            (
+                d.kind(),
+                d.severity(),
+                d.novelty.clone().and_then(|n| n.what),
+            )
+        })
+        .collect();
+    let file = |path: &str, intent: &str| {
+        What::File(v1::FileAccess {
+            path: path.into(),
+            intent: intent.into(),
+        })
+    };
+    let want = vec![
+        (
+            DeviationKind::NewExecutable,
+            Severity::High,
+            Some(What::Executable("/tmp/payload".into())),
+        ),
+        (
+            DeviationKind::NewExecEdge,
+            Severity::Low,
+            Some(What::ExecEdge(v1::ExecEdge {
+                parent_executable: "/usr/bin/curl".into(),
+                child_executable: "/bin/bash".into(),
+            })),
+        ),
+        (
+            DeviationKind::NewFileAccess,
+            Severity::Low,
+            Some(file("/etc/resolv.conf", "read")),
+        ),
+        (
+            DeviationKind::NewFileAccess,
+            Severity::Medium,
+            Some(file("/etc/hosts", "write|create")),
+        ),
+        (
+            DeviationKind::NewFileAccess,
+            Severity::High,
+            Some(file("/home/runner/.ssh/id_ed25519", "read")),
+        ),
+        (
+            DeviationKind::NewNetworkDestination,
+            Severity::Medium,
+            Some(What::Destination(v1::NetworkDestination {
+                address: "203.0.113.9".into(),
+                port: 4444,
+                protocol: "tcp".into(),
+            })),
+        ),
+    ];
+    assert_eq!(got, want);
+    let first = &deviations[0];
+    assert_eq!(first.host, HOST);
+    assert_eq!(
+        first.summary,
+        format!("new executable /tmp/payload run by /bin/bash in {JOB}")
+    );
+    assert_eq!(
+        first.workload.as_ref().map(|w| w.run_id.as_str()),
+        Some("6")
+    );
+    assert_eq!(first.time_unix_nanos, report::unix_nanos(at(6 * 3600)));
+    assert_eq!(first.process.as_ref().map(|p| p.pid), Some(50));
+
+    // The same novelties again, in the same run and in a later one: nothing new, and the
+    // baseline did not absorb them (the edge into the new executable stays covered).
+    assert_eq!(
+        feed(&mut engine, &novelties(&job("6"), at(6 * 3600 + 1))),
+        []
+    );
+    assert_eq!(feed(&mut engine, &novelties(&job("7"), at(7 * 3600))), []);
+    let s = only(engine.summary());
+    assert_eq!((s.executables, s.reported), (2, 6));
+}
+
+#[test]
+fn restart_keeps_learning_state_and_dedup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut engine = engine(dir.path());
+        learn_runs(&mut engine, 1..3);
+        engine.persist().expect("persist");
+    }
+    let mut engine = engine(dir.path());
+    assert_eq!(
+        only(engine.summary()).status,
+        LearningStatus::LearningRuns { seen: 2, needed: 5 }
+    );
+    learn_runs(&mut engine, 3..6);
+    assert_eq!(
+        feed(&mut engine, &normal_run(&job("6"), at(6 * 3600), 6000)),
+        []
+    );
+    let reported = feed(&mut engine, &novelties(&job("6"), at(6 * 3600)));
+    assert_eq!(reported.len(), 6);
+    engine.persist().expect("persist");
+    drop(engine);
+
+    let mut engine = self::engine(dir.path());
+    assert_eq!(only(engine.summary()).status, LearningStatus::Detecting);
+    assert_eq!(
+        feed(&mut engine, &novelties(&job("8"), at(8 * 3600))),
+        [],
+        "no re-report"
+    );
+    let other = ev(
+        &job("8"),
+        at(8 * 3600),
+        80,
+        "/usr/bin/curl",
+        "/bin/bash",
+        open("/etc/passwd", false),
+    );
+    let new = engine.observe(&other);
+    assert_eq!(new.len(), 1);
+    assert!(!reported.iter().any(|d| d.id == new[0].id));
+    // One workload, one file.
+    engine.persist().expect("persist");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("baselines"))
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("github_acme_app_ci_build-") && files[0].ends_with(".json"));
+}
+
+#[test]
+fn non_ci_workloads_learn_for_a_period_of_event_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LearningConfig {
+        learning_runs: 5,
+        learning_period: Duration::from_secs(3600),
+    };
+    let mut engine = Engine::open(dir.path(), config, HOST.into()).expect("open");
+    let w = unit();
+    assert_eq!(feed(&mut engine, &normal_run(&w, at(0), 100)), []);
+    match only(engine.summary()).status {
+        LearningStatus::LearningTime { left } => assert_eq!(left, Duration::from_secs(3600)),
+        other => panic!("expected time-based learning, got {other:?}"),
+    }
+    // Still learning just before the period ends.
+    let late = ev(
+        &w,
+        at(3599),
+        200,
+        "/usr/bin/curl",
+        "/bin/bash",
+        open("/var/lib/app/db", true),
+    );
+    assert_eq!(engine.observe(&late), []);
+    match only(engine.summary()).status {
+        LearningStatus::LearningTime { left } => assert_eq!(left, Duration::from_secs(1)),
+        other => panic!("expected time-based learning, got {other:?}"),
+    }
+
+    // After it: learnt behaviour is silent, new behaviour is reported.
+    assert_eq!(feed(&mut engine, &normal_run(&w, at(3600), 300)), []);
+    assert_eq!(
+        engine.observe(&ev(
+            &w,
+            at(3601),
+            301,
+            "/usr/bin/curl",
+            "/bin/bash",
+            open("/var/lib/app/db", true)
+        )),
+        []
+    );
+    let new = ev(
+        &w,
+        at(3602),
+        302,
+        "/usr/bin/wget",
+        "/bin/bash",
+        exec("/usr/bin/wget"),
+    );
+    let d = engine.observe(&new);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].kind(), DeviationKind::NewExecutable);
+    assert_eq!(d[0].severity(), Severity::Medium);
+    let wl = d[0].workload.as_ref().expect("workload");
+    assert_eq!(
+        (wl.id.as_str(), wl.kind(), wl.run_id.as_str()),
+        ("unit:app.service", v1::WorkloadKind::SystemdUnit, "")
+    );
+    assert_eq!(only(engine.summary()).status, LearningStatus::Detecting);
+}
+
+#[test]
+fn corrupt_baseline_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let baselines = dir.path().join("baselines");
+    std::fs::create_dir_all(&baselines).expect("mkdir");
+    let bad = baselines.join("unit_x.service-0000000000000000.json");
+    std::fs::write(&bad, "{\"version\": 1, \"workload\": ").expect("write");
+    let error = Engine::open(dir.path(), LearningConfig::default(), HOST.into())
+        .expect_err("a corrupt file must not load");
+    assert!(
+        matches!(error, BaselineError::Corrupt { ref path, .. } if *path == bad),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&bad.display().to_string()), "{message}");
+    assert!(
+        message.contains("move it out of the baselines directory"),
+        "{message}"
+    );
+
+    std::fs::write(&bad, r#"{"version": 99, "workload": "unit:x.service"}"#).expect("write");
+    let error = Engine::open(dir.path(), LearningConfig::default(), HOST.into())
+        .expect_err("an unknown version must not load");
+    assert!(
+        matches!(error, BaselineError::UnsupportedVersion { version: 99, .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn summary_display_is_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..3);
+    let line = only(engine.summary()).to_string();
+    assert_eq!(
+        line,
+        format!(
+            "{JOB}: learning (2/5 runs); 2 executables, 2 exec edges, 3 file accesses, 1 destinations, 0 reported"
+        )
+    );
+}
