@@ -15,6 +15,8 @@ pub const PATH_MAX_DEPTH: u32 = 48;
 pub const ARGV_DATA: usize = 1024;
 /// Bytes of the NUL-separated environment block kept per exec (CI job detection reads it).
 pub const ENV_DATA: usize = 8192;
+/// Bytes kept of a single string argument (a file name as a syscall was given it).
+pub const NAME_DATA: usize = 256;
 
 /// Event kinds, grouped by family with gaps; numbers are never reused.
 #[repr(u32)]
@@ -24,7 +26,9 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     Open = 100,
+    FileOp = 101,
     Connect = 200,
+    Privilege = 300,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -35,7 +39,9 @@ impl TryFrom<u32> for EventKind {
             2 => Self::Fork,
             3 => Self::Exit,
             100 => Self::Open,
+            101 => Self::FileOp,
             200 => Self::Connect,
+            300 => Self::Privilege,
             other => return Err(other),
         })
     }
@@ -98,7 +104,19 @@ pub struct ExecEvent {
     pub argv_len: u32,
     /// Bytes used in `env` (NUL-separated `KEY=VALUE` strings).
     pub env_len: u32,
+    /// Inode number and device of the executable file.
+    pub ino: u64,
+    pub dev: u32,
+    /// Link count of the executable: 0 for a deleted file or a memfd.
+    pub nlink: u32,
+    /// The file actually mapped: for a `#!` script, its interpreter.
     pub executable: PathRecord,
+    /// Working directory at exec.
+    pub cwd: PathRecord,
+    /// `bprm->filename`: the path as given to execve (a script's own path).
+    pub filename: [u8; NAME_DATA],
+    /// `bprm->interp`: differs from `filename` when a `#!` interpreter (or binfmt_misc) ran.
+    pub interp: [u8; NAME_DATA],
     pub argv: [u8; ARGV_DATA],
     pub env: [u8; ENV_DATA],
 }
@@ -183,6 +201,156 @@ mod user {
     unsafe impl aya::Pod for super::ConnectEvent {}
 }
 
+/// Privilege-relevant operations, reported with their result. Numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivOp {
+    /// `args`: the requested ids, in syscall order.
+    Setuid = 1,
+    Setreuid = 2,
+    Setresuid = 3,
+    Setgid = 4,
+    Setregid = 5,
+    Setresgid = 6,
+    Setfsuid = 7,
+    Setfsgid = 8,
+    /// `args[0]`: effective set (low 32 bits), `args[1]`: permitted set (low 32 bits).
+    Capset = 10,
+    /// `args[0]`: request (PTRACE_ATTACH or PTRACE_SEIZE), `args[1]`: target pid.
+    PtraceAttach = 20,
+    /// `args[0]`: target pid.
+    ProcessVmReadv = 21,
+    ProcessVmWritev = 22,
+    /// `args[0]`: bpf command (only BPF_PROG_LOAD is reported), `args[1]`: program type.
+    BpfProgLoad = 30,
+    /// `text`: nothing (module image from memory).
+    InitModule = 31,
+    /// `text`: file name of the module.
+    FinitModule = 32,
+    /// `args[0]`: mount flags; `text`: target, fs type and source (see `MOUNT_*` offsets).
+    Mount = 40,
+    /// `args[0]`: flags; `text`: target.
+    Umount = 41,
+    /// `args[0]`: CLONE_NEW* flags.
+    Unshare = 50,
+    /// `args[0]`: fd, `args[1]`: nstype.
+    Setns = 51,
+}
+
+impl TryFrom<u32> for PrivOp {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        use PrivOp::*;
+        Ok(match v {
+            1 => Setuid,
+            2 => Setreuid,
+            3 => Setresuid,
+            4 => Setgid,
+            5 => Setregid,
+            6 => Setresgid,
+            7 => Setfsuid,
+            8 => Setfsgid,
+            10 => Capset,
+            20 => PtraceAttach,
+            21 => ProcessVmReadv,
+            22 => ProcessVmWritev,
+            30 => BpfProgLoad,
+            31 => InitModule,
+            32 => FinitModule,
+            40 => Mount,
+            41 => Umount,
+            50 => Unshare,
+            51 => Setns,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Where `PrivilegeEvent::text` keeps the parts of a mount: target, fs type, source.
+pub const MOUNT_TARGET: (usize, usize) = (0, 128);
+pub const MOUNT_FSTYPE: (usize, usize) = (128, 64);
+pub const MOUNT_SOURCE: (usize, usize) = (192, 64);
+
+/// A privilege-relevant operation and its result. The header carries the credentials after
+/// it; `before_*` the ones before.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PrivilegeEvent {
+    pub header: EventHeader,
+    /// A [`PrivOp`] value.
+    pub op: u32,
+    /// The syscall's return value (0 or a negative errno for most).
+    pub ret: i32,
+    pub args: [u64; 4],
+    pub before_uid: u32,
+    pub before_euid: u32,
+    /// NUL-terminated string arguments, laid out per op.
+    pub text: [u8; NAME_DATA],
+}
+const _: () = assert!(size_of::<PrivilegeEvent>() == 64 + 8 + 32 + 8 + NAME_DATA);
+
+/// File operations other than open, reported at syscall entry (the path may be gone at exit).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// `name` → `name2`.
+    Rename = 1,
+    Unlink = 2,
+    Rmdir = 3,
+    /// Hard link `name` (existing) → `name2` (new).
+    Link = 4,
+    /// Symlink `name2` (new) pointing to `name` (the target text, not resolved).
+    Symlink = 5,
+    /// `args[0]`: mode.
+    Chmod = 6,
+    /// `args[0]`: uid, `args[1]`: gid (`u32::MAX` for unchanged).
+    Chown = 7,
+    /// `args[0]`: new length.
+    Truncate = 8,
+    Mkdir = 9,
+}
+
+impl TryFrom<u32> for FileOp {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        use FileOp::*;
+        Ok(match v {
+            1 => Rename,
+            2 => Unlink,
+            3 => Rmdir,
+            4 => Link,
+            5 => Symlink,
+            6 => Chmod,
+            7 => Chown,
+            8 => Truncate,
+            9 => Mkdir,
+            other => return Err(other),
+        })
+    }
+}
+
+/// `FileOpEvent::flags` bit: `name2` is relative to another directory than `dir` (not resolved).
+pub const FILEOP_NAME2_OTHER_DIR: u32 = 1 << 0;
+/// `FileOpEvent::flags` bit: `dir` is the file itself (an fd-based op such as fchmod).
+pub const FILEOP_DIR_IS_FILE: u32 = 1 << 1;
+
+/// A file operation: `name` (and `name2`) as the caller gave them, and `dir`, the directory a
+/// relative `name` is resolved against (the working directory or the `dirfd`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileOpEvent {
+    pub header: EventHeader,
+    /// A [`FileOp`] value.
+    pub op: u32,
+    /// `FILEOP_*` bits.
+    pub flags: u32,
+    pub args: [u64; 2],
+    pub dir: PathRecord,
+    pub name: [u8; NAME_DATA],
+    pub name2: [u8; NAME_DATA],
+}
+const _: () = assert!(size_of::<FileOpEvent>() % 8 == 0);
+
 /// Indexes of the per-CPU `COUNTERS` array: everything the programs could not deliver, by reason.
 /// Userspace sums them across CPUs and reports them; nothing is dropped silently.
 #[repr(u32)]
@@ -196,19 +364,23 @@ pub enum Counter {
     LostConnect = 4,
     /// A kernel or user memory read failed; the record was sent with what could be read.
     ReadError = 5,
+    LostFileOp = 6,
+    LostPrivilege = 7,
 }
 
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS_LEN: u32 = 8;
+pub const COUNTERS_LEN: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 8] = [
         Counter::LostExec,
         Counter::LostFork,
         Counter::LostExit,
         Counter::LostOpen,
         Counter::LostConnect,
         Counter::ReadError,
+        Counter::LostFileOp,
+        Counter::LostPrivilege,
     ];
 
     /// Name used in logs and metrics.
@@ -220,6 +392,8 @@ impl Counter {
             Counter::LostOpen => "lost_open",
             Counter::LostConnect => "lost_connect",
             Counter::ReadError => "read_error",
+            Counter::LostFileOp => "lost_file_op",
+            Counter::LostPrivilege => "lost_privilege",
         }
     }
 }

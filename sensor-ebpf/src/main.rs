@@ -6,7 +6,11 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod creds;
+#[cfg(target_arch = "bpf")]
 mod file;
+#[cfg(target_arch = "bpf")]
+mod fileops;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]

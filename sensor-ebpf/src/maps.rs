@@ -33,3 +33,12 @@ pub static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 /// The agent's own process id: its own file and network activity is not reported back to it.
 #[unsafe(no_mangle)]
 pub static SELF_PID: u32 = 0;
+
+/// Privilege-operation arguments from syscall entry, keyed by pid_tgid, until exit.
+#[map]
+pub static PENDING_PRIVS: LruHashMap<u64, crate::creds::PendingPriv> =
+    LruHashMap::with_max_entries(4096, 0);
+
+/// Scratch space to build a `PendingPriv` (larger than the BPF stack allows).
+#[map]
+pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> = PerCpuArray::with_max_entries(1, 0);

@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use sensor_common::{
-    ARGV_DATA, Counter, ENV_DATA, EventKind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
+    ARGV_DATA, Counter, ENV_DATA, NAME_DATA, EventKind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
     FLAG_ENV_TRUNCATED, ForkEvent,
 };
 
@@ -28,13 +28,34 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: the reservation is sized for ExecEvent; every field the reader trusts is written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut ev.header, EventKind::Exec as u32, task);
+    ev.ino = 0;
+    ev.dev = 0;
+    ev.nlink = 1;
     match read_ptr(bprm, off!(linux_binprm_file)) {
-        Some(file) => walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.executable),
+        Some(file) => {
+            walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.executable);
+            if let Some(inode) = read_ptr(file, off!(file_f_inode)) {
+                ev.ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+                ev.nlink = read::<u32>(inode, off!(inode_i_nlink)).unwrap_or(1);
+                ev.dev = read_ptr(inode, off!(inode_i_sb))
+                    .and_then(|sb| read::<u32>(sb, off!(super_block_s_dev)))
+                    .unwrap_or(0);
+            }
+        }
         None => {
             ev.executable.len = 0;
             ev.executable.flags = sensor_common::PATH_TRUNCATED;
         }
     }
+    match read_ptr(task, off!(task_struct_fs)) {
+        Some(fs) => walk_path(fs.wrapping_add(off!(fs_struct_pwd)), &mut ev.cwd),
+        None => {
+            ev.cwd.len = 0;
+            ev.cwd.flags = sensor_common::PATH_TRUNCATED;
+        }
+    }
+    read_kernel_str(read_ptr(bprm, off!(linux_binprm_filename)), &mut ev.filename);
+    read_kernel_str(read_ptr(bprm, off!(linux_binprm_interp)), &mut ev.interp);
     ev.argv_len = 0;
     ev.env_len = 0;
     if let Some(mm) = read_ptr(task, off!(task_struct_mm)) {
@@ -63,6 +84,22 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
     }
     entry.submit(0);
     0
+}
+
+/// Copies a NUL-terminated kernel string into `dst` (empty when `src` is missing or unreadable).
+#[inline(always)]
+fn read_kernel_str(src: Option<*const u8>, dst: &mut [u8; NAME_DATA]) {
+    dst[0] = 0;
+    if let Some(src) = src {
+        // SAFETY: dst is NAME_DATA bytes; the helper checks `src` and always NUL-terminates.
+        unsafe {
+            generated::bpf_probe_read_kernel_str(
+                dst.as_mut_ptr() as *mut c_void,
+                NAME_DATA as u32,
+                src as *const c_void,
+            )
+        };
+    }
 }
 
 /// Copies the user memory between the `unsigned long`s at `mm + start_off` and `mm + end_off`

@@ -27,11 +27,18 @@ pub struct Event {
 pub enum EventKind {
     /// A new program image: absolute executable path, argv, environment (`KEY=VALUE`).
     Exec {
+        /// The file mapped: for a `#!` script, its interpreter. A memfd keeps its kernel name
+        /// (`memfd:...`).
         executable: String,
         argv: Vec<String>,
         argv_truncated: bool,
         env: Vec<String>,
         env_truncated: bool,
+        /// Working directory at exec.
+        cwd: String,
+        /// The script's absolute path when a `#!` interpreter ran it.
+        script: Option<String>,
+        file: FileIdentity,
     },
     /// The process `pid` created the process `child_pid`.
     Fork { child_pid: u32 },
@@ -43,6 +50,17 @@ pub enum EventKind {
         path: String,
         intent: OpenIntent,
     },
+    /// A file operation other than open.
+    FileOp(FileOperation),
+    /// A privilege-relevant operation; `result` is 0 (or a positive return) on success, a
+    /// negative errno on failure.
+    Privilege {
+        op: PrivilegeOp,
+        result: i64,
+        /// Real and effective uid before the operation (the event's own are after it).
+        uid_before: u32,
+        euid_before: u32,
+    },
     /// An outbound connect on an IP socket.
     Connect {
         address: IpAddr,
@@ -50,6 +68,58 @@ pub enum EventKind {
         protocol: Protocol,
         result: ConnectResult,
     },
+}
+
+/// Which file an exec mapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub dev: u32,
+    pub ino: u64,
+    /// Hard links: 0 for a deleted file or a memfd.
+    pub links: u32,
+}
+
+impl FileIdentity {
+    /// The executable exists in no directory: memfd or deleted after start (fileless).
+    pub fn fileless(&self) -> bool {
+        self.links == 0
+    }
+}
+
+/// File operations besides open. Paths are absolute when the kernel gave enough to resolve them
+/// (a relative name is joined to the directory it was relative to and `.`/`..` folded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOperation {
+    Rename { from: String, to: String },
+    Unlink { path: String },
+    Rmdir { path: String },
+    Link { existing: String, new: String },
+    /// `target` is the link's text, never resolved.
+    Symlink { target: String, link: String },
+    Chmod { path: String, mode: u32 },
+    /// `None`: left unchanged.
+    Chown { path: String, uid: Option<u32>, gid: Option<u32> },
+    Truncate { path: String, length: u64 },
+    Mkdir { path: String, mode: u32 },
+}
+
+/// Privilege-relevant operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrivilegeOp {
+    /// setuid/setreuid/setresuid/setgid/... with the requested ids (`-1`: unchanged).
+    SetIds { syscall: &'static str, ids: Vec<i64> },
+    Capset { effective: u32, permitted: u32 },
+    PtraceAttach { target_pid: u32 },
+    ReadProcessMemory { target_pid: u32 },
+    WriteProcessMemory { target_pid: u32 },
+    BpfProgramLoad { program_type: u32 },
+    /// `name`: the module file's name when loaded from a file.
+    KernelModuleLoad { name: Option<String> },
+    Mount { source: String, target: String, fstype: String, flags: u64 },
+    Umount { target: String },
+    /// CLONE_NEW* flags.
+    Unshare { flags: u64 },
+    Setns { nstype: u64 },
 }
 
 /// What an open asked to do with the file.

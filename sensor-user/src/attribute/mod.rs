@@ -166,7 +166,10 @@ impl Attributor {
                 child = Some((*child_pid, entry));
             }
             EventKind::Exit { .. } => entry.exited_at = Some(event.time),
-            EventKind::Open { .. } | EventKind::Connect { .. } => {}
+            EventKind::Open { .. }
+            | EventKind::Connect { .. }
+            | EventKind::FileOp(_)
+            | EventKind::Privilege { .. } => {}
         }
         if let Some((child_pid, entry)) = child {
             self.processes.insert(child_pid, entry, pid);

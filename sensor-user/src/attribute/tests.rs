@@ -79,6 +79,9 @@ fn exec(exe: &str, env: &[&str]) -> EventKind {
         argv_truncated: false,
         env: env.iter().map(|s| s.to_string()).collect(),
         env_truncated: false,
+        cwd: "/".into(),
+        script: None,
+        file: Default::default(),
     }
 }
 

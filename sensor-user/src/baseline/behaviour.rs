@@ -59,7 +59,10 @@ impl Behaviour {
                 port: *port,
                 protocol: protocol.as_str().to_owned(),
             }],
-            EventKind::Fork { .. } | EventKind::Exit { .. } => Vec::new(),
+            EventKind::Fork { .. }
+            | EventKind::Exit { .. }
+            | EventKind::FileOp(_)
+            | EventKind::Privilege { .. } => Vec::new(),
         }
     }
 }

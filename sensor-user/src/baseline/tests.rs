@@ -71,6 +71,9 @@ fn exec(exe: &str) -> EventKind {
         argv_truncated: false,
         env: Vec::new(),
         env_truncated: false,
+        cwd: "/".into(),
+        script: None,
+        file: Default::default(),
     }
 }
 

@@ -5,12 +5,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use sensor_common::{
-    ConnectEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
-    FLAG_ENV_TRUNCATED, ForkEvent, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, OpenEvent,
-    PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, SOCK_DGRAM,
+    ConnectEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FILEOP_DIR_IS_FILE,
+    FLAG_ARGV_TRUNCATED, FLAG_ENV_TRUNCATED, FileOp, FileOpEvent, ForkEvent, MOUNT_FSTYPE,
+    MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE,
+    OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, PrivOp, PrivilegeEvent,
+    SOCK_DGRAM,
 };
 
-use crate::event::{ConnectResult, Event, EventKind, OpenIntent, Protocol};
+use crate::event::{
+    ConnectResult, Event, EventKind, FileIdentity, FileOperation, OpenIntent, PrivilegeOp,
+    Protocol,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -18,6 +23,8 @@ pub enum DecodeError {
     Short { got: usize, need: usize },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    #[error("unknown operation {0} in a {1} record")]
+    UnknownOp(u32, &'static str),
 }
 
 /// Converts the kernel's boot-time clock to wall-clock time.
@@ -56,12 +63,24 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             let env_len = read::<u32>(bytes, offset_of!(ExecEvent, env_len))? as usize;
             let argv = &bytes[offset_of!(ExecEvent, argv)..][..argv_len.min(sensor_common::ARGV_DATA)];
             let env = &bytes[offset_of!(ExecEvent, env)..][..env_len.min(sensor_common::ENV_DATA)];
+            let cwd = path(bytes, offset_of!(ExecEvent, cwd))?;
+            let filename = name(bytes, offset_of!(ExecEvent, filename));
+            let interp = name(bytes, offset_of!(ExecEvent, interp));
+            // binfmt_script replaces `interp` with the interpreter; `filename` stays the script.
+            let script = (!filename.is_empty() && filename != interp).then(|| resolve(&cwd, &filename));
             EventKind::Exec {
                 executable: path(bytes, offset_of!(ExecEvent, executable))?,
                 argv: strings(argv),
                 argv_truncated: h.flags & FLAG_ARGV_TRUNCATED != 0,
                 env: strings(env),
                 env_truncated: h.flags & FLAG_ENV_TRUNCATED != 0,
+                cwd,
+                script,
+                file: FileIdentity {
+                    dev: read(bytes, offset_of!(ExecEvent, dev))?,
+                    ino: read(bytes, offset_of!(ExecEvent, ino))?,
+                    links: read(bytes, offset_of!(ExecEvent, nlink))?,
+                },
             }
         }
         Kind::Fork => EventKind::Fork { child_pid: read::<ForkEvent>(bytes, 0)?.child_pid },
@@ -71,6 +90,8 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             let flags = read::<u32>(bytes, offset_of!(OpenEvent, open_flags))?;
             EventKind::Open { path: path(bytes, offset_of!(OpenEvent, path))?, intent: intent(flags) }
         }
+        Kind::FileOp => file_op(bytes)?,
+        Kind::Privilege => privilege(bytes)?,
         Kind::Connect => {
             let c: ConnectEvent = read(bytes, 0)?;
             let address = if c.family == 10 {
@@ -101,6 +122,99 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         comm: cstr(&h.comm),
         kind,
     })
+}
+
+fn file_op(bytes: &[u8]) -> Result<EventKind, DecodeError> {
+    need(bytes, size_of::<FileOpEvent>())?;
+    let op = read::<u32>(bytes, offset_of!(FileOpEvent, op))?;
+    let op = FileOp::try_from(op).map_err(|op| DecodeError::UnknownOp(op, "file"))?;
+    let flags = read::<u32>(bytes, offset_of!(FileOpEvent, flags))?;
+    let args: [u64; 2] = read(bytes, offset_of!(FileOpEvent, args))?;
+    let dir = path(bytes, offset_of!(FileOpEvent, dir))?;
+    let name1 = name(bytes, offset_of!(FileOpEvent, name));
+    let name2 = name(bytes, offset_of!(FileOpEvent, name2));
+    // fd-based operations (fchmod...) carry the file itself in `dir`.
+    let first = if flags & FILEOP_DIR_IS_FILE != 0 { dir.clone() } else { resolve(&dir, &name1) };
+    let second = resolve(&dir, &name2);
+    let id = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);
+    Ok(EventKind::FileOp(match op {
+        FileOp::Rename => FileOperation::Rename { from: first, to: second },
+        FileOp::Unlink => FileOperation::Unlink { path: first },
+        FileOp::Rmdir => FileOperation::Rmdir { path: first },
+        FileOp::Link => FileOperation::Link { existing: first, new: second },
+        FileOp::Symlink => FileOperation::Symlink { target: name1, link: second },
+        FileOp::Chmod => FileOperation::Chmod { path: first, mode: args[0] as u32 & 0o7777 },
+        FileOp::Chown => FileOperation::Chown { path: first, uid: id(args[0]), gid: id(args[1]) },
+        FileOp::Truncate => FileOperation::Truncate { path: first, length: args[0] },
+        FileOp::Mkdir => FileOperation::Mkdir { path: first, mode: args[0] as u32 & 0o7777 },
+    }))
+}
+
+fn privilege(bytes: &[u8]) -> Result<EventKind, DecodeError> {
+    let p: PrivilegeEvent = read(bytes, 0)?;
+    let op = PrivOp::try_from(p.op).map_err(|op| DecodeError::UnknownOp(op, "privilege"))?;
+    let a = p.args;
+    // Ids travel as the syscall's 32-bit argument: u32::MAX means "unchanged" (-1).
+    let ids = |n: usize| a[..n].iter().map(|v| *v as u32 as i32 as i64).collect();
+    let text = |(at, len): (usize, usize)| cstr(&p.text[at..at + len]);
+    let op = match op {
+        PrivOp::Setuid => PrivilegeOp::SetIds { syscall: "setuid", ids: ids(1) },
+        PrivOp::Setreuid => PrivilegeOp::SetIds { syscall: "setreuid", ids: ids(2) },
+        PrivOp::Setresuid => PrivilegeOp::SetIds { syscall: "setresuid", ids: ids(3) },
+        PrivOp::Setgid => PrivilegeOp::SetIds { syscall: "setgid", ids: ids(1) },
+        PrivOp::Setregid => PrivilegeOp::SetIds { syscall: "setregid", ids: ids(2) },
+        PrivOp::Setresgid => PrivilegeOp::SetIds { syscall: "setresgid", ids: ids(3) },
+        PrivOp::Setfsuid => PrivilegeOp::SetIds { syscall: "setfsuid", ids: ids(1) },
+        PrivOp::Setfsgid => PrivilegeOp::SetIds { syscall: "setfsgid", ids: ids(1) },
+        PrivOp::Capset => PrivilegeOp::Capset { effective: a[0] as u32, permitted: a[1] as u32 },
+        PrivOp::PtraceAttach => PrivilegeOp::PtraceAttach { target_pid: a[1] as u32 },
+        PrivOp::ProcessVmReadv => PrivilegeOp::ReadProcessMemory { target_pid: a[0] as u32 },
+        PrivOp::ProcessVmWritev => PrivilegeOp::WriteProcessMemory { target_pid: a[0] as u32 },
+        PrivOp::BpfProgLoad => PrivilegeOp::BpfProgramLoad { program_type: a[1] as u32 },
+        PrivOp::InitModule => PrivilegeOp::KernelModuleLoad { name: None },
+        PrivOp::FinitModule => PrivilegeOp::KernelModuleLoad { name: Some(text((0, NAME_DATA))) },
+        PrivOp::Mount => PrivilegeOp::Mount {
+            source: text(MOUNT_SOURCE),
+            target: text(MOUNT_TARGET),
+            fstype: text(MOUNT_FSTYPE),
+            flags: a[0],
+        },
+        PrivOp::Umount => PrivilegeOp::Umount { target: text((0, NAME_DATA)) },
+        PrivOp::Unshare => PrivilegeOp::Unshare { flags: a[0] },
+        PrivOp::Setns => PrivilegeOp::Setns { nstype: a[1] },
+    };
+    Ok(EventKind::Privilege {
+        op,
+        result: i64::from(p.ret),
+        uid_before: p.before_uid,
+        euid_before: p.before_euid,
+    })
+}
+
+/// A NUL-terminated name field of `NAME_DATA` bytes at `offset` (already bounds-checked).
+fn name(bytes: &[u8], offset: usize) -> String {
+    cstr(&bytes[offset..offset + NAME_DATA])
+}
+
+/// `name` made absolute against `dir`, with `.` and `..` folded. Folding is lexical: `dir` is
+/// already symlink-free (it comes from the kernel's dentries); a symlink inside `name` is not
+/// followed.
+pub fn resolve(dir: &str, name: &str) -> String {
+    if name.is_empty() {
+        return String::new();
+    }
+    let joined = if name.starts_with('/') { name.to_owned() } else { format!("{dir}/{name}") };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 fn need(bytes: &[u8], need: usize) -> Result<(), DecodeError> {
@@ -224,7 +338,13 @@ mod tests {
         let mut ev: Box<ExecEvent> = Box::new(unsafe { std::mem::zeroed() });
         ev.header = header(Kind::Exec);
         ev.header.flags = FLAG_ARGV_TRUNCATED;
-        ev.executable = path_record(&["ls", "bin", "usr"], 0);
+        ev.executable = path_record(&["bash", "bin", "usr"], 0);
+        ev.cwd = path_record(&["w"], 0);
+        ev.filename[..9].copy_from_slice(b"./run.sh\0");
+        ev.interp[..10].copy_from_slice(b"/bin/bash\0");
+        ev.ino = 77;
+        ev.dev = 8;
+        ev.nlink = 1;
         let argv = b"ls\0-la\0/tmp\0";
         ev.argv[..argv.len()].copy_from_slice(argv);
         ev.argv_len = argv.len() as u32;
@@ -238,11 +358,14 @@ mod tests {
         assert_eq!(
             e.kind,
             EventKind::Exec {
-                executable: "/usr/bin/ls".into(),
+                executable: "/usr/bin/bash".into(),
                 argv: vec!["ls".into(), "-la".into(), "/tmp".into()],
                 argv_truncated: true,
                 env: vec!["A=1".into(), "GITHUB_JOB=build".into()],
                 env_truncated: false,
+                cwd: "/w".into(),
+                script: Some("/w/run.sh".into()),
+                file: FileIdentity { dev: 8, ino: 77, links: 1 },
             }
         );
     }
@@ -307,6 +430,57 @@ mod tests {
         assert_eq!(decode(&bytes_of(&h), &clock()), Err(DecodeError::UnknownKind(9999)));
         let h = header(Kind::Exec);
         assert!(matches!(decode(&bytes_of(&h), &clock()), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn resolve_folds_dots_against_the_directory() {
+        assert_eq!(resolve("/work/a", "b/../c/./d"), "/work/a/c/d");
+        assert_eq!(resolve("/work", "/etc/../etc/passwd"), "/etc/passwd");
+        assert_eq!(resolve("/", "../../x"), "/x");
+        assert_eq!(resolve("/w", ""), "");
+    }
+
+    #[test]
+    fn file_op_record_resolves_relative_names() {
+        let mut ev: Box<FileOpEvent> = Box::new(unsafe { std::mem::zeroed() });
+        ev.header = header(Kind::FileOp);
+        ev.op = FileOp::Rename as u32;
+        ev.dir = path_record(&["w", "tmp"], 0);
+        ev.name[..5].copy_from_slice(b"a.txt");
+        ev.name2[..10].copy_from_slice(b"../b/c.txt");
+        let e = decode(&bytes_of(&*ev), &clock()).unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::FileOp(FileOperation::Rename { from: "/tmp/w/a.txt".into(), to: "/tmp/b/c.txt".into() })
+        );
+        ev.op = 77;
+        assert_eq!(decode(&bytes_of(&*ev), &clock()), Err(DecodeError::UnknownOp(77, "file")));
+    }
+
+    #[test]
+    fn privilege_record() {
+        let mut ev: PrivilegeEvent = unsafe { std::mem::zeroed() };
+        ev.header = header(Kind::Privilege);
+        ev.op = PrivOp::Setresuid as u32;
+        ev.args = [0, u32::MAX as u64, 1000, 0];
+        ev.ret = -1;
+        ev.before_uid = 1000;
+        ev.before_euid = 1000;
+        let e = decode(&bytes_of(&ev), &clock()).unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::Privilege {
+                op: PrivilegeOp::SetIds { syscall: "setresuid", ids: vec![0, -1, 1000] },
+                result: -1,
+                uid_before: 1000,
+                euid_before: 1000
+            }
+        );
+        ev.op = PrivOp::Mount as u32;
+        ev.text[..4].copy_from_slice(b"/mnt");
+        ev.text[MOUNT_FSTYPE.0..MOUNT_FSTYPE.0 + 5].copy_from_slice(b"tmpfs");
+        let e = decode(&bytes_of(&ev), &clock()).unwrap();
+        assert!(matches!(e.kind, EventKind::Privilege { op: PrivilegeOp::Mount { target, fstype, .. }, .. } if target == "/mnt" && fstype == "tmpfs"));
     }
 
     #[test]
