@@ -28,6 +28,10 @@ pub enum EventKind {
     Open = 100,
     FileOp = 101,
     Connect = 200,
+    Bind = 201,
+    Listen = 202,
+    Accept = 203,
+    Dns = 210,
     Privilege = 300,
 }
 
@@ -41,6 +45,10 @@ impl TryFrom<u32> for EventKind {
             100 => Self::Open,
             101 => Self::FileOp,
             200 => Self::Connect,
+            201 => Self::Bind,
+            202 => Self::Listen,
+            203 => Self::Accept,
+            210 => Self::Dns,
             300 => Self::Privilege,
             other => return Err(other),
         })
@@ -168,25 +176,57 @@ pub const SOCK_STREAM: u16 = 1;
 /// `sock_type` value for a datagram (UDP) socket, as in `SOCK_DGRAM`.
 pub const SOCK_DGRAM: u16 = 2;
 
-/// An outbound connect() on an AF_INET or AF_INET6 socket, with its result.
+/// A socket operation on an AF_INET or AF_INET6 socket (the header's kind says which: connect,
+/// bind, listen, accept), with its result.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ConnectEvent {
+pub struct SocketEvent {
     pub header: EventHeader,
     /// `AF_INET` (2) or `AF_INET6` (10).
     pub family: u16,
-    /// Remote port, host byte order.
+    /// The address's port, host byte order: remote for connect and accept, local for bind and
+    /// listen.
     pub port: u16,
     /// `SOCK_STREAM` or `SOCK_DGRAM` (`socket::type`).
     pub sock_type: u16,
-    pub _pad: u16,
-    /// The syscall's return: 0, or a negative errno (`-EINPROGRESS` for a non-blocking start).
+    /// Local port for accept (which listener took the connection); 0 otherwise.
+    pub local_port: u16,
+    /// The syscall's return: 0 (or an fd), or a negative errno (`-EINPROGRESS` for a
+    /// non-blocking connect).
     pub ret: i32,
-    /// Remote address: 4 bytes for IPv4, 16 for IPv6, network order.
+    /// The address: 4 bytes for IPv4, 16 for IPv6, network order.
     pub addr: [u8; 16],
-    pub _pad2: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<ConnectEvent>() == 96);
+const _: () = assert!(size_of::<SocketEvent>() == 96);
+
+/// Bytes of a DNS message kept (the classic UDP limit; the question is at its start).
+pub const DNS_DATA: usize = 512;
+
+/// `DnsEvent::direction`: a query the process sent.
+pub const DNS_QUERY: u16 = 0;
+/// `DnsEvent::direction`: a response the process received.
+pub const DNS_RESPONSE: u16 = 1;
+
+/// A DNS message to or from port 53, as the process sent or received it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    pub family: u16,
+    /// Server port (53).
+    pub port: u16,
+    pub sock_type: u16,
+    /// `DNS_QUERY` or `DNS_RESPONSE`.
+    pub direction: u16,
+    /// Server address, as in [`SocketEvent::addr`].
+    pub addr: [u8; 16],
+    /// Bytes used in `payload`.
+    pub len: u32,
+    pub _pad: u32,
+    pub payload: [u8; DNS_DATA],
+}
+const _: () = assert!(size_of::<DnsEvent>() % 8 == 0);
 
 #[cfg(feature = "user")]
 mod user {
@@ -198,7 +238,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExitEvent {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ConnectEvent {}
+    unsafe impl aya::Pod for super::SocketEvent {}
 }
 
 /// Privilege-relevant operations, reported with their result. Numbers are never reused.
@@ -361,18 +401,21 @@ pub enum Counter {
     LostFork = 1,
     LostExit = 2,
     LostOpen = 3,
+    /// Ring buffer full: a connect record was lost.
     LostConnect = 4,
     /// A kernel or user memory read failed; the record was sent with what could be read.
     ReadError = 5,
     LostFileOp = 6,
     LostPrivilege = 7,
+    LostSocket = 8,
+    LostDns = 9,
 }
 
 /// Number of slots in `COUNTERS`.
 pub const COUNTERS_LEN: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::LostExec,
         Counter::LostFork,
         Counter::LostExit,
@@ -381,6 +424,8 @@ impl Counter {
         Counter::ReadError,
         Counter::LostFileOp,
         Counter::LostPrivilege,
+        Counter::LostSocket,
+        Counter::LostDns,
     ];
 
     /// Name used in logs and metrics.
@@ -394,6 +439,8 @@ impl Counter {
             Counter::ReadError => "read_error",
             Counter::LostFileOp => "lost_file_op",
             Counter::LostPrivilege => "lost_privilege",
+            Counter::LostSocket => "lost_socket",
+            Counter::LostDns => "lost_dns",
         }
     }
 }

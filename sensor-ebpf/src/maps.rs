@@ -20,10 +20,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// Connect arguments from syscall entry, keyed by pid_tgid, until the exit hook sees the result.
+/// connect/bind/listen arguments from syscall entry, keyed by pid_tgid, until exit.
 #[map]
-pub static PENDING_CONNECTS: LruHashMap<u64, crate::net::PendingConnect> =
+pub static PENDING_SOCKETS: LruHashMap<u64, crate::net::PendingSocket> =
     LruHashMap::with_max_entries(16384, 0);
+
+/// Buffers of recvfrom calls on sockets connected to a DNS server, keyed by pid_tgid.
+#[map]
+pub static PENDING_DNS_READS: LruHashMap<u64, crate::net::PendingDnsRead> =
+    LruHashMap::with_max_entries(4096, 0);
 
 /// Kernel struct offsets from the running kernel's BTF; set by the loader.
 #[unsafe(no_mangle)]

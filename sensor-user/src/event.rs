@@ -68,6 +68,34 @@ pub enum EventKind {
         protocol: Protocol,
         result: ConnectResult,
     },
+    /// A bind to a local address; `result` 0 or a negative errno.
+    Bind {
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+        result: i32,
+    },
+    /// A socket starts listening on its bound address.
+    Listen {
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+        result: i32,
+    },
+    /// An inbound connection was accepted on `local_port`.
+    Accept {
+        peer: IpAddr,
+        peer_port: u16,
+        local_port: u16,
+        protocol: Protocol,
+    },
+    /// A DNS message the process sent to (or received from) `server`, raw; see
+    /// [`crate::kernel::dns`] to read it.
+    Dns {
+        server: IpAddr,
+        response: bool,
+        message: Vec<u8>,
+    },
 }
 
 /// Which file an exec mapped.

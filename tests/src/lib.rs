@@ -109,3 +109,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Runs `cmd` to completion and returns its pid; panics when it fails.
+pub fn run(cmd: &mut std::process::Command) -> u32 {
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success(), "{cmd:?} failed");
+    pid
+}

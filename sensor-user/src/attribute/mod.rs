@@ -166,10 +166,8 @@ impl Attributor {
                 child = Some((*child_pid, entry));
             }
             EventKind::Exit { .. } => entry.exited_at = Some(event.time),
-            EventKind::Open { .. }
-            | EventKind::Connect { .. }
-            | EventKind::FileOp(_)
-            | EventKind::Privilege { .. } => {}
+            // Everything else leaves the process table as it is.
+            _ => {}
         }
         if let Some((child_pid, entry)) = child {
             self.processes.insert(child_pid, entry, pid);

@@ -5,11 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use sensor_common::{
-    ConnectEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FILEOP_DIR_IS_FILE,
+    DNS_RESPONSE, DnsEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FILEOP_DIR_IS_FILE,
     FLAG_ARGV_TRUNCATED, FLAG_ENV_TRUNCATED, FileOp, FileOpEvent, ForkEvent, MOUNT_FSTYPE,
     MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE,
     OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, PrivOp, PrivilegeEvent,
-    SOCK_DGRAM,
+    SOCK_DGRAM, SocketEvent,
 };
 
 use crate::event::{
@@ -93,21 +93,38 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         Kind::FileOp => file_op(bytes)?,
         Kind::Privilege => privilege(bytes)?,
         Kind::Connect => {
-            let c: ConnectEvent = read(bytes, 0)?;
-            let address = if c.family == 10 {
-                IpAddr::V6(Ipv6Addr::from(c.addr))
-            } else {
-                IpAddr::V4(Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]))
-            };
+            let (endpoint, s) = socket(bytes)?;
             EventKind::Connect {
-                address,
-                port: c.port,
-                protocol: if c.sock_type == SOCK_DGRAM { Protocol::Udp } else { Protocol::Tcp },
-                result: match c.ret {
+                address: endpoint.0,
+                port: endpoint.1,
+                protocol: endpoint.2,
+                result: match s.ret {
                     0 => ConnectResult::Connected,
                     -115 => ConnectResult::InProgress,
                     e => ConnectResult::Failed(-e),
                 },
+            }
+        }
+        Kind::Bind => {
+            let ((address, port, protocol), s) = socket(bytes)?;
+            EventKind::Bind { address, port, protocol, result: s.ret }
+        }
+        Kind::Listen => {
+            let ((address, port, protocol), s) = socket(bytes)?;
+            EventKind::Listen { address, port, protocol, result: s.ret }
+        }
+        Kind::Accept => {
+            let ((peer, peer_port, protocol), s) = socket(bytes)?;
+            EventKind::Accept { peer, peer_port, local_port: s.local_port, protocol }
+        }
+        Kind::Dns => {
+            need(bytes, size_of::<DnsEvent>())?;
+            let d: DnsEvent = read(bytes, 0)?;
+            let payload = &d.payload[..(d.len as usize).min(sensor_common::DNS_DATA)];
+            EventKind::Dns {
+                server: ip(d.family, d.addr),
+                response: d.direction == DNS_RESPONSE,
+                message: payload.to_vec(),
             }
         }
     };
@@ -122,6 +139,21 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         comm: cstr(&h.comm),
         kind,
     })
+}
+
+/// `(address, port, protocol)` of a socket record, and the record.
+fn socket(bytes: &[u8]) -> Result<((IpAddr, u16, Protocol), SocketEvent), DecodeError> {
+    let s: SocketEvent = read(bytes, 0)?;
+    let protocol = if s.sock_type == SOCK_DGRAM { Protocol::Udp } else { Protocol::Tcp };
+    Ok(((ip(s.family, s.addr), s.port, protocol), s))
+}
+
+fn ip(family: u16, addr: [u8; 16]) -> IpAddr {
+    if family == 10 {
+        IpAddr::V6(Ipv6Addr::from(addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    }
 }
 
 fn file_op(bytes: &[u8]) -> Result<EventKind, DecodeError> {
@@ -393,15 +425,15 @@ mod tests {
 
     #[test]
     fn connect_v4_v6_and_results() {
-        let mut c = ConnectEvent {
+        let mut c = SocketEvent {
             header: header(Kind::Connect),
             family: 2,
             port: 8080,
             sock_type: 1,
-            _pad: 0,
+            local_port: 0,
             ret: -115,
             addr: [0; 16],
-            _pad2: 0,
+            _pad: 0,
         };
         c.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         let e = decode(&bytes_of(&c), &clock()).unwrap();

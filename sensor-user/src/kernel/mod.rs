@@ -2,6 +2,7 @@
 //! reading their ring buffer. Records leave this module as [`crate::event::Event`]s.
 
 pub mod decode;
+pub mod dns;
 pub mod mounts;
 pub mod offsets;
 pub mod programs;

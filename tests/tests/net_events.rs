@@ -1,0 +1,110 @@
+//! Network events from the real kernel programs: connect, bind, listen, accept and DNS.
+
+use std::io::BufRead;
+use std::net::{Ipv6Addr, TcpListener, UdpSocket};
+use std::process::{Command, Stdio};
+
+use sensor_user::event::{ConnectResult, EventKind, Protocol};
+use sensor_user::kernel::dns;
+use tests::{KernelHarness, run};
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
+
+#[test]
+fn tcp_connect_v4_has_address_port_and_result() {
+    let k = KernelHarness::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pid = run(Command::new(ACTOR).args(["connect", &format!("127.0.0.1:{port}")]));
+    let e = k.expect("connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
+    assert_eq!(
+        e.kind,
+        EventKind::Connect {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            result: ConnectResult::Connected
+        }
+    );
+    drop(listener);
+}
+
+#[test]
+fn refused_tcp_connect_v6_is_reported_as_failed() {
+    let k = KernelHarness::start();
+    // Bind then drop to get a port nobody listens on.
+    let port = TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+    let pid = run(Command::new(ACTOR).args(["connect", &format!("[::1]:{port}")]));
+    let e = k.expect("connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
+    assert_eq!(
+        e.kind,
+        EventKind::Connect {
+            address: Ipv6Addr::LOCALHOST.into(),
+            port,
+            protocol: Protocol::Tcp,
+            result: ConnectResult::Failed(libc::ECONNREFUSED)
+        }
+    );
+}
+
+#[test]
+fn udp_connect_is_udp() {
+    let k = KernelHarness::start();
+    let pid = run(Command::new(ACTOR).args(["connect-udp", "127.0.0.1:5353"]));
+    let e = k.expect("udp connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
+    assert!(matches!(e.kind, EventKind::Connect { protocol: Protocol::Udp, port: 5353, result: ConnectResult::Connected, .. }), "{e:?}");
+}
+
+
+#[test]
+fn bind_listen_and_accept() {
+    let k = KernelHarness::start();
+    let mut child = Command::new(ACTOR).args(["accept-one", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    assert!(child.wait().unwrap().success());
+
+    let bind = k.expect("bind", |e| e.pid == pid && matches!(e.kind, EventKind::Bind { .. }));
+    assert!(matches!(bind.kind, EventKind::Bind { port: 0, protocol: Protocol::Tcp, result: 0, .. }), "{bind:?}");
+    let listen = k.expect("listen", |e| e.pid == pid && matches!(e.kind, EventKind::Listen { .. }));
+    assert!(matches!(listen.kind, EventKind::Listen { port: p, result: 0, .. } if p == port), "{listen:?}");
+    let accept = k.expect("accept", |e| e.pid == pid && matches!(e.kind, EventKind::Accept { .. }));
+    assert_eq!(
+        accept.kind,
+        EventKind::Accept { peer: "127.0.0.1".parse().unwrap(), peer_port: client_port, local_port: port, protocol: Protocol::Tcp }
+    );
+}
+
+#[test]
+fn dns_query_and_response_are_read() {
+    let k = KernelHarness::start();
+    // A one-shot DNS server on loopback port 53 answering 127.0.0.9.
+    let server = UdpSocket::bind("127.0.0.53:53").or_else(|_| UdpSocket::bind("127.0.0.1:53")).expect("bind port 53");
+    let addr = server.local_addr().unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        let mut reply = buf[..n].to_vec();
+        reply[2] = 0x81; // response, recursion desired
+        reply[3] = 0x80;
+        reply[7] = 1; // one answer
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 9]);
+        server.send_to(&reply, from).unwrap();
+    });
+    let pid = run(Command::new(ACTOR).args(["dns", &addr.to_string(), "exfil.example.test"]));
+    responder.join().unwrap();
+
+    let q = k.expect("dns query", |e| e.pid == pid && matches!(e.kind, EventKind::Dns { response: false, .. }));
+    let EventKind::Dns { server: s, message, .. } = q.kind else { unreachable!() };
+    assert_eq!(s, addr.ip());
+    let m = dns::parse(&message).expect("query parses");
+    assert_eq!((m.question.name.as_str(), m.question.qtype.as_str()), ("exfil.example.test", "A"));
+
+    let r = k.expect("dns response", |e| e.pid == pid && matches!(e.kind, EventKind::Dns { response: true, .. }));
+    let EventKind::Dns { message, .. } = r.kind else { unreachable!() };
+    assert_eq!(dns::parse(&message).unwrap().addresses, vec![std::net::IpAddr::from([127, 0, 0, 9])]);
+}
