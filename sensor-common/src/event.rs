@@ -228,6 +228,27 @@ pub struct DnsEvent {
 }
 const _: () = assert!(size_of::<DnsEvent>() % 8 == 0);
 
+/// Per-cgroup counts of records lost (ring buffer full) and suppressed (kernel-side repeat
+/// filter), so losses can be charged to the workloads they hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupCounts {
+    pub lost: u64,
+    pub suppressed: u64,
+}
+
+/// Key of the kernel's seen-set: one image of one process (`mm`, which changes at exec) and the
+/// object it touched. The first occurrence always reaches userspace; exact repeats do not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenKey {
+    pub mm: u64,
+    /// The event kind, and kind-specific bits (open intent, socket family and port).
+    pub kind: u64,
+    pub a: u64,
+    pub b: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type is repr(C), Copy, has no padding the compiler adds (checked by the size
@@ -239,6 +260,10 @@ mod user {
     unsafe impl aya::Pod for super::ExitEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SocketEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CgroupCounts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SeenKey {}
 }
 
 /// Privilege-relevant operations, reported with their result. Numbers are never reused.
@@ -409,13 +434,18 @@ pub enum Counter {
     LostPrivilege = 7,
     LostSocket = 8,
     LostDns = 9,
+    /// A repeat the kernel filtered on purpose: the same process opened the same file with
+    /// the same intent before (see `SeenKey`).
+    SuppressedOpen = 10,
+    /// A repeat connect of the same process to the same destination.
+    SuppressedConnect = 11,
 }
 
 /// Number of slots in `COUNTERS`.
 pub const COUNTERS_LEN: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 12] = [
         Counter::LostExec,
         Counter::LostFork,
         Counter::LostExit,
@@ -426,9 +456,16 @@ impl Counter {
         Counter::LostPrivilege,
         Counter::LostSocket,
         Counter::LostDns,
+        Counter::SuppressedOpen,
+        Counter::SuppressedConnect,
     ];
 
     /// Name used in logs and metrics.
+    /// Whether this counter means data was lost (as opposed to filtered on purpose).
+    pub const fn is_loss(self) -> bool {
+        !matches!(self, Counter::SuppressedOpen | Counter::SuppressedConnect)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Counter::LostExec => "lost_exec",
@@ -441,6 +478,8 @@ impl Counter {
             Counter::LostPrivilege => "lost_privilege",
             Counter::LostSocket => "lost_socket",
             Counter::LostDns => "lost_dns",
+            Counter::SuppressedOpen => "suppressed_open",
+            Counter::SuppressedConnect => "suppressed_connect",
         }
     }
 }

@@ -224,7 +224,7 @@ pub fn priv_exit(ctx: TracePointContext) -> u32 {
     ev.before_uid = pending.before_uid;
     ev.before_euid = pending.before_euid;
     ev.text = pending.text;
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     let _ = PENDING_PRIVS.remove(&key);
     0
 }

@@ -12,13 +12,17 @@ use aya_ebpf::{
 use sensor_common::{Counter, EventKind, OpenEvent};
 
 use crate::{
-    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, walk_path},
+    kernel::{
+        count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr, seen_before,
+        walk_path,
+    },
     maps::{EVENTS, PENDING_OPENS},
 };
 
 const ARG1: usize = 24;
 const ARG2: usize = 32;
 const RET: usize = 16;
+const O_ACCMODE: u32 = 0o3;
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
@@ -81,6 +85,18 @@ pub fn file_open_exit(ctx: TracePointContext) -> u32 {
     let Some(file) = file_of_fd(task, ret as u32) else {
         return 0;
     };
+    // Repeats of the same (process image, file, intent) stop here, before the path walk.
+    if let Some(inode) = read_ptr(file, off!(file_f_inode)) {
+        let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+        let dev = read_ptr(inode, off!(inode_i_sb))
+            .and_then(|sb| read::<u32>(sb, off!(super_block_s_dev)))
+            .unwrap_or(0);
+        let intent = (flags & (O_ACCMODE | O_CREAT | O_TRUNC)) as u64;
+        let kind = (EventKind::Open as u64) << 32 | intent;
+        if seen_before(task, kind, dev as u64, ino, Counter::SuppressedOpen) {
+            return 0;
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         count(Counter::LostOpen);
         return 0;
@@ -91,6 +107,6 @@ pub fn file_open_exit(ctx: TracePointContext) -> u32 {
     ev.open_flags = flags;
     ev.fd = ret as i32;
     walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.path);
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     0
 }

@@ -96,7 +96,7 @@ fn emit(op: FileOp, base: Base, name: u64, name2: u64, name2_dfd: i64, args: [u6
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     0
 }
 

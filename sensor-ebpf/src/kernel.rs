@@ -2,16 +2,17 @@
 
 use core::ffi::c_void;
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 use sensor_common::{
-    Counter, EventHeader, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH, PATH_TRUNCATED,
+    CgroupCounts, Counter, EventHeader, SeenKey, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH, PATH_TRUNCATED,
     PATH_UNLINKED, PathRecord,
 };
 
-use crate::maps::{COUNTERS, SELF_PID};
+use crate::maps::{CGROUP_COUNTS, COUNTERS, EVENTS, FILTER_REPEATS, SEEN, SELF_PID};
 
 /// One member offset from the `OFFSETS` global. Volatile so the compiler cannot fold the
 /// all-zero initial value into the code: the loader rewrites it before the program loads.
@@ -47,6 +48,65 @@ pub fn count(counter: Counter) {
         // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
         unsafe { *slot += 1 };
     }
+    if !matches!(counter, Counter::ReadError) {
+        count_for_cgroup(!counter.is_loss());
+    }
+}
+
+/// Charges one lost (or suppressed) record to the current cgroup.
+#[inline(always)]
+fn count_for_cgroup(suppressed: bool) {
+    // SAFETY: helper without arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUP_COUNTS.get_ptr_mut(&cgroup).is_none() {
+        let _ = CGROUP_COUNTS.insert(&cgroup, &CgroupCounts::default(), 0);
+    }
+    if let Some(counts) = CGROUP_COUNTS.get_ptr_mut(&cgroup) {
+        // SAFETY: this CPU's copy of the value; programs on one CPU do not preempt each other.
+        unsafe {
+            if suppressed {
+                (*counts).suppressed += 1;
+            } else {
+                (*counts).lost += 1;
+            }
+        }
+    }
+}
+
+/// Ring buffer data waiting before a record forces a wakeup. Below it, records are submitted
+/// without waking the reader, which drains on a short timer instead: a wakeup per event costs
+/// about a microsecond.
+const WAKEUP_THRESHOLD: u64 = 512 * 1024;
+
+/// Flags for `submit`: no wakeup unless the reader has fallen behind.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// True when the current process image already reported this object: the caller then sends
+/// nothing and the repeat is counted as suppressed. The first occurrence is remembered.
+#[inline(always)]
+pub fn seen_before(task: *const u8, kind: u64, a: u64, b: u64, suppressed: Counter) -> bool {
+    // SAFETY: reading a u32 static the loader set.
+    if unsafe { core::ptr::read_volatile(&FILTER_REPEATS) } == 0 {
+        return false;
+    }
+    let Some(mm) = read_ptr(task, off!(task_struct_mm)) else {
+        return false;
+    };
+    let key = SeenKey { mm: mm as u64, kind, a, b };
+    // SAFETY: only the presence of the entry is used.
+    if unsafe { SEEN.get(&key) }.is_some() {
+        count(suppressed);
+        return true;
+    }
+    let _ = SEEN.insert(&key, &0, 0);
+    false
 }
 
 /// The current task, as a raw kernel pointer.

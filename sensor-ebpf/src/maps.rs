@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{COUNTERS_LEN, KernelOffsets};
+use sensor_common::{COUNTERS_LEN, CgroupCounts, KernelOffsets, SeenKey};
 
 /// All records to userspace. One ring for all CPUs keeps causal order (a fork is always read
 /// before the child's first event), which the agent's process tree relies on.
@@ -47,3 +47,17 @@ pub static PENDING_PRIVS: LruHashMap<u64, crate::creds::PendingPriv> =
 /// Scratch space to build a `PendingPriv` (larger than the BPF stack allows).
 #[map]
 pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> = PerCpuArray::with_max_entries(1, 0);
+
+/// Lost and suppressed records per cgroup id, per CPU (userspace sums them).
+#[map]
+pub static CGROUP_COUNTS: LruPerCpuHashMap<u64, CgroupCounts> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
+
+/// Recently seen (process image, object) pairs; see `SeenKey`. LRU: an evicted entry only means
+/// one more record reaches userspace.
+#[map]
+pub static SEEN: LruHashMap<SeenKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// 1: filter exact repeats in the kernel (default); 0: send every event (for measurements).
+#[unsafe(no_mangle)]
+pub static FILTER_REPEATS: u32 = 1;

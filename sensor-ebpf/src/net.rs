@@ -13,7 +13,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr},
+    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr, seen_before},
     maps::{EVENTS, PENDING_DNS_READS, PENDING_SOCKETS},
 };
 
@@ -142,7 +142,7 @@ fn emit_socket(kind: u32, ep: &Endpoint, local_port: u16, ret: i64) {
     ev.ret = ret as i32;
     ev.addr = ep.addr;
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
 }
 
 /// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`
@@ -196,7 +196,16 @@ pub fn net_socket_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = PENDING_SOCKETS.remove(&key);
-    emit_socket(pending.kind, &pending.endpoint, 0, arg(&ctx, 0) as i64);
+    let ep = &pending.endpoint;
+    if pending.kind == EventKind::Connect as u32 {
+        let kind = (EventKind::Connect as u64) << 32 | (ep.family as u64) << 16 | ep.port as u64;
+        let a = u64::from_ne_bytes([ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3], ep.addr[4], ep.addr[5], ep.addr[6], ep.addr[7]]);
+        let b = u64::from_ne_bytes([ep.addr[8], ep.addr[9], ep.addr[10], ep.addr[11], ep.addr[12], ep.addr[13], ep.addr[14], ep.addr[15]]);
+        if seen_before(current_task(), kind, a, b, Counter::SuppressedConnect) {
+            return 0;
+        }
+    }
+    emit_socket(pending.kind, ep, 0, arg(&ctx, 0) as i64);
     0
 }
 
@@ -262,7 +271,7 @@ fn emit_dns(direction: u16, server: &Endpoint, sock_type: u16, buf: u64, len: u6
             count(Counter::ReadError);
         }
     }
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
 }
 
 /// `sendto(fd, buff, len, flags, addr, addr_len)` (also `send`).

@@ -82,7 +82,7 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
             ev.header.flags |= FLAG_ENV_TRUNCATED;
         }
     }
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     0
 }
 
@@ -158,7 +158,7 @@ pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
     fill_header(&mut ev.header, EventKind::Fork as u32, parent);
     ev.child_pid = tgid;
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     0
 }
 
@@ -187,6 +187,6 @@ pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
     fill_header(&mut ev.header, EventKind::Exit as u32, task);
     ev.exit_code = read::<u32>(task, off!(task_struct_exit_code)).unwrap_or(0);
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(crate::kernel::submit_flags());
     0
 }

@@ -18,6 +18,7 @@ pub struct AgentConfig {
     pub learning: LearningConfig,
     pub host: String,
     pub cgroup_root: PathBuf,
+    pub load: kernel::LoadOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         },
         cancel.clone(),
     )?;
-    let mut sensor = Sensor::load()?;
+    let mut sensor = Sensor::load(&config.load)?;
     let mut attributor = Attributor::new(&config.cgroup_root);
     attributor.seed_from_proc();
     let clock = BootClock::now();
@@ -71,17 +72,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            guard = sensor.ring.readable_mut() => {
-                let mut guard = guard.map_err(kernel::KernelError::Poll)?;
+            ready = sensor.ready() => {
+                ready?;
                 let mut found = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    events += 1;
-                    match kernel::decode(&item, &clock) {
-                        Ok(event) => found.extend(engine.observe(&attributor.attribute(event))),
-                        Err(e) => tracing::warn!(error = %e, "undecodable kernel record"),
-                    }
-                }
-                guard.clear_ready();
+                events += sensor.drain(|record| match kernel::decode(record, &clock) {
+                    Ok(event) => found.extend(engine.observe(&attributor.attribute(event))),
+                    Err(e) => tracing::warn!(error = %e, "undecodable kernel record"),
+                }) as u64;
                 deliver(&transport, found);
             }
             _ = tick.tick() => {
@@ -92,11 +89,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
 
     // Drain what the kernel already wrote, keep it, then let delivery flush.
     let mut found = Vec::new();
-    while let Some(item) = sensor.ring.get_mut().next() {
-        if let Ok(event) = kernel::decode(&item, &clock) {
+    sensor.drain(|record| {
+        if let Ok(event) = kernel::decode(record, &clock) {
             found.extend(engine.observe(&attributor.attribute(event)));
         }
-    }
+    });
     deliver(&transport, found);
     drop(sensor);
     if let Err(e) = engine.persist() {

@@ -51,6 +51,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub host: Option<String>,
 
+    /// Send every open and connect to userspace, not only the first of each per process
+    /// image (for measurements; costs more).
+    #[arg(long)]
+    pub no_kernel_filter: bool,
+
     /// The cgroup v2 mount (default: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,

@@ -30,6 +30,9 @@ fn main() -> ExitCode {
                     },
                     host: args.host.unwrap_or_else(host_name),
                     cgroup_root: args.cgroup_root.unwrap_or_else(default_cgroup_root),
+                    load: sensor_user::kernel::LoadOptions {
+                        filter_repeats: !args.no_kernel_filter,
+                    },
                 };
                 agent::run(config, cancel).await
             }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sensor_user::event::Event;
-use sensor_user::kernel::{BootClock, Sensor, decode};
+use sensor_user::kernel::{BootClock, LoadOptions, Sensor, decode};
 
 /// The kernel programs loaded in this process, with their decoded events on a channel.
 pub struct KernelHarness {
@@ -20,6 +20,11 @@ pub struct KernelHarness {
 impl KernelHarness {
     /// Loads and attaches every program; panics with the loader's message when it cannot.
     pub fn start() -> KernelHarness {
+        Self::start_with(LoadOptions::default())
+    }
+
+    /// As [`KernelHarness::start`], with load options.
+    pub fn start_with(options: LoadOptions) -> KernelHarness {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = tokio_util::sync::CancellationToken::new();
@@ -27,7 +32,7 @@ impl KernelHarness {
         let thread = thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let mut sensor = match Sensor::load() {
+                let mut sensor = match Sensor::load(&options) {
                     Ok(s) => s,
                     Err(e) => {
                         ready_tx.send(Err(e.to_string())).unwrap();
@@ -39,15 +44,12 @@ impl KernelHarness {
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        guard = sensor.ring.readable_mut() => {
-                            let mut guard = guard.unwrap();
-                            while let Some(item) = guard.get_inner_mut().next() {
-                                let event = decode(&item, &clock).expect("every kernel record decodes");
-                                if tx.send(event).is_err() {
-                                    return;
-                                }
-                            }
-                            guard.clear_ready();
+                        ready = sensor.ready() => {
+                            ready.unwrap();
+                            sensor.drain(|record| {
+                                let event = decode(record, &clock).expect("every kernel record decodes");
+                                let _ = tx.send(event);
+                            });
                         }
                     }
                 }
@@ -58,6 +60,17 @@ impl KernelHarness {
             Err(e) => panic!("loading the sensor failed: {e}"),
         }
         KernelHarness { events: rx, stop, thread: Some(thread) }
+    }
+
+    /// Every event until (and including) the first that matches `last`, within 5 seconds.
+    pub fn collect_until(&self, what: &str, last: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let end = self.expect(what, |e| {
+            seen.push(e.clone());
+            last(e)
+        });
+        let _ = end;
+        seen
     }
 
     /// The first event matching `pred` within 5 seconds; panics with `what` otherwise.

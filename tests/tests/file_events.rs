@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use sensor_user::event::{EventKind, FileOperation, OpenIntent};
+use sensor_user::kernel::LoadOptions;
 use tests::{KernelHarness, run};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -95,4 +96,35 @@ fn file_operations_resolve_relative_names() {
     assert_eq!(file_op(&k, &["truncate", "b", "0"], &d), FileOperation::Truncate { path: p("b"), length: 0 });
     assert_eq!(file_op(&k, &["mkdir", "newdir"], &d), FileOperation::Mkdir { path: p("newdir"), mode: 0o755 });
     assert_eq!(file_op(&k, &["unlink", "c"], &d), FileOperation::Unlink { path: p("c") });
+}
+
+/// Opens `x` three times then `sentinel` once from one process; returns how many opens of `x`
+/// reached userspace (events of one process arrive in order, so the sentinel closes the count).
+fn opens_of_repeated_file(k: &KernelHarness) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(d.join("x"), "x").unwrap();
+    std::fs::write(d.join("sentinel"), "s").unwrap();
+    let pid = run(Command::new(ACTOR).args(["read", "x", "x", "x", "sentinel"]).current_dir(&d));
+    let sentinel = d.join("sentinel");
+    let x = d.join("x");
+    let events = k.collect_until("open of the sentinel", |e| {
+        e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if std::path::Path::new(path) == sentinel)
+    });
+    events
+        .iter()
+        .filter(|e| e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if std::path::Path::new(path) == x))
+        .count()
+}
+
+#[test]
+fn repeats_are_filtered_in_the_kernel() {
+    let k = KernelHarness::start();
+    assert_eq!(opens_of_repeated_file(&k), 1, "only the first open of a file per process image");
+}
+
+#[test]
+fn without_the_filter_every_open_arrives() {
+    let k = KernelHarness::start_with(LoadOptions { filter_repeats: false });
+    assert_eq!(opens_of_repeated_file(&k), 3);
 }

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
-use sensor_common::{COUNTERS_LEN, Counter};
+use sensor_common::{COUNTERS_LEN, CgroupCounts, Counter};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub use decode::{BootClock, DecodeError, decode};
@@ -22,6 +22,23 @@ use programs::{Hook, PROGRAMS};
 
 /// The embedded eBPF object, built by `build.rs` (empty in stub builds).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+/// How the programs are loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Filter exact repeats (same process image, same object) in the kernel.
+    pub filter_repeats: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { filter_repeats: true }
+    }
+}
+
+/// How often the ring buffer is drained when the kernel sends no wakeup (see `submit_flags` in
+/// the eBPF crate): bounds the delay an event can wait before userspace sees it.
+const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Oldest kernel the programs are written for (BTF tracepoints, ring buffer, bounded loops).
 const MIN_KERNEL: (u32, u32) = (5, 15);
@@ -58,8 +75,9 @@ pub enum KernelError {
 pub struct Sensor {
     /// Keeps programs and links alive; dropping it detaches everything.
     _ebpf: Ebpf,
-    pub ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    cgroup_counts: PerCpuHashMap<MapData, u64, CgroupCounts>,
     /// Names of the programs that are attached.
     pub attached: Vec<&'static str>,
     /// Optional programs that could not attach, with why.
@@ -69,7 +87,7 @@ pub struct Sensor {
 impl Sensor {
     /// Checks the machine, loads every program and attaches it. Must be called inside a tokio
     /// runtime (the ring buffer is registered with it).
-    pub fn load() -> Result<Sensor, KernelError> {
+    pub fn load(options: &LoadOptions) -> Result<Sensor, KernelError> {
         preflight()?;
         let mounted = mounts::ensure()?;
         if !mounted.is_empty() {
@@ -89,6 +107,7 @@ impl Sensor {
             .btf(Some(&btf))
             .override_global("OFFSETS", &offsets, true)
             .override_global("SELF_PID", &self_pid, true)
+            .override_global("FILTER_REPEATS", &u32::from(options.filter_repeats), true)
             .load(OBJECT)?;
 
         let mut attached = Vec::new();
@@ -112,11 +131,51 @@ impl Sensor {
             ebpf.take_map("COUNTERS").ok_or(KernelError::Map("COUNTERS"))?,
         )
         .map_err(|_| KernelError::Map("COUNTERS"))?;
+        let cgroup_counts = PerCpuHashMap::try_from(
+            ebpf.take_map("CGROUP_COUNTS").ok_or(KernelError::Map("CGROUP_COUNTS"))?,
+        )
+        .map_err(|_| KernelError::Map("CGROUP_COUNTS"))?;
         // SAFETY: the ring buffer owns its map fd, which stays open and valid as long as the
         // AsyncFd that owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| KernelError::Poll(e.into()))?;
-        Ok(Sensor { _ebpf: ebpf, ring, counters, attached, skipped })
+        Ok(Sensor { _ebpf: ebpf, ring, counters, cgroup_counts, attached, skipped })
+    }
+
+    /// Waits until records may be waiting: a kernel wakeup (sent only when the reader falls
+    /// behind) or the drain interval, whichever comes first.
+    pub async fn ready(&mut self) -> Result<(), KernelError> {
+        tokio::select! {
+            guard = self.ring.readable_mut() => guard?.clear_ready(),
+            _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+        }
+        Ok(())
+    }
+
+    /// Hands every waiting record to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Lost and suppressed records by cgroup id, summed over CPUs.
+    pub fn cgroup_counts(&self) -> Vec<(u64, CgroupCounts)> {
+        self.cgroup_counts
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(cgroup, per_cpu)| {
+                let total = per_cpu.iter().fold(CgroupCounts::default(), |acc, c| CgroupCounts {
+                    lost: acc.lost + c.lost,
+                    suppressed: acc.suppressed + c.suppressed,
+                });
+                (cgroup, total)
+            })
+            .collect()
     }
 
     /// Loss and error counters summed over CPUs, by name.

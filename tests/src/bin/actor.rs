@@ -29,7 +29,9 @@ fn main() {
                 libc::close(fd as i32);
             }
             "read" => {
-                std::fs::read(a(0)).expect("read");
+                for path in rest {
+                    std::fs::read(path).expect("read");
+                }
             }
             "connect" => {
                 let _ = std::net::TcpStream::connect(a(0));
