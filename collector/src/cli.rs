@@ -1,0 +1,149 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use proto::v1::{DeviationKind, Severity};
+
+/// Default database file; `serve` creates its directory.
+pub const DEFAULT_DB: &str = "/var/lib/sensor-collector/collector.db";
+/// Default collector address for `deviations`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// The sensor collector: receives deviations from agents over gRPC, stores them in SQLite and
+/// answers queries about them.
+#[derive(Debug, Parser)]
+#[command(name = "collector", version)]
+pub struct Cli {
+    /// Log format (logs go to stderr; the level comes from RUST_LOG, default "info").
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive deviations from agents and answer queries, until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// List stored deviations, newest first.
+    Deviations(DeviationsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for agents and queries.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "COLLECTOR_LISTEN")]
+    pub listen: SocketAddr,
+    /// SQLite database file, created (with its directory) if missing.
+    #[arg(long, default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviationsArgs {
+    /// Collector to ask.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
+    pub server: String,
+    /// Only this workload id, e.g. "github:acme/app/ci/build".
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only this kind of deviation.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only this severity or higher.
+    #[arg(long, value_enum)]
+    pub min_severity: Option<SeverityArg>,
+    /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (the collector caps it at 10000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Deviation kinds by their short names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    NewExecutable,
+    NewExecEdge,
+    NewFileAccess,
+    NewNetworkDestination,
+}
+
+impl From<KindArg> for DeviationKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::NewExecutable => DeviationKind::NewExecutable,
+            KindArg::NewExecEdge => DeviationKind::NewExecEdge,
+            KindArg::NewFileAccess => DeviationKind::NewFileAccess,
+            KindArg::NewNetworkDestination => DeviationKind::NewNetworkDestination,
+        }
+    }
+}
+
+/// Severities, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(severity: SeverityArg) -> Self {
+        match severity {
+            SeverityArg::Info => Severity::Info,
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Critical => Severity::Critical,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn short_names_parse() {
+        let cli = Cli::parse_from([
+            "collector",
+            "deviations",
+            "--kind",
+            "new-network-destination",
+            "--min-severity",
+            "medium",
+            "--json",
+        ]);
+        let Command::Deviations(args) = cli.command else {
+            panic!("expected deviations");
+        };
+        assert_eq!(args.kind, Some(KindArg::NewNetworkDestination));
+        assert_eq!(args.min_severity, Some(SeverityArg::Medium));
+    }
+}

@@ -1,0 +1,222 @@
+//! Every conversion of `sensor.v1` types lives here: to database rows, to the short names the
+//! command line uses, to JSON lines and to table cells.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::v1::{Deviation, DeviationKind, Severity, StoredDeviation, WorkloadKind, novelty::What};
+use serde_json::{Value, json};
+
+/// The filterable columns of a stored deviation (see `store::MIGRATIONS`).
+pub struct DeviationRow<'a> {
+    pub id: &'a str,
+    pub time_ns: i64,
+    pub host: &'a str,
+    pub workload_id: &'a str,
+    pub workload_kind: i32,
+    pub run_id: &'a str,
+    pub kind: i32,
+    pub severity: i32,
+    pub summary: &'a str,
+    pub executable: &'a str,
+}
+
+impl<'a> From<&'a Deviation> for DeviationRow<'a> {
+    fn from(d: &'a Deviation) -> Self {
+        let workload = d.workload.as_ref();
+        DeviationRow {
+            id: &d.id,
+            time_ns: d.time_unix_nanos,
+            host: &d.host,
+            workload_id: workload.map_or("", |w| w.id.as_str()),
+            workload_kind: workload.map_or(0, |w| w.kind),
+            run_id: workload.map_or("", |w| w.run_id.as_str()),
+            kind: d.kind,
+            severity: d.severity,
+            summary: &d.summary,
+            executable: d.process.as_ref().map_or("", |p| p.executable.as_str()),
+        }
+    }
+}
+
+/// Short, lowercase name of a deviation kind, as the command line spells it.
+pub fn kind_name(kind: i32) -> &'static str {
+    match DeviationKind::try_from(kind) {
+        Ok(DeviationKind::NewExecutable) => "new-executable",
+        Ok(DeviationKind::NewExecEdge) => "new-exec-edge",
+        Ok(DeviationKind::NewFileAccess) => "new-file-access",
+        Ok(DeviationKind::NewNetworkDestination) => "new-network-destination",
+        Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+/// Lowercase name of a severity.
+pub fn severity_name(severity: i32) -> &'static str {
+    match Severity::try_from(severity) {
+        Ok(Severity::Info) => "info",
+        Ok(Severity::Low) => "low",
+        Ok(Severity::Medium) => "medium",
+        Ok(Severity::High) => "high",
+        Ok(Severity::Critical) => "critical",
+        Ok(Severity::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+/// Lowercase name of a workload kind.
+pub fn workload_kind_name(kind: i32) -> &'static str {
+    match WorkloadKind::try_from(kind) {
+        Ok(WorkloadKind::Cgroup) => "cgroup",
+        Ok(WorkloadKind::SystemdUnit) => "systemd-unit",
+        Ok(WorkloadKind::Container) => "container",
+        Ok(WorkloadKind::GithubJob) => "github-job",
+        Ok(WorkloadKind::GitlabJob) => "gitlab-job",
+        Ok(WorkloadKind::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+/// A time in ns since the epoch as a `SystemTime` (times before the epoch become the epoch).
+pub fn system_time(unix_nanos: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_nanos).unwrap_or(0))
+}
+
+/// A `SystemTime` as ns since the epoch, saturating.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2025-01-02T03:04:05.123456789Z`.
+pub fn rfc3339_nanos(unix_nanos: i64) -> String {
+    humantime::format_rfc3339_nanos(system_time(unix_nanos)).to_string()
+}
+
+/// One JSON object for `collector deviations --json`.
+pub fn to_json(stored: &StoredDeviation) -> Value {
+    let default = Deviation::default();
+    let d = stored.deviation.as_ref().unwrap_or(&default);
+    let workload = d.workload.clone().unwrap_or_default();
+    let process = d.process.clone().unwrap_or_default();
+    let ancestry: Vec<Value> = process
+        .ancestry
+        .iter()
+        .map(|a| json!({ "pid": a.pid, "executable": a.executable }))
+        .collect();
+    json!({
+        "id": d.id,
+        "time": rfc3339_nanos(d.time_unix_nanos),
+        "host": d.host,
+        "workload": workload.id,
+        "workload_kind": workload_kind_name(workload.kind),
+        "run_id": workload.run_id,
+        "kind": kind_name(d.kind),
+        "severity": severity_name(d.severity),
+        "summary": d.summary,
+        "executable": process.executable,
+        "process": {
+            "pid": process.pid,
+            "ppid": process.ppid,
+            "executable": process.executable,
+            "argv": process.argv,
+            "argv_truncated": process.argv_truncated,
+            "uid": process.uid,
+            "euid": process.euid,
+            "ancestry": ancestry,
+        },
+        "novelty": novelty_json(d),
+        "agent_id": stored.agent_id,
+        "received": rfc3339_nanos(stored.received_unix_nanos),
+    })
+}
+
+fn novelty_json(d: &Deviation) -> Value {
+    match d.novelty.as_ref().and_then(|n| n.what.as_ref()) {
+        Some(What::Executable(path)) => json!({ "executable": path }),
+        Some(What::ExecEdge(edge)) => json!({
+            "parent_executable": edge.parent_executable,
+            "child_executable": edge.child_executable,
+        }),
+        Some(What::File(file)) => json!({ "path": file.path, "intent": file.intent }),
+        Some(What::Destination(dest)) => json!({
+            "address": dest.address,
+            "port": dest.port,
+            "protocol": dest.protocol,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// The cells of one table row: time, severity, workload, kind, summary.
+pub fn table_cells(stored: &StoredDeviation) -> [String; 5] {
+    let default = Deviation::default();
+    let d = stored.deviation.as_ref().unwrap_or(&default);
+    [
+        humantime::format_rfc3339_seconds(system_time(d.time_unix_nanos)).to_string(),
+        severity_name(d.severity).to_owned(),
+        d.workload.as_ref().map_or("", |w| w.id.as_str()).to_owned(),
+        kind_name(d.kind).to_owned(),
+        d.summary.clone(),
+    ]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proto::v1::{Ancestor, ExecEdge, Novelty, Process, Workload};
+
+    /// A complete deviation for tests.
+    pub(crate) fn deviation(id: &str, time_unix_nanos: i64) -> Deviation {
+        Deviation {
+            id: id.to_owned(),
+            time_unix_nanos,
+            host: "host-1".to_owned(),
+            workload: Some(Workload {
+                id: "github:acme/app/ci/build".to_owned(),
+                kind: WorkloadKind::GithubJob.into(),
+                run_id: "42".to_owned(),
+            }),
+            kind: DeviationKind::NewExecEdge.into(),
+            severity: Severity::High.into(),
+            summary: format!("deviation {id}"),
+            process: Some(Process {
+                pid: 100,
+                ppid: 1,
+                executable: "/usr/bin/nc".to_owned(),
+                argv: vec!["nc".to_owned(), "-l".to_owned()],
+                ancestry: vec![Ancestor {
+                    pid: 1,
+                    executable: "/usr/bin/bash".to_owned(),
+                }],
+                ..Process::default()
+            }),
+            novelty: Some(Novelty {
+                what: Some(What::ExecEdge(ExecEdge {
+                    parent_executable: "/usr/bin/bash".to_owned(),
+                    child_executable: "/usr/bin/nc".to_owned(),
+                })),
+            }),
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let stored = StoredDeviation {
+            deviation: Some(deviation("x", 1_700_000_000_123_456_789)),
+            agent_id: "agent-a".to_owned(),
+            received_unix_nanos: 1_700_000_001_000_000_000,
+        };
+        let v = to_json(&stored);
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["kind"], "new-exec-edge");
+        assert_eq!(v["severity"], "high");
+        assert_eq!(v["workload"], "github:acme/app/ci/build");
+        assert_eq!(v["executable"], "/usr/bin/nc");
+        assert_eq!(v["process"]["ancestry"][0]["executable"], "/usr/bin/bash");
+        assert_eq!(v["novelty"]["child_executable"], "/usr/bin/nc");
+        assert_eq!(v["agent_id"], "agent-a");
+    }
+
+    #[test]
+    fn times_before_the_epoch_do_not_panic() {
+        assert_eq!(rfc3339_nanos(-5), "1970-01-01T00:00:00.000000000Z");
+        assert!(rfc3339_nanos(i64::MAX).starts_with("2262-"));
+    }
+}

@@ -1,0 +1,176 @@
+//! `sensor.v1.Ingest`: one task per agent stream stores each batch, then acknowledges it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prost::Message;
+use proto::v1::{BatchAck, DeviationBatch, ingest_server::Ingest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataValue};
+
+use crate::convert::unix_nanos;
+use crate::store::{BatchKey, Store};
+
+/// Most deviations accepted in one batch.
+pub const MAX_BATCH_DEVIATIONS: usize = 10_000;
+/// Largest encoded batch accepted, in bytes. Transport decoding allows a bit more
+/// ([`MAX_DECODE_BYTES`]) so that a batch just over the limit gets a clear `RESOURCE_EXHAUSTED`
+/// naming its sequence rather than a transport error.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest message the gRPC layer decodes at all.
+pub const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
+/// Trailer naming the sequence of a rejected batch, so the agent can drop it (see the proto).
+pub const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";
+
+/// The Ingest service.
+pub struct IngestService {
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+impl IngestService {
+    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
+        IngestService { store, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamDeviationsStream = ReceiverStream<Result<BatchAck, Status>>;
+
+    async fn stream_deviations(
+        &self,
+        request: Request<Streaming<DeviationBatch>>,
+    ) -> Result<Response<Self::StreamDeviationsStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let inbound = request.into_inner();
+        let (acks, rx) = mpsc::channel(16);
+        let store = Arc::clone(&self.store);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tracing::info!(%peer, "agent stream opened");
+            let end = tokio::select! {
+                end = receive(inbound, &store, &acks) => end,
+                () = shutdown.cancelled() => Err(Status::unavailable("collector is shutting down")),
+            };
+            match end {
+                Ok(()) => tracing::debug!(%peer, "agent stream closed"),
+                Err(status) => {
+                    tracing::info!(%peer, code = ?status.code(), message = status.message(), "agent stream ended");
+                    // The agent may be gone already; nothing to do if it cannot hear this.
+                    let _ = acks.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Stores and acknowledges batches until the agent closes its side. `Err` ends the stream with
+/// that status.
+async fn receive(
+    mut inbound: Streaming<DeviationBatch>,
+    store: &Arc<Store>,
+    acks: &mpsc::Sender<Result<BatchAck, Status>>,
+) -> Result<(), Status> {
+    while let Some(batch) = inbound.message().await? {
+        let ack = store_batch(store, batch).await?;
+        if acks.send(Ok(ack)).await.is_err() {
+            break; // The agent hung up.
+        }
+    }
+    Ok(())
+}
+
+/// Validates and stores one batch; answers its acknowledgement.
+async fn store_batch(store: &Arc<Store>, batch: DeviationBatch) -> Result<BatchAck, Status> {
+    validate(&batch).map_err(|status| rejected(status, batch.sequence))?;
+    let store = Arc::clone(store);
+    let received_ns = unix_nanos(SystemTime::now());
+    let sequence = batch.sequence;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let key = BatchKey {
+            agent_id: &batch.agent_id,
+            spool_id: &batch.spool_id,
+            sequence: batch.sequence,
+        };
+        let outcome = store.store_batch(key, &batch.deviations, received_ns);
+        if let Ok(o) = &outcome {
+            tracing::debug!(
+                agent_id = batch.agent_id,
+                sequence,
+                stored = o.stored,
+                duplicates = o.duplicates,
+                resent = o.resent,
+                "batch stored"
+            );
+        }
+        outcome
+    })
+    .await
+    .map_err(|e| Status::internal(format!("storing batch {sequence} failed: {e}")))?
+    .map_err(|e| {
+        tracing::error!(sequence, error = %e, "cannot store batch");
+        Status::unavailable(format!("cannot store batch {sequence}: {e}"))
+    })?;
+    Ok(BatchAck {
+        sequence,
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+    })
+}
+
+/// Checks what the store relies on. Errors name the offending batch or deviation.
+pub fn validate(batch: &DeviationBatch) -> Result<(), Status> {
+    let sequence = batch.sequence;
+    if batch.agent_id.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "batch {sequence}: agent_id is empty"
+        )));
+    }
+    if sequence == 0 {
+        return Err(Status::invalid_argument(
+            "batch sequence 0: sequences start at 1",
+        ));
+    }
+    let count = batch.deviations.len();
+    if count > MAX_BATCH_DEVIATIONS {
+        return Err(Status::resource_exhausted(format!(
+            "batch {sequence}: {count} deviations, more than {MAX_BATCH_DEVIATIONS}"
+        )));
+    }
+    let bytes = batch.encoded_len();
+    if bytes > MAX_BATCH_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "batch {sequence}: {bytes} bytes, more than {MAX_BATCH_BYTES}"
+        )));
+    }
+    for (index, deviation) in batch.deviations.iter().enumerate() {
+        if deviation.id.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "batch {sequence}: deviation #{index} has no id"
+            )));
+        }
+        if deviation.workload.as_ref().is_none_or(|w| w.id.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "batch {sequence}: deviation {} has no workload",
+                deviation.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the rejected-sequence trailer to a validation error.
+fn rejected(mut status: Status, sequence: u64) -> Status {
+    if let Ok(value) = MetadataValue::try_from(sequence.to_string()) {
+        status
+            .metadata_mut()
+            .insert(REJECTED_SEQUENCE_TRAILER, value);
+    }
+    status
+}

@@ -1,0 +1,108 @@
+//! The collector: receives deviations from sensor agents over gRPC (`sensor.v1.Ingest`), stores
+//! them in SQLite and answers operators' queries (`sensor.v1.Query`).
+//!
+//! `cli` is the command line; `serve` runs `server` (the gRPC services, `ingest` for agents)
+//! over `store` (the database); `query` is the `deviations` client; `convert` holds every mapping
+//! of protobuf types to rows, names and JSON.
+//!
+//! The database defaults to `/var/lib/sensor-collector/collector.db` (its directory is created;
+//! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
+//! exactly-once in the database: a batch is acknowledged only after the transaction that stores
+//! it (and records its `(agent_id, spool_id, sequence)`) has committed, a resent batch is
+//! acknowledged without storing, and deviations are unique by id.
+
+pub mod cli;
+pub mod convert;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod store;
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+use crate::store::Store;
+
+/// Runs a parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Deviations(args) => Ok(query::run(&args).await?),
+    }
+}
+
+/// `collector serve`: opens the database, listens, serves until SIGINT or SIGTERM.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let db = args.db.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db))
+        .await
+        .context("opening the database")??;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(args.listen),
+        db = %store.path().display(),
+        "collector serving"
+    );
+    server::serve(listener, Arc::new(store), shutdown)
+        .await
+        .context("gRPC server failed")?;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the collector with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = name, "shutting down");
+    token.cancel();
+}
+
+/// Logs to stderr as text or JSON; the level comes from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// An error and its causes on one line, joined with ": ", skipping a cause whose text its parent
+/// already shows (thiserror messages often embed their source).
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

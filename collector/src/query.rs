@@ -1,0 +1,187 @@
+//! `collector deviations`: asks a collector over gRPC and prints the answer.
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use proto::v1::{
+    DeviationKind, ListDeviationsRequest, Severity, StoredDeviation, query_client::QueryClient,
+};
+use tonic::transport::Endpoint;
+
+use crate::cli::DeviationsArgs;
+use crate::convert::{table_cells, to_json, unix_nanos};
+use crate::server::MAX_RESPONSE_BYTES;
+
+/// How long to wait for the collector to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a query failed. Each is printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("invalid --server URL {url:?}: {source}")]
+    BadUrl {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("invalid --since {value:?}: expected a duration like 1h or 30m, or an RFC 3339 time")]
+    BadSince { value: String },
+    #[error("cannot reach collector at {url}: {reason}; is `collector serve` running?")]
+    Unreachable { url: String, reason: String },
+    #[error("collector at {url} answered: {status}")]
+    Status { url: String, status: tonic::Status },
+    #[error("cannot write output: {0}")]
+    Output(io::Error),
+}
+
+/// Runs the query described by `args` and prints it to stdout.
+pub async fn run(args: &DeviationsArgs) -> Result<(), QueryError> {
+    let request = request(args, SystemTime::now())?;
+    let deviations = list(&args.server, request).await?;
+    let printed = if args.json {
+        print_json(&mut io::stdout().lock(), &deviations)
+    } else {
+        print_table(&mut io::stdout().lock(), &deviations)
+    };
+    match printed {
+        // `collector deviations | head` closes stdout early; that is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(QueryError::Output),
+    }
+}
+
+/// The request for `args`, with `--since` relative to `now`.
+pub fn request(
+    args: &DeviationsArgs,
+    now: SystemTime,
+) -> Result<ListDeviationsRequest, QueryError> {
+    let since_unix_nanos = match &args.since {
+        None => 0,
+        Some(value) => unix_nanos(parse_since(value, now).ok_or_else(|| QueryError::BadSince {
+            value: value.clone(),
+        })?),
+    };
+    Ok(ListDeviationsRequest {
+        workload: args.workload.clone().unwrap_or_default(),
+        host: args.host.clone().unwrap_or_default(),
+        kind: args.kind.map_or(0, |k| DeviationKind::from(k).into()),
+        min_severity: args.min_severity.map_or(0, |s| Severity::from(s).into()),
+        since_unix_nanos,
+        until_unix_nanos: 0,
+        limit: args.limit,
+    })
+}
+
+fn parse_since(value: &str, now: SystemTime) -> Option<SystemTime> {
+    if let Ok(ago) = humantime::parse_duration(value) {
+        return Some(now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH));
+    }
+    humantime::parse_rfc3339_weak(value).ok()
+}
+
+/// Calls `Query/ListDeviations` on the collector at `url`.
+pub async fn list(
+    url: &str,
+    request: ListDeviationsRequest,
+) -> Result<Vec<StoredDeviation>, QueryError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| QueryError::BadUrl {
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| QueryError::Unreachable {
+            url: url.to_owned(),
+            reason: crate::one_line(&e),
+        })?;
+    let mut client = QueryClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let response = client
+        .list_deviations(request)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable => QueryError::Unreachable {
+                url: url.to_owned(),
+                reason: status.message().to_owned(),
+            },
+            _ => QueryError::Status {
+                url: url.to_owned(),
+                status,
+            },
+        })?;
+    Ok(response.into_inner().deviations)
+}
+
+/// One JSON object per line.
+pub fn print_json(out: &mut impl Write, deviations: &[StoredDeviation]) -> io::Result<()> {
+    for deviation in deviations {
+        serde_json::to_writer(&mut *out, &to_json(deviation))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// An aligned table: time, severity, workload, kind, summary.
+pub fn print_table(out: &mut impl Write, deviations: &[StoredDeviation]) -> io::Result<()> {
+    if deviations.is_empty() {
+        writeln!(out, "no deviations")?;
+        return out.flush();
+    }
+    let header = ["TIME", "SEVERITY", "WORKLOAD", "KIND", "SUMMARY"].map(str::to_owned);
+    let rows: Vec<[String; 5]> = std::iter::once(header)
+        .chain(deviations.iter().map(table_cells))
+        .collect();
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        for (width, cell) in widths.iter().zip(row) {
+            write!(out, "{cell:<width$}  ")?;
+        }
+        writeln!(out, "{}", row[4])?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::tests::deviation;
+
+    #[test]
+    fn table_columns_line_up() {
+        let mut long = deviation("b", 2_000_000_000_000_000_000);
+        long.workload.as_mut().unwrap().id = "unit:a-much-longer-workload.service".to_owned();
+        let stored = [deviation("a", 1_000_000_000_000_000_000), long].map(|d| StoredDeviation {
+            deviation: Some(d),
+            ..StoredDeviation::default()
+        });
+        let mut out = Vec::new();
+        print_table(&mut out, &stored).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let kind_columns: Vec<usize> = text
+            .lines()
+            .map(|l| l.find("KIND").or_else(|| l.find("new-exec-edge")).unwrap())
+            .collect();
+        assert_eq!(kind_columns.len(), 3, "{text}");
+        assert!(kind_columns.iter().all(|&c| c == kind_columns[0]), "{text}");
+    }
+
+    #[test]
+    fn since_accepts_durations_and_times() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(
+            parse_since("1h", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(6_400))
+        );
+        assert_eq!(
+            parse_since("1970-01-01T00:00:10Z", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+        );
+        assert_eq!(parse_since("yesterday-ish", now), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! Delivery of deviations to the collector: a crash-safe spool on disk and one long-lived
+//! `sensor.v1.Ingest/StreamDeviations` stream.
+//!
+//! [`Transport::send`] appends to the spool (`spool`) and wakes the delivery task (`deliver`),
+//! which groups deviations into numbered batches, streams them and deletes each batch only when
+//! the collector has acknowledged it. When the collector is down the spool grows (up to
+//! `spool_max_bytes`) and everything is resent, in order, once it is back; the collector drops
+//! what it already stored. Nothing here blocks on the network.
+
+mod deliver;
+mod record;
+mod spool;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use proto::v1::Deviation;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use spool::Spool;
+
+/// Default largest number of deviations in one batch.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+/// Default longest time a deviation waits before its batch is sent.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Default size limit of the spool.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The collector refuses batches of more deviations than this.
+const MAX_BATCH_LIMIT: usize = 10_000;
+/// A batch is sealed once its deviations take this many bytes, far below the collector's 4 MiB.
+const MAX_BATCH_BYTES: u64 = 2 * 1024 * 1024;
+/// Largest single deviation accepted by [`Transport::send`].
+const MAX_DEVIATION_BYTES: usize = 1024 * 1024;
+/// Spool-full errors are logged at most this often (with the running count).
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where and how to deliver deviations.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The collector, e.g. "http://127.0.0.1:50051".
+    pub collector_url: String,
+    /// The agent's state directory; the spool lives in `state_dir/spool`.
+    pub state_dir: PathBuf,
+    /// Identity of this agent at the collector (the host name by default).
+    pub agent_id: String,
+    /// Most deviations per batch (1..=10000).
+    pub max_batch: usize,
+    /// Longest time a deviation waits for its batch to fill before it is sent.
+    pub flush_interval: Duration,
+    /// Size limit of the spool; deviations beyond it are dropped (counted and logged).
+    pub spool_max_bytes: u64,
+}
+
+impl TransportConfig {
+    /// A configuration with the defaults: host name as agent id, batches of 256, 200 ms flush,
+    /// 256 MiB spool.
+    pub fn new(collector_url: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
+        TransportConfig {
+            collector_url: collector_url.into(),
+            state_dir: state_dir.into(),
+            agent_id: default_agent_id(),
+            max_batch: DEFAULT_MAX_BATCH,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+        }
+    }
+}
+
+/// This machine's host name (as `uname -n`), or "localhost" if it cannot be read.
+pub fn default_agent_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Counters for logs and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Deviations in the spool, not yet acknowledged by the collector.
+    pub unacknowledged: u64,
+    /// Deviations acknowledged by the collector since start.
+    pub acknowledged: u64,
+    /// Deviations lost since start: spool full, or refused by the collector as invalid.
+    pub dropped: u64,
+    /// Whether a stream to the collector is open.
+    pub connected: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid collector URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
+    #[error("spool directory {path} is not usable: {source}")]
+    SpoolIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool file {path} is corrupt ({reason}); move it away to continue without it")]
+    SpoolCorrupt { path: PathBuf, reason: String },
+    #[error("spool {path} is in use by another agent")]
+    SpoolLocked { path: PathBuf },
+    #[error("deviation {id:?} cannot be sent: {reason}")]
+    InvalidDeviation { id: String, reason: String },
+    #[error("Transport::start must be called within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Cloneable handle to the transport.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the handles and the delivery task.
+struct Inner {
+    spool: Mutex<Spool>,
+    /// Wakes the delivery task after an append.
+    wake: Notify,
+    agent_id: String,
+    /// The spool's identity, sent with every batch.
+    spool_id: String,
+    flush_interval: Duration,
+    acknowledged: AtomicU64,
+    dropped: AtomicU64,
+    connected: AtomicBool,
+    /// When a spool-full error was last logged.
+    last_drop_log: Mutex<Option<Instant>>,
+}
+
+impl Inner {
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        // The spool's invariants hold between its methods; a panic elsewhere cannot break them.
+        self.spool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts dropped deviations; logs an error at most every [`DROP_LOG_INTERVAL`].
+    fn count_dropped(&self, count: u64, why: &str) {
+        let total = self.dropped.fetch_add(count, Ordering::Relaxed) + count;
+        let mut last = self
+            .last_drop_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+            *last = Some(Instant::now());
+            tracing::error!(
+                dropped = count,
+                dropped_total = total,
+                "deviations dropped: {why}"
+            );
+        }
+    }
+}
+
+impl Transport {
+    /// Validates the URL (clear error if malformed), opens/recovers the spool (clear error if
+    /// corrupt or not writable), spawns the delivery task on the current tokio runtime. Does NOT
+    /// require the collector to be up.
+    pub fn start(
+        config: TransportConfig,
+        cancel: CancellationToken,
+    ) -> Result<(Transport, tokio::task::JoinHandle<()>), TransportError> {
+        let endpoint = deliver::endpoint(&config.collector_url)?;
+        if config.agent_id.is_empty() {
+            return Err(TransportError::InvalidConfig(
+                "agent_id is empty".to_owned(),
+            ));
+        }
+        if !(1..=MAX_BATCH_LIMIT).contains(&config.max_batch) {
+            return Err(TransportError::InvalidConfig(format!(
+                "max_batch is {}, must be 1..={MAX_BATCH_LIMIT}",
+                config.max_batch
+            )));
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let spool_dir = config.state_dir.join("spool");
+        let spool = Spool::open(
+            &spool_dir,
+            config.max_batch,
+            MAX_BATCH_BYTES,
+            config.spool_max_bytes,
+        )?;
+        tracing::info!(
+            collector = config.collector_url,
+            spool = %spool_dir.display(),
+            unacknowledged = spool.unacknowledged(),
+            "transport started"
+        );
+        let inner = Arc::new(Inner {
+            spool_id: spool.id().to_owned(),
+            spool: Mutex::new(spool),
+            wake: Notify::new(),
+            agent_id: config.agent_id,
+            flush_interval: config.flush_interval,
+            acknowledged: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            last_drop_log: Mutex::new(None),
+        });
+        let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
+        Ok((Transport { inner }, task))
+    }
+
+    /// Durably appends deviations to the spool (so they survive an agent crash/restart) and wakes
+    /// the sender. Never blocks on the network.
+    ///
+    /// All or nothing for invalid input: if any deviation lacks an id or a workload, or is larger
+    /// than 1 MiB, nothing is spooled and the error names it. When the spool is full the
+    /// deviations that do not fit are dropped, counted in [`TransportStats::dropped`] and logged;
+    /// that is not an error for the caller.
+    pub fn send(&self, deviations: Vec<Deviation>) -> Result<(), TransportError> {
+        if deviations.is_empty() {
+            return Ok(());
+        }
+        let mut payloads = Vec::with_capacity(deviations.len());
+        for deviation in &deviations {
+            validate(deviation)?;
+            payloads.push(deviation.encode_to_vec());
+        }
+        let appended = self.inner.spool().append(&payloads)?;
+        if appended.dropped > 0 {
+            self.inner.count_dropped(
+                appended.dropped,
+                "spool full (collector unreachable for long?)",
+            );
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Snapshot for logs/status.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            unacknowledged: self.inner.spool().unacknowledged(),
+            acknowledged: self.inner.acknowledged.load(Ordering::Relaxed),
+            dropped: self.inner.dropped.load(Ordering::Relaxed),
+            connected: self.inner.connected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the collector would refuse, refused here where the caller can still see why.
+fn validate(deviation: &Deviation) -> Result<(), TransportError> {
+    let invalid = |reason: &str| TransportError::InvalidDeviation {
+        id: deviation.id.clone(),
+        reason: reason.to_owned(),
+    };
+    if deviation.id.is_empty() {
+        return Err(invalid("empty id"));
+    }
+    if deviation.workload.as_ref().is_none_or(|w| w.id.is_empty()) {
+        return Err(invalid("no workload"));
+    }
+    let size = deviation.encoded_len();
+    if size > MAX_DEVIATION_BYTES {
+        return Err(invalid(&format!(
+            "{size} bytes encoded, more than {MAX_DEVIATION_BYTES}"
+        )));
+    }
+    Ok(())
+}
