@@ -64,7 +64,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         state_dir = %config.state_dir.display(),
         "sensor ready"
     );
-    write_status(&config, &sensor);
+    write_status(&config, &sensor, &engine, 0);
 
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     let mut last_counters = sensor.counters();
@@ -83,6 +83,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
+                write_status(&config, &sensor, &engine, events);
             }
         }
     }
@@ -95,6 +96,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         }
     });
     deliver(&transport, found);
+    write_status(&config, &sensor, &engine, events);
     drop(sensor);
     if let Err(e) = engine.persist() {
         tracing::error!(error = %e, "could not save baselines at shutdown");
@@ -135,16 +137,30 @@ fn housekeeping(
     tracing::debug!(events, "housekeeping");
 }
 
-/// `state_dir/status.json`: what is attached, for operators and for tests waiting on readiness.
-fn write_status(config: &AgentConfig, sensor: &Sensor) {
+/// `state_dir/status.json`, rewritten at start, on every housekeeping tick and at exit: what is
+/// attached, event and loss counts, workloads. For operators, and for tests waiting on
+/// readiness. Written to a temporary file and renamed, so a reader never sees half of it.
+fn write_status(config: &AgentConfig, sensor: &Sensor, engine: &Engine, events: u64) {
+    let counters = sensor.counters();
+    let lost: u64 = counters
+        .iter()
+        .filter(|(name, _)| name.starts_with("lost_"))
+        .map(|(_, n)| n)
+        .sum();
     let status = serde_json::json!({
         "pid": std::process::id(),
+        "collector": config.collector_url,
         "attached": sensor.attached,
         "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
-        "collector": config.collector_url,
+        "events": events,
+        "lost": lost,
+        "counters": counters.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        "workloads": engine.summary().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
     });
     let path = config.state_dir.join("status.json");
-    if let Err(e) = std::fs::write(&path, status.to_string()) {
+    let tmp = config.state_dir.join("status.json.tmp");
+    let written = std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write status file");
     }
 }

@@ -64,13 +64,21 @@ impl KernelHarness {
 
     /// Every event until (and including) the first that matches `last`, within 5 seconds.
     pub fn collect_until(&self, what: &str, last: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = Vec::new();
-        let end = self.expect(what, |e| {
-            seen.push(e.clone());
-            last(e)
-        });
-        let _ = end;
-        seen
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) => {
+                    let done = last(&e);
+                    seen.push(e);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no event for {what} within 5s"),
+            }
+        }
     }
 
     /// The first event matching `pred` within 5 seconds; panics with `what` otherwise.

@@ -144,8 +144,9 @@ fn main() {
                 let bytes = std::fs::read(a(0)).unwrap();
                 let fd = check(libc::memfd_create(c("payload").as_ptr(), 0) as i64, "memfd_create") as i32;
                 check(libc::write(fd, bytes.as_ptr().cast(), bytes.len()) as isize as i64, "write");
-                let argv = [c("payload").as_ptr(), std::ptr::null()];
-                let envp = [std::ptr::null()];
+                let name = c("payload");
+                let argv = [name.as_ptr(), std::ptr::null()];
+                let envp: [*const libc::c_char; 1] = [std::ptr::null()];
                 libc::syscall(libc::SYS_execveat, fd, c("").as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
                 panic!("execveat failed: {}", std::io::Error::last_os_error());
             }

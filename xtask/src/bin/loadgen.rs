@@ -1,0 +1,59 @@
+//! Syscall-heavy workloads for the benchmarks: each runs a fixed number of operations as fast as
+//! it can and prints one JSON line `{"workload", "ops", "seconds", "ops_per_sec"}`.
+//!
+//! loadgen open N         open+close of one file, N times (the kernel filter's best case)
+//! loadgen open-many N    open+close of N different files (every open is new)
+//! loadgen forkexec N     spawn /bin/true and wait, N times
+//! loadgen connect N      TCP connect to a loopback listener and close, N times
+
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let workload = args.first().map(String::as_str).unwrap_or("");
+    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).expect("usage: loadgen WORKLOAD N");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start;
+    match workload {
+        "open" => {
+            let path = dir.path().join("f");
+            std::fs::write(&path, "x").unwrap();
+            start = Instant::now();
+            for _ in 0..n {
+                drop(std::fs::File::open(&path).unwrap());
+            }
+        }
+        "open-many" => {
+            let paths: Vec<_> = (0..n).map(|i| dir.path().join(format!("f{i}"))).collect();
+            for p in &paths {
+                std::fs::write(p, "x").unwrap();
+            }
+            start = Instant::now();
+            for p in &paths {
+                drop(std::fs::File::open(p).unwrap());
+            }
+        }
+        "forkexec" => {
+            start = Instant::now();
+            for _ in 0..n {
+                std::process::Command::new("/bin/true").status().unwrap();
+            }
+        }
+        "connect" => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || for s in listener.incoming() { drop(s) });
+            start = Instant::now();
+            for _ in 0..n {
+                drop(TcpStream::connect(addr).unwrap());
+            }
+        }
+        other => panic!("unknown workload {other:?}"),
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"workload\":\"{workload}\",\"ops\":{n},\"seconds\":{secs:.6},\"ops_per_sec\":{:.1}}}",
+        n as f64 / secs
+    );
+}
