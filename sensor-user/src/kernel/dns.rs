@@ -28,7 +28,10 @@ pub fn parse(bytes: &[u8]) -> Option<Message> {
     let packet = Packet::parse(bytes).ok()?;
     let q = packet.questions.first()?;
     let name = q.qname.to_string().trim_end_matches('.').to_ascii_lowercase();
-    let qtype = format!("{:?}", q.qtype).trim_start_matches("TYPE(").to_owned();
+    let qtype = match q.qtype {
+        simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
+        other => format!("{other:?}"),
+    };
     let addresses = packet
         .answers
         .iter()

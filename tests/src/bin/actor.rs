@@ -78,7 +78,7 @@ fn main() {
                 check(libc::chmod(c(a(0)).as_ptr(), u32::from_str_radix(a(1), 8).unwrap()) as i64, "chmod");
             }
             "chown" => {
-                check(libc::chown(c(a(0)).as_ptr(), a(1).parse().unwrap(), a(2).parse().unwrap()) as i64, "chown");
+                check(libc::chown(c(a(0)).as_ptr(), a(1).parse::<i32>().unwrap() as u32, a(2).parse::<i32>().unwrap() as u32) as i64, "chown");
             }
             "truncate" => {
                 check(libc::truncate(c(a(0)).as_ptr(), a(1).parse().unwrap()) as i64, "truncate");
