@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
     let object = out_dir.join("sensor-ebpf");
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir.parent().context("workspace root")?;
-    for watched in ["sensor-ebpf/src", "sensor-ebpf/Cargo.toml", "sensor-common/src"] {
+    for watched in [
+        "sensor-ebpf/src",
+        "sensor-ebpf/Cargo.toml",
+        "sensor-common/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     for var in ["SENSOR_EBPF_STUB", "SENSOR_BPF_RUSTC"] {
@@ -83,7 +87,10 @@ fn debian_bpf_rustc() -> Option<PathBuf> {
     let rustc = env::var_os("SENSOR_BPF_RUSTC")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
-    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
     let sysroot = String::from_utf8(sysroot.stdout).ok()?;
     Path::new(sysroot.trim())
         .join("lib/rustlib")

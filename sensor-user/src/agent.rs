@@ -24,7 +24,10 @@ pub struct AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("state directory {path} is not usable: {source}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Baseline(#[from] crate::baseline::BaselineError),
     #[error(transparent)]
@@ -42,7 +45,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         path: config.state_dir.display().to_string(),
         source,
     })?;
-    let mut engine = Engine::open(&config.state_dir, config.learning.clone(), config.host.clone())?;
+    let mut engine = Engine::open(
+        &config.state_dir,
+        config.learning.clone(),
+        config.host.clone(),
+    )?;
     let (transport, delivery) = Transport::start(
         TransportConfig {
             collector_url: config.collector_url.clone(),
@@ -130,7 +137,12 @@ fn housekeeping(
     let now = sensor.counters();
     for ((name, before), (_, after)) in last.iter().zip(&now) {
         if after > before {
-            tracing::warn!(counter = name, new = after - before, total = after, "kernel events lost or incomplete");
+            tracing::warn!(
+                counter = name,
+                new = after - before,
+                total = after,
+                "kernel events lost or incomplete"
+            );
         }
     }
     *last = now;
@@ -159,7 +171,8 @@ fn write_status(config: &AgentConfig, sensor: &Sensor, engine: &Engine, events: 
     });
     let path = config.state_dir.join("status.json");
     let tmp = config.state_dir.join("status.json.tmp");
-    let written = std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    let written =
+        std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write status file");
     }

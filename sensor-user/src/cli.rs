@@ -32,7 +32,11 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// gRPC address of the collector.
-    #[arg(long, default_value = "http://127.0.0.1:50051", env = "SENSOR_COLLECTOR")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "SENSOR_COLLECTOR"
+    )]
     pub collector: String,
 
     /// Where baselines and the delivery spool are kept across restarts.

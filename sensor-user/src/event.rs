@@ -118,36 +118,89 @@ impl FileIdentity {
 /// (a relative name is joined to the directory it was relative to and `.`/`..` folded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileOperation {
-    Rename { from: String, to: String },
-    Unlink { path: String },
-    Rmdir { path: String },
-    Link { existing: String, new: String },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Link {
+        existing: String,
+        new: String,
+    },
     /// `target` is the link's text, never resolved.
-    Symlink { target: String, link: String },
-    Chmod { path: String, mode: u32 },
+    Symlink {
+        target: String,
+        link: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
     /// `None`: left unchanged.
-    Chown { path: String, uid: Option<u32>, gid: Option<u32> },
-    Truncate { path: String, length: u64 },
-    Mkdir { path: String, mode: u32 },
+    Chown {
+        path: String,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    Truncate {
+        path: String,
+        length: u64,
+    },
+    Mkdir {
+        path: String,
+        mode: u32,
+    },
 }
 
 /// Privilege-relevant operations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrivilegeOp {
     /// setuid/setreuid/setresuid/setgid/... with the requested ids (`-1`: unchanged).
-    SetIds { syscall: &'static str, ids: Vec<i64> },
-    Capset { effective: u32, permitted: u32 },
-    PtraceAttach { target_pid: u32 },
-    ReadProcessMemory { target_pid: u32 },
-    WriteProcessMemory { target_pid: u32 },
-    BpfProgramLoad { program_type: u32 },
+    SetIds {
+        syscall: &'static str,
+        ids: Vec<i64>,
+    },
+    Capset {
+        effective: u32,
+        permitted: u32,
+    },
+    PtraceAttach {
+        target_pid: u32,
+    },
+    ReadProcessMemory {
+        target_pid: u32,
+    },
+    WriteProcessMemory {
+        target_pid: u32,
+    },
+    BpfProgramLoad {
+        program_type: u32,
+    },
     /// `name`: the module file's name when loaded from a file.
-    KernelModuleLoad { name: Option<String> },
-    Mount { source: String, target: String, fstype: String, flags: u64 },
-    Umount { target: String },
+    KernelModuleLoad {
+        name: Option<String>,
+    },
+    Mount {
+        source: String,
+        target: String,
+        fstype: String,
+        flags: u64,
+    },
+    Umount {
+        target: String,
+    },
     /// CLONE_NEW* flags.
-    Unshare { flags: u64 },
-    Setns { nstype: u64 },
+    Unshare {
+        flags: u64,
+    },
+    Setns {
+        nstype: u64,
+    },
 }
 
 /// What an open asked to do with the file.

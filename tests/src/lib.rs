@@ -23,6 +23,18 @@ impl KernelHarness {
         Self::start_with(LoadOptions::default())
     }
 
+    /// One harness for the whole test binary, started on first use. Loading and detaching all
+    /// programs takes seconds (detaching waits for RCU grace periods), so tests share it; they
+    /// tell their events apart by the pids they spawn.
+    pub fn shared() -> std::sync::MutexGuard<'static, KernelHarness> {
+        static SHARED: std::sync::OnceLock<std::sync::Mutex<KernelHarness>> =
+            std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| std::sync::Mutex::new(KernelHarness::start()))
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// As [`KernelHarness::start`], with load options.
     pub fn start_with(options: LoadOptions) -> KernelHarness {
         let (tx, rx) = mpsc::channel();
@@ -30,7 +42,10 @@ impl KernelHarness {
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
         let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let mut sensor = match Sensor::load(&options) {
                     Ok(s) => s,
@@ -59,7 +74,11 @@ impl KernelHarness {
             Ok(()) => {}
             Err(e) => panic!("loading the sensor failed: {e}"),
         }
-        KernelHarness { events: rx, stop, thread: Some(thread) }
+        KernelHarness {
+            events: rx,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Every event until (and including) the first that matches `last`, within 5 seconds.
@@ -109,8 +128,16 @@ impl Drop for KernelHarness {
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join(name);
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
     bin
 }
 
@@ -121,14 +148,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs `cmd` to completion and returns its pid; panics when it fails.

@@ -14,7 +14,11 @@ fn assert_clear_failure(out: &Output, expect: &str) {
 #[test]
 fn sensor_refuses_to_run_without_root() {
     let state = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(state.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(workspace_bin("sensor"))
@@ -63,7 +67,11 @@ fn sensor_rejects_a_bad_duration() {
 fn collector_query_without_server_says_so() {
     let port = tests::free_port();
     let out = Command::new(workspace_bin("collector"))
-        .args(["deviations", "--server", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "deviations",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+        ])
         .output()
         .unwrap();
     assert_clear_failure(&out, "cannot reach collector");

@@ -42,7 +42,11 @@ fn deviations(server: &str) -> Vec<Value> {
         .args(["deviations", "--server", server, "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "collector deviations failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "collector deviations failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -78,7 +82,10 @@ fn ci_job_learns_then_reports_new_behaviour() {
     std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
     let known = TcpListener::bind("127.0.0.1:0").unwrap();
     let new = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ports = (known.local_addr().unwrap().port(), new.local_addr().unwrap().port());
+    let ports = (
+        known.local_addr().unwrap().port(),
+        new.local_addr().unwrap().port(),
+    );
 
     let port = free_port();
     let server = format!("http://127.0.0.1:{port}");
@@ -97,7 +104,14 @@ fn ci_job_learns_then_reports_new_behaviour() {
     let state = dir.path().join("state");
     let sensor = Guard(
         Command::new(workspace_bin("sensor"))
-            .args(["run", "--collector", &server, "--learning-runs", "3", "--state-dir"])
+            .args([
+                "run",
+                "--collector",
+                &server,
+                "--learning-runs",
+                "3",
+                "--state-dir",
+            ])
             .arg(&state)
             .spawn()
             .unwrap(),
@@ -113,12 +127,18 @@ fn ci_job_learns_then_reports_new_behaviour() {
 
     let workload = "github:acme/app/ci/build";
     let found = wait_for("deviations of run 5", Duration::from_secs(20), || {
-        let all: Vec<Value> = deviations(&server).into_iter().filter(|d| d["workload"] == workload).collect();
+        let all: Vec<Value> = deviations(&server)
+            .into_iter()
+            .filter(|d| d["workload"] == workload)
+            .collect();
         let has = |pred: &dyn Fn(&Value) -> bool| all.iter().any(pred);
-        let exe = has(&|d| d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id");
+        let exe =
+            has(&|d| d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id");
         let file = has(&|d| {
             d["kind"] == "new-file-access"
-                && d["novelty"]["path"].as_str().is_some_and(|p| p.ends_with("/work/secret.txt"))
+                && d["novelty"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/work/secret.txt"))
                 && d["novelty"]["intent"] == "read"
         });
         let net = has(&|d| {
@@ -131,8 +151,19 @@ fn ci_job_learns_then_reports_new_behaviour() {
 
     for d in &found {
         assert_eq!(d["run_id"], "5", "only the malicious run deviates: {d}");
-        for field in ["time", "host", "workload", "kind", "severity", "summary", "executable"] {
-            assert!(d[field].as_str().is_some_and(|s| !s.is_empty()), "field {field} missing in {d}");
+        for field in [
+            "time",
+            "host",
+            "workload",
+            "kind",
+            "severity",
+            "summary",
+            "executable",
+        ] {
+            assert!(
+                d[field].as_str().is_some_and(|s| !s.is_empty()),
+                "field {field} missing in {d}"
+            );
         }
     }
     // Reported once: ids are unique.
@@ -142,6 +173,9 @@ fn ci_job_learns_then_reports_new_behaviour() {
     assert_eq!(ids.len(), found.len());
 
     assert!(terminate(sensor).success(), "sensor exits 0 on SIGTERM");
-    assert!(terminate(collector).success(), "collector exits 0 on SIGTERM");
+    assert!(
+        terminate(collector).success(),
+        "collector exits 0 on SIGTERM"
+    );
     drop((known, new));
 }

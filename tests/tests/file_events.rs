@@ -11,69 +11,102 @@ const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
 #[test]
 fn open_create_gives_absolute_path_and_intent() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     // A relative path with `..`, resolved by the kernel against the child's working directory.
-    let pid = run(Command::new(ACTOR).args(["open-create", "sub/../created.txt"]).current_dir(&dir));
-    let e = k.expect("open of created.txt", |e| e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with("created.txt")));
-    let expected = std::fs::canonicalize(dir.path()).unwrap().join("created.txt");
+    let pid = run(Command::new(ACTOR)
+        .args(["open-create", "sub/../created.txt"])
+        .current_dir(&dir));
+    let e = k.expect("open of created.txt", |e| {
+        e.pid == pid
+            && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with("created.txt"))
+    });
+    let expected = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("created.txt");
     assert_eq!(
         e.kind,
         EventKind::Open {
             path: expected.to_str().unwrap().to_owned(),
-            intent: OpenIntent { write: true, create: true, ..Default::default() }
+            intent: OpenIntent {
+                write: true,
+                create: true,
+                ..Default::default()
+            }
         }
     );
 }
 
 #[test]
 fn open_through_symlink_reports_target() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("real.txt");
     std::fs::write(&target, "x").unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join("link.txt")).unwrap();
-    let pid = run(Command::new(ACTOR).args(["read", "link.txt"]).current_dir(&dir));
-    let e = k.expect("open through the link", |e| e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with(".txt")));
+    let pid = run(Command::new(ACTOR)
+        .args(["read", "link.txt"])
+        .current_dir(&dir));
+    let e = k.expect("open through the link", |e| {
+        e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with(".txt"))
+    });
     let expected = std::fs::canonicalize(&target).unwrap();
-    assert!(matches!(&e.kind, EventKind::Open { path, intent } if path == expected.to_str().unwrap() && intent.read && !intent.write), "{e:?}");
+    assert!(
+        matches!(&e.kind, EventKind::Open { path, intent } if path == expected.to_str().unwrap() && intent.read && !intent.write),
+        "{e:?}"
+    );
 }
-
 
 #[test]
 fn proc_self_fd_path_is_the_real_file() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("via-fd.txt");
     std::fs::write(&target, "x").unwrap();
     let script = format!("exec 3<{}; exec /bin/cat /proc/self/fd/3", target.display());
-    let pid = run(Command::new("/bin/bash").args(["-c", &script]).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("/bin/bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null()));
     let expected = std::fs::canonicalize(&target).unwrap();
     k.expect("cat's open through /proc/self/fd", |e| {
-        e.pid == pid && e.comm == "cat" && matches!(&e.kind, EventKind::Open { path, .. } if path == expected.to_str().unwrap())
+        e.pid == pid
+            && e.comm == "cat"
+            && matches!(&e.kind, EventKind::Open { path, .. } if path == expected.to_str().unwrap())
     });
 }
 
 #[test]
 fn very_deep_path_is_marked_cut() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut deep = dir.path().to_path_buf();
     for i in 0..60 {
         deep.push(format!("d{i:02}"));
     }
     std::fs::create_dir_all(&deep).unwrap();
-    let pid = run(Command::new(ACTOR).args(["open-create", "leaf.txt"]).current_dir(&deep));
-    let e = k.expect("open of leaf.txt", |e| e.pid == pid && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with("leaf.txt")));
-    let EventKind::Open { path, .. } = e.kind else { unreachable!() };
+    let pid = run(Command::new(ACTOR)
+        .args(["open-create", "leaf.txt"])
+        .current_dir(&deep));
+    let e = k.expect("open of leaf.txt", |e| {
+        e.pid == pid
+            && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with("leaf.txt"))
+    });
+    let EventKind::Open { path, .. } = e.kind else {
+        unreachable!()
+    };
     assert!(path.starts_with("..."), "cut paths are marked: {path}");
     assert!(path.ends_with("/d59/leaf.txt"));
 }
 
 fn file_op(k: &KernelHarness, args: &[&str], dir: &std::path::Path) -> FileOperation {
     let pid = run(Command::new(ACTOR).args(args).current_dir(dir));
-    match k.expect(args[0], |e| e.pid == pid && matches!(e.kind, EventKind::FileOp(_))).kind {
+    match k
+        .expect(args[0], |e| {
+            e.pid == pid && matches!(e.kind, EventKind::FileOp(_))
+        })
+        .kind
+    {
         EventKind::FileOp(op) => op,
         _ => unreachable!(),
     }
@@ -81,21 +114,67 @@ fn file_op(k: &KernelHarness, args: &[&str], dir: &std::path::Path) -> FileOpera
 
 #[test]
 fn file_operations_resolve_relative_names() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let d = std::fs::canonicalize(tmp.path()).unwrap();
     let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
     std::fs::write(d.join("a"), "x").unwrap();
     std::fs::create_dir(d.join("sub")).unwrap();
 
-    assert_eq!(file_op(&k, &["rename", "a", "sub/../b"], &d), FileOperation::Rename { from: p("a"), to: p("b") });
-    assert_eq!(file_op(&k, &["link", "b", "c"], &d), FileOperation::Link { existing: p("b"), new: p("c") });
-    assert_eq!(file_op(&k, &["symlink", "../elsewhere", "s"], &d), FileOperation::Symlink { target: "../elsewhere".into(), link: p("s") });
-    assert_eq!(file_op(&k, &["chmod", "b", "4755"], &d), FileOperation::Chmod { path: p("b"), mode: 0o4755 });
-    assert_eq!(file_op(&k, &["chown", "b", "65534", "-1"], &d), FileOperation::Chown { path: p("b"), uid: Some(65534), gid: None });
-    assert_eq!(file_op(&k, &["truncate", "b", "0"], &d), FileOperation::Truncate { path: p("b"), length: 0 });
-    assert_eq!(file_op(&k, &["mkdir", "newdir"], &d), FileOperation::Mkdir { path: p("newdir"), mode: 0o755 });
-    assert_eq!(file_op(&k, &["unlink", "c"], &d), FileOperation::Unlink { path: p("c") });
+    assert_eq!(
+        file_op(&k, &["rename", "a", "sub/../b"], &d),
+        FileOperation::Rename {
+            from: p("a"),
+            to: p("b")
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["link", "b", "c"], &d),
+        FileOperation::Link {
+            existing: p("b"),
+            new: p("c")
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["symlink", "../elsewhere", "s"], &d),
+        FileOperation::Symlink {
+            target: "../elsewhere".into(),
+            link: p("s")
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["chmod", "b", "4755"], &d),
+        FileOperation::Chmod {
+            path: p("b"),
+            mode: 0o4755
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["chown", "b", "65534", "-1"], &d),
+        FileOperation::Chown {
+            path: p("b"),
+            uid: Some(65534),
+            gid: None
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["truncate", "b", "0"], &d),
+        FileOperation::Truncate {
+            path: p("b"),
+            length: 0
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["mkdir", "newdir"], &d),
+        FileOperation::Mkdir {
+            path: p("newdir"),
+            mode: 0o755
+        }
+    );
+    assert_eq!(
+        file_op(&k, &["unlink", "c"], &d),
+        FileOperation::Unlink { path: p("c") }
+    );
 }
 
 /// Opens `x` three times then `sentinel` once from one process; returns how many opens of `x`
@@ -105,7 +184,9 @@ fn opens_of_repeated_file(k: &KernelHarness) -> usize {
     let d = std::fs::canonicalize(dir.path()).unwrap();
     std::fs::write(d.join("x"), "x").unwrap();
     std::fs::write(d.join("sentinel"), "s").unwrap();
-    let pid = run(Command::new(ACTOR).args(["read", "x", "x", "x", "sentinel"]).current_dir(&d));
+    let pid = run(Command::new(ACTOR)
+        .args(["read", "x", "x", "x", "sentinel"])
+        .current_dir(&d));
     let sentinel = d.join("sentinel");
     let x = d.join("x");
     let events = k.collect_until("open of the sentinel", |e| {
@@ -119,12 +200,18 @@ fn opens_of_repeated_file(k: &KernelHarness) -> usize {
 
 #[test]
 fn repeats_are_filtered_in_the_kernel() {
-    let k = KernelHarness::start();
-    assert_eq!(opens_of_repeated_file(&k), 1, "only the first open of a file per process image");
+    let k = KernelHarness::shared();
+    assert_eq!(
+        opens_of_repeated_file(&k),
+        1,
+        "only the first open of a file per process image"
+    );
 }
 
 #[test]
 fn without_the_filter_every_open_arrives() {
-    let k = KernelHarness::start_with(LoadOptions { filter_repeats: false });
+    let k = KernelHarness::start_with(LoadOptions {
+        filter_repeats: false,
+    });
     assert_eq!(opens_of_repeated_file(&k), 3);
 }

@@ -12,11 +12,13 @@ const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
 #[test]
 fn tcp_connect_v4_has_address_port_and_result() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pid = run(Command::new(ACTOR).args(["connect", &format!("127.0.0.1:{port}")]));
-    let e = k.expect("connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
+    let e = k.expect("connect", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Connect { .. })
+    });
     assert_eq!(
         e.kind,
         EventKind::Connect {
@@ -31,11 +33,17 @@ fn tcp_connect_v4_has_address_port_and_result() {
 
 #[test]
 fn refused_tcp_connect_v6_is_reported_as_failed() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     // Bind then drop to get a port nobody listens on.
-    let port = TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let pid = run(Command::new(ACTOR).args(["connect", &format!("[::1]:{port}")]));
-    let e = k.expect("connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
+    let e = k.expect("connect", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Connect { .. })
+    });
     assert_eq!(
         e.kind,
         EventKind::Connect {
@@ -49,41 +57,86 @@ fn refused_tcp_connect_v6_is_reported_as_failed() {
 
 #[test]
 fn udp_connect_is_udp() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     let pid = run(Command::new(ACTOR).args(["connect-udp", "127.0.0.1:5353"]));
-    let e = k.expect("udp connect", |e| e.pid == pid && matches!(e.kind, EventKind::Connect { .. }));
-    assert!(matches!(e.kind, EventKind::Connect { protocol: Protocol::Udp, port: 5353, result: ConnectResult::Connected, .. }), "{e:?}");
+    let e = k.expect("udp connect", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert!(
+        matches!(
+            e.kind,
+            EventKind::Connect {
+                protocol: Protocol::Udp,
+                port: 5353,
+                result: ConnectResult::Connected,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
-
 
 #[test]
 fn bind_listen_and_accept() {
-    let k = KernelHarness::start();
-    let mut child = Command::new(ACTOR).args(["accept-one", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let k = KernelHarness::shared();
+    let mut child = Command::new(ACTOR)
+        .args(["accept-one", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port: u16 = line.trim().parse().unwrap();
     let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let client_port = client.local_addr().unwrap().port();
     assert!(child.wait().unwrap().success());
 
-    let bind = k.expect("bind", |e| e.pid == pid && matches!(e.kind, EventKind::Bind { .. }));
-    assert!(matches!(bind.kind, EventKind::Bind { port: 0, protocol: Protocol::Tcp, result: 0, .. }), "{bind:?}");
-    let listen = k.expect("listen", |e| e.pid == pid && matches!(e.kind, EventKind::Listen { .. }));
-    assert!(matches!(listen.kind, EventKind::Listen { port: p, result: 0, .. } if p == port), "{listen:?}");
-    let accept = k.expect("accept", |e| e.pid == pid && matches!(e.kind, EventKind::Accept { .. }));
+    let bind = k.expect("bind", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Bind { .. })
+    });
+    assert!(
+        matches!(
+            bind.kind,
+            EventKind::Bind {
+                port: 0,
+                protocol: Protocol::Tcp,
+                result: 0,
+                ..
+            }
+        ),
+        "{bind:?}"
+    );
+    let listen = k.expect("listen", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Listen { .. })
+    });
+    assert!(
+        matches!(listen.kind, EventKind::Listen { port: p, result: 0, .. } if p == port),
+        "{listen:?}"
+    );
+    let accept = k.expect("accept", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Accept { .. })
+    });
     assert_eq!(
         accept.kind,
-        EventKind::Accept { peer: "127.0.0.1".parse().unwrap(), peer_port: client_port, local_port: port, protocol: Protocol::Tcp }
+        EventKind::Accept {
+            peer: "127.0.0.1".parse().unwrap(),
+            peer_port: client_port,
+            local_port: port,
+            protocol: Protocol::Tcp
+        }
     );
 }
 
 #[test]
 fn dns_query_and_response_are_read() {
-    let k = KernelHarness::start();
+    let k = KernelHarness::shared();
     // A one-shot DNS server on loopback port 53 answering 127.0.0.9.
-    let server = UdpSocket::bind("127.0.0.53:53").or_else(|_| UdpSocket::bind("127.0.0.1:53")).expect("bind port 53");
+    let server = UdpSocket::bind("127.0.0.53:53")
+        .or_else(|_| UdpSocket::bind("127.0.0.1:53"))
+        .expect("bind port 53");
     let addr = server.local_addr().unwrap();
     let responder = std::thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -98,13 +151,37 @@ fn dns_query_and_response_are_read() {
     let pid = run(Command::new(ACTOR).args(["dns", &addr.to_string(), "exfil.example.test"]));
     responder.join().unwrap();
 
-    let q = k.expect("dns query", |e| e.pid == pid && matches!(e.kind, EventKind::Dns { response: false, .. }));
-    let EventKind::Dns { server: s, message, .. } = q.kind else { unreachable!() };
+    let q = k.expect("dns query", |e| {
+        e.pid == pid
+            && matches!(
+                e.kind,
+                EventKind::Dns {
+                    response: false,
+                    ..
+                }
+            )
+    });
+    let EventKind::Dns {
+        server: s, message, ..
+    } = q.kind
+    else {
+        unreachable!()
+    };
     assert_eq!(s, addr.ip());
     let m = dns::parse(&message).expect("query parses");
-    assert_eq!((m.question.name.as_str(), m.question.qtype.as_str()), ("exfil.example.test", "A"));
+    assert_eq!(
+        (m.question.name.as_str(), m.question.qtype.as_str()),
+        ("exfil.example.test", "A")
+    );
 
-    let r = k.expect("dns response", |e| e.pid == pid && matches!(e.kind, EventKind::Dns { response: true, .. }));
-    let EventKind::Dns { message, .. } = r.kind else { unreachable!() };
-    assert_eq!(dns::parse(&message).unwrap().addresses, vec![std::net::IpAddr::from([127, 0, 0, 9])]);
+    let r = k.expect("dns response", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Dns { response: true, .. })
+    });
+    let EventKind::Dns { message, .. } = r.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        dns::parse(&message).unwrap().addresses,
+        vec![std::net::IpAddr::from([127, 0, 0, 9])]
+    );
 }

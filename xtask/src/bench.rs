@@ -24,8 +24,16 @@ pub struct Args {
 
 /// (workload, operations in a full run, what it shows)
 const WORKLOADS: &[(&str, u64, &str)] = &[
-    ("open", 400_000, "open+close of one file (repeats: the kernel filter's case)"),
-    ("open-many", 200_000, "open+close of distinct files (every open is new)"),
+    (
+        "open",
+        400_000,
+        "open+close of one file (repeats: the kernel filter's case)",
+    ),
+    (
+        "open-many",
+        200_000,
+        "open+close of distinct files (every open is new)",
+    ),
     ("forkexec", 3_000, "spawn /bin/true and wait"),
     ("connect", 20_000, "TCP connect to loopback and close"),
 ];
@@ -61,7 +69,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
-        .args(["build", "--release", "--quiet", "--bin", "sensor", "--bin", "collector", "--bin", "loadgen"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "sensor",
+            "--bin",
+            "collector",
+            "--bin",
+            "loadgen",
+        ])
         .status()?;
     if !status.success() {
         bail!("building the release binaries failed");
@@ -70,16 +88,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let rounds = if args.quick { 1 } else { args.rounds };
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;
-    writeln!(report, "Produced by `cargo xtask bench{}` on {}.\n", if args.quick { " --quick" } else { "" }, machine())?;
-    writeln!(report, "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *sensor CPU* is the agent's CPU time per second of workload; *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n")?;
-    writeln!(report, "| workload | config | ops/s | ratio | sensor CPU | sensor RSS | lost |")?;
+    writeln!(
+        report,
+        "Produced by `cargo xtask bench{}` on {}.\n",
+        if args.quick { " --quick" } else { "" },
+        machine()
+    )?;
+    writeln!(
+        report,
+        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *sensor CPU* is the agent's CPU time per second of workload; *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
+    )?;
+    writeln!(
+        report,
+        "| workload | config | ops/s | ratio | sensor CPU | sensor RSS | lost |"
+    )?;
     writeln!(report, "|---|---|---:|---:|---:|---:|---:|")?;
     for (workload, full_ops, what) in WORKLOADS {
-        let ops = if args.quick { (full_ops / 100).max(10) } else { *full_ops };
+        let ops = if args.quick {
+            (full_ops / 100).max(10)
+        } else {
+            *full_ops
+        };
         let mut samples: Vec<Vec<Sample>> = Config::ALL.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             for (i, config) in Config::ALL.iter().enumerate() {
-                eprintln!("[bench] {workload} x{ops}: {} (round {}/{rounds})", config.name(), round + 1);
+                eprintln!(
+                    "[bench] {workload} x{ops}: {} (round {}/{rounds})",
+                    config.name(),
+                    round + 1
+                );
                 samples[i].push(measure(&bin, workload, ops, *config)?);
             }
         }
@@ -92,14 +129,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 (
                     format!("{:.3} core", median(s.iter().map(|s| s.sensor_cpu))),
-                    format!("{} MiB", s.iter().map(|s| s.sensor_rss_kib).max().unwrap_or(0) / 1024),
+                    format!(
+                        "{} MiB",
+                        s.iter().map(|s| s.sensor_rss_kib).max().unwrap_or(0) / 1024
+                    ),
                     s.iter().map(|s| s.lost).sum::<u64>().to_string(),
                 )
             };
-            writeln!(report, "| {workload} ({what}) | {} | {ops_s:.0} | {:.3} | {cpu} | {rss} | {lost} |", config.name(), base / ops_s)?;
+            writeln!(
+                report,
+                "| {workload} ({what}) | {} | {ops_s:.0} | {:.3} | {cpu} | {rss} | {lost} |",
+                config.name(),
+                base / ops_s
+            )?;
         }
     }
-    writeln!(report, "\nReproduce: `sudo cargo xtask bench` (about 10 minutes; `--quick` for a smoke run). Needs root: the sensor loads eBPF programs.")?;
+    writeln!(
+        report,
+        "\nReproduce: `sudo cargo xtask bench` (about 10 minutes; `--quick` for a smoke run). Needs root: the sensor loads eBPF programs."
+    )?;
     std::fs::write(root.join(&args.out), &report)?;
     eprintln!("[bench] wrote {}", args.out.display());
     print!("{report}");
@@ -110,16 +158,33 @@ fn measure(bin: &Path, workload: &str, ops: u64, config: Config) -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let sensor = match config {
         Config::Without => None,
-        _ => Some(SensorUnderTest::start(bin, dir.path(), config == Config::Unfiltered)?),
+        _ => Some(SensorUnderTest::start(
+            bin,
+            dir.path(),
+            config == Config::Unfiltered,
+        )?),
     };
-    let cpu_before = sensor.as_ref().map(|s| cpu_seconds(s.sensor.id())).unwrap_or(0.0);
-    let out = Command::new(bin.join("loadgen")).args([workload, &ops.to_string()]).output()?;
+    let cpu_before = sensor
+        .as_ref()
+        .map(|s| cpu_seconds(s.sensor.id()))
+        .unwrap_or(0.0);
+    let out = Command::new(bin.join("loadgen"))
+        .args([workload, &ops.to_string()])
+        .output()?;
     if !out.status.success() {
-        bail!("loadgen {workload} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "loadgen {workload} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let seconds = result["seconds"].as_f64().context("seconds")?;
-    let mut sample = Sample { ops_per_sec: result["ops_per_sec"].as_f64().context("ops/s")?, sensor_cpu: 0.0, sensor_rss_kib: 0, lost: 0 };
+    let mut sample = Sample {
+        ops_per_sec: result["ops_per_sec"].as_f64().context("ops/s")?,
+        sensor_cpu: 0.0,
+        sensor_rss_kib: 0,
+        lost: 0,
+    };
     if let Some(s) = sensor {
         // Let the agent finish what the workload produced before reading its CPU time.
         std::thread::sleep(Duration::from_millis(300));
@@ -139,7 +204,9 @@ struct SensorUnderTest {
 
 impl SensorUnderTest {
     fn start(bin: &Path, dir: &Path, unfiltered: bool) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let collector = Command::new(bin.join("collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
             .arg(dir.join("collector.db"))
@@ -148,7 +215,13 @@ impl SensorUnderTest {
             .spawn()?;
         let state = dir.join("state");
         let mut cmd = Command::new(bin.join("sensor"));
-        cmd.args(["run", "--collector", &format!("http://127.0.0.1:{port}"), "--state-dir"]).arg(&state);
+        cmd.args([
+            "run",
+            "--collector",
+            &format!("http://127.0.0.1:{port}"),
+            "--state-dir",
+        ])
+        .arg(&state);
         if unfiltered {
             cmd.arg("--no-kernel-filter");
         }
@@ -160,7 +233,11 @@ impl SensorUnderTest {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(SensorUnderTest { collector, sensor, state })
+        Ok(SensorUnderTest {
+            collector,
+            sensor,
+            state,
+        })
     }
 
     /// Stops both; returns the records the kernel lost, from the sensor's final status.
@@ -171,7 +248,8 @@ impl SensorUnderTest {
         // SAFETY: as above.
         unsafe { libc::kill(self.collector.id() as i32, libc::SIGTERM) };
         self.collector.wait()?;
-        let status: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(self.state.join("status.json"))?)?;
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.state.join("status.json"))?)?;
         Ok(status["lost"].as_u64().unwrap_or(0))
     }
 }
@@ -182,7 +260,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the parenthesised comm; utime and stime are the 14th and 15th overall.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -205,13 +284,21 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
-    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf())
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf())
 }

@@ -5,16 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use sensor_common::{
-    DNS_RESPONSE, DnsEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent, FILEOP_DIR_IS_FILE,
-    FLAG_ARGV_TRUNCATED, FLAG_ENV_TRUNCATED, FileOp, FileOpEvent, ForkEvent, MOUNT_FSTYPE,
-    MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE,
-    OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, PrivOp, PrivilegeEvent,
-    SOCK_DGRAM, SocketEvent,
+    DNS_RESPONSE, DnsEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent,
+    FILEOP_DIR_IS_FILE, FLAG_ARGV_TRUNCATED, FLAG_ENV_TRUNCATED, FileOp, FileOpEvent, ForkEvent,
+    MOUNT_FSTYPE, MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE,
+    OPEN_WRITE, OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, PrivOp,
+    PrivilegeEvent, SOCK_DGRAM, SocketEvent,
 };
 
 use crate::event::{
-    ConnectResult, Event, EventKind, FileIdentity, FileOperation, OpenIntent, PrivilegeOp,
-    Protocol,
+    ConnectResult, Event, EventKind, FileIdentity, FileOperation, OpenIntent, PrivilegeOp, Protocol,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,7 +39,9 @@ impl BootClock {
         let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
             .map(Duration::from)
             .unwrap_or_default();
-        BootClock { boot: SystemTime::now() - since_boot }
+        BootClock {
+            boot: SystemTime::now() - since_boot,
+        }
     }
 
     /// A clock whose boot was at `boot` (for tests).
@@ -61,13 +62,15 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             need(bytes, size_of::<ExecEvent>())?;
             let argv_len = read::<u32>(bytes, offset_of!(ExecEvent, argv_len))? as usize;
             let env_len = read::<u32>(bytes, offset_of!(ExecEvent, env_len))? as usize;
-            let argv = &bytes[offset_of!(ExecEvent, argv)..][..argv_len.min(sensor_common::ARGV_DATA)];
+            let argv =
+                &bytes[offset_of!(ExecEvent, argv)..][..argv_len.min(sensor_common::ARGV_DATA)];
             let env = &bytes[offset_of!(ExecEvent, env)..][..env_len.min(sensor_common::ENV_DATA)];
             let cwd = path(bytes, offset_of!(ExecEvent, cwd))?;
             let filename = name(bytes, offset_of!(ExecEvent, filename));
             let interp = name(bytes, offset_of!(ExecEvent, interp));
             // binfmt_script replaces `interp` with the interpreter; `filename` stays the script.
-            let script = (!filename.is_empty() && filename != interp).then(|| resolve(&cwd, &filename));
+            let script =
+                (!filename.is_empty() && filename != interp).then(|| resolve(&cwd, &filename));
             EventKind::Exec {
                 executable: path(bytes, offset_of!(ExecEvent, executable))?,
                 argv: strings(argv),
@@ -83,12 +86,19 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                 },
             }
         }
-        Kind::Fork => EventKind::Fork { child_pid: read::<ForkEvent>(bytes, 0)?.child_pid },
-        Kind::Exit => EventKind::Exit { exit_code: read::<ExitEvent>(bytes, 0)?.exit_code },
+        Kind::Fork => EventKind::Fork {
+            child_pid: read::<ForkEvent>(bytes, 0)?.child_pid,
+        },
+        Kind::Exit => EventKind::Exit {
+            exit_code: read::<ExitEvent>(bytes, 0)?.exit_code,
+        },
         Kind::Open => {
             need(bytes, size_of::<OpenEvent>())?;
             let flags = read::<u32>(bytes, offset_of!(OpenEvent, open_flags))?;
-            EventKind::Open { path: path(bytes, offset_of!(OpenEvent, path))?, intent: intent(flags) }
+            EventKind::Open {
+                path: path(bytes, offset_of!(OpenEvent, path))?,
+                intent: intent(flags),
+            }
         }
         Kind::FileOp => file_op(bytes)?,
         Kind::Privilege => privilege(bytes)?,
@@ -107,15 +117,30 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         }
         Kind::Bind => {
             let ((address, port, protocol), s) = socket(bytes)?;
-            EventKind::Bind { address, port, protocol, result: s.ret }
+            EventKind::Bind {
+                address,
+                port,
+                protocol,
+                result: s.ret,
+            }
         }
         Kind::Listen => {
             let ((address, port, protocol), s) = socket(bytes)?;
-            EventKind::Listen { address, port, protocol, result: s.ret }
+            EventKind::Listen {
+                address,
+                port,
+                protocol,
+                result: s.ret,
+            }
         }
         Kind::Accept => {
             let ((peer, peer_port, protocol), s) = socket(bytes)?;
-            EventKind::Accept { peer, peer_port, local_port: s.local_port, protocol }
+            EventKind::Accept {
+                peer,
+                peer_port,
+                local_port: s.local_port,
+                protocol,
+            }
         }
         Kind::Dns => {
             need(bytes, size_of::<DnsEvent>())?;
@@ -144,7 +169,11 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
 /// `(address, port, protocol)` of a socket record, and the record.
 fn socket(bytes: &[u8]) -> Result<((IpAddr, u16, Protocol), SocketEvent), DecodeError> {
     let s: SocketEvent = read(bytes, 0)?;
-    let protocol = if s.sock_type == SOCK_DGRAM { Protocol::Udp } else { Protocol::Tcp };
+    let protocol = if s.sock_type == SOCK_DGRAM {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
     Ok(((ip(s.family, s.addr), s.port, protocol), s))
 }
 
@@ -166,19 +195,45 @@ fn file_op(bytes: &[u8]) -> Result<EventKind, DecodeError> {
     let name1 = name(bytes, offset_of!(FileOpEvent, name));
     let name2 = name(bytes, offset_of!(FileOpEvent, name2));
     // fd-based operations (fchmod...) carry the file itself in `dir`.
-    let first = if flags & FILEOP_DIR_IS_FILE != 0 { dir.clone() } else { resolve(&dir, &name1) };
+    let first = if flags & FILEOP_DIR_IS_FILE != 0 {
+        dir.clone()
+    } else {
+        resolve(&dir, &name1)
+    };
     let second = resolve(&dir, &name2);
     let id = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);
     Ok(EventKind::FileOp(match op {
-        FileOp::Rename => FileOperation::Rename { from: first, to: second },
+        FileOp::Rename => FileOperation::Rename {
+            from: first,
+            to: second,
+        },
         FileOp::Unlink => FileOperation::Unlink { path: first },
         FileOp::Rmdir => FileOperation::Rmdir { path: first },
-        FileOp::Link => FileOperation::Link { existing: first, new: second },
-        FileOp::Symlink => FileOperation::Symlink { target: name1, link: second },
-        FileOp::Chmod => FileOperation::Chmod { path: first, mode: args[0] as u32 & 0o7777 },
-        FileOp::Chown => FileOperation::Chown { path: first, uid: id(args[0]), gid: id(args[1]) },
-        FileOp::Truncate => FileOperation::Truncate { path: first, length: args[0] },
-        FileOp::Mkdir => FileOperation::Mkdir { path: first, mode: args[0] as u32 & 0o7777 },
+        FileOp::Link => FileOperation::Link {
+            existing: first,
+            new: second,
+        },
+        FileOp::Symlink => FileOperation::Symlink {
+            target: name1,
+            link: second,
+        },
+        FileOp::Chmod => FileOperation::Chmod {
+            path: first,
+            mode: args[0] as u32 & 0o7777,
+        },
+        FileOp::Chown => FileOperation::Chown {
+            path: first,
+            uid: id(args[0]),
+            gid: id(args[1]),
+        },
+        FileOp::Truncate => FileOperation::Truncate {
+            path: first,
+            length: args[0],
+        },
+        FileOp::Mkdir => FileOperation::Mkdir {
+            path: first,
+            mode: args[0] as u32 & 0o7777,
+        },
     }))
 }
 
@@ -190,28 +245,67 @@ fn privilege(bytes: &[u8]) -> Result<EventKind, DecodeError> {
     let ids = |n: usize| a[..n].iter().map(|v| *v as u32 as i32 as i64).collect();
     let text = |(at, len): (usize, usize)| cstr(&p.text[at..at + len]);
     let op = match op {
-        PrivOp::Setuid => PrivilegeOp::SetIds { syscall: "setuid", ids: ids(1) },
-        PrivOp::Setreuid => PrivilegeOp::SetIds { syscall: "setreuid", ids: ids(2) },
-        PrivOp::Setresuid => PrivilegeOp::SetIds { syscall: "setresuid", ids: ids(3) },
-        PrivOp::Setgid => PrivilegeOp::SetIds { syscall: "setgid", ids: ids(1) },
-        PrivOp::Setregid => PrivilegeOp::SetIds { syscall: "setregid", ids: ids(2) },
-        PrivOp::Setresgid => PrivilegeOp::SetIds { syscall: "setresgid", ids: ids(3) },
-        PrivOp::Setfsuid => PrivilegeOp::SetIds { syscall: "setfsuid", ids: ids(1) },
-        PrivOp::Setfsgid => PrivilegeOp::SetIds { syscall: "setfsgid", ids: ids(1) },
-        PrivOp::Capset => PrivilegeOp::Capset { effective: a[0] as u32, permitted: a[1] as u32 },
-        PrivOp::PtraceAttach => PrivilegeOp::PtraceAttach { target_pid: a[1] as u32 },
-        PrivOp::ProcessVmReadv => PrivilegeOp::ReadProcessMemory { target_pid: a[0] as u32 },
-        PrivOp::ProcessVmWritev => PrivilegeOp::WriteProcessMemory { target_pid: a[0] as u32 },
-        PrivOp::BpfProgLoad => PrivilegeOp::BpfProgramLoad { program_type: a[1] as u32 },
+        PrivOp::Setuid => PrivilegeOp::SetIds {
+            syscall: "setuid",
+            ids: ids(1),
+        },
+        PrivOp::Setreuid => PrivilegeOp::SetIds {
+            syscall: "setreuid",
+            ids: ids(2),
+        },
+        PrivOp::Setresuid => PrivilegeOp::SetIds {
+            syscall: "setresuid",
+            ids: ids(3),
+        },
+        PrivOp::Setgid => PrivilegeOp::SetIds {
+            syscall: "setgid",
+            ids: ids(1),
+        },
+        PrivOp::Setregid => PrivilegeOp::SetIds {
+            syscall: "setregid",
+            ids: ids(2),
+        },
+        PrivOp::Setresgid => PrivilegeOp::SetIds {
+            syscall: "setresgid",
+            ids: ids(3),
+        },
+        PrivOp::Setfsuid => PrivilegeOp::SetIds {
+            syscall: "setfsuid",
+            ids: ids(1),
+        },
+        PrivOp::Setfsgid => PrivilegeOp::SetIds {
+            syscall: "setfsgid",
+            ids: ids(1),
+        },
+        PrivOp::Capset => PrivilegeOp::Capset {
+            effective: a[0] as u32,
+            permitted: a[1] as u32,
+        },
+        PrivOp::PtraceAttach => PrivilegeOp::PtraceAttach {
+            target_pid: a[1] as u32,
+        },
+        PrivOp::ProcessVmReadv => PrivilegeOp::ReadProcessMemory {
+            target_pid: a[0] as u32,
+        },
+        PrivOp::ProcessVmWritev => PrivilegeOp::WriteProcessMemory {
+            target_pid: a[0] as u32,
+        },
+        PrivOp::BpfProgLoad => PrivilegeOp::BpfProgramLoad {
+            program_type: a[1] as u32,
+        },
         PrivOp::InitModule => PrivilegeOp::KernelModuleLoad { name: None },
-        PrivOp::FinitModule => PrivilegeOp::KernelModuleLoad { name: Some(text((0, NAME_DATA))) },
+        PrivOp::FinitModule => PrivilegeOp::KernelModuleLoad {
+            name: Some(text((0, NAME_DATA))),
+        },
         PrivOp::Mount => PrivilegeOp::Mount {
             source: text(MOUNT_SOURCE),
             target: text(MOUNT_TARGET),
             fstype: text(MOUNT_FSTYPE),
             flags: a[0],
         },
-        PrivOp::Umount => PrivilegeOp::Umount { target: text((0, NAME_DATA)) },
+        PrivOp::Umount => PrivilegeOp::Umount {
+            target: text((0, NAME_DATA)),
+        },
         PrivOp::Unshare => PrivilegeOp::Unshare { flags: a[0] },
         PrivOp::Setns => PrivilegeOp::Setns { nstype: a[1] },
     };
@@ -235,7 +329,11 @@ pub fn resolve(dir: &str, name: &str) -> String {
     if name.is_empty() {
         return String::new();
     }
-    let joined = if name.starts_with('/') { name.to_owned() } else { format!("{dir}/{name}") };
+    let joined = if name.starts_with('/') {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for part in joined.split('/') {
         match part {
@@ -251,7 +349,10 @@ pub fn resolve(dir: &str, name: &str) -> String {
 
 fn need(bytes: &[u8], need: usize) -> Result<(), DecodeError> {
     if bytes.len() < need {
-        return Err(DecodeError::Short { got: bytes.len(), need });
+        return Err(DecodeError::Short {
+            got: bytes.len(),
+            need,
+        });
     }
     Ok(())
 }
@@ -270,11 +371,18 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     let len = read::<u32>(bytes, offset + offset_of!(PathRecord, len))? as usize;
     let flags = read::<u32>(bytes, offset + offset_of!(PathRecord, flags))?;
     let data = &bytes[offset + offset_of!(PathRecord, data)..][..len.min(PATH_DATA)];
-    let components: Vec<String> = strings(data).into_iter().filter(|c| !c.is_empty()).collect();
+    let components: Vec<String> = strings(data)
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .collect();
     if flags & PATH_UNLINKED != 0 {
         return Ok(components.into_iter().next().unwrap_or_default());
     }
-    let mut out = String::from(if flags & PATH_TRUNCATED != 0 { "..." } else { "" });
+    let mut out = String::from(if flags & PATH_TRUNCATED != 0 {
+        "..."
+    } else {
+        ""
+    });
     for c in components.iter().rev() {
         if c == "/" {
             continue;
@@ -294,7 +402,10 @@ fn strings(block: &[u8]) -> Vec<String> {
     if block.is_empty() {
         return Vec::new();
     }
-    block.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    block
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 fn cstr(bytes: &[u8]) -> String {
@@ -313,7 +424,11 @@ pub fn intent(flags: u32) -> OpenIntent {
         1 => OPEN_WRITE,
         _ => OPEN_READ | OPEN_WRITE,
     } | if flags & O_CREAT != 0 { OPEN_CREATE } else { 0 }
-        | if flags & O_TRUNC != 0 { OPEN_TRUNCATE } else { 0 };
+        | if flags & O_TRUNC != 0 {
+            OPEN_TRUNCATE
+        } else {
+            0
+        };
     OpenIntent {
         read: bits & OPEN_READ != 0,
         write: bits & OPEN_WRITE != 0,
@@ -354,7 +469,11 @@ mod tests {
     }
 
     fn path_record(components_leaf_first: &[&str], flags: u32) -> PathRecord {
-        let mut r = PathRecord { len: 0, flags, data: [0; PATH_DATA + sensor_common::PATH_COMPONENT_MAX] };
+        let mut r = PathRecord {
+            len: 0,
+            flags,
+            data: [0; PATH_DATA + sensor_common::PATH_COMPONENT_MAX],
+        };
         let mut off = 0;
         for c in components_leaf_first {
             r.data[off..off + c.len()].copy_from_slice(c.as_bytes());
@@ -384,7 +503,10 @@ mod tests {
         ev.env[..env.len()].copy_from_slice(env);
         ev.env_len = env.len() as u32;
         let e = decode(&bytes_of(&*ev), &clock()).unwrap();
-        assert_eq!((e.pid, e.tid, e.ppid, e.uid, e.euid, e.cgroup_id), (10, 11, 1, 1000, 0, 42));
+        assert_eq!(
+            (e.pid, e.tid, e.ppid, e.uid, e.euid, e.cgroup_id),
+            (10, 11, 1, 1000, 0, 42)
+        );
         assert_eq!(e.comm, "bash");
         assert_eq!(e.time, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
         assert_eq!(
@@ -397,7 +519,11 @@ mod tests {
                 env_truncated: false,
                 cwd: "/w".into(),
                 script: Some("/w/run.sh".into()),
-                file: FileIdentity { dev: 8, ino: 77, links: 1 },
+                file: FileIdentity {
+                    dev: 8,
+                    ino: 77,
+                    links: 1
+                },
             }
         );
     }
@@ -415,12 +541,20 @@ mod tests {
             mk(path_record(&["x", "tmp"], 0)),
             EventKind::Open {
                 path: "/tmp/x".into(),
-                intent: OpenIntent { write: true, create: true, ..Default::default() }
+                intent: OpenIntent {
+                    write: true,
+                    create: true,
+                    ..Default::default()
+                }
             }
         );
         assert!(matches!(mk(path_record(&[], 0)), EventKind::Open { path, .. } if path == "/"));
-        assert!(matches!(mk(path_record(&["b", "a"], PATH_TRUNCATED)), EventKind::Open { path, .. } if path == ".../a/b"));
-        assert!(matches!(mk(path_record(&["memfd:x"], PATH_UNLINKED)), EventKind::Open { path, .. } if path == "memfd:x"));
+        assert!(
+            matches!(mk(path_record(&["b", "a"], PATH_TRUNCATED)), EventKind::Open { path, .. } if path == ".../a/b")
+        );
+        assert!(
+            matches!(mk(path_record(&["memfd:x"], PATH_UNLINKED)), EventKind::Open { path, .. } if path == "memfd:x")
+        );
     }
 
     #[test]
@@ -451,17 +585,28 @@ mod tests {
         c.ret = -111;
         c.addr = Ipv6Addr::LOCALHOST.octets();
         let e = decode(&bytes_of(&c), &clock()).unwrap();
-        assert!(matches!(e.kind, EventKind::Connect { address: IpAddr::V6(a), protocol: Protocol::Udp, result: ConnectResult::Failed(111), .. } if a == Ipv6Addr::LOCALHOST));
+        assert!(
+            matches!(e.kind, EventKind::Connect { address: IpAddr::V6(a), protocol: Protocol::Udp, result: ConnectResult::Failed(111), .. } if a == Ipv6Addr::LOCALHOST)
+        );
     }
 
     #[test]
     fn bad_records_are_errors_not_panics() {
-        assert!(matches!(decode(&[0u8; 10], &clock()), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&[0u8; 10], &clock()),
+            Err(DecodeError::Short { .. })
+        ));
         let mut h = header(Kind::Exec);
         h.kind = 9999;
-        assert_eq!(decode(&bytes_of(&h), &clock()), Err(DecodeError::UnknownKind(9999)));
+        assert_eq!(
+            decode(&bytes_of(&h), &clock()),
+            Err(DecodeError::UnknownKind(9999))
+        );
         let h = header(Kind::Exec);
-        assert!(matches!(decode(&bytes_of(&h), &clock()), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&bytes_of(&h), &clock()),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]
@@ -483,10 +628,16 @@ mod tests {
         let e = decode(&bytes_of(&*ev), &clock()).unwrap();
         assert_eq!(
             e.kind,
-            EventKind::FileOp(FileOperation::Rename { from: "/tmp/w/a.txt".into(), to: "/tmp/b/c.txt".into() })
+            EventKind::FileOp(FileOperation::Rename {
+                from: "/tmp/w/a.txt".into(),
+                to: "/tmp/b/c.txt".into()
+            })
         );
         ev.op = 77;
-        assert_eq!(decode(&bytes_of(&*ev), &clock()), Err(DecodeError::UnknownOp(77, "file")));
+        assert_eq!(
+            decode(&bytes_of(&*ev), &clock()),
+            Err(DecodeError::UnknownOp(77, "file"))
+        );
     }
 
     #[test]
@@ -502,7 +653,10 @@ mod tests {
         assert_eq!(
             e.kind,
             EventKind::Privilege {
-                op: PrivilegeOp::SetIds { syscall: "setresuid", ids: vec![0, -1, 1000] },
+                op: PrivilegeOp::SetIds {
+                    syscall: "setresuid",
+                    ids: vec![0, -1, 1000]
+                },
                 result: -1,
                 uid_before: 1000,
                 euid_before: 1000
@@ -512,12 +666,28 @@ mod tests {
         ev.text[..4].copy_from_slice(b"/mnt");
         ev.text[MOUNT_FSTYPE.0..MOUNT_FSTYPE.0 + 5].copy_from_slice(b"tmpfs");
         let e = decode(&bytes_of(&ev), &clock()).unwrap();
-        assert!(matches!(e.kind, EventKind::Privilege { op: PrivilegeOp::Mount { target, fstype, .. }, .. } if target == "/mnt" && fstype == "tmpfs"));
+        assert!(
+            matches!(e.kind, EventKind::Privilege { op: PrivilegeOp::Mount { target, fstype, .. }, .. } if target == "/mnt" && fstype == "tmpfs")
+        );
     }
 
     #[test]
     fn intents() {
-        assert_eq!(intent(0), OpenIntent { read: true, ..Default::default() });
-        assert_eq!(intent(0o2 | 0o1000), OpenIntent { read: true, write: true, truncate: true, ..Default::default() });
+        assert_eq!(
+            intent(0),
+            OpenIntent {
+                read: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            intent(0o2 | 0o1000),
+            OpenIntent {
+                read: true,
+                write: true,
+                truncate: true,
+                ..Default::default()
+            }
+        );
     }
 }

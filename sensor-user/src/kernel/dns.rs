@@ -27,7 +27,11 @@ pub struct Message {
 pub fn parse(bytes: &[u8]) -> Option<Message> {
     let packet = Packet::parse(bytes).ok()?;
     let q = packet.questions.first()?;
-    let name = q.qname.to_string().trim_end_matches('.').to_ascii_lowercase();
+    let name = q
+        .qname
+        .to_string()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let qtype = match q.qtype {
         simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
         other => format!("{other:?}"),
@@ -41,7 +45,10 @@ pub fn parse(bytes: &[u8]) -> Option<Message> {
             _ => None,
         })
         .collect();
-    Some(Message { question: Question { name, qtype }, addresses })
+    Some(Message {
+        question: Question { name, qtype },
+        addresses,
+    })
 }
 
 #[cfg(test)]
@@ -51,14 +58,25 @@ mod tests {
 
     fn query(name: &str, qtype: TYPE) -> Vec<u8> {
         let mut p = Packet::new_query(7);
-        p.questions.push(Q::new(Name::new_unchecked(name), QTYPE::TYPE(qtype), QCLASS::CLASS(CLASS::IN), false));
+        p.questions.push(Q::new(
+            Name::new_unchecked(name),
+            QTYPE::TYPE(qtype),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
         p.build_bytes_vec().unwrap()
     }
 
     #[test]
     fn query_question() {
         let m = parse(&query("Example.COM", TYPE::AAAA)).unwrap();
-        assert_eq!(m.question, Question { name: "example.com".into(), qtype: "AAAA".into() });
+        assert_eq!(
+            m.question,
+            Question {
+                name: "example.com".into(),
+                qtype: "AAAA".into()
+            }
+        );
         assert!(m.addresses.is_empty());
     }
 
@@ -66,8 +84,20 @@ mod tests {
     fn response_addresses() {
         let mut p = Packet::new_reply(7);
         let name = Name::new_unchecked("exfil.example");
-        p.questions.push(Q::new(name.clone(), QTYPE::TYPE(TYPE::A), QCLASS::CLASS(CLASS::IN), false));
-        p.answers.push(ResourceRecord::new(name, CLASS::IN, 60, RData::A(A { address: 0x7f000005 })));
+        p.questions.push(Q::new(
+            name.clone(),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        p.answers.push(ResourceRecord::new(
+            name,
+            CLASS::IN,
+            60,
+            RData::A(A {
+                address: 0x7f000005,
+            }),
+        ));
         let m = parse(&p.build_bytes_vec().unwrap()).unwrap();
         assert_eq!(m.question.name, "exfil.example");
         assert_eq!(m.addresses, vec![IpAddr::from([127, 0, 0, 5])]);

@@ -32,7 +32,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { filter_repeats: true }
+        LoadOptions {
+            filter_repeats: true,
+        }
     }
 }
 
@@ -120,7 +122,11 @@ impl Sensor {
                     skipped.push((p.name, reason));
                 }
                 Err(reason) => {
-                    return Err(KernelError::Program { name: p.name, stage: "attach", reason });
+                    return Err(KernelError::Program {
+                        name: p.name,
+                        stage: "attach",
+                        reason,
+                    });
                 }
             }
         }
@@ -128,18 +134,27 @@ impl Sensor {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(KernelError::Map("EVENTS"))?)
             .map_err(|_| KernelError::Map("EVENTS"))?;
         let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS").ok_or(KernelError::Map("COUNTERS"))?,
+            ebpf.take_map("COUNTERS")
+                .ok_or(KernelError::Map("COUNTERS"))?,
         )
         .map_err(|_| KernelError::Map("COUNTERS"))?;
         let cgroup_counts = PerCpuHashMap::try_from(
-            ebpf.take_map("CGROUP_COUNTS").ok_or(KernelError::Map("CGROUP_COUNTS"))?,
+            ebpf.take_map("CGROUP_COUNTS")
+                .ok_or(KernelError::Map("CGROUP_COUNTS"))?,
         )
         .map_err(|_| KernelError::Map("CGROUP_COUNTS"))?;
         // SAFETY: the ring buffer owns its map fd, which stays open and valid as long as the
         // AsyncFd that owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| KernelError::Poll(e.into()))?;
-        Ok(Sensor { _ebpf: ebpf, ring, counters, cgroup_counts, attached, skipped })
+        Ok(Sensor {
+            _ebpf: ebpf,
+            ring,
+            counters,
+            cgroup_counts,
+            attached,
+            skipped,
+        })
     }
 
     /// Waits until records may be waiting: a kernel wakeup (sent only when the reader falls
@@ -169,10 +184,12 @@ impl Sensor {
             .iter()
             .filter_map(Result::ok)
             .map(|(cgroup, per_cpu)| {
-                let total = per_cpu.iter().fold(CgroupCounts::default(), |acc, c| CgroupCounts {
-                    lost: acc.lost + c.lost,
-                    suppressed: acc.suppressed + c.suppressed,
-                });
+                let total = per_cpu
+                    .iter()
+                    .fold(CgroupCounts::default(), |acc, c| CgroupCounts {
+                        lost: acc.lost + c.lost,
+                        suppressed: acc.suppressed + c.suppressed,
+                    });
                 (cgroup, total)
             })
             .collect()
@@ -202,7 +219,8 @@ fn attach(ebpf: &mut Ebpf, p: &programs::Program, btf: &Btf) -> Result<(), Strin
         .ok_or_else(|| format!("program `{}` is not in the embedded object", p.name))?;
     match p.hook {
         Hook::BtfTracepoint(tracepoint) => {
-            let prog: &mut BtfTracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            let prog: &mut BtfTracePoint =
+                prog.try_into().map_err(|e: ProgramError| e.to_string())?;
             prog.load(tracepoint, btf).map_err(describe)?;
             prog.attach().map_err(describe)?;
         }
@@ -228,7 +246,10 @@ fn attach(ebpf: &mut Ebpf, p: &programs::Program, btf: &Btf) -> Result<(), Strin
 /// A program error as one line: the verifier's last lines rather than its whole log.
 fn describe(e: ProgramError) -> String {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             tracing::debug!(%log, "verifier log");
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
@@ -284,8 +305,16 @@ mod tests {
         }
         let obj = aya_obj::Object::parse(OBJECT).expect("parse embedded object");
         for p in PROGRAMS {
-            assert!(obj.programs.contains_key(p.name), "program {} missing from object", p.name);
+            assert!(
+                obj.programs.contains_key(p.name),
+                "program {} missing from object",
+                p.name
+            );
         }
-        assert_eq!(obj.programs.len(), PROGRAMS.len(), "object has programs the table lacks");
+        assert_eq!(
+            obj.programs.len(),
+            PROGRAMS.len(),
+            "object has programs the table lacks"
+        );
     }
 }

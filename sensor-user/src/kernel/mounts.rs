@@ -7,7 +7,9 @@ use std::path::Path;
 use nix::mount::{MsFlags, mount};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{fs} is not mounted at {path} and mounting it failed ({source}); mount it by hand: `mount -t {fs} {fs} {path}`")]
+#[error(
+    "{fs} is not mounted at {path} and mounting it failed ({source}); mount it by hand: `mount -t {fs} {fs} {path}`"
+)]
 pub struct MountError {
     fs: &'static str,
     path: &'static str,
@@ -35,8 +37,11 @@ pub fn ensure() -> Result<Vec<&'static str>, MountError> {
 }
 
 fn mount_fs(fs: &'static str, path: &'static str) -> Result<(), MountError> {
-    mount(Some(fs), path, Some(fs), MsFlags::empty(), None::<&str>)
-        .map_err(|source| MountError { fs, path, source })
+    mount(Some(fs), path, Some(fs), MsFlags::empty(), None::<&str>).map_err(|source| MountError {
+        fs,
+        path,
+        source,
+    })
 }
 
 /// True when /proc/self/mounts lists a `fstype` mount at `path`.

@@ -15,13 +15,12 @@ pub enum OffsetsError {
     #[error(
         "cannot read kernel BTF at {path}: {source}; the sensor needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.15 or later)"
     )]
-    Btf {
-        path: String,
-        source: btf_rs::Error,
-    },
+    Btf { path: String, source: btf_rs::Error },
     #[error("kernel BTF has no `struct {0}`; this kernel is not supported")]
     NoStruct(String),
-    #[error("kernel BTF has no member `{member}` in `struct {strukt}`; this kernel is not supported")]
+    #[error(
+        "kernel BTF has no member `{member}` in `struct {strukt}`; this kernel is not supported"
+    )]
     NoMember { strukt: String, member: String },
 }
 

@@ -20,14 +20,34 @@ pub struct Program {
     pub required: bool,
 }
 
-const fn tp(name: &'static str, tps: &'static [(&'static str, &'static str)], required: bool) -> Program {
-    Program { name, hook: Hook::Tracepoints(tps), required }
+const fn tp(
+    name: &'static str,
+    tps: &'static [(&'static str, &'static str)],
+    required: bool,
+) -> Program {
+    Program {
+        name,
+        hook: Hook::Tracepoints(tps),
+        required,
+    }
 }
 
 pub const PROGRAMS: &[Program] = &[
-    Program { name: "process_exec", hook: Hook::BtfTracepoint("sched_process_exec"), required: true },
-    Program { name: "process_fork", hook: Hook::BtfTracepoint("sched_process_fork"), required: true },
-    Program { name: "process_exit", hook: Hook::BtfTracepoint("sched_process_exit"), required: true },
+    Program {
+        name: "process_exec",
+        hook: Hook::BtfTracepoint("sched_process_exec"),
+        required: true,
+    },
+    Program {
+        name: "process_fork",
+        hook: Hook::BtfTracepoint("sched_process_fork"),
+        required: true,
+    },
+    Program {
+        name: "process_exit",
+        hook: Hook::BtfTracepoint("sched_process_exit"),
+        required: true,
+    },
     tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
     tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),
     // open(2) and creat(2) exist on x86_64 but not on arm64.
@@ -48,31 +68,85 @@ pub const PROGRAMS: &[Program] = &[
     tp("net_listen", &[("syscalls", "sys_enter_listen")], true),
     tp(
         "net_socket_exit",
-        &[("syscalls", "sys_exit_connect"), ("syscalls", "sys_exit_bind"), ("syscalls", "sys_exit_listen")],
+        &[
+            ("syscalls", "sys_exit_connect"),
+            ("syscalls", "sys_exit_bind"),
+            ("syscalls", "sys_exit_listen"),
+        ],
         true,
     ),
-    tp("net_accept_exit", &[("syscalls", "sys_exit_accept"), ("syscalls", "sys_exit_accept4")], true),
+    tp(
+        "net_accept_exit",
+        &[
+            ("syscalls", "sys_exit_accept"),
+            ("syscalls", "sys_exit_accept4"),
+        ],
+        true,
+    ),
     tp("dns_sendto", &[("syscalls", "sys_enter_sendto")], true),
-    tp("dns_sendmsg", &[("syscalls", "sys_enter_sendmsg"), ("syscalls", "sys_enter_sendmmsg")], true),
+    tp(
+        "dns_sendmsg",
+        &[
+            ("syscalls", "sys_enter_sendmsg"),
+            ("syscalls", "sys_enter_sendmmsg"),
+        ],
+        true,
+    ),
     tp("dns_recvfrom", &[("syscalls", "sys_enter_recvfrom")], true),
-    tp("dns_recvfrom_exit", &[("syscalls", "sys_exit_recvfrom")], true),
+    tp(
+        "dns_recvfrom_exit",
+        &[("syscalls", "sys_exit_recvfrom")],
+        true,
+    ),
     // Privilege use: entry programs keep the arguments, `priv_exit` reports with the result.
     tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
     tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),
-    tp("priv_setresuid", &[("syscalls", "sys_enter_setresuid")], true),
+    tp(
+        "priv_setresuid",
+        &[("syscalls", "sys_enter_setresuid")],
+        true,
+    ),
     tp("priv_setgid", &[("syscalls", "sys_enter_setgid")], true),
     tp("priv_setregid", &[("syscalls", "sys_enter_setregid")], true),
-    tp("priv_setresgid", &[("syscalls", "sys_enter_setresgid")], true),
-    tp("priv_setfsuid", &[("syscalls", "sys_enter_setfsuid")], false),
-    tp("priv_setfsgid", &[("syscalls", "sys_enter_setfsgid")], false),
+    tp(
+        "priv_setresgid",
+        &[("syscalls", "sys_enter_setresgid")],
+        true,
+    ),
+    tp(
+        "priv_setfsuid",
+        &[("syscalls", "sys_enter_setfsuid")],
+        false,
+    ),
+    tp(
+        "priv_setfsgid",
+        &[("syscalls", "sys_enter_setfsgid")],
+        false,
+    ),
     tp("priv_capset", &[("syscalls", "sys_enter_capset")], true),
     tp("priv_ptrace", &[("syscalls", "sys_enter_ptrace")], true),
-    tp("priv_vm_readv", &[("syscalls", "sys_enter_process_vm_readv")], true),
-    tp("priv_vm_writev", &[("syscalls", "sys_enter_process_vm_writev")], true),
+    tp(
+        "priv_vm_readv",
+        &[("syscalls", "sys_enter_process_vm_readv")],
+        true,
+    ),
+    tp(
+        "priv_vm_writev",
+        &[("syscalls", "sys_enter_process_vm_writev")],
+        true,
+    ),
     tp("priv_bpf", &[("syscalls", "sys_enter_bpf")], true),
     // Kernels built without module support have no module syscalls.
-    tp("priv_init_mod", &[("syscalls", "sys_enter_init_module")], false),
-    tp("priv_finit_mod", &[("syscalls", "sys_enter_finit_module")], false),
+    tp(
+        "priv_init_mod",
+        &[("syscalls", "sys_enter_init_module")],
+        false,
+    ),
+    tp(
+        "priv_finit_mod",
+        &[("syscalls", "sys_enter_finit_module")],
+        false,
+    ),
     tp("priv_mount", &[("syscalls", "sys_enter_mount")], true),
     tp("priv_umount", &[("syscalls", "sys_enter_umount")], false),
     tp("priv_unshare", &[("syscalls", "sys_enter_unshare")], true),
@@ -104,7 +178,14 @@ pub const PROGRAMS: &[Program] = &[
     ),
     // File operations besides open; the legacy non-`at` forms exist on x86_64 only.
     tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
-    tp("fs_renameat", &[("syscalls", "sys_enter_renameat"), ("syscalls", "sys_enter_renameat2")], true),
+    tp(
+        "fs_renameat",
+        &[
+            ("syscalls", "sys_enter_renameat"),
+            ("syscalls", "sys_enter_renameat2"),
+        ],
+        true,
+    ),
     tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
     tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
     tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
@@ -113,9 +194,23 @@ pub const PROGRAMS: &[Program] = &[
     tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
     tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
     tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
-    tp("fs_fchmodat", &[("syscalls", "sys_enter_fchmodat"), ("syscalls", "sys_enter_fchmodat2")], true),
+    tp(
+        "fs_fchmodat",
+        &[
+            ("syscalls", "sys_enter_fchmodat"),
+            ("syscalls", "sys_enter_fchmodat2"),
+        ],
+        true,
+    ),
     tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
-    tp("fs_chown", &[("syscalls", "sys_enter_chown"), ("syscalls", "sys_enter_lchown")], false),
+    tp(
+        "fs_chown",
+        &[
+            ("syscalls", "sys_enter_chown"),
+            ("syscalls", "sys_enter_lchown"),
+        ],
+        false,
+    ),
     tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
     tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
     tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),

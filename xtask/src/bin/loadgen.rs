@@ -12,7 +12,10 @@ use std::time::Instant;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let workload = args.first().map(String::as_str).unwrap_or("");
-    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).expect("usage: loadgen WORKLOAD N");
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .expect("usage: loadgen WORKLOAD N");
     let dir = tempfile::tempdir().expect("temp dir");
     let start;
     match workload {
@@ -43,7 +46,11 @@ fn main() {
         "connect" => {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            std::thread::spawn(move || for s in listener.incoming() { drop(s) });
+            std::thread::spawn(move || {
+                for s in listener.incoming() {
+                    drop(s)
+                }
+            });
             start = Instant::now();
             for _ in 0..n {
                 drop(TcpStream::connect(addr).unwrap());
