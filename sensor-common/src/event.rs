@@ -128,7 +128,7 @@ pub struct ExecEvent {
     pub argv: [u8; ARGV_DATA],
     pub env: [u8; ENV_DATA],
 }
-const _: () = assert!(size_of::<ExecEvent>() % 8 == 0);
+const _: () = assert!(size_of::<ExecEvent>().is_multiple_of(8));
 
 /// A new process (not a thread) was created.
 #[repr(C)]
@@ -169,7 +169,7 @@ pub struct OpenEvent {
     pub fd: i32,
     pub path: PathRecord,
 }
-const _: () = assert!(size_of::<OpenEvent>() % 8 == 0);
+const _: () = assert!(size_of::<OpenEvent>().is_multiple_of(8));
 
 /// `sock_type` value for a stream (TCP) socket, as in `SOCK_STREAM`.
 pub const SOCK_STREAM: u16 = 1;
@@ -226,7 +226,7 @@ pub struct DnsEvent {
     pub _pad: u32,
     pub payload: [u8; DNS_DATA],
 }
-const _: () = assert!(size_of::<DnsEvent>() % 8 == 0);
+const _: () = assert!(size_of::<DnsEvent>().is_multiple_of(8));
 
 /// Per-cgroup counts of records lost (ring buffer full) and suppressed (kernel-side repeat
 /// filter), so losses can be charged to the workloads they hit.
@@ -414,7 +414,7 @@ pub struct FileOpEvent {
     pub name: [u8; NAME_DATA],
     pub name2: [u8; NAME_DATA],
 }
-const _: () = assert!(size_of::<FileOpEvent>() % 8 == 0);
+const _: () = assert!(size_of::<FileOpEvent>().is_multiple_of(8));
 
 /// Indexes of the per-CPU `COUNTERS` array: everything the programs could not deliver, by reason.
 /// Userspace sums them across CPUs and reports them; nothing is dropped silently.

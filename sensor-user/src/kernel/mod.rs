@@ -270,10 +270,10 @@ fn preflight() -> Result<(), KernelError> {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Some(version) = parse_release(&release) {
-        if version < MIN_KERNEL {
-            return Err(KernelError::KernelTooOld(release));
-        }
+    if let Some(version) = parse_release(&release)
+        && version < MIN_KERNEL
+    {
+        return Err(KernelError::KernelTooOld(release));
     }
     Ok(())
 }

@@ -112,12 +112,11 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<u32> {
         if m_name == name {
             return Some(m.bit_offset());
         }
-        if m_name.is_empty() {
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(off) = find_member(btf, &inner, name) {
-                    return Some(m.bit_offset() + off);
-                }
-            }
+        if m_name.is_empty()
+            && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
+            && let Some(off) = find_member(btf, &inner, name)
+        {
+            return Some(m.bit_offset() + off);
         }
     }
     None
