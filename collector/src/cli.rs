@@ -84,6 +84,10 @@ pub enum KindArg {
     NewExecEdge,
     NewFileAccess,
     NewNetworkDestination,
+    NewPrivilegeUse,
+    NewDnsName,
+    NewListener,
+    NewFileOperation,
 }
 
 impl From<KindArg> for DeviationKind {
@@ -93,6 +97,10 @@ impl From<KindArg> for DeviationKind {
             KindArg::NewExecEdge => DeviationKind::NewExecEdge,
             KindArg::NewFileAccess => DeviationKind::NewFileAccess,
             KindArg::NewNetworkDestination => DeviationKind::NewNetworkDestination,
+            KindArg::NewPrivilegeUse => DeviationKind::NewPrivilegeUse,
+            KindArg::NewDnsName => DeviationKind::NewDnsName,
+            KindArg::NewListener => DeviationKind::NewListener,
+            KindArg::NewFileOperation => DeviationKind::NewFileOperation,
         }
     }
 }

@@ -45,6 +45,10 @@ pub fn kind_name(kind: i32) -> &'static str {
         Ok(DeviationKind::NewExecEdge) => "new-exec-edge",
         Ok(DeviationKind::NewFileAccess) => "new-file-access",
         Ok(DeviationKind::NewNetworkDestination) => "new-network-destination",
+        Ok(DeviationKind::NewPrivilegeUse) => "new-privilege-use",
+        Ok(DeviationKind::NewDnsName) => "new-dns-name",
+        Ok(DeviationKind::NewListener) => "new-listener",
+        Ok(DeviationKind::NewFileOperation) => "new-file-operation",
         Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
     }
 }
@@ -122,6 +126,7 @@ pub fn to_json(stored: &StoredDeviation) -> Value {
             "ancestry": ancestry,
         },
         "novelty": novelty_json(d),
+        "signals": d.signals,
         "agent_id": stored.agent_id,
         "received": rfc3339_nanos(stored.received_unix_nanos),
     })
@@ -139,6 +144,23 @@ fn novelty_json(d: &Deviation) -> Value {
             "address": dest.address,
             "port": dest.port,
             "protocol": dest.protocol,
+            "dns_name": dest.dns_name,
+        }),
+        Some(What::Privilege(p)) => json!({
+            "operation": p.operation,
+            "detail": p.detail,
+            "result": p.result,
+        }),
+        Some(What::Dns(q)) => json!({ "name": q.name, "type": q.r#type }),
+        Some(What::Listener(l)) => json!({
+            "address": l.address,
+            "port": l.port,
+            "protocol": l.protocol,
+        }),
+        Some(What::FileOperation(f)) => json!({
+            "operation": f.operation,
+            "path": f.path,
+            "detail": f.detail,
         }),
         None => Value::Null,
     }
@@ -187,6 +209,7 @@ pub(crate) mod tests {
                 }],
                 ..Process::default()
             }),
+            signals: vec!["credential".to_owned()],
             novelty: Some(Novelty {
                 what: Some(What::ExecEdge(ExecEdge {
                     parent_executable: "/usr/bin/bash".to_owned(),

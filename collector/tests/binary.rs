@@ -141,6 +141,7 @@ async fn serve_then_list_as_json_and_table_then_stop_on_sigterm() {
         address: "203.0.113.7".into(),
         port: 4444,
         protocol: "tcp".into(),
+        dns_name: "c2.example".into(),
     }));
     let mut agent = AgentStream::open(&url).await;
     let ack = agent
@@ -184,7 +185,7 @@ async fn serve_then_list_as_json_and_table_then_stop_on_sigterm() {
     assert_eq!(net["process"]["argv"][1], "example.com");
     assert_eq!(
         net["novelty"],
-        serde_json::json!({"address": "203.0.113.7", "port": 4444, "protocol": "tcp"})
+        serde_json::json!({"address": "203.0.113.7", "port": 4444, "protocol": "tcp", "dns_name": "c2.example"})
     );
     assert_eq!(
         lines[1]["novelty"],

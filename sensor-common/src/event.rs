@@ -237,12 +237,15 @@ pub struct CgroupCounts {
     pub suppressed: u64,
 }
 
-/// Key of the kernel's seen-set: one image of one process (`mm`, which changes at exec) and the
-/// object it touched. The first occurrence always reaches userspace; exact repeats do not.
+/// Key of the kernel's seen-set: one image of one process (`pid` and `mm`, which changes at
+/// exec; the pair, because a freed `mm` is soon reused by another process) and the object it
+/// touched. The first occurrence always reaches userspace; exact repeats do not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SeenKey {
     pub mm: u64,
+    pub pid: u32,
+    pub _pad: u32,
     /// The event kind, and kind-specific bits (open intent, socket family and port).
     pub kind: u64,
     pub a: u64,

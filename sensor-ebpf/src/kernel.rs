@@ -99,7 +99,8 @@ pub fn seen_before(task: *const u8, kind: u64, a: u64, b: u64, suppressed: Count
     let Some(mm) = read_ptr(task, off!(task_struct_mm)) else {
         return false;
     };
-    let key = SeenKey { mm: mm as u64, kind, a, b };
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let key = SeenKey { mm: mm as u64, pid, _pad: 0, kind, a, b };
     // SAFETY: only the presence of the entry is used.
     if unsafe { SEEN.get(&key) }.is_some() {
         count(suppressed);

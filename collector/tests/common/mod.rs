@@ -132,6 +132,7 @@ pub fn deviation(
             argv: vec!["curl".to_owned(), "example.com".to_owned()],
             ..Process::default()
         }),
+        signals: Vec::new(),
         novelty: Some(Novelty {
             what: Some(What::Executable("/usr/bin/curl".to_owned())),
         }),

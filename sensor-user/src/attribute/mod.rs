@@ -7,6 +7,7 @@
 //! ([`workload_for_cgroup_path`]).
 
 mod cgroup;
+mod context;
 mod process;
 mod procfs;
 mod workload;
@@ -21,6 +22,7 @@ use std::time::SystemTime;
 use crate::event::{Event, EventKind};
 
 pub use cgroup::workload_for_cgroup_path;
+pub use context::Context;
 pub use process::{DEFAULT_MAX_PROCESSES, EXIT_GRACE, MAX_ANCESTRY, ProcessInfo};
 pub use workload::{Workload, WorkloadKind, ci_job_from_env};
 
@@ -33,6 +35,8 @@ pub struct Attributed {
     pub event: Event,
     pub workload: Workload,
     pub process: ProcessInfo,
+    /// What the event means given what came before it (names, drop-and-execute, fileless).
+    pub context: Context,
 }
 
 /// Attributes events to workloads and processes; see the module documentation.
@@ -40,6 +44,7 @@ pub struct Attributed {
 pub struct Attributor {
     cgroups: CgroupResolver,
     processes: ProcessTable,
+    context: context::ContextTracker,
 }
 
 impl Attributor {
@@ -49,6 +54,7 @@ impl Attributor {
         Attributor {
             cgroups: CgroupResolver::new(cgroup_root.into()),
             processes: ProcessTable::new(DEFAULT_MAX_PROCESSES),
+            context: context::ContextTracker::default(),
         }
     }
 
@@ -116,10 +122,12 @@ impl Attributor {
             None => self.cgroups.workload(event.cgroup_id),
         };
         let process = self.processes.info(event.pid);
+        let context = self.context.observe(&event.kind, &workload);
         Attributed {
             event,
             workload,
             process,
+            context,
         }
     }
 

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::Attributed;
-use crate::event::EventKind;
+use crate::event::{EventKind, FileOperation, PrivilegeOp};
+use crate::kernel::dns;
 
 /// One learnable behaviour of a workload. Paths are generalised with [`generalize_path`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -24,7 +25,30 @@ pub enum Behaviour {
         /// `tcp` or `udp`.
         protocol: String,
     },
+    /// A privileged operation: `operation` as in the proto's `PrivilegeUse`, `detail` its
+    /// learnable target (requested ids, fs type, namespace flags...). Refused attempts count.
+    Privilege { operation: String, detail: String },
+    /// A DNS name was queried.
+    DnsName(String),
+    /// A socket listened on this address and port (ephemeral ports, >= 32768, are all `0`:
+    /// test servers pick a new one every run).
+    Listener {
+        address: IpAddr,
+        port: u16,
+        protocol: String,
+    },
+    /// A security-relevant file change: chmod, chown, link, symlink (`detail`: the new mode,
+    /// owner, link or target). Renames, unlinks and mkdirs of build trees are too noisy to
+    /// baseline without path generalisation (a later issue).
+    FileOperation {
+        operation: String,
+        path: String,
+        detail: String,
+    },
 }
+
+/// First port of Linux's default ephemeral range.
+const EPHEMERAL_PORTS: u16 = 32768;
 
 impl Behaviour {
     /// The behaviours `event` shows, in report order (executable before its edge).
@@ -59,10 +83,86 @@ impl Behaviour {
                 port: *port,
                 protocol: protocol.as_str().to_owned(),
             }],
-            // Not (yet) baseline dimensions.
+            EventKind::Privilege { op, .. } => {
+                let (operation, detail) = privilege_key(op);
+                vec![Behaviour::Privilege {
+                    operation: operation.into(),
+                    detail,
+                }]
+            }
+            EventKind::Dns {
+                response: false,
+                message,
+                ..
+            } => dns::parse(message)
+                .map(|m| vec![Behaviour::DnsName(m.question.name)])
+                .unwrap_or_default(),
+            EventKind::Listen {
+                address,
+                port,
+                protocol,
+                ..
+            } => vec![Behaviour::Listener {
+                address: *address,
+                port: if *port >= EPHEMERAL_PORTS { 0 } else { *port },
+                protocol: protocol.as_str().to_owned(),
+            }],
+            EventKind::FileOp(op) => file_operation(op).into_iter().collect(),
+            // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
             _ => Vec::new(),
         }
     }
+}
+
+/// `(operation, detail)` of a privileged operation; the detail leaves out what changes every
+/// time (target pids, results).
+fn privilege_key(op: &PrivilegeOp) -> (&'static str, String) {
+    match op {
+        PrivilegeOp::SetIds { syscall, ids } => (
+            syscall,
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+        ),
+        PrivilegeOp::Capset {
+            effective,
+            permitted,
+        } => (
+            "capset",
+            format!("effective={effective:#x},permitted={permitted:#x}"),
+        ),
+        PrivilegeOp::PtraceAttach { .. } => ("ptrace-attach", String::new()),
+        PrivilegeOp::ReadProcessMemory { .. } => ("read-process-memory", String::new()),
+        PrivilegeOp::WriteProcessMemory { .. } => ("write-process-memory", String::new()),
+        PrivilegeOp::BpfProgramLoad { program_type } => {
+            ("bpf-program-load", format!("type={program_type}"))
+        }
+        PrivilegeOp::KernelModuleLoad { name } => {
+            ("kernel-module-load", name.clone().unwrap_or_default())
+        }
+        PrivilegeOp::Mount { fstype, target, .. } => {
+            ("mount", format!("{fstype} on {}", generalize_path(target)))
+        }
+        PrivilegeOp::Umount { target } => ("umount", generalize_path(target)),
+        PrivilegeOp::Unshare { flags } => ("unshare", format!("{flags:#x}")),
+        PrivilegeOp::Setns { nstype } => ("setns", format!("{nstype:#x}")),
+    }
+}
+
+fn file_operation(op: &FileOperation) -> Option<Behaviour> {
+    let (operation, path, detail) = match op {
+        FileOperation::Chmod { path, mode } => ("chmod", path, format!("{mode:o}")),
+        FileOperation::Chown { path, uid, gid } => {
+            let id = |v: &Option<u32>| v.map_or("-".to_owned(), |v| v.to_string());
+            ("chown", path, format!("{}:{}", id(uid), id(gid)))
+        }
+        FileOperation::Link { existing, new } => ("link", existing, generalize_path(new)),
+        FileOperation::Symlink { target, link } => ("symlink", link, target.clone()),
+        _ => return None,
+    };
+    Some(Behaviour::FileOperation {
+        operation: operation.into(),
+        path: generalize_path(path),
+        detail,
+    })
 }
 
 /// The minimal generalisation that makes identical runs identical: per-process procfs paths

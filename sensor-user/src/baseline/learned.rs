@@ -87,15 +87,20 @@ impl WorkloadBaseline {
         }
     }
 
-    /// Counts of learnt behaviours: executables, edges, file accesses, destinations.
-    pub(crate) fn sizes(&self) -> [usize; 4] {
-        let mut sizes = [0; 4];
+    /// Counts of learnt behaviours: executables, edges, file accesses, destinations, and the
+    /// rest (privileges, DNS names, listeners, file operations).
+    pub(crate) fn sizes(&self) -> [usize; 5] {
+        let mut sizes = [0; 5];
         for b in &self.learned {
             let i = match b {
                 Behaviour::Executable(_) => 0,
                 Behaviour::ExecEdge { .. } => 1,
                 Behaviour::File { .. } => 2,
                 Behaviour::Destination { .. } => 3,
+                Behaviour::Privilege { .. }
+                | Behaviour::DnsName(_)
+                | Behaviour::Listener { .. }
+                | Behaviour::FileOperation { .. } => 4,
             };
             sizes[i] += 1;
         }

@@ -69,6 +69,8 @@ pub struct WorkloadSummary {
     pub exec_edges: usize,
     pub file_accesses: usize,
     pub destinations: usize,
+    /// Privileges, DNS names, listeners and file operations.
+    pub other: usize,
     /// Deviations reported so far.
     pub reported: usize,
 }
@@ -92,8 +94,13 @@ impl fmt::Display for WorkloadSummary {
         }
         write!(
             f,
-            "; {} executables, {} exec edges, {} file accesses, {} destinations, {} reported",
-            self.executables, self.exec_edges, self.file_accesses, self.destinations, self.reported
+            "; {} executables, {} exec edges, {} file accesses, {} destinations, {} other, {} reported",
+            self.executables,
+            self.exec_edges,
+            self.file_accesses,
+            self.destinations,
+            self.other,
+            self.reported
         )
     }
 }
@@ -209,7 +216,8 @@ impl Engine {
             .workloads
             .iter()
             .map(|(id, t)| {
-                let [executables, exec_edges, file_accesses, destinations] = t.baseline.sizes();
+                let [executables, exec_edges, file_accesses, destinations, other] =
+                    t.baseline.sizes();
                 WorkloadSummary {
                     workload: id.clone(),
                     status: self.status(&t.baseline, reference),
@@ -217,6 +225,7 @@ impl Engine {
                     exec_edges,
                     file_accesses,
                     destinations,
+                    other,
                     reported: t.baseline.reported.len(),
                 }
             })

@@ -61,6 +61,7 @@ fn ev(
             ancestry: vec![(pid - 1, parent.into())],
             parent_executable: Some(parent.into()),
         },
+        context: Default::default(),
     }
 }
 
@@ -341,6 +342,7 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
             DeviationKind::NewNetworkDestination,
             Severity::Medium,
             Some(What::Destination(v1::NetworkDestination {
+                dns_name: String::new(),
                 address: "203.0.113.9".into(),
                 port: 4444,
                 protocol: "tcp".into(),
@@ -523,7 +525,7 @@ fn summary_display_is_one_line() {
     assert_eq!(
         line,
         format!(
-            "{JOB}: learning (2/5 runs); 2 executables, 2 exec edges, 3 file accesses, 1 destinations, 0 reported"
+            "{JOB}: learning (2/5 runs); 2 executables, 2 exec edges, 3 file accesses, 1 destinations, 0 other, 0 reported"
         )
     );
 }

@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use super::severity;
 use crate::attribute::{Attributed, ProcessInfo, Workload, WorkloadKind};
 use crate::baseline::Behaviour;
+use crate::event::EventKind;
+use crate::kernel::dns;
 
 /// Domain separation for deviation ids (bump when the id recipe changes).
 const ID_DOMAIN: &[u8] = b"sensor.v1.Deviation/1";
@@ -21,13 +23,31 @@ pub fn build(host: &str, event: &Attributed, behaviour: &Behaviour, id: String) 
         host: host.to_owned(),
         workload: Some(v1::Workload::from(&event.workload)),
         kind: deviation_kind(behaviour).into(),
-        severity: severity(behaviour).into(),
+        severity: severity(behaviour, &event.context).into(),
         summary: summary(event, behaviour),
         process: Some(v1::Process::from(&event.process)),
         novelty: Some(v1::Novelty {
-            what: Some(novelty(behaviour)),
+            what: Some(novelty(event, behaviour)),
         }),
+        signals: signals(event, behaviour),
     }
+}
+
+/// Context worth saying next to the novelty (see `Deviation.signals` in the proto).
+fn signals(event: &Attributed, behaviour: &Behaviour) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Behaviour::Executable(_) = behaviour {
+        if event.context.dropped_then_executed {
+            out.push("dropped-then-executed".to_owned());
+        }
+        if event.context.fileless {
+            out.push("fileless".to_owned());
+        }
+    }
+    if super::severity::is_credential_access(behaviour) {
+        out.push("credential".to_owned());
+    }
+    out
 }
 
 /// Stable id of "`behaviour` is new in `workload_id` on `host`": lowercase hex SHA-256 of the
@@ -45,6 +65,20 @@ pub fn deviation_id(host: &str, workload_id: &str, behaviour: &Behaviour) -> Str
             port,
             protocol,
         } => fields.extend([address.to_string(), port.to_string(), protocol.clone()]),
+        Behaviour::Privilege { operation, detail } => {
+            fields.extend([operation.clone(), detail.clone()])
+        }
+        Behaviour::DnsName(name) => fields.push(name.clone()),
+        Behaviour::Listener {
+            address,
+            port,
+            protocol,
+        } => fields.extend([address.to_string(), port.to_string(), protocol.clone()]),
+        Behaviour::FileOperation {
+            operation,
+            path,
+            detail,
+        } => fields.extend([operation.clone(), path.clone(), detail.clone()]),
     }
     let mut hasher = Sha256::new();
     hasher.update(ID_DOMAIN);
@@ -66,6 +100,10 @@ pub fn deviation_kind(behaviour: &Behaviour) -> DeviationKind {
         Behaviour::ExecEdge { .. } => DeviationKind::NewExecEdge,
         Behaviour::File { .. } => DeviationKind::NewFileAccess,
         Behaviour::Destination { .. } => DeviationKind::NewNetworkDestination,
+        Behaviour::Privilege { .. } => DeviationKind::NewPrivilegeUse,
+        Behaviour::DnsName(_) => DeviationKind::NewDnsName,
+        Behaviour::Listener { .. } => DeviationKind::NewListener,
+        Behaviour::FileOperation { .. } => DeviationKind::NewFileOperation,
     }
 }
 
@@ -101,12 +139,45 @@ fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
             protocol,
         } => {
             let dest = SocketAddr::new(*address, *port);
-            format!("new network destination {dest}/{protocol}{by} in {workload}")
+            let name = event
+                .context
+                .dns_name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            format!("new network destination {dest}/{protocol}{name}{by} in {workload}")
+        }
+        Behaviour::Privilege { operation, detail } => {
+            let result = match &event.event.kind {
+                EventKind::Privilege { result, .. } if *result < 0 => " (refused)",
+                _ => "",
+            };
+            format!("new privilege use {operation} {detail}{result}{by} in {workload}")
+        }
+        Behaviour::DnsName(name) => format!("new DNS name {name}{by} in {workload}"),
+        Behaviour::Listener {
+            address,
+            port,
+            protocol,
+        } => {
+            let port = if *port == 0 {
+                "ephemeral".to_owned()
+            } else {
+                port.to_string()
+            };
+            format!("new listener {address}:{port}/{protocol}{by} in {workload}")
+        }
+        Behaviour::FileOperation {
+            operation,
+            path,
+            detail,
+        } => {
+            format!("new file operation {operation} {path} {detail}{by} in {workload}")
         }
     }
 }
 
-fn novelty(behaviour: &Behaviour) -> What {
+fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
     match behaviour.clone() {
         Behaviour::Executable(path) => What::Executable(path),
         Behaviour::ExecEdge { parent, child } => What::ExecEdge(v1::ExecEdge {
@@ -122,6 +193,43 @@ fn novelty(behaviour: &Behaviour) -> What {
             address: address.to_string(),
             port: port.into(),
             protocol,
+            dns_name: event.context.dns_name.clone().unwrap_or_default(),
+        }),
+        Behaviour::Privilege { operation, detail } => What::Privilege(v1::PrivilegeUse {
+            operation,
+            detail,
+            result: match &event.event.kind {
+                EventKind::Privilege { result, .. } => *result,
+                _ => 0,
+            },
+        }),
+        Behaviour::DnsName(name) => {
+            let r#type = match &event.event.kind {
+                EventKind::Dns { message, .. } => dns::parse(message).map(|m| m.question.qtype),
+                _ => None,
+            };
+            What::Dns(v1::DnsQuery {
+                name,
+                r#type: r#type.unwrap_or_default(),
+            })
+        }
+        Behaviour::Listener {
+            address,
+            port,
+            protocol,
+        } => What::Listener(v1::Listener {
+            address: address.to_string(),
+            port: port.into(),
+            protocol,
+        }),
+        Behaviour::FileOperation {
+            operation,
+            path,
+            detail,
+        } => What::FileOperation(v1::FileOperation {
+            operation,
+            path,
+            detail,
         }),
     }
 }
@@ -205,6 +313,7 @@ mod tests {
                 ancestry: vec![(11, "/bin/bash".into()), (10, "/usr/bin/runner".into())],
                 parent_executable: Some("/bin/bash".into()),
             },
+            context: Default::default(),
         }
     }
 

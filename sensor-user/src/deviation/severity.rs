@@ -9,6 +9,16 @@
 //! | new file access        | LOW for reads; MEDIUM when it writes, creates or truncates; HIGH  |
 //! |                        | for any access to a credential-looking path (see below)           |
 //! | new network destination| MEDIUM                                                            |
+//! | new privilege use      | HIGH for ptrace, other processes' memory, bpf and module loads;   |
+//! |                        | MEDIUM otherwise (uid/gid changes, capset, mount, namespaces)     |
+//! | new DNS name           | LOW; HIGH for tunnelling-shaped names (a label over 40 characters |
+//! |                        | or a name over 100)                                               |
+//! | new listener           | MEDIUM                                                            |
+//! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
+//!
+//! Context raises an executable to CRITICAL when it was written by the same workload before it
+//! ran (drop and execute) or has no file (memfd, deleted): fileless or freshly dropped tools are
+//! what intruders run and builds rarely do.
 //!
 //! Credential-looking paths: anything under a `.ssh/` directory, `.aws/credentials`,
 //! `.git-credentials`, `.npmrc`, `.pypirc`, `.docker/config.json`, kubernetes secrets
@@ -17,6 +27,7 @@
 
 use proto::v1::Severity;
 
+use crate::attribute::Context;
 use crate::baseline::Behaviour;
 
 /// Directories whose executables are suspicious: world-writable scratch space and home dirs.
@@ -26,7 +37,7 @@ const SCRATCH_OR_HOME: &[&str] = &[
     "/dev/shm/",
     "/home/",
     "/root/",
-    "/memfd:",
+    "memfd:",
 ];
 /// Path suffixes (after a `/`) of credential files.
 const CREDENTIAL_FILES: &[&str] = &[
@@ -41,8 +52,34 @@ const CREDENTIAL_DIRS: &[&str] = &["/var/run/secrets/", "/run/secrets/"];
 const MODIFYING: &[&str] = &["write", "create", "truncate"];
 const CREDENTIAL_EXACT: &[&str] = &["/etc/shadow", "/etc/gshadow"];
 
-/// The severity of reporting `behaviour` as new (see the module table).
-pub fn severity(behaviour: &Behaviour) -> Severity {
+/// Privileged operations that reach into other processes or the kernel.
+const INTRUSIVE_PRIVILEGES: &[&str] = &[
+    "ptrace-attach",
+    "read-process-memory",
+    "write-process-memory",
+    "bpf-program-load",
+    "kernel-module-load",
+];
+
+/// The severity of reporting `behaviour` as new in `context` (see the module table).
+pub fn severity(behaviour: &Behaviour, context: &Context) -> Severity {
+    if matches!(behaviour, Behaviour::Executable(_))
+        && (context.dropped_then_executed || context.fileless)
+    {
+        return Severity::Critical;
+    }
+    base_severity(behaviour)
+}
+
+/// True when `behaviour` touches a credential store.
+pub fn is_credential_access(behaviour: &Behaviour) -> bool {
+    match behaviour {
+        Behaviour::File { path, .. } | Behaviour::FileOperation { path, .. } => is_credential(path),
+        _ => false,
+    }
+}
+
+fn base_severity(behaviour: &Behaviour) -> Severity {
     match behaviour {
         Behaviour::Executable(path) if SCRATCH_OR_HOME.iter().any(|d| path.starts_with(d)) => {
             Severity::High
@@ -57,6 +94,28 @@ pub fn severity(behaviour: &Behaviour) -> Severity {
         }
         Behaviour::File { .. } => Severity::Low,
         Behaviour::Destination { .. } => Severity::Medium,
+        Behaviour::Privilege { operation, .. }
+            if INTRUSIVE_PRIVILEGES.contains(&operation.as_str()) =>
+        {
+            Severity::High
+        }
+        Behaviour::Privilege { .. } => Severity::Medium,
+        Behaviour::DnsName(name)
+            if name.len() > 100 || name.split('.').any(|label| label.len() > 40) =>
+        {
+            Severity::High
+        }
+        Behaviour::DnsName(_) => Severity::Low,
+        Behaviour::Listener { .. } => Severity::Medium,
+        Behaviour::FileOperation { path, .. } if is_credential(path) => Severity::High,
+        Behaviour::FileOperation {
+            operation, detail, ..
+        } if operation == "chmod"
+            && u32::from_str_radix(detail, 8).is_ok_and(|mode| mode & 0o6000 != 0) =>
+        {
+            Severity::High
+        }
+        Behaviour::FileOperation { .. } => Severity::Low,
     }
 }
 
@@ -88,7 +147,7 @@ mod tests {
             (exe("/var/tmp/x"), Severity::High),
             (exe("/home/runner/work/app/bin/tool"), Severity::High),
             (exe("/root/go/bin/x"), Severity::High),
-            (exe("/memfd:payload (deleted)"), Severity::High),
+            (exe("memfd:payload (deleted)"), Severity::High),
             (exe("/tmpfoo/x"), Severity::Medium),
             (
                 Behaviour::ExecEdge {
@@ -131,7 +190,47 @@ mod tests {
             ),
         ];
         for (behaviour, want) in cases {
-            assert_eq!(severity(&behaviour), want, "{behaviour:?}");
+            assert_eq!(
+                severity(&behaviour, &Context::default()),
+                want,
+                "{behaviour:?}"
+            );
         }
+    }
+
+    #[test]
+    fn new_dimensions_and_context() {
+        let ctx = Context::default();
+        let privilege = |op: &str| Behaviour::Privilege {
+            operation: op.into(),
+            detail: String::new(),
+        };
+        assert_eq!(severity(&privilege("ptrace-attach"), &ctx), Severity::High);
+        assert_eq!(severity(&privilege("setresuid"), &ctx), Severity::Medium);
+        assert_eq!(
+            severity(&Behaviour::DnsName("pypi.org".into()), &ctx),
+            Severity::Low
+        );
+        let tunnel = format!("{}.exfil.test", "a".repeat(50));
+        assert_eq!(severity(&Behaviour::DnsName(tunnel), &ctx), Severity::High);
+        let chmod = |mode: &str| Behaviour::FileOperation {
+            operation: "chmod".into(),
+            path: "/tmp/x".into(),
+            detail: mode.into(),
+        };
+        assert_eq!(severity(&chmod("755"), &ctx), Severity::Low);
+        assert_eq!(severity(&chmod("4755"), &ctx), Severity::High);
+        let dropped = Context {
+            dropped_then_executed: true,
+            ..Context::default()
+        };
+        assert_eq!(
+            severity(&Behaviour::Executable("/tmp/x".into()), &dropped),
+            Severity::Critical
+        );
+        assert_eq!(
+            severity(&Behaviour::DnsName("a.b".into()), &dropped),
+            Severity::Low
+        );
     }
 }
