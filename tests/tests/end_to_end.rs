@@ -17,6 +17,8 @@ if [ -n "$MALICIOUS" ]; then
   /usr/bin/id > /dev/null
   cat "$WORK/secret.txt" > /dev/null
   exec 3<>"/dev/tcp/127.0.0.1/$PORT2"; exec 3>&-
+  cp /bin/true "$WORK/dropped"; chmod 755 "$WORK/dropped"; "$WORK/dropped"
+  /usr/bin/unshare --uts /bin/true
 fi
 "#;
 
@@ -146,7 +148,16 @@ fn ci_job_learns_then_reports_new_behaviour() {
                 && d["novelty"]["address"] == "127.0.0.1"
                 && d["novelty"]["port"] == ports.1
         });
-        (exe && file && net).then_some(all)
+        let dropped = has(&|d| {
+            d["kind"] == "new-executable"
+                && d["novelty"]["executable"].as_str().is_some_and(|p| p.ends_with("/work/dropped"))
+                && d["severity"] == "critical"
+                && d["signals"].as_array().is_some_and(|s| s.iter().any(|s| s == "dropped-then-executed"))
+        });
+        let privilege = has(&|d| {
+            d["kind"] == "new-privilege-use" && d["novelty"]["operation"] == "unshare" && d["novelty"]["result"] == 0
+        });
+        (exe && file && net && dropped && privilege).then_some(all)
     });
 
     for d in &found {
