@@ -26,6 +26,7 @@ pub struct KernelOffsets {
     pub fdtable_fd: u64,
     pub file_f_path: u64,
     pub file_private_data: u64,
+    pub file_f_flags: u64,
     pub path_mnt: u64,
     pub path_dentry: u64,
     pub dentry_d_parent: u64,

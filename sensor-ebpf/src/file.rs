@@ -1,5 +1,7 @@
-//! File opens: flags are taken at syscall entry, the path from the opened `struct file` at exit,
-//! so relative paths, `..` and symlinks come out resolved exactly as the kernel resolved them.
+//! File opens: the path comes from the opened `struct file` at exit, so relative paths, `..` and
+//! symlinks come out resolved exactly as the kernel resolved them. The access mode is read from
+//! the file too; only O_CREAT and O_TRUNC, which the kernel clears from `f_flags`, must be kept
+//! from syscall entry, and only opens that carry them pay for a map entry.
 //!
 //! Classic syscall tracepoints: every argument is an 8-byte slot after the 8-byte common header
 //! and the 8-byte syscall number, so argument `i` is at `16 + 8 * i`; the return value is at 16.
@@ -29,7 +31,7 @@ const O_TRUNC: u32 = 0o1000;
 
 #[inline(always)]
 fn remember(flags: u32) -> u32 {
-    if !is_self() {
+    if flags & (O_CREAT | O_TRUNC) != 0 && !is_self() {
         let _ = PENDING_OPENS.insert(&bpf_get_current_pid_tgid(), &flags, 0);
     }
     0
@@ -70,12 +72,15 @@ pub fn file_openat2(ctx: TracePointContext) -> u32 {
 /// Exit of every open-like syscall: emits the record when the open succeeded.
 #[tracepoint]
 pub fn file_open_exit(ctx: TracePointContext) -> u32 {
+    if is_self() {
+        return 0;
+    }
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(flags) = (unsafe { PENDING_OPENS.get(&key) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING_OPENS.remove(&key);
+    let pending = (unsafe { PENDING_OPENS.get(&key) }).copied();
+    if pending.is_some() {
+        let _ = PENDING_OPENS.remove(&key);
+    }
     // SAFETY: RET is inside the tracepoint record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
     if ret < 0 {
@@ -84,6 +89,10 @@ pub fn file_open_exit(ctx: TracePointContext) -> u32 {
     let task = current_task();
     let Some(file) = file_of_fd(task, ret as u32) else {
         return 0;
+    };
+    let flags = match pending {
+        Some(flags) => flags,
+        None => read::<u32>(file, off!(file_f_flags)).unwrap_or(0),
     };
     // Repeats of the same (process image, file, intent) stop here, before the path walk.
     if let Some(inode) = read_ptr(file, off!(file_f_inode)) {

@@ -9,7 +9,7 @@ use sensor_common::{COUNTERS_LEN, CgroupCounts, KernelOffsets, SeenKey};
 /// All records to userspace. One ring for all CPUs keeps causal order (a fork is always read
 /// before the child's first event), which the agent's process tree relies on.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Loss and error counters, indexed by `sensor_common::Counter`.
 #[map]

@@ -150,12 +150,18 @@ fn ci_job_learns_then_reports_new_behaviour() {
         });
         let dropped = has(&|d| {
             d["kind"] == "new-executable"
-                && d["novelty"]["executable"].as_str().is_some_and(|p| p.ends_with("/work/dropped"))
+                && d["novelty"]["executable"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/work/dropped"))
                 && d["severity"] == "critical"
-                && d["signals"].as_array().is_some_and(|s| s.iter().any(|s| s == "dropped-then-executed"))
+                && d["signals"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s == "dropped-then-executed"))
         });
         let privilege = has(&|d| {
-            d["kind"] == "new-privilege-use" && d["novelty"]["operation"] == "unshare" && d["novelty"]["result"] == 0
+            d["kind"] == "new-privilege-use"
+                && d["novelty"]["operation"] == "unshare"
+                && d["novelty"]["result"] == 0
         });
         (exe && file && net && dropped && privilege).then_some(all)
     });

@@ -73,6 +73,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "build",
             "--release",
             "--quiet",
+            "--workspace",
             "--bin",
             "sensor",
             "--bin",

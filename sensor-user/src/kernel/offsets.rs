@@ -55,6 +55,7 @@ pub fn load(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         fdtable_fd: o("fdtable", "fd")?,
         file_f_path: o("file", "f_path")?,
         file_private_data: o("file", "private_data")?,
+        file_f_flags: o("file", "f_flags")?,
         path_mnt: o("path", "mnt")?,
         path_dentry: o("path", "dentry")?,
         dentry_d_parent: o("dentry", "d_parent")?,
