@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attribute::Attributor;
 use crate::baseline::{Engine, LearningConfig};
 use crate::kernel::{self, BootClock, Sensor};
+use crate::status;
 use crate::transport::{Transport, TransportConfig};
 
 /// Everything `sensor run` needs.
@@ -71,11 +72,12 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         state_dir = %config.state_dir.display(),
         "sensor ready"
     );
-    write_status(&config, &sensor, &engine, 0);
+    status::write(&config, &sensor, &engine, 0);
 
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     let mut last_counters = sensor.counters();
     let mut events: u64 = 0;
+    let mut losses = LossWatch::new(&sensor);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -86,11 +88,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                     Ok(event) => found.extend(engine.observe(&attributor.attribute(event))),
                     Err(e) => tracing::warn!(error = %e, "undecodable kernel record"),
                 }) as u64;
-                deliver(&transport, found);
+                deliver(&transport, &sensor, &mut losses, found);
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
-                write_status(&config, &sensor, &engine, events);
+                status::write(&config, &sensor, &engine, events);
             }
         }
     }
@@ -102,8 +104,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             found.extend(engine.observe(&attributor.attribute(event)));
         }
     });
-    deliver(&transport, found);
-    write_status(&config, &sensor, &engine, events);
+    deliver(&transport, &sensor, &mut losses, found);
+    status::write(&config, &sensor, &engine, events);
     drop(sensor);
     if let Err(e) = engine.persist() {
         tracing::error!(error = %e, "could not save baselines at shutdown");
@@ -113,9 +115,57 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     Ok(())
 }
 
-fn deliver(transport: &Transport, found: Vec<proto::v1::Deviation>) {
+/// How long after the kernel lost records a deviation is marked `overlapped-loss`: evidence that
+/// would qualify it (an earlier write, the DNS answer, the parent's exec) may be missing.
+const LOSS_WINDOW: Duration = Duration::from_secs(30);
+
+/// Remembers when the kernel last lost records.
+struct LossWatch {
+    total: u64,
+    at: Option<std::time::Instant>,
+}
+
+impl LossWatch {
+    fn new(sensor: &Sensor) -> Self {
+        LossWatch {
+            total: lost_total(sensor),
+            at: None,
+        }
+    }
+
+    /// Whether records were lost within [`LOSS_WINDOW`] (reads the counters now).
+    fn recent(&mut self, sensor: &Sensor) -> bool {
+        let total = lost_total(sensor);
+        if total > self.total {
+            self.total = total;
+            self.at = Some(std::time::Instant::now());
+        }
+        self.at.is_some_and(|at| at.elapsed() < LOSS_WINDOW)
+    }
+}
+
+pub(crate) fn lost_total(sensor: &Sensor) -> u64 {
+    sensor
+        .counters()
+        .iter()
+        .filter(|(name, _)| name.starts_with("lost_"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn deliver(
+    transport: &Transport,
+    sensor: &Sensor,
+    losses: &mut LossWatch,
+    mut found: Vec<proto::v1::Deviation>,
+) {
     if found.is_empty() {
         return;
+    }
+    if losses.recent(sensor) {
+        for d in &mut found {
+            d.signals.push("overlapped-loss".to_owned());
+        }
     }
     for d in &found {
         tracing::info!(workload = d.workload.as_ref().map(|w| w.id.as_str()).unwrap_or(""), summary = %d.summary, "deviation");
@@ -147,33 +197,4 @@ fn housekeeping(
     }
     *last = now;
     tracing::debug!(events, "housekeeping");
-}
-
-/// `state_dir/status.json`, rewritten at start, on every housekeeping tick and at exit: what is
-/// attached, event and loss counts, workloads. For operators, and for tests waiting on
-/// readiness. Written to a temporary file and renamed, so a reader never sees half of it.
-fn write_status(config: &AgentConfig, sensor: &Sensor, engine: &Engine, events: u64) {
-    let counters = sensor.counters();
-    let lost: u64 = counters
-        .iter()
-        .filter(|(name, _)| name.starts_with("lost_"))
-        .map(|(_, n)| n)
-        .sum();
-    let status = serde_json::json!({
-        "pid": std::process::id(),
-        "collector": config.collector_url,
-        "attached": sensor.attached,
-        "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
-        "events": events,
-        "lost": lost,
-        "counters": counters.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        "workloads": engine.summary().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-    });
-    let path = config.state_dir.join("status.json");
-    let tmp = config.state_dir.join("status.json.tmp");
-    let written =
-        std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "could not write status file");
-    }
 }

@@ -27,6 +27,19 @@ pub enum LogFormat {
 pub enum Command {
     /// Watch this host in the foreground until SIGINT/SIGTERM, streaming deviations.
     Run(RunArgs),
+    /// Show what the sensor using a state directory is doing: programs, events, losses,
+    /// workloads and their learning state.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The state directory of the sensor to ask.
+    #[arg(long, default_value = "/var/lib/sensor", env = "SENSOR_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Print the raw status as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

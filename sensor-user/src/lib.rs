@@ -12,4 +12,5 @@ pub mod cli;
 pub mod deviation;
 pub mod event;
 pub mod kernel;
+pub mod status;
 pub mod transport;

@@ -34,7 +34,17 @@ fn main() -> ExitCode {
                         filter_repeats: !args.no_kernel_filter,
                     },
                 };
-                agent::run(config, cancel).await
+                agent::run(config, cancel).await.map_err(|e| e.to_string())
+            }
+            Command::Status(args) => {
+                let status =
+                    sensor_user::status::read(&args.state_dir).map_err(|e| e.to_string())?;
+                if args.json {
+                    println!("{status}");
+                } else {
+                    print!("{}", sensor_user::status::render(&status));
+                }
+                Ok(())
             }
         }
     });

@@ -76,3 +76,14 @@ fn collector_query_without_server_says_so() {
         .unwrap();
     assert_clear_failure(&out, "cannot reach collector");
 }
+
+#[test]
+fn status_without_a_sensor_says_so() {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_bin("sensor"))
+        .args(["status", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_clear_failure(&out, "is `sensor run` using this --state-dir?");
+}

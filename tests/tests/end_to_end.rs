@@ -189,6 +189,33 @@ fn ci_job_learns_then_reports_new_behaviour() {
     ids.dedup();
     assert_eq!(ids.len(), found.len());
 
+    // `sensor status` reports the attached programs and the job's learning state.
+    let status = wait_for("status listing the job", Duration::from_secs(10), || {
+        let out = Command::new(workspace_bin("sensor"))
+            .args(["status", "--json", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let listed = status["workloads"]
+            .as_array()?
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with(workload)));
+        listed.then_some(status)
+    });
+    assert_eq!(status["running"], true);
+    assert!(status["attached"].as_array().unwrap().len() > 20);
+    let text = Command::new(workspace_bin("sensor"))
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("detecting"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
     assert!(terminate(sensor).success(), "sensor exits 0 on SIGTERM");
     assert!(
         terminate(collector).success(),

@@ -1,0 +1,102 @@
+//! `<state-dir>/status.json`: what a running agent is doing, written by the agent and read by
+//! `sensor status` (and by tests and benchmarks waiting for readiness or reading counters).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::agent::{self, AgentConfig};
+use crate::baseline::Engine;
+use crate::kernel::Sensor;
+
+/// Where the status of the agent using `state_dir` lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+/// `state_dir/status.json`, rewritten at start, on every housekeeping tick and at exit: what is
+/// attached, event and loss counts, workloads. For operators, and for tests waiting on
+/// readiness. Written to a temporary file and renamed, so a reader never sees half of it.
+pub(crate) fn write(config: &AgentConfig, sensor: &Sensor, engine: &Engine, events: u64) {
+    let counters = sensor.counters();
+    let lost = agent::lost_total(sensor);
+    let status = serde_json::json!({
+        "pid": std::process::id(),
+        "collector": config.collector_url,
+        "attached": sensor.attached,
+        "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
+        "events": events,
+        "lost": lost,
+        "counters": counters.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        "workloads": engine.summary().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+    });
+    let path = path(&config.state_dir);
+    let tmp = config.state_dir.join("status.json.tmp");
+    let written =
+        std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not write status file");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no status at {0}: is `sensor run` using this --state-dir?")]
+    Missing(String),
+    #[error("status file {0} is unreadable: {1}")]
+    Corrupt(String, String),
+}
+
+/// The status as JSON, with `running` added (whether its pid is alive).
+pub fn read(state_dir: &Path) -> Result<Value, StatusError> {
+    let path = path(state_dir);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| StatusError::Missing(path.display().to_string()))?;
+    let mut status: Value = serde_json::from_str(&text)
+        .map_err(|e| StatusError::Corrupt(path.display().to_string(), e.to_string()))?;
+    let pid = status["pid"].as_u64().unwrap_or(0);
+    let running = pid != 0 && Path::new(&format!("/proc/{pid}")).exists();
+    status["running"] = Value::Bool(running);
+    Ok(status)
+}
+
+/// A few lines for a human.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let running = if status["running"] == true {
+        "running"
+    } else {
+        "not running (last status)"
+    };
+    out.push_str(&format!("sensor pid {}: {running}\n", status["pid"]));
+    out.push_str(&format!(
+        "collector: {}\n",
+        status["collector"].as_str().unwrap_or("?")
+    ));
+    let attached = status["attached"].as_array().map_or(0, Vec::len);
+    let skipped = status["skipped"].as_array().map_or(0, Vec::len);
+    out.push_str(&format!(
+        "programs: {attached} attached, {skipped} skipped\n"
+    ));
+    out.push_str(&format!(
+        "events: {}, lost: {}\n",
+        status["events"], status["lost"]
+    ));
+    if let Some(counters) = status["counters"].as_object() {
+        let nonzero: Vec<String> = counters
+            .iter()
+            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !nonzero.is_empty() {
+            out.push_str(&format!("counters: {}\n", nonzero.join(" ")));
+        }
+    }
+    if let Some(workloads) = status["workloads"].as_array() {
+        out.push_str(&format!("workloads ({}):\n", workloads.len()));
+        for w in workloads {
+            out.push_str(&format!("  {}\n", w.as_str().unwrap_or("?")));
+        }
+    }
+    out
+}
