@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::peers;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Small operation counts and one round: checks the harness, not the numbers.
@@ -17,6 +19,9 @@ pub struct Args {
     /// Rounds per configuration (the median is reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Skip the peers (auditd, bpftrace), which are otherwise installed with apt if missing.
+    #[arg(long)]
+    no_peers: bool,
     /// Where the markdown report goes.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -43,15 +48,42 @@ enum Config {
     Without,
     Filtered,
     Unfiltered,
+    Peer(peers::Kind),
 }
 
 impl Config {
-    const ALL: [Config; 3] = [Config::Without, Config::Filtered, Config::Unfiltered];
     fn name(self) -> &'static str {
         match self {
             Config::Without => "without sensor",
             Config::Filtered => "sensor (kernel filter on)",
             Config::Unfiltered => "sensor (every event to userspace)",
+            Config::Peer(peers::Kind::Auditd) => "peer: auditd (execve, open*, connect rules)",
+            Config::Peer(peers::Kind::Bpftrace) => {
+                "peer: bpftrace (execve, open*, connect printed)"
+            }
+        }
+    }
+}
+
+/// What watches the workload in one run.
+enum Monitor {
+    Sensor(SensorUnderTest),
+    Peer(peers::Peer),
+}
+
+impl Monitor {
+    fn pid(&self) -> u32 {
+        match self {
+            Monitor::Sensor(s) => s.sensor.id(),
+            Monitor::Peer(p) => p.pid(),
+        }
+    }
+
+    /// Stops it; returns the records it reported lost (0 for peers: not comparable).
+    fn stop(self) -> anyhow::Result<u64> {
+        match self {
+            Monitor::Sensor(s) => s.stop(),
+            Monitor::Peer(p) => p.stop().map(|()| 0),
         }
     }
 }
@@ -86,6 +118,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("building the release binaries failed");
     }
     let bin = root.join("target/release");
+    let mut configs = vec![Config::Without, Config::Filtered, Config::Unfiltered];
+    if !args.no_peers {
+        peers::install()?;
+        configs.extend([
+            Config::Peer(peers::Kind::Auditd),
+            Config::Peer(peers::Kind::Bpftrace),
+        ]);
+    }
+    let mut summary = String::new();
     let rounds = if args.quick { 1 } else { args.rounds };
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;
@@ -97,11 +138,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *sensor CPU* is the agent's CPU time per wall second of the load generator's run (setup included, plus 0.3 s to catch up); *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
+        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *monitor CPU* is the agent's (or the peer's) CPU time per wall second of the load generator's run (setup included, plus 0.3 s to catch up); *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
     )?;
     writeln!(
         report,
-        "| workload | config | ops/s | ratio | sensor CPU | sensor RSS | lost |"
+        "| workload | config | ops/s | ratio | monitor CPU | monitor RSS | lost |"
     )?;
     writeln!(report, "|---|---|---:|---:|---:|---:|---:|")?;
     for (workload, full_ops, what) in WORKLOADS {
@@ -110,9 +151,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             *full_ops
         };
-        let mut samples: Vec<Vec<Sample>> = Config::ALL.iter().map(|_| Vec::new()).collect();
+        let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            for (i, config) in Config::ALL.iter().enumerate() {
+            for (i, config) in configs.iter().enumerate() {
                 eprintln!(
                     "[bench] {workload} x{ops}: {} (round {}/{rounds})",
                     config.name(),
@@ -122,7 +163,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
         let base = median(samples[0].iter().map(|s| s.ops_per_sec));
-        for (i, config) in Config::ALL.iter().enumerate() {
+        for (i, config) in configs.iter().enumerate() {
             let s = &samples[i];
             let ops_s = median(s.iter().map(|s| s.ops_per_sec));
             let (cpu, rss, lost) = if *config == Config::Without {
@@ -144,6 +185,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 base / ops_s
             )?;
         }
+        // Added overhead (ratio - 1) of the sensor against auditd's, the "10x less".
+        let ratio = |c: Config| {
+            configs
+                .iter()
+                .position(|x| *x == c)
+                .map(|i| base / median(samples[i].iter().map(|s| s.ops_per_sec)))
+        };
+        if let (Some(ours), Some(audit)) = (
+            ratio(Config::Filtered),
+            ratio(Config::Peer(peers::Kind::Auditd)),
+        ) {
+            writeln!(
+                summary,
+                "| {workload} | {:+.1}% | {:+.1}% | {} |",
+                (ours - 1.0) * 100.0,
+                (audit - 1.0) * 100.0,
+                if ours > 1.0 && audit > 1.0 {
+                    format!("{:.1}x", (audit - 1.0) / (ours - 1.0))
+                } else {
+                    "n/a (within noise)".to_owned()
+                }
+            )?;
+        }
+    }
+    if !summary.is_empty() {
+        writeln!(
+            report,
+            "\n## Added overhead: sensor (filter on) vs auditd\n\n| workload | sensor | auditd | auditd / sensor |\n|---|---:|---:|---:|\n{summary}"
+        )?;
     }
     writeln!(
         report,
@@ -157,17 +227,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 fn measure(bin: &Path, workload: &str, ops: u64, config: Config) -> anyhow::Result<Sample> {
     let dir = tempfile::tempdir()?;
-    let sensor = match config {
+    let monitor = match config {
         Config::Without => None,
-        _ => Some(SensorUnderTest::start(
+        Config::Filtered | Config::Unfiltered => Some(Monitor::Sensor(SensorUnderTest::start(
             bin,
             dir.path(),
             config == Config::Unfiltered,
-        )?),
+        )?)),
+        Config::Peer(kind) => Some(Monitor::Peer(peers::Peer::start(kind)?)),
     };
-    let cpu_before = sensor
+    let cpu_before = monitor
         .as_ref()
-        .map(|s| cpu_seconds(s.sensor.id()))
+        .map(|m| cpu_seconds(m.pid()))
         .unwrap_or(0.0);
     let started = Instant::now();
     let out = Command::new(bin.join("loadgen"))
@@ -188,11 +259,11 @@ fn measure(bin: &Path, workload: &str, ops: u64, config: Config) -> anyhow::Resu
         sensor_rss_kib: 0,
         lost: 0,
     };
-    if let Some(s) = sensor {
+    if let Some(s) = monitor {
         // Let the agent finish what the workload produced before reading its CPU time.
         std::thread::sleep(Duration::from_millis(300));
-        sample.sensor_cpu = (cpu_seconds(s.sensor.id()) - cpu_before) / wall;
-        sample.sensor_rss_kib = peak_rss_kib(s.sensor.id());
+        sample.sensor_cpu = (cpu_seconds(s.pid()) - cpu_before) / wall;
+        sample.sensor_rss_kib = peak_rss_kib(s.pid());
         sample.lost = s.stop()?;
     }
     Ok(sample)

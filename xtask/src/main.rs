@@ -1,6 +1,7 @@
 //! Developer tasks. `cargo xtask bench` runs the overhead benchmarks and writes BENCHMARKS.md.
 
 mod bench;
+mod peers;
 
 use clap::{Parser, Subcommand};
 
