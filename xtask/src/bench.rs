@@ -61,6 +61,9 @@ impl Config {
             Config::Peer(peers::Kind::Bpftrace) => {
                 "peer: bpftrace (execve, open*, connect printed)"
             }
+            Config::Peer(peers::Kind::HookFloor) => {
+                "floor: empty programs on the openat/connect tracepoints"
+            }
         }
     }
 }
@@ -124,6 +127,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         configs.extend([
             Config::Peer(peers::Kind::Auditd),
             Config::Peer(peers::Kind::Bpftrace),
+            Config::Peer(peers::Kind::HookFloor),
         ]);
     }
     let mut summary = String::new();

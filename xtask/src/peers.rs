@@ -13,6 +13,9 @@ use anyhow::{Context, bail};
 pub enum Kind {
     Auditd,
     Bpftrace,
+    /// Empty bpftrace programs on the syscall tracepoints the sensor uses for open and connect:
+    /// the cost of the hook mechanism alone, a floor for any tracepoint-based sensor.
+    HookFloor,
 }
 
 /// The syscalls the sensor's exec/open/connect capture corresponds to.
@@ -25,6 +28,11 @@ tracepoint:syscalls:sys_enter_execve { printf("exec %d %s %s\n", pid, comm, str(
 tracepoint:syscalls:sys_enter_openat { printf("open %d %s %s %d\n", pid, comm, str(args->filename), args->flags); }
 tracepoint:syscalls:sys_enter_open { printf("open %d %s %s %d\n", pid, comm, str(args->filename), args->flags); }
 tracepoint:syscalls:sys_enter_connect { printf("connect %d %s %d\n", pid, comm, args->fd); }
+"#;
+
+const HOOK_FLOOR_SCRIPT: &str = r#"
+tracepoint:syscalls:sys_enter_openat, tracepoint:syscalls:sys_exit_openat,
+tracepoint:syscalls:sys_enter_connect, tracepoint:syscalls:sys_exit_connect { }
 "#;
 
 /// Installs the peers from Debian's packages when they are missing.
@@ -99,9 +107,14 @@ impl Peer {
                 }
                 Ok(Peer { kind, child })
             }
-            Kind::Bpftrace => {
+            Kind::Bpftrace | Kind::HookFloor => {
+                let script = if kind == Kind::Bpftrace {
+                    BPFTRACE_SCRIPT
+                } else {
+                    HOOK_FLOOR_SCRIPT
+                };
                 let mut child = Command::new("bpftrace")
-                    .args(["-e", BPFTRACE_SCRIPT])
+                    .args(["-e", script])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
