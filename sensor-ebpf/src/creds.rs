@@ -10,12 +10,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    Counter, EventKind, MOUNT_FSTYPE, MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, PrivOp,
-    PrivilegeEvent,
+    Counter, EventKind, MOUNT_FSTYPE, MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, PrivOp, PrivilegeEvent,
 };
 
 use crate::{
-    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr},
+    kernel::{arg, count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr},
     maps::{PENDING_PRIVS, PRIV_SCRATCH},
 };
 
@@ -29,13 +28,6 @@ pub struct PendingPriv {
     before_uid: u32,
     before_euid: u32,
     text: [u8; NAME_DATA],
-}
-
-/// Syscall argument `i` of a classic syscall tracepoint.
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: every syscall tracepoint record has six 8-byte argument slots from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
 }
 
 /// Starts a pending record in per-CPU scratch (it is too large for the BPF stack).

@@ -11,18 +11,14 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, read_ptr, walk_path},
+    kernel::{
+        arg, count, current_task, file_of_fd, fill_header, is_self, off, read_ptr, walk_path,
+    },
     maps::EVENTS,
 };
 
 const AT_FDCWD: i64 = -100;
 const AT_REMOVEDIR: u64 = 0x200;
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: every syscall tracepoint record has six 8-byte argument slots from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
-}
 
 /// Where the directory part comes from.
 #[derive(Clone, Copy)]
@@ -104,14 +100,28 @@ const CWD: Base = Base::Dir(AT_FDCWD);
 
 #[tracepoint]
 pub fn fs_rename(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Rename, CWD, arg(&ctx, 0), arg(&ctx, 1), AT_FDCWD, [0; 2])
+    emit(
+        FileOp::Rename,
+        CWD,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        AT_FDCWD,
+        [0; 2],
+    )
 }
 
 /// renameat and renameat2: `(olddfd, oldname, newdfd, newname[, flags])`.
 #[tracepoint]
 pub fn fs_renameat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    emit(FileOp::Rename, Base::Dir(dfd), arg(&ctx, 1), arg(&ctx, 3), arg(&ctx, 2) as i64, [0; 2])
+    emit(
+        FileOp::Rename,
+        Base::Dir(dfd),
+        arg(&ctx, 1),
+        arg(&ctx, 3),
+        arg(&ctx, 2) as i64,
+        [0; 2],
+    )
 }
 
 #[tracepoint]
@@ -128,89 +138,191 @@ pub fn fs_rmdir(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn fs_unlinkat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 { FileOp::Rmdir } else { FileOp::Unlink };
+    let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 {
+        FileOp::Rmdir
+    } else {
+        FileOp::Unlink
+    };
     emit(op, Base::Dir(dfd), arg(&ctx, 1), 0, dfd, [0; 2])
 }
 
 #[tracepoint]
 pub fn fs_link(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Link, CWD, arg(&ctx, 0), arg(&ctx, 1), AT_FDCWD, [0; 2])
+    emit(
+        FileOp::Link,
+        CWD,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        AT_FDCWD,
+        [0; 2],
+    )
 }
 
 /// `linkat(olddfd, oldname, newdfd, newname, flags)`
 #[tracepoint]
 pub fn fs_linkat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    emit(FileOp::Link, Base::Dir(dfd), arg(&ctx, 1), arg(&ctx, 3), arg(&ctx, 2) as i64, [0; 2])
+    emit(
+        FileOp::Link,
+        Base::Dir(dfd),
+        arg(&ctx, 1),
+        arg(&ctx, 3),
+        arg(&ctx, 2) as i64,
+        [0; 2],
+    )
 }
 
 /// `symlink(target, linkpath)`: the target is text; the link is resolved against the cwd.
 #[tracepoint]
 pub fn fs_symlink(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Symlink, CWD, arg(&ctx, 0), arg(&ctx, 1), AT_FDCWD, [0; 2])
+    emit(
+        FileOp::Symlink,
+        CWD,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        AT_FDCWD,
+        [0; 2],
+    )
 }
 
 /// `symlinkat(target, newdfd, linkpath)`
 #[tracepoint]
 pub fn fs_symlinkat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 1) as i64;
-    emit(FileOp::Symlink, Base::Dir(dfd), arg(&ctx, 0), arg(&ctx, 2), dfd, [0; 2])
+    emit(
+        FileOp::Symlink,
+        Base::Dir(dfd),
+        arg(&ctx, 0),
+        arg(&ctx, 2),
+        dfd,
+        [0; 2],
+    )
 }
 
 #[tracepoint]
 pub fn fs_chmod(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Chmod, CWD, arg(&ctx, 0), 0, AT_FDCWD, [arg(&ctx, 1), 0])
+    emit(
+        FileOp::Chmod,
+        CWD,
+        arg(&ctx, 0),
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), 0],
+    )
 }
 
 /// fchmodat and fchmodat2: `(dfd, filename, mode[, flags])`.
 #[tracepoint]
 pub fn fs_fchmodat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    emit(FileOp::Chmod, Base::Dir(dfd), arg(&ctx, 1), 0, dfd, [arg(&ctx, 2), 0])
+    emit(
+        FileOp::Chmod,
+        Base::Dir(dfd),
+        arg(&ctx, 1),
+        0,
+        dfd,
+        [arg(&ctx, 2), 0],
+    )
 }
 
 #[tracepoint]
 pub fn fs_fchmod(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Chmod, Base::File(arg(&ctx, 0) as u32), 0, 0, AT_FDCWD, [arg(&ctx, 1), 0])
+    emit(
+        FileOp::Chmod,
+        Base::File(arg(&ctx, 0) as u32),
+        0,
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), 0],
+    )
 }
 
 /// chown and lchown: `(filename, user, group)`.
 #[tracepoint]
 pub fn fs_chown(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Chown, CWD, arg(&ctx, 0), 0, AT_FDCWD, [arg(&ctx, 1), arg(&ctx, 2)])
+    emit(
+        FileOp::Chown,
+        CWD,
+        arg(&ctx, 0),
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), arg(&ctx, 2)],
+    )
 }
 
 /// `fchownat(dfd, filename, user, group, flag)`
 #[tracepoint]
 pub fn fs_fchownat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    emit(FileOp::Chown, Base::Dir(dfd), arg(&ctx, 1), 0, dfd, [arg(&ctx, 2), arg(&ctx, 3)])
+    emit(
+        FileOp::Chown,
+        Base::Dir(dfd),
+        arg(&ctx, 1),
+        0,
+        dfd,
+        [arg(&ctx, 2), arg(&ctx, 3)],
+    )
 }
 
 #[tracepoint]
 pub fn fs_fchown(ctx: TracePointContext) -> u32 {
     let fd = Base::File(arg(&ctx, 0) as u32);
-    emit(FileOp::Chown, fd, 0, 0, AT_FDCWD, [arg(&ctx, 1), arg(&ctx, 2)])
+    emit(
+        FileOp::Chown,
+        fd,
+        0,
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), arg(&ctx, 2)],
+    )
 }
 
 #[tracepoint]
 pub fn fs_truncate(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Truncate, CWD, arg(&ctx, 0), 0, AT_FDCWD, [arg(&ctx, 1), 0])
+    emit(
+        FileOp::Truncate,
+        CWD,
+        arg(&ctx, 0),
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), 0],
+    )
 }
 
 #[tracepoint]
 pub fn fs_ftruncate(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Truncate, Base::File(arg(&ctx, 0) as u32), 0, 0, AT_FDCWD, [arg(&ctx, 1), 0])
+    emit(
+        FileOp::Truncate,
+        Base::File(arg(&ctx, 0) as u32),
+        0,
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), 0],
+    )
 }
 
 #[tracepoint]
 pub fn fs_mkdir(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Mkdir, CWD, arg(&ctx, 0), 0, AT_FDCWD, [arg(&ctx, 1), 0])
+    emit(
+        FileOp::Mkdir,
+        CWD,
+        arg(&ctx, 0),
+        0,
+        AT_FDCWD,
+        [arg(&ctx, 1), 0],
+    )
 }
 
 /// `mkdirat(dfd, pathname, mode)`
 #[tracepoint]
 pub fn fs_mkdirat(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, 0) as i64;
-    emit(FileOp::Mkdir, Base::Dir(dfd), arg(&ctx, 1), 0, dfd, [arg(&ctx, 2), 0])
+    emit(
+        FileOp::Mkdir,
+        Base::Dir(dfd),
+        arg(&ctx, 1),
+        0,
+        dfd,
+        [arg(&ctx, 2), 0],
+    )
 }

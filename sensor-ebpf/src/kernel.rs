@@ -8,8 +8,8 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 use sensor_common::{
-    CgroupCounts, Counter, EventHeader, SeenKey, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH, PATH_TRUNCATED,
-    PATH_UNLINKED, PathRecord,
+    CgroupCounts, Counter, EventHeader, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH,
+    PATH_TRUNCATED, PATH_UNLINKED, PathRecord, SeenKey,
 };
 
 use crate::maps::{CGROUP_COUNTS, COUNTERS, EVENTS, FILTER_REPEATS, SEEN, SELF_PID};
@@ -23,6 +23,14 @@ macro_rules! off {
     };
 }
 pub(crate) use off;
+
+/// Syscall argument `i` of a classic syscall tracepoint (`syscalls:sys_enter_*`); at
+/// `sys_exit_*`, argument 0 is the return value.
+#[inline(always)]
+pub fn arg(ctx: &aya_ebpf::programs::TracePointContext, i: usize) -> u64 {
+    // SAFETY: every syscall tracepoint record has its 8-byte slots from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
 
 /// Reads a `T` at `base + offset` in kernel memory; `None` (and a counted error) on fault.
 #[inline(always)]
@@ -100,7 +108,14 @@ pub fn seen_before(task: *const u8, kind: u64, a: u64, b: u64, suppressed: Count
         return false;
     };
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let key = SeenKey { mm: mm as u64, pid, _pad: 0, kind, a, b };
+    let key = SeenKey {
+        mm: mm as u64,
+        pid,
+        _pad: 0,
+        kind,
+        a,
+        b,
+    };
     // SAFETY: only the presence of the entry is used.
     if unsafe { SEEN.get(&key) }.is_some() {
         count(suppressed);

@@ -46,7 +46,8 @@ pub static PENDING_PRIVS: LruHashMap<u64, crate::creds::PendingPriv> =
 
 /// Scratch space to build a `PendingPriv` (larger than the BPF stack allows).
 #[map]
-pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> = PerCpuArray::with_max_entries(1, 0);
+pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Lost and suppressed records per cgroup id, per CPU (userspace sums them).
 #[map]

@@ -8,12 +8,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{
-    Counter, DNS_DATA, DNS_QUERY, DNS_RESPONSE, DnsEvent, EventKind, SocketEvent,
-};
+use sensor_common::{Counter, DNS_DATA, DNS_QUERY, DNS_RESPONSE, DnsEvent, EventKind, SocketEvent};
 
 use crate::{
-    kernel::{count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr, seen_before},
+    kernel::{
+        arg, count, current_task, file_of_fd, fill_header, is_self, off, read, read_ptr,
+        seen_before,
+    },
     maps::{EVENTS, PENDING_DNS_READS, PENDING_SOCKETS},
 };
 
@@ -49,12 +50,6 @@ pub struct PendingDnsRead {
     server: Endpoint,
 }
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: every syscall tracepoint record has six 8-byte argument slots from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
-}
-
 /// The `struct sock *` behind a socket fd of the current task.
 #[inline(always)]
 fn sock_of_fd(fd: u64) -> Option<*const u8> {
@@ -79,7 +74,13 @@ fn user_sockaddr(uaddr: u64) -> Option<Endpoint> {
     let family = unsafe { bpf_probe_read_user(uaddr as *const u16) }.ok()?;
     // SAFETY: as above. sockaddr_in and sockaddr_in6 both keep the port at offset 2.
     let port = unsafe { bpf_probe_read_user(uaddr.wrapping_add(2) as *const u16) }.unwrap_or(0);
-    let mut ep = Endpoint { family, port: u16::from_be(port), sock_type: 0, _pad: 0, addr: [0; 16] };
+    let mut ep = Endpoint {
+        family,
+        port: u16::from_be(port),
+        sock_type: 0,
+        _pad: 0,
+        addr: [0; 16],
+    };
     match family {
         AF_INET => {
             // SAFETY: as above.
@@ -87,7 +88,10 @@ fn user_sockaddr(uaddr: u64) -> Option<Endpoint> {
             ep.addr[..4].copy_from_slice(&a);
         }
         // SAFETY: as above.
-        AF_INET6 => ep.addr = unsafe { bpf_probe_read_user(uaddr.wrapping_add(8) as *const [u8; 16]) }.ok()?,
+        AF_INET6 => {
+            ep.addr =
+                unsafe { bpf_probe_read_user(uaddr.wrapping_add(8) as *const [u8; 16]) }.ok()?
+        }
         _ => return None,
     }
     Some(ep)
@@ -103,15 +107,28 @@ fn sock_endpoint(sk: *const u8, peer: bool) -> Option<Endpoint> {
     } else {
         read::<u16>(common, off!(sock_common_skc_num))?
     };
-    let mut ep = Endpoint { family, port, sock_type: 0, _pad: 0, addr: [0; 16] };
+    let mut ep = Endpoint {
+        family,
+        port,
+        sock_type: 0,
+        _pad: 0,
+        addr: [0; 16],
+    };
     match family {
         AF_INET => {
-            let field = if peer { off!(sock_common_skc_daddr) } else { off!(sock_common_skc_rcv_saddr) };
+            let field = if peer {
+                off!(sock_common_skc_daddr)
+            } else {
+                off!(sock_common_skc_rcv_saddr)
+            };
             ep.addr[..4].copy_from_slice(&read::<[u8; 4]>(common, field)?);
         }
         AF_INET6 => {
-            let field =
-                if peer { off!(sock_common_skc_v6_daddr) } else { off!(sock_common_skc_v6_rcv_saddr) };
+            let field = if peer {
+                off!(sock_common_skc_v6_daddr)
+            } else {
+                off!(sock_common_skc_v6_rcv_saddr)
+            };
             ep.addr = read::<[u8; 16]>(common, field)?;
         }
         _ => return None,
@@ -121,7 +138,11 @@ fn sock_endpoint(sk: *const u8, peer: bool) -> Option<Endpoint> {
 
 #[inline(always)]
 fn remember(kind: EventKind, endpoint: Endpoint) -> u32 {
-    let pending = PendingSocket { kind: kind as u32, _pad: 0, endpoint };
+    let pending = PendingSocket {
+        kind: kind as u32,
+        _pad: 0,
+        endpoint,
+    };
     let _ = PENDING_SOCKETS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
     0
 }
@@ -129,7 +150,11 @@ fn remember(kind: EventKind, endpoint: Endpoint) -> u32 {
 #[inline(always)]
 fn emit_socket(kind: u32, ep: &Endpoint, local_port: u16, ret: i64) {
     let Some(mut entry) = EVENTS.reserve::<SocketEvent>(0) else {
-        count(if kind == EventKind::Connect as u32 { Counter::LostConnect } else { Counter::LostSocket });
+        count(if kind == EventKind::Connect as u32 {
+            Counter::LostConnect
+        } else {
+            Counter::LostSocket
+        });
         return;
     };
     // SAFETY: the reservation is sized for SocketEvent and every field is written.
@@ -145,32 +170,30 @@ fn emit_socket(kind: u32, ep: &Endpoint, local_port: u16, ret: i64) {
     entry.submit(crate::kernel::submit_flags());
 }
 
-/// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`
-#[tracepoint]
-pub fn net_connect(ctx: TracePointContext) -> u32 {
+/// Keeps the `(fd, struct sockaddr *, len)` arguments of connect or bind until exit.
+#[inline(always)]
+fn remember_sockaddr(ctx: &TracePointContext, kind: EventKind) -> u32 {
     if is_self() {
         return 0;
     }
-    let fd = arg(&ctx, 0);
-    let Some(mut ep) = user_sockaddr(arg(&ctx, 1)) else {
+    let fd = arg(ctx, 0);
+    let Some(mut ep) = user_sockaddr(arg(ctx, 1)) else {
         return 0;
     };
     ep.sock_type = sock_type(fd);
-    remember(EventKind::Connect, ep)
+    remember(kind, ep)
+}
+
+/// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`
+#[tracepoint]
+pub fn net_connect(ctx: TracePointContext) -> u32 {
+    remember_sockaddr(&ctx, EventKind::Connect)
 }
 
 /// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
 #[tracepoint]
 pub fn net_bind(ctx: TracePointContext) -> u32 {
-    if is_self() {
-        return 0;
-    }
-    let fd = arg(&ctx, 0);
-    let Some(mut ep) = user_sockaddr(arg(&ctx, 1)) else {
-        return 0;
-    };
-    ep.sock_type = sock_type(fd);
-    remember(EventKind::Bind, ep)
+    remember_sockaddr(&ctx, EventKind::Bind)
 }
 
 /// `listen(int fd, int backlog)`: the socket's bound address.
@@ -199,8 +222,20 @@ pub fn net_socket_exit(ctx: TracePointContext) -> u32 {
     let ep = &pending.endpoint;
     if pending.kind == EventKind::Connect as u32 {
         let kind = (EventKind::Connect as u64) << 32 | (ep.family as u64) << 16 | ep.port as u64;
-        let a = u64::from_ne_bytes([ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3], ep.addr[4], ep.addr[5], ep.addr[6], ep.addr[7]]);
-        let b = u64::from_ne_bytes([ep.addr[8], ep.addr[9], ep.addr[10], ep.addr[11], ep.addr[12], ep.addr[13], ep.addr[14], ep.addr[15]]);
+        let a = u64::from_ne_bytes([
+            ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3], ep.addr[4], ep.addr[5], ep.addr[6],
+            ep.addr[7],
+        ]);
+        let b = u64::from_ne_bytes([
+            ep.addr[8],
+            ep.addr[9],
+            ep.addr[10],
+            ep.addr[11],
+            ep.addr[12],
+            ep.addr[13],
+            ep.addr[14],
+            ep.addr[15],
+        ]);
         if seen_before(current_task(), kind, a, b, Counter::SuppressedConnect) {
             return 0;
         }
@@ -256,14 +291,22 @@ fn emit_dns(direction: u16, server: &Endpoint, sock_type: u16, buf: u64, len: u6
     ev.direction = direction;
     ev.addr = server.addr;
     ev._pad = 0;
-    let n = if len as usize > DNS_DATA { DNS_DATA } else { len as usize };
+    let n = if len as usize > DNS_DATA {
+        DNS_DATA
+    } else {
+        len as usize
+    };
     ev.len = 0;
     if n > 0 {
         // The verifier needs a provable bound: 1..=DNS_DATA.
         let n = ((n - 1) & (DNS_DATA - 1)) + 1;
         // SAFETY: payload has DNS_DATA bytes and n <= DNS_DATA; the helper checks `buf`.
         let ret = unsafe {
-            generated::bpf_probe_read_user(ev.payload.as_mut_ptr() as *mut c_void, n as u32, buf as *const c_void)
+            generated::bpf_probe_read_user(
+                ev.payload.as_mut_ptr() as *mut c_void,
+                n as u32,
+                buf as *const c_void,
+            )
         };
         if ret == 0 {
             ev.len = n as u32;
@@ -282,7 +325,13 @@ pub fn dns_sendto(ctx: TracePointContext) -> u32 {
     }
     let fd = arg(&ctx, 0);
     if let Some(server) = dns_server(fd, arg(&ctx, 4)) {
-        emit_dns(DNS_QUERY, &server, sock_type(fd), arg(&ctx, 1), arg(&ctx, 2));
+        emit_dns(
+            DNS_QUERY,
+            &server,
+            sock_type(fd),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+        );
     }
     0
 }
@@ -335,7 +384,10 @@ pub fn dns_recvfrom(ctx: TracePointContext) -> u32 {
         return 0;
     }
     server.sock_type = sock_type(fd);
-    let pending = PendingDnsRead { buf: arg(&ctx, 1), server };
+    let pending = PendingDnsRead {
+        buf: arg(&ctx, 1),
+        server,
+    };
     let _ = PENDING_DNS_READS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
     0
 }
@@ -350,7 +402,13 @@ pub fn dns_recvfrom_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_DNS_READS.remove(&key);
     let ret = arg(&ctx, 0) as i64;
     if ret > 0 {
-        emit_dns(DNS_RESPONSE, &pending.server, pending.server.sock_type, pending.buf, ret as u64);
+        emit_dns(
+            DNS_RESPONSE,
+            &pending.server,
+            pending.server.sock_type,
+            pending.buf,
+            ret as u64,
+        );
     }
     0
 }

@@ -2,12 +2,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use sensor_common::{
-    ARGV_DATA, Counter, ENV_DATA, NAME_DATA, EventKind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
-    FLAG_ENV_TRUNCATED, ForkEvent,
+    ARGV_DATA, Counter, ENV_DATA, EventKind, ExecEvent, ExitEvent, FLAG_ARGV_TRUNCATED,
+    FLAG_ENV_TRUNCATED, ForkEvent, NAME_DATA,
 };
 
 use crate::{
@@ -54,7 +52,10 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
             ev.cwd.flags = sensor_common::PATH_TRUNCATED;
         }
     }
-    read_kernel_str(read_ptr(bprm, off!(linux_binprm_filename)), &mut ev.filename);
+    read_kernel_str(
+        read_ptr(bprm, off!(linux_binprm_filename)),
+        &mut ev.filename,
+    );
     read_kernel_str(read_ptr(bprm, off!(linux_binprm_interp)), &mut ev.interp);
     ev.argv_len = 0;
     ev.env_len = 0;
