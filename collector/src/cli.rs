@@ -88,6 +88,7 @@ pub enum KindArg {
     NewDnsName,
     NewListener,
     NewFileOperation,
+    CardinalityExploded,
 }
 
 impl From<KindArg> for DeviationKind {
@@ -101,6 +102,7 @@ impl From<KindArg> for DeviationKind {
             KindArg::NewDnsName => DeviationKind::NewDnsName,
             KindArg::NewListener => DeviationKind::NewListener,
             KindArg::NewFileOperation => DeviationKind::NewFileOperation,
+            KindArg::CardinalityExploded => DeviationKind::CardinalityExploded,
         }
     }
 }
@@ -153,5 +155,20 @@ mod tests {
         };
         assert_eq!(args.kind, Some(KindArg::NewNetworkDestination));
         assert_eq!(args.min_severity, Some(SeverityArg::Medium));
+    }
+
+    #[test]
+    fn every_kind_name_parses_to_its_kind() {
+        for kind in KindArg::value_variants() {
+            let name = kind.to_possible_value().expect("not skipped");
+            let parsed = KindArg::from_str(name.get_name(), false).expect("parses");
+            let proto = DeviationKind::from(parsed);
+            assert_eq!(crate::convert::kind_name(proto.into()), name.get_name());
+        }
+        let cli = Cli::parse_from(["collector", "deviations", "--kind", "cardinality-exploded"]);
+        let Command::Deviations(args) = cli.command else {
+            panic!("expected deviations");
+        };
+        assert_eq!(args.kind, Some(KindArg::CardinalityExploded));
     }
 }

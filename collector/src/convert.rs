@@ -49,6 +49,7 @@ pub fn kind_name(kind: i32) -> &'static str {
         Ok(DeviationKind::NewDnsName) => "new-dns-name",
         Ok(DeviationKind::NewListener) => "new-listener",
         Ok(DeviationKind::NewFileOperation) => "new-file-operation",
+        Ok(DeviationKind::CardinalityExploded) => "cardinality-exploded",
         Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
     }
 }
@@ -162,6 +163,7 @@ fn novelty_json(d: &Deviation) -> Value {
             "path": f.path,
             "detail": f.detail,
         }),
+        Some(What::Cardinality(c)) => json!({ "dimension": c.dimension, "limit": c.limit }),
         None => Value::Null,
     }
 }
@@ -235,6 +237,27 @@ pub(crate) mod tests {
         assert_eq!(v["process"]["ancestry"][0]["executable"], "/usr/bin/bash");
         assert_eq!(v["novelty"]["child_executable"], "/usr/bin/nc");
         assert_eq!(v["agent_id"], "agent-a");
+    }
+
+    #[test]
+    fn cardinality_deviations_convert() {
+        let mut d = deviation("c", 1);
+        d.kind = DeviationKind::CardinalityExploded.into();
+        d.novelty = Some(Novelty {
+            what: Some(What::Cardinality(proto::v1::Cardinality {
+                dimension: "file-access".to_owned(),
+                limit: 20_000,
+            })),
+        });
+        let stored = StoredDeviation {
+            deviation: Some(d),
+            ..StoredDeviation::default()
+        };
+        let v = to_json(&stored);
+        assert_eq!(v["kind"], "cardinality-exploded");
+        assert_eq!(v["novelty"]["dimension"], "file-access");
+        assert_eq!(v["novelty"]["limit"], 20_000);
+        assert_eq!(table_cells(&stored)[3], "cardinality-exploded");
     }
 
     #[test]

@@ -8,7 +8,10 @@ use crate::attribute::Attributed;
 use crate::event::{EventKind, FileOperation, PrivilegeOp};
 use crate::kernel::dns;
 
-/// One learnable behaviour of a workload. Paths are generalised with [`generalize_path`].
+use super::generalize::generalize_path;
+
+/// One learnable behaviour of a workload. Paths (executables, edges, files, file operations,
+/// mount targets) are generalised with [`generalize_path`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Behaviour {
@@ -38,8 +41,8 @@ pub enum Behaviour {
         protocol: String,
     },
     /// A security-relevant file change: chmod, chown, link, symlink (`detail`: the new mode,
-    /// owner, link or target). Renames, unlinks and mkdirs of build trees are too noisy to
-    /// baseline without path generalisation (a later issue).
+    /// owner, link or target; links and targets generalised too). Renames, unlinks and mkdirs of
+    /// build trees are not baselined (yet).
     FileOperation {
         operation: String,
         path: String,
@@ -155,7 +158,7 @@ fn file_operation(op: &FileOperation) -> Option<Behaviour> {
             ("chown", path, format!("{}:{}", id(uid), id(gid)))
         }
         FileOperation::Link { existing, new } => ("link", existing, generalize_path(new)),
-        FileOperation::Symlink { target, link } => ("symlink", link, target.clone()),
+        FileOperation::Symlink { target, link } => ("symlink", link, generalize_path(target)),
         _ => return None,
     };
     Some(Behaviour::FileOperation {
@@ -165,63 +168,71 @@ fn file_operation(op: &FileOperation) -> Option<Behaviour> {
     })
 }
 
-/// The minimal generalisation that makes identical runs identical: per-process procfs paths
-/// name the pid, so `/proc/<digits>` becomes `/proc/<pid>` and `/proc/<pid>/task/<digits>`
-/// becomes `/proc/<pid>/task/<tid>`. `/proc/self`, `/proc/thread-self` and everything else stay
-/// as they are. (Temporary file names, versioned paths etc. are a later issue.)
-pub fn generalize_path(path: &str) -> String {
-    let Some(rest) = path.strip_prefix("/proc/") else {
-        return path.to_owned();
-    };
-    let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mut parts = rest.splitn(4, '/');
-    let first = parts.next().unwrap_or_default();
-    if !is_number(first) {
-        return path.to_owned();
-    }
-    let mut out = String::from("/proc/<pid>");
-    let second = parts.next();
-    let third = parts.next();
-    match (second, third) {
-        (Some("task"), Some(tid)) if is_number(tid) => {
-            out.push_str("/task/<tid>");
-        }
-        _ => {
-            for part in [second, third].into_iter().flatten() {
-                out.push('/');
-                out.push_str(part);
-            }
-        }
-    }
-    if let Some(tail) = parts.next() {
-        out.push('/');
-        out.push_str(tail);
-    }
-    out
+/// The dimensions of a baseline: one per kind of behaviour, and per kind of new-behaviour
+/// deviation. Each is bounded separately (see `MAX_BEHAVIOURS_PER_DIMENSION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dimension {
+    Executable,
+    ExecEdge,
+    FileAccess,
+    NetworkDestination,
+    PrivilegeUse,
+    DnsName,
+    Listener,
+    FileOperation,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Dimension {
+    /// Number of dimensions.
+    pub const COUNT: usize = 8;
 
-    #[test]
-    fn generalises_pids_only() {
-        let cases = [
-            ("/proc/1234/status", "/proc/<pid>/status"),
-            ("/proc/1234", "/proc/<pid>"),
-            ("/proc/1/task/77/comm", "/proc/<pid>/task/<tid>/comm"),
-            ("/proc/1/task/77", "/proc/<pid>/task/<tid>"),
-            ("/proc/1/task", "/proc/<pid>/task"),
-            ("/proc/1/fd/3", "/proc/<pid>/fd/3"),
-            ("/proc/1/a/b/c/d", "/proc/<pid>/a/b/c/d"),
-            ("/proc/self/status", "/proc/self/status"),
-            ("/proc/meminfo", "/proc/meminfo"),
-            ("/proc/12ab/x", "/proc/12ab/x"),
-            ("/home/u/proc/1/x", "/home/u/proc/1/x"),
-            ("/proc/", "/proc/"),
-        ];
-        for (path, want) in cases {
-            assert_eq!(generalize_path(path), want, "{path}");
+    /// Short name, as in the proto's `Cardinality.dimension`: `file-access`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Executable => "executable",
+            Dimension::ExecEdge => "exec-edge",
+            Dimension::FileAccess => "file-access",
+            Dimension::NetworkDestination => "network-destination",
+            Dimension::PrivilegeUse => "privilege-use",
+            Dimension::DnsName => "dns-name",
+            Dimension::Listener => "listener",
+            Dimension::FileOperation => "file-operation",
+        }
+    }
+
+    /// Plural for people: `file accesses`...
+    pub fn plural(self) -> &'static str {
+        match self {
+            Dimension::Executable => "executables",
+            Dimension::ExecEdge => "exec edges",
+            Dimension::FileAccess => "file accesses",
+            Dimension::NetworkDestination => "network destinations",
+            Dimension::PrivilegeUse => "privilege uses",
+            Dimension::DnsName => "DNS names",
+            Dimension::Listener => "listeners",
+            Dimension::FileOperation => "file operations",
+        }
+    }
+
+    /// Position in `0..COUNT`.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Behaviour {
+    /// The baseline dimension this behaviour belongs to.
+    pub fn dimension(&self) -> Dimension {
+        match self {
+            Behaviour::Executable(_) => Dimension::Executable,
+            Behaviour::ExecEdge { .. } => Dimension::ExecEdge,
+            Behaviour::File { .. } => Dimension::FileAccess,
+            Behaviour::Destination { .. } => Dimension::NetworkDestination,
+            Behaviour::Privilege { .. } => Dimension::PrivilegeUse,
+            Behaviour::DnsName(_) => Dimension::DnsName,
+            Behaviour::Listener { .. } => Dimension::Listener,
+            Behaviour::FileOperation { .. } => Dimension::FileOperation,
         }
     }
 }

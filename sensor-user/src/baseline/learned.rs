@@ -1,13 +1,14 @@
 //! One workload's baseline: what it was seen doing, whether it is still learning, and which
 //! deviations were already reported. This is exactly what its baseline file holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::LearningConfig;
-use super::behaviour::Behaviour;
+use super::behaviour::{Behaviour, Dimension};
+use super::bounded::Learned;
 
 /// Whether an event is learnt from or judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +27,28 @@ pub(crate) struct WorkloadBaseline {
     /// The distinct CI runs learnt from, in the order they started (at most `learning_runs`).
     #[serde(default)]
     pub learning_runs: Vec<String>,
-    /// Everything learnt.
+    /// Everything learnt (at most `MAX_BEHAVIOURS_PER_DIMENSION` per dimension).
     #[serde(default)]
-    pub learned: BTreeSet<Behaviour>,
-    /// Ids of the deviations already reported (never reported again).
+    pub learned: Learned,
+    /// Ids of the deviations already reported (never reported again). Bounded through
+    /// `reported_per_dimension`, plus one cardinality deviation per dimension.
     #[serde(default)]
     pub reported: BTreeSet<String>,
+    /// New-behaviour deviations reported, per dimension (files written before this field
+    /// existed start counting from 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reported_per_dimension: BTreeMap<Dimension, usize>,
+}
+
+/// The result of [`WorkloadBaseline::report`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// Reported before: say nothing.
+    Already,
+    /// Recorded as reported: report it now.
+    New,
+    /// Its dimension already reported `limit` deviations: not recorded, not reported.
+    Full,
 }
 
 impl WorkloadBaseline {
@@ -75,6 +92,21 @@ impl WorkloadBaseline {
         self.learned.contains(behaviour)
     }
 
+    /// Records the new-behaviour deviation `id` of `dimension` as reported, unless it was
+    /// already or its dimension already reported `limit` deviations.
+    pub(crate) fn report(&mut self, id: &str, dimension: Dimension, limit: usize) -> Report {
+        if self.reported.contains(id) {
+            return Report::Already;
+        }
+        let count = self.reported_per_dimension.entry(dimension).or_default();
+        if *count >= limit {
+            return Report::Full;
+        }
+        *count += 1;
+        self.reported.insert(id.to_owned());
+        Report::New
+    }
+
     /// Whether `behaviour` should be reported: unknown, and not an edge into an executable that
     /// is itself unknown (the new-executable deviation covers every edge into it).
     pub(crate) fn is_novel(&self, behaviour: &Behaviour) -> bool {
@@ -90,21 +122,16 @@ impl WorkloadBaseline {
     /// Counts of learnt behaviours: executables, edges, file accesses, destinations, and the
     /// rest (privileges, DNS names, listeners, file operations).
     pub(crate) fn sizes(&self) -> [usize; 5] {
-        let mut sizes = [0; 5];
-        for b in &self.learned {
-            let i = match b {
-                Behaviour::Executable(_) => 0,
-                Behaviour::ExecEdge { .. } => 1,
-                Behaviour::File { .. } => 2,
-                Behaviour::Destination { .. } => 3,
-                Behaviour::Privilege { .. }
-                | Behaviour::DnsName(_)
-                | Behaviour::Listener { .. }
-                | Behaviour::FileOperation { .. } => 4,
-            };
-            sizes[i] += 1;
-        }
-        sizes
+        let count = |d| self.learned.count(d);
+        let [executables, edges, files, destinations] = [
+            Dimension::Executable,
+            Dimension::ExecEdge,
+            Dimension::FileAccess,
+            Dimension::NetworkDestination,
+        ]
+        .map(count);
+        let other = self.learned.len() - executables - edges - files - destinations;
+        [executables, edges, files, destinations, other]
     }
 }
 

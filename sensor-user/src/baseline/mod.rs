@@ -8,9 +8,17 @@
 //! (its id is remembered, also across restarts) and not added to the baseline: accepting
 //! deviations into a baseline is an operator's decision, not the agent's.
 //!
+//! Paths are generalised first ([`generalize_path`]: pids, temporary names, hashes, UUIDs and
+//! long numbers become placeholders), so identical runs learn identical behaviours. Each
+//! dimension of a baseline is bounded by [`MAX_BEHAVIOURS_PER_DIMENSION`], for what is learnt and
+//! for what is reported: the first behaviour past the bound, learning or judged, is reported once
+//! as a `DEVIATION_KIND_CARDINALITY_EXPLODED` deviation instead, and that dimension stops growing.
+//!
 //! Baselines live in `<state_dir>/baselines/`, one JSON file per workload (see `store`).
 
 mod behaviour;
+mod bounded;
+mod generalize;
 mod learned;
 mod store;
 
@@ -23,12 +31,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::attribute::Attributed;
-use crate::deviation::report::{self, deviation_id, unix_nanos};
+use crate::deviation::report::{self, cardinality_id, deviation_id, unix_nanos};
 
-pub use behaviour::{Behaviour, generalize_path};
+pub use behaviour::{Behaviour, Dimension};
+pub use bounded::MAX_BEHAVIOURS_PER_DIMENSION;
+pub use generalize::generalize_path;
 pub use store::BaselineError;
 
-use learned::{Phase, WorkloadBaseline, from_unix_nanos};
+use bounded::Learn;
+use learned::{Phase, Report, WorkloadBaseline, from_unix_nanos};
 
 /// How long workloads learn before they are judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +166,8 @@ impl Engine {
 
     /// Learns from `event`, or judges it, and returns the deviations it shows that were never
     /// reported before. An Exec of a new executable reports the executable, not also the edge.
+    /// A behaviour past its dimension's bound is reported as the dimension's cardinality
+    /// deviation (once per workload and dimension), neither learnt nor reported itself.
     pub fn observe(&mut self, event: &Attributed) -> Vec<proto::v1::Deviation> {
         let time = event.event.time;
         self.newest_event = Some(self.newest_event.map_or(time, |t| t.max(time)));
@@ -175,18 +188,49 @@ impl Engine {
             baseline.phase(workload.run_id.as_deref(), unix_nanos(time), &self.config);
         tracked.dirty |= changed;
 
+        let limit = MAX_BEHAVIOURS_PER_DIMENSION;
         let mut deviations = Vec::new();
         for behaviour in Behaviour::of(event) {
-            match phase {
-                Phase::Learning => tracked.dirty |= baseline.learned.insert(behaviour),
+            let dimension = behaviour.dimension();
+            let full = match phase {
+                Phase::Learning => match baseline.learned.learn(behaviour, limit) {
+                    Learn::Known => false,
+                    Learn::Added => {
+                        tracked.dirty = true;
+                        false
+                    }
+                    Learn::Full => true,
+                },
                 Phase::Detecting if baseline.is_novel(&behaviour) => {
                     let id = deviation_id(&self.host, &workload.id, &behaviour);
-                    if baseline.reported.insert(id.clone()) {
-                        tracked.dirty = true;
-                        deviations.push(report::build(&self.host, event, &behaviour, id));
+                    match baseline.report(&id, dimension, limit) {
+                        Report::Already => false,
+                        Report::New => {
+                            tracked.dirty = true;
+                            deviations.push(report::build(&self.host, event, &behaviour, id));
+                            false
+                        }
+                        Report::Full => true,
                     }
                 }
-                Phase::Detecting => {}
+                Phase::Detecting => false,
+            };
+            if full {
+                let id = cardinality_id(&self.host, &workload.id, dimension);
+                if baseline.reported.insert(id.clone()) {
+                    tracked.dirty = true;
+                    let learning = phase == Phase::Learning;
+                    tracing::warn!(
+                        workload = %workload.id,
+                        dimension = dimension.as_str(),
+                        limit,
+                        learning,
+                        "baseline dimension full"
+                    );
+                    deviations.push(report::cardinality(
+                        &self.host, event, dimension, limit, learning, id,
+                    ));
+                }
             }
         }
         deviations

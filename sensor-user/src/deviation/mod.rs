@@ -7,5 +7,5 @@
 pub mod report;
 mod severity;
 
-pub use report::{deviation_id, deviation_kind};
+pub use report::{cardinality_id, deviation_id, deviation_kind};
 pub use severity::severity;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::severity;
 use crate::attribute::{Attributed, ProcessInfo, Workload, WorkloadKind};
-use crate::baseline::Behaviour;
+use crate::baseline::{Behaviour, Dimension};
 use crate::event::EventKind;
 use crate::kernel::dns;
 
@@ -30,6 +30,48 @@ pub fn build(host: &str, event: &Attributed, behaviour: &Behaviour, id: String) 
             what: Some(novelty(event, behaviour)),
         }),
         signals: signals(event, behaviour),
+    }
+}
+
+/// The report that `event`'s workload went past `limit` behaviours of `dimension`, while
+/// `learning` or when judged, with the id from [`cardinality_id`]. Severity HIGH
+/// ([`severity::CARDINALITY`]).
+pub fn cardinality(
+    host: &str,
+    event: &Attributed,
+    dimension: Dimension,
+    limit: usize,
+    learning: bool,
+    id: String,
+) -> v1::Deviation {
+    let workload = &event.workload.id;
+    let plural = dimension.plural();
+    let summary = if learning {
+        format!(
+            "cardinality exploded: workload {workload} tried to learn more than {limit} {plural}"
+        )
+    } else {
+        format!(
+            "cardinality exploded: workload {workload} showed more than {limit} new {plural}; \
+             no more are reported"
+        )
+    };
+    v1::Deviation {
+        id,
+        time_unix_nanos: unix_nanos(event.event.time),
+        host: host.to_owned(),
+        workload: Some(v1::Workload::from(&event.workload)),
+        kind: DeviationKind::CardinalityExploded.into(),
+        severity: severity::CARDINALITY.into(),
+        summary,
+        process: Some(v1::Process::from(&event.process)),
+        novelty: Some(v1::Novelty {
+            what: Some(What::Cardinality(v1::Cardinality {
+                dimension: dimension.as_str().to_owned(),
+                limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            })),
+        }),
+        signals: Vec::new(),
     }
 }
 
@@ -80,9 +122,22 @@ pub fn deviation_id(host: &str, workload_id: &str, behaviour: &Behaviour) -> Str
             detail,
         } => fields.extend([operation.clone(), path.clone(), detail.clone()]),
     }
+    hash_fields(&fields)
+}
+
+/// Stable id of "`workload_id` on `host` went past the bound of `dimension`", made like
+/// [`deviation_id`] from the host, workload id, kind name and dimension name: one per workload
+/// and dimension.
+pub fn cardinality_id(host: &str, workload_id: &str, dimension: Dimension) -> String {
+    let kind = DeviationKind::CardinalityExploded.as_str_name();
+    hash_fields(&[host, workload_id, kind, dimension.as_str()])
+}
+
+/// Lowercase hex SHA-256 of [`ID_DOMAIN`] and the length-prefixed fields.
+fn hash_fields<S: AsRef<str>>(fields: &[S]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(ID_DOMAIN);
-    for field in &fields {
+    for field in fields.iter().map(AsRef::as_ref) {
         hasher.update((field.len() as u64).to_le_bytes());
         hasher.update(field.as_bytes());
     }
@@ -398,5 +453,18 @@ mod tests {
             child: "c".into(),
         };
         assert_ne!(deviation_id("h", "w", &e1), deviation_id("h", "w", &e2));
+    }
+
+    #[test]
+    fn cardinality_ids_are_one_per_workload_and_dimension() {
+        let id = cardinality_id("h", "w", Dimension::FileAccess);
+        assert_eq!(id, cardinality_id("h", "w", Dimension::FileAccess));
+        assert_ne!(id, cardinality_id("h", "w", Dimension::Executable));
+        assert_ne!(id, cardinality_id("h", "w2", Dimension::FileAccess));
+        let file = Behaviour::File {
+            path: "file-access".into(),
+            intent: String::new(),
+        };
+        assert_ne!(id, deviation_id("h", "w", &file));
     }
 }

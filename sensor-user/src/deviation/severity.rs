@@ -15,6 +15,8 @@
 //! |                        | or a name over 100)                                               |
 //! | new listener           | MEDIUM                                                            |
 //! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
+//! | cardinality exploded   | HIGH: the dimension stops growing, so from then on that dimension |
+//! |                        | of the workload is blind (and a flood may be meant to blind it)   |
 //!
 //! Context raises an executable to CRITICAL when it was written by the same workload before it
 //! ran (drop and execute) or has no file (memfd, deleted): fileless or freshly dropped tools are
@@ -51,6 +53,9 @@ const CREDENTIAL_DIRS: &[&str] = &["/var/run/secrets/", "/run/secrets/"];
 /// Open intents that change a file.
 const MODIFYING: &[&str] = &["write", "create", "truncate"];
 const CREDENTIAL_EXACT: &[&str] = &["/etc/shadow", "/etc/gshadow"];
+
+/// Severity of a cardinality-exploded deviation (see the module table).
+pub const CARDINALITY: Severity = Severity::High;
 
 /// Privileged operations that reach into other processes or the kernel.
 const INTRUSIVE_PRIVILEGES: &[&str] = &[
@@ -194,6 +199,30 @@ mod tests {
                 severity(&behaviour, &Context::default()),
                 want,
                 "{behaviour:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn generalised_credential_paths_stay_credentials() {
+        let paths = [
+            "/home/u1700000000/.ssh/id_ed25519",
+            "/tmp/tmp.Xa3kQ9zB1m/.ssh/id_rsa",
+            "/home/runner/work/_temp/3f2a9c1e-7b4d-4e0a-9f6b-2c8d1e5a7b90/.aws/credentials",
+            "/tmp/.tmpAbC123/.git-credentials",
+            "/home/runner/work/_temp/1234567890/.docker/config.json",
+            "/tmp/pip-build-env-a1b2_c3d/.pypirc",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            "/etc/shadow",
+        ];
+        for path in paths {
+            let generalised = crate::baseline::generalize_path(path);
+            let b = file(&generalised, "read");
+            assert!(is_credential_access(&b), "{path} -> {generalised}");
+            assert_eq!(
+                severity(&b, &Context::default()),
+                Severity::High,
+                "{generalised}"
             );
         }
     }

@@ -1,5 +1,8 @@
 //! Engine scenarios on synthetic attributed events, with baselines in a temporary directory.
 
+mod bounded;
+mod noise;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
