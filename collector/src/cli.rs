@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proto::v1::{DeviationKind, Severity};
+use serde::Deserialize;
+
+use crate::config::ListenAddr;
 
 /// Default database file; `serve` creates its directory.
 pub const DEFAULT_DB: &str = "/var/lib/sensor-collector/collector.db";
@@ -19,6 +22,16 @@ pub struct Cli {
     /// Log format (logs go to stderr; the level comes from RUST_LOG, default "info").
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Configuration file (TOML); flags override it. A missing file is an error, except at the
+    /// default path.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "COLLECTOR_CONFIG",
+        default_value = crate::config::DEFAULT_PATH
+    )]
+    pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +52,14 @@ pub struct ServeArgs {
     /// SQLite database file, created (with its directory) if missing.
     #[arg(long, default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
     pub db: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics; "" for none.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9465",
+        env = "COLLECTOR_METRICS_LISTEN"
+    )]
+    pub metrics_listen: ListenAddr,
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +90,8 @@ pub struct DeviationsArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataValue};
 
 use crate::convert::unix_nanos;
+use crate::metrics::{IngestError, Metrics};
 use crate::store::{BatchKey, Store};
 
 /// Most deviations accepted in one batch.
@@ -28,11 +29,26 @@ pub const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";
 pub struct IngestService {
     store: Arc<Store>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl IngestService {
+    /// A service whose metrics nobody reads.
     pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
-        IngestService { store, shutdown }
+        Self::with_metrics(store, shutdown, Arc::new(Metrics::new()))
+    }
+
+    /// A service counting what it ingests in `metrics`.
+    pub fn with_metrics(
+        store: Arc<Store>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        IngestService {
+            store,
+            shutdown,
+            metrics,
+        }
     }
 }
 
@@ -51,10 +67,12 @@ impl Ingest for IngestService {
         let (acks, rx) = mpsc::channel(16);
         let store = Arc::clone(&self.store);
         let shutdown = self.shutdown.clone();
+        let metrics = Arc::clone(&self.metrics);
         tokio::spawn(async move {
+            let _connected = metrics.agent_connected();
             tracing::info!(%peer, "agent stream opened");
             let end = tokio::select! {
-                end = receive(inbound, &store, &acks) => end,
+                end = receive(inbound, &store, &metrics, &acks) => end,
                 () = shutdown.cancelled() => Err(Status::unavailable("collector is shutting down")),
             };
             match end {
@@ -75,10 +93,19 @@ impl Ingest for IngestService {
 async fn receive(
     mut inbound: Streaming<DeviationBatch>,
     store: &Arc<Store>,
+    metrics: &Metrics,
     acks: &mpsc::Sender<Result<BatchAck, Status>>,
 ) -> Result<(), Status> {
-    while let Some(batch) = inbound.message().await? {
-        let ack = store_batch(store, batch).await?;
+    loop {
+        let batch = match inbound.message().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(status) => {
+                metrics.error(IngestError::Stream);
+                return Err(status);
+            }
+        };
+        let ack = store_batch(store, metrics, batch).await?;
         if acks.send(Ok(ack)).await.is_err() {
             break; // The agent hung up.
         }
@@ -87,8 +114,15 @@ async fn receive(
 }
 
 /// Validates and stores one batch; answers its acknowledgement.
-async fn store_batch(store: &Arc<Store>, batch: DeviationBatch) -> Result<BatchAck, Status> {
-    validate(&batch).map_err(|status| rejected(status, batch.sequence))?;
+async fn store_batch(
+    store: &Arc<Store>,
+    metrics: &Metrics,
+    batch: DeviationBatch,
+) -> Result<BatchAck, Status> {
+    validate(&batch).map_err(|status| {
+        metrics.error(IngestError::Invalid);
+        rejected(status, batch.sequence)
+    })?;
     let store = Arc::clone(store);
     let received_ns = unix_nanos(SystemTime::now());
     let sequence = batch.sequence;
@@ -112,11 +146,16 @@ async fn store_batch(store: &Arc<Store>, batch: DeviationBatch) -> Result<BatchA
         outcome
     })
     .await
-    .map_err(|e| Status::internal(format!("storing batch {sequence} failed: {e}")))?
     .map_err(|e| {
+        metrics.error(IngestError::Store);
+        Status::internal(format!("storing batch {sequence} failed: {e}"))
+    })?
+    .map_err(|e| {
+        metrics.error(IngestError::Store);
         tracing::error!(sequence, error = %e, "cannot store batch");
         Status::unavailable(format!("cannot store batch {sequence}: {e}"))
     })?;
+    metrics.batch(&outcome);
     Ok(BatchAck {
         sequence,
         stored: outcome.stored,

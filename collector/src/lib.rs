@@ -1,9 +1,10 @@
 //! The collector: receives deviations from sensor agents over gRPC (`sensor.v1.Ingest`), stores
 //! them in SQLite and answers operators' queries (`sensor.v1.Query`).
 //!
-//! `cli` is the command line; `serve` runs `server` (the gRPC services, `ingest` for agents)
-//! over `store` (the database); `query` is the `deviations` client; `convert` holds every mapping
-//! of protobuf types to rows, names and JSON.
+//! `cli` is the command line and `config` its TOML file; `serve` runs `server` (the gRPC
+//! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus); `query`
+//! is the `deviations` client; `convert` holds every mapping of protobuf types to rows, names and
+//! JSON.
 //!
 //! The database defaults to `/var/lib/sensor-collector/collector.db` (its directory is created;
 //! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
@@ -12,8 +13,10 @@
 //! acknowledged without storing, and deviations are unique by id.
 
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod store;
@@ -47,12 +50,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("opening the database")??;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = args.metrics_listen.0 {
+        // Unlike the sensor, which watches on without metrics, a collector that cannot bind
+        // refuses to start: a port clash is a deployment mistake to see at once.
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(url = %format!("http://{addr}/metrics"), "serving metrics");
+        tokio::spawn(metrics::serve(
+            metrics_listener,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         db = %store.path().display(),
         "collector serving"
     );
-    server::serve(listener, Arc::new(store), shutdown)
+    server::serve_with_metrics(listener, Arc::new(store), metrics, shutdown)
         .await
         .context("gRPC server failed")?;
     tracing::info!("collector stopped");

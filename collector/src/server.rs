@@ -14,6 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How long open connections get to finish after shutdown is requested.
@@ -28,8 +29,22 @@ pub async fn serve(
     store: Arc<Store>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let ingest = IngestServer::new(IngestService::new(Arc::clone(&store), shutdown.clone()))
-        .max_decoding_message_size(MAX_DECODE_BYTES);
+    serve_with_metrics(listener, store, Arc::new(Metrics::new()), shutdown).await
+}
+
+/// As [`serve`], counting what is ingested in `metrics`.
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let ingest = IngestServer::new(IngestService::with_metrics(
+        Arc::clone(&store),
+        shutdown.clone(),
+        metrics,
+    ))
+    .max_decoding_message_size(MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -1,6 +1,8 @@
 //! The agent's main loop: kernel → decode → attribute → baseline/deviation → transport.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -8,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attribute::Attributor;
 use crate::baseline::{Engine, LearningConfig};
 use crate::kernel::{self, BootClock, Sensor};
+use crate::metrics::Metrics;
 use crate::status;
 use crate::transport::{Transport, TransportConfig};
 
@@ -20,6 +23,8 @@ pub struct AgentConfig {
     pub host: String,
     pub cgroup_root: PathBuf,
     pub load: kernel::LoadOptions,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,8 @@ pub enum AgentError {
 
 /// How often baselines are written and counters logged.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// How often the metrics read from the kernel and the transport are refreshed.
+const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// Runs until `cancel` fires, then flushes baselines and the delivery queue.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
@@ -62,6 +69,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         },
         cancel.clone(),
     )?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
+    }
     let mut sensor = Sensor::load(&config.load)?;
     let mut attributor = Attributor::new(&config.cgroup_root);
     attributor.seed_from_proc();
@@ -74,7 +85,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     );
     status::write(&config, &sensor, &engine, 0);
 
+    metrics.workloads(&engine.summary());
+    refresh_metrics(&metrics, &sensor, &transport);
+
     let mut tick = tokio::time::interval(HOUSEKEEPING);
+    let mut refresh = tokio::time::interval(METRICS_REFRESH);
     let mut last_counters = sensor.counters();
     let mut events: u64 = 0;
     let mut losses = LossWatch::new(&sensor);
@@ -85,15 +100,23 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                 ready?;
                 let mut found = Vec::new();
                 events += sensor.drain(|record| match kernel::decode(record, &clock) {
-                    Ok(event) => found.extend(engine.observe(&attributor.attribute(event))),
-                    Err(e) => tracing::warn!(error = %e, "undecodable kernel record"),
+                    Ok(event) => {
+                        metrics.event(&event.kind);
+                        found.extend(engine.observe(&attributor.attribute(event)));
+                    }
+                    Err(e) => {
+                        metrics.undecodable();
+                        tracing::warn!(error = %e, "undecodable kernel record");
+                    }
                 }) as u64;
-                deliver(&transport, &sensor, &mut losses, found);
+                deliver(&transport, &sensor, &mut losses, &metrics, found);
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
                 status::write(&config, &sensor, &engine, events);
+                metrics.workloads(&engine.summary());
             }
+            _ = refresh.tick() => refresh_metrics(&metrics, &sensor, &transport),
         }
     }
 
@@ -101,10 +124,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let mut found = Vec::new();
     sensor.drain(|record| {
         if let Ok(event) = kernel::decode(record, &clock) {
+            metrics.event(&event.kind);
             found.extend(engine.observe(&attributor.attribute(event)));
         }
     });
-    deliver(&transport, &sensor, &mut losses, found);
+    deliver(&transport, &sensor, &mut losses, &metrics, found);
     status::write(&config, &sensor, &engine, events);
     drop(sensor);
     if let Err(e) = engine.persist() {
@@ -153,10 +177,30 @@ pub(crate) fn lost_total(sensor: &Sensor) -> u64 {
         .sum()
 }
 
+/// Serves metrics on `addr` until `cancel`. A port that cannot be bound is logged and the agent
+/// runs on without metrics: watching the host matters more than its dashboard.
+async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(url = %format!("http://{addr}/metrics"), "serving metrics");
+            tokio::spawn(crate::metrics::serve(listener, metrics, cancel));
+        }
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve metrics; running without them");
+        }
+    }
+}
+
+fn refresh_metrics(metrics: &Metrics, sensor: &Sensor, transport: &Transport) {
+    metrics.kernel_counters(&sensor.counters());
+    metrics.transport(transport.stats());
+}
+
 fn deliver(
     transport: &Transport,
     sensor: &Sensor,
     losses: &mut LossWatch,
+    metrics: &Metrics,
     mut found: Vec<proto::v1::Deviation>,
 ) {
     if found.is_empty() {
@@ -168,6 +212,7 @@ fn deliver(
         }
     }
     for d in &found {
+        metrics.deviation(d);
         tracing::info!(workload = d.workload.as_ref().map(|w| w.id.as_str()).unwrap_or(""), summary = %d.summary, "deviation");
     }
     if let Err(e) = transport.send(found) {

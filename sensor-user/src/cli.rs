@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::config::ListenAddr;
 
 /// Host-level behavior sensor: learns what each workload normally does and reports deviations.
 #[derive(Debug, Parser)]
@@ -15,9 +18,21 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SENSOR_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// Configuration file (TOML); flags override it. A missing file is an error, except at the
+    /// default path.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "SENSOR_CONFIG",
+        default_value = crate::config::DEFAULT_PATH
+    )]
+    pub config: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -30,6 +45,29 @@ pub enum Command {
     /// Show what the sensor using a state directory is doing: programs, events, losses,
     /// workloads and their learning state.
     Status(StatusArgs),
+    /// Install as a systemd service: unit, binary, config (if absent) and state directory.
+    /// Does not start it; prints the command that does.
+    Install(InstallArgs),
+    /// Remove the systemd unit and the binary that `install` wrote (`--purge`: also the config
+    /// and the state directory).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// Prefix of every path written (an image being built, or a test directory).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    /// Prefix of every path removed.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Also remove the configuration file and the state directory (baselines, spool).
+    #[arg(long)]
+    pub purge: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,4 +114,13 @@ pub struct RunArgs {
     /// The cgroup v2 mount (default: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics; "" for none.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464",
+        env = "SENSOR_METRICS_LISTEN"
+    )]
+    pub metrics_listen: ListenAddr,
 }

@@ -1,13 +1,32 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use sensor_user::agent::{self, AgentConfig};
 use sensor_user::baseline::LearningConfig;
 use sensor_user::cli::{Cli, Command, LogFormat};
+use sensor_user::{config, install};
 use tokio_util::sync::CancellationToken;
 
+/// Exit code for a configuration that cannot be used (as clap's for a bad command line).
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Installing needs no configuration (and must work when the installed one is broken).
+    match &cli.command {
+        Command::Install(args) => return install(&args.root),
+        Command::Uninstall(args) => return uninstall(&args.root, args.purge),
+        Command::Run(_) | Command::Status(_) => {}
+    }
+    let explicit = matches.value_source("config") != Some(clap::parser::ValueSource::DefaultValue);
+    match config::load(explicit.then_some(cli.config.as_path())) {
+        Ok(file) => config::merge(&mut cli, &matches, &file),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -33,9 +52,11 @@ fn main() -> ExitCode {
                     load: sensor_user::kernel::LoadOptions {
                         filter_repeats: !args.no_kernel_filter,
                     },
+                    metrics_listen: args.metrics_listen.0,
                 };
                 agent::run(config, cancel).await.map_err(|e| e.to_string())
             }
+            Command::Install(_) | Command::Uninstall(_) => Ok(()),
             Command::Status(args) => {
                 let status =
                     sensor_user::status::read(&args.state_dir).map_err(|e| e.to_string())?;
@@ -52,6 +73,46 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sensor install`: copies this binary and writes the unit, config and state directory.
+fn install(root: &std::path::Path) -> ExitCode {
+    let binary = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: cannot find this binary to install it: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match install::install(root, &binary) {
+        Ok(done) => {
+            done.iter().for_each(|line| println!("{line}"));
+            println!("next: {}", install::NEXT_INSTALL);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sensor uninstall`: removes what `install` wrote.
+fn uninstall(root: &std::path::Path, purge: bool) -> ExitCode {
+    match install::uninstall(root, purge) {
+        Ok(done) => {
+            if done.is_empty() {
+                println!("nothing to remove under {}", root.display());
+            }
+            done.iter().for_each(|line| println!("{line}"));
+            println!("next: {}", install::NEXT_UNINSTALL);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

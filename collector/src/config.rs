@@ -1,0 +1,271 @@
+//! The collector's configuration file (TOML, default [`DEFAULT_PATH`]) and how it merges with the
+//! command line.
+//!
+//! Keys are the flags' names with `_` for `-`: `log_format`, `listen`, `db`, `metrics_listen`
+//! (for `serve`) and `server` (the collector `deviations` asks). The filters of `deviations`
+//! (`--workload`, `--kind`...) are per query and stay on the command line. Precedence, highest
+//! first: a flag, its environment variable, the file, the built-in default. The shipped example,
+//! `packaging/collector.toml`, lists every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+/// Where the configuration is read from when `--config` is not given. A missing file there is
+/// fine; a missing `--config` file is an error.
+pub const DEFAULT_PATH: &str = "/etc/sensor/collector.toml";
+
+/// The example configuration.
+pub const EXAMPLE: &str = include_str!("../../packaging/collector.toml");
+
+/// The configuration file's contents: every key optional, unknown keys refused.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// gRPC address `serve` listens on.
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file.
+    pub db: Option<PathBuf>,
+    /// Prometheus endpoint of `serve`, "" for none.
+    pub metrics_listen: Option<ListenAddr>,
+    /// Collector `deviations` asks.
+    pub server: Option<String>,
+}
+
+/// A local address to serve on, or none (written `""`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(ListenAddr(None));
+        }
+        text.parse().map(|a| ListenAddr(Some(a))).map_err(|_| {
+            format!(
+                "invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9465, or \"\" for none"
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `at` is `path:line:column` (or the path alone when the parser gave no position).
+    #[error("invalid config file {at}: {reason}")]
+    Invalid { at: String, reason: String },
+}
+
+/// Reads the file `--config` named, or [`DEFAULT_PATH`] if it exists.
+pub fn load(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_PATH));
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(FileConfig::default())
+        }
+        Err(source) => Err(ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Parses `text`, the contents of `path` (named in errors with the line and column).
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        at: position(path, text, e.span()),
+        reason: e.message().trim().replace('\n', "; "),
+    })
+}
+
+/// `path:line:column` of the start of `span` in `text` (1-based, column in characters).
+fn position(path: &Path, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return path.display().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{}:{line}:{column}", path.display())
+}
+
+/// Whether the argument `id` was left to its default (not on the command line nor in the
+/// environment), so that the file may set it.
+fn unset(matches: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+fn set<T: Clone>(matches: &ArgMatches, id: &str, arg: &mut T, file: &Option<T>) {
+    if unset(matches, id)
+        && let Some(value) = file
+    {
+        arg.clone_from(value);
+    }
+}
+
+/// Fills every option the command line left to its default from the file. `matches` are the
+/// ones `cli` was built from.
+pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
+    set(matches, "log_format", &mut cli.log_format, &file.log_format);
+    match &mut cli.command {
+        Command::Serve(args) => {
+            let Some(("serve", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "listen", &mut args.listen, &file.listen);
+            set(m, "db", &mut args.db, &file.db);
+            set(
+                m,
+                "metrics_listen",
+                &mut args.metrics_listen,
+                &file.metrics_listen,
+            );
+        }
+        Command::Deviations(args) => {
+            let Some(("deviations", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::ServeArgs;
+
+    fn file(text: &str) -> Result<FileConfig, String> {
+        parse(Path::new("/etc/sensor/collector.toml"), text).map_err(|e| e.to_string())
+    }
+
+    fn cli(args: &[&str], file: &FileConfig) -> Cli {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        merge(&mut cli, &matches, file);
+        cli
+    }
+
+    fn serve(cli: Cli) -> ServeArgs {
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_left_out() {
+        let config = file(
+            "log_format = \"json\"\nlisten = \"0.0.0.0:7000\"\ndb = \"/srv/c.db\"\n\
+             metrics_listen = \"\"\nserver = \"http://c:7000\"",
+        )
+        .unwrap();
+        let cli = cli(&["collector", "serve", "--db", "/tmp/x.db"], &config);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let args = serve(cli);
+        assert_eq!(args.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(args.db, Path::new("/tmp/x.db"), "the flag wins");
+        assert_eq!(args.metrics_listen, ListenAddr(None));
+
+        let Command::Deviations(args) = cli_deviations(&config).command else {
+            panic!("expected deviations");
+        };
+        assert_eq!(args.server, "http://c:7000");
+    }
+
+    fn cli_deviations(config: &FileConfig) -> Cli {
+        cli(&["collector", "--log-format", "text", "deviations"], config)
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let config = file("log_format = \"json\"").unwrap();
+        assert_eq!(cli_deviations(&config).log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn errors_name_the_line_column_and_reason() {
+        let e = file("db = \"/a\"\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(
+            e.starts_with("invalid config file /etc/sensor/collector.toml:2:10: "),
+            "{e}"
+        );
+        assert!(e.contains("invalid socket address"), "{e}");
+        let e = file("\n\n  lsiten = \"127.0.0.1:1\"").unwrap_err();
+        assert!(
+            e.contains("collector.toml:3:3: unknown field `lsiten`"),
+            "{e}"
+        );
+        let e = file("[serve\nlisten = 1").unwrap_err();
+        assert!(e.contains("collector.toml:1:"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = load(Some(Path::new("/nonexistent/collector.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/collector.toml"), "{e}");
+    }
+
+    /// The shipped example parses as it is (every setting commented out) and, with every
+    /// setting uncommented, documents exactly the built-in defaults.
+    #[test]
+    fn the_example_parses_and_documents_the_defaults() {
+        let example = Path::new("packaging/collector.toml");
+        assert_eq!(parse(example, EXAMPLE).unwrap(), FileConfig::default());
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(setting) if setting.starts_with(|c: char| c.is_ascii_lowercase()) => setting,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(example, &uncommented).unwrap();
+        assert!(
+            config.log_format.is_some()
+                && config.listen.is_some()
+                && config.db.is_some()
+                && config.metrics_listen.is_some()
+                && config.server.is_some(),
+            "the example shows every key: {config:?}"
+        );
+        let defaults = serve(cli(&["collector", "serve"], &FileConfig::default()));
+        let documented = serve(cli(&["collector", "serve"], &config));
+        assert_eq!(format!("{documented:?}"), format!("{defaults:?}"));
+        let Command::Deviations(args) = cli(&["collector", "deviations"], &config).command else {
+            panic!("expected deviations");
+        };
+        assert_eq!(args.server, crate::cli::DEFAULT_SERVER);
+        assert_eq!(
+            cli(&["collector", "serve"], &config).log_format,
+            LogFormat::Text
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! The sensor's configuration file (TOML, default [`DEFAULT_PATH`]) and how it merges with the
+//! command line.
+//!
+//! Every option of `sensor run` and `sensor status` can be set in the file under the flag's name
+//! with `_` for `-` (`--learning-period` is `learning_period`); `--no-kernel-filter` is
+//! `kernel_filter = false`. Precedence, highest first: a flag on the command line, its
+//! environment variable, the file, the built-in default. The shipped example,
+//! `packaging/sensor.toml`, lists every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+/// Where the configuration is read from when `--config` is not given. A missing file there is
+/// fine (everything has a default); a missing `--config` file is an error.
+pub const DEFAULT_PATH: &str = "/etc/sensor/sensor.toml";
+
+/// The example configuration, also what `sensor install` writes when no file exists.
+pub const EXAMPLE: &str = include_str!("../../packaging/sensor.toml");
+
+/// The configuration file's contents: every key optional, unknown keys refused.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// gRPC address of the collector.
+    pub collector: Option<String>,
+    /// Baselines, spool and status file.
+    pub state_dir: Option<PathBuf>,
+    /// Runs a CI job learns from.
+    pub learning_runs: Option<u32>,
+    /// How long other workloads learn, e.g. "24h".
+    #[serde(default, deserialize_with = "duration")]
+    pub learning_period: Option<Duration>,
+    /// Host name reported with every deviation.
+    pub host: Option<String>,
+    /// `false`: send every open and connect to userspace (`--no-kernel-filter`).
+    pub kernel_filter: Option<bool>,
+    /// The cgroup v2 mount.
+    pub cgroup_root: Option<PathBuf>,
+    /// Prometheus endpoint, "" for none.
+    pub metrics_listen: Option<ListenAddr>,
+}
+
+/// A local address to serve on, or none (written `""`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(ListenAddr(None));
+        }
+        text.parse().map(|a| ListenAddr(Some(a))).map_err(|_| {
+            format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9464, or \"\" for none")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A humantime duration ("24h", "30m") as a TOML string.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `at` is `path:line:column` (or the path alone when the parser gave no position).
+    #[error("invalid config file {at}: {reason}")]
+    Invalid { at: String, reason: String },
+}
+
+/// Reads the file `--config` named, or [`DEFAULT_PATH`] if it exists.
+pub fn load(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_PATH));
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(FileConfig::default())
+        }
+        Err(source) => Err(ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Parses `text`, the contents of `path` (named in errors with the line and column).
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        at: position(path, text, e.span()),
+        reason: e.message().trim().replace('\n', "; "),
+    })
+}
+
+/// `path:line:column` of the start of `span` in `text` (1-based, column in characters).
+pub(crate) fn position(path: &Path, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return path.display().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{}:{line}:{column}", path.display())
+}
+
+/// Whether the argument `id` was left to its default (not on the command line nor in the
+/// environment), so that the file may set it.
+fn unset(matches: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fills every option the command line left to its default from the file. `matches` are the
+/// ones `cli` was built from.
+pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
+    if unset(matches, "log_format")
+        && let Some(format) = file.log_format
+    {
+        cli.log_format = format;
+    }
+    match &mut cli.command {
+        Command::Run(args) => {
+            let Some(("run", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "collector", &mut args.collector, &file.collector);
+            set(m, "state_dir", &mut args.state_dir, &file.state_dir);
+            set(
+                m,
+                "learning_runs",
+                &mut args.learning_runs,
+                &file.learning_runs,
+            );
+            set(
+                m,
+                "learning_period",
+                &mut args.learning_period,
+                &file.learning_period,
+            );
+            if unset(m, "host") && file.host.is_some() {
+                args.host.clone_from(&file.host);
+            }
+            if unset(m, "no_kernel_filter")
+                && let Some(on) = file.kernel_filter
+            {
+                args.no_kernel_filter = !on;
+            }
+            if unset(m, "cgroup_root") && file.cgroup_root.is_some() {
+                args.cgroup_root.clone_from(&file.cgroup_root);
+            }
+            set(
+                m,
+                "metrics_listen",
+                &mut args.metrics_listen,
+                &file.metrics_listen,
+            );
+        }
+        Command::Status(args) => {
+            let Some(("status", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "state_dir", &mut args.state_dir, &file.state_dir);
+        }
+        Command::Install(_) | Command::Uninstall(_) => {}
+    }
+}
+
+fn set<T: Clone>(matches: &ArgMatches, id: &str, arg: &mut T, file: &Option<T>) {
+    if unset(matches, id)
+        && let Some(value) = file
+    {
+        arg.clone_from(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::RunArgs;
+
+    fn file(text: &str) -> Result<FileConfig, String> {
+        parse(Path::new("/etc/sensor/sensor.toml"), text).map_err(|e| e.to_string())
+    }
+
+    fn cli(args: &[&str], file: &FileConfig) -> Cli {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        merge(&mut cli, &matches, file);
+        cli
+    }
+
+    fn run(cli: Cli) -> RunArgs {
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = file(
+            r#"
+            log_format = "json"
+            collector = "http://10.0.0.1:50051"
+            state_dir = "/srv/sensor"
+            learning_runs = 3
+            learning_period = "2h 30m"
+            host = "runner-7"
+            kernel_filter = false
+            cgroup_root = "/sys/fs/cgroup"
+            metrics_listen = ""
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            config.learning_period,
+            Some(Duration::from_secs(2 * 3600 + 30 * 60))
+        );
+        assert_eq!(config.kernel_filter, Some(false));
+        assert_eq!(config.metrics_listen, Some(ListenAddr(None)));
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_left_out() {
+        let config = file(
+            "collector = \"http://c:1\"\nlearning_runs = 9\nkernel_filter = false\n\
+             metrics_listen = \"127.0.0.1:1234\"\nlog_format = \"json\"\nhost = \"h\"",
+        )
+        .unwrap();
+        let cli = cli(&["sensor", "run", "--learning-runs", "2"], &config);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let args = run(cli);
+        assert_eq!(args.collector, "http://c:1");
+        assert_eq!(args.learning_runs, 2, "the flag wins");
+        assert!(args.no_kernel_filter);
+        assert_eq!(args.host.as_deref(), Some("h"));
+        assert_eq!(
+            args.metrics_listen,
+            ListenAddr(Some("127.0.0.1:1234".parse().unwrap()))
+        );
+        // Untouched options keep their defaults.
+        assert_eq!(args.state_dir, Path::new("/var/lib/sensor"));
+        assert_eq!(args.learning_period, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let config =
+            file("log_format = \"json\"\nstate_dir = \"/a\"\nkernel_filter = false").unwrap();
+        let cli = cli(
+            &[
+                "sensor",
+                "--log-format",
+                "text",
+                "status",
+                "--state-dir",
+                "/b",
+            ],
+            &config,
+        );
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let Command::Status(args) = cli.command else {
+            panic!("expected status")
+        };
+        assert_eq!(args.state_dir, Path::new("/b"));
+    }
+
+    #[test]
+    fn an_empty_file_changes_nothing() {
+        let with = run(cli(&["sensor", "run"], &file("").unwrap()));
+        let without = run(cli(&["sensor", "run"], &FileConfig::default()));
+        assert_eq!(format!("{with:?}"), format!("{without:?}"));
+        assert_eq!(
+            with.metrics_listen,
+            ListenAddr(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_column_and_reason() {
+        let e = file("collector = \"x\"\n\ncolector = \"y\"\n").unwrap_err();
+        assert!(
+            e.starts_with("invalid config file /etc/sensor/sensor.toml:3:1: "),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `colector`"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+
+        let e = file("learning_runs = \"five\"").unwrap_err();
+        assert!(e.contains("sensor.toml:1:17: "), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+
+        let e = file("learning_period = \"soon\"").unwrap_err();
+        assert!(e.contains(":1:19: invalid duration \"soon\""), "{e}");
+
+        let e = file("metrics_listen = \"localhost\"").unwrap_err();
+        assert!(e.contains(":1:18: invalid address \"localhost\""), "{e}");
+
+        let e = file("log_format = \"xml\"").unwrap_err();
+        assert!(e.contains(":1:14: unknown variant `xml`"), "{e}");
+
+        let e = file("collector = \n").unwrap_err();
+        assert!(e.contains("sensor.toml:1:"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error_but_a_missing_default_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = load(Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("nope.toml"), "{e}");
+        let present = dir.path().join("sensor.toml");
+        std::fs::write(&present, "learning_runs = 1").unwrap();
+        assert_eq!(load(Some(&present)).unwrap().learning_runs, Some(1));
+        if !Path::new(DEFAULT_PATH).exists() {
+            assert_eq!(load(None).unwrap(), FileConfig::default());
+        }
+    }
+
+    /// The shipped example parses as it is (every setting commented out) and, with every
+    /// setting uncommented, documents exactly the built-in defaults.
+    #[test]
+    fn the_example_parses_and_documents_the_defaults() {
+        let example = Path::new("packaging/sensor.toml");
+        assert_eq!(parse(example, EXAMPLE).unwrap(), FileConfig::default());
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(setting) if setting.starts_with(|c: char| c.is_ascii_lowercase()) => setting,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(example, &uncommented).unwrap();
+        let keys = uncommented
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+            .count();
+        assert!(keys >= 7, "the example sets every key: {uncommented}");
+        let defaults = run(cli(&["sensor", "run"], &FileConfig::default()));
+        let documented = run(cli(&["sensor", "run"], &config));
+        assert_eq!(format!("{documented:?}"), format!("{defaults:?}"));
+        assert_eq!(cli(&["sensor", "run"], &config).log_format, LogFormat::Text);
+    }
+}
