@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub load: kernel::LoadOptions,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which paths are credential stores.
+    pub secrets: crate::deviation::SecretPaths,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         &config.state_dir,
         config.learning.clone(),
         config.host.clone(),
-    )?;
+    )?
+    .with_secret_paths(config.secrets.clone());
     let (transport, delivery) = Transport::start(
         TransportConfig {
             collector_url: config.collector_url.clone(),

@@ -111,6 +111,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_kernel_filter: bool,
 
+    /// An extra credential-store path pattern, added to the built-in list (repeatable): a
+    /// directory ends in `/` (`/opt/ci/secrets/`), anything else matches as a path suffix
+    /// (`/.vault/token`).
+    #[arg(long = "secret-path", value_name = "PATTERN")]
+    pub secret_paths: Vec<String>,
+
     /// The cgroup v2 mount (default: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,

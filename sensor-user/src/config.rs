@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub host: Option<String>,
     /// `false`: send every open and connect to userspace (`--no-kernel-filter`).
     pub kernel_filter: Option<bool>,
+    /// Extra credential-store path patterns (`--secret-path`), added to the built-in list.
+    pub secret_paths: Option<Vec<String>>,
     /// The cgroup v2 mount.
     pub cgroup_root: Option<PathBuf>,
     /// Prometheus endpoint, "" for none.
@@ -171,6 +173,11 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 && let Some(on) = file.kernel_filter
             {
                 args.no_kernel_filter = !on;
+            }
+            if unset(m, "secret_paths")
+                && let Some(paths) = &file.secret_paths
+            {
+                args.secret_paths.clone_from(paths);
             }
             if unset(m, "cgroup_root") && file.cgroup_root.is_some() {
                 args.cgroup_root.clone_from(&file.cgroup_root);

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                         filter_repeats: !args.no_kernel_filter,
                     },
                     metrics_listen: args.metrics_listen.0,
+                    secrets: sensor_user::deviation::SecretPaths::with_extra(args.secret_paths),
                 };
                 agent::run(config, cancel).await.map_err(|e| e.to_string())
             }

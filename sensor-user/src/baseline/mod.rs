@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::attribute::Attributed;
+use crate::deviation::SecretPaths;
 use crate::deviation::report::{self, cardinality_id, deviation_id, unix_nanos};
 
 pub use behaviour::{Behaviour, Dimension};
@@ -124,6 +125,7 @@ pub struct Engine {
     host: String,
     workloads: HashMap<String, Tracked>,
     newest_event: Option<SystemTime>,
+    secrets: SecretPaths,
 }
 
 #[derive(Debug)]
@@ -161,7 +163,14 @@ impl Engine {
             host,
             workloads,
             newest_event: None,
+            secrets: SecretPaths::default(),
         })
+    }
+
+    /// Uses `secrets` (instead of the built-in list) to tell which paths are credential stores.
+    pub fn with_secret_paths(mut self, secrets: SecretPaths) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Learns from `event`, or judges it, and returns the deviations it shows that were never
@@ -207,7 +216,13 @@ impl Engine {
                         Report::Already => false,
                         Report::New => {
                             tracked.dirty = true;
-                            deviations.push(report::build(&self.host, event, &behaviour, id));
+                            deviations.push(report::build(
+                                &self.host,
+                                event,
+                                &behaviour,
+                                id,
+                                &self.secrets,
+                            ));
                             false
                         }
                         Report::Full => true,

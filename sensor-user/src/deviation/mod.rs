@@ -8,4 +8,4 @@ pub mod report;
 mod severity;
 
 pub use report::{cardinality_id, deviation_id, deviation_kind};
-pub use severity::severity;
+pub use severity::{SecretPaths, severity};

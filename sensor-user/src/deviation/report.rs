@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use proto::v1::{self, DeviationKind, novelty::What};
 use sha2::{Digest, Sha256};
 
-use super::severity;
+use super::{SecretPaths, severity};
 use crate::attribute::{Attributed, ProcessInfo, Workload, WorkloadKind};
 use crate::baseline::{Behaviour, Dimension};
 use crate::event::EventKind;
@@ -16,20 +16,26 @@ use crate::kernel::dns;
 const ID_DOMAIN: &[u8] = b"sensor.v1.Deviation/1";
 
 /// The report for `behaviour`, new in `event`'s workload, with the id from [`deviation_id`].
-pub fn build(host: &str, event: &Attributed, behaviour: &Behaviour, id: String) -> v1::Deviation {
+pub fn build(
+    host: &str,
+    event: &Attributed,
+    behaviour: &Behaviour,
+    id: String,
+    secrets: &SecretPaths,
+) -> v1::Deviation {
     v1::Deviation {
         id,
         time_unix_nanos: unix_nanos(event.event.time),
         host: host.to_owned(),
         workload: Some(v1::Workload::from(&event.workload)),
         kind: deviation_kind(behaviour).into(),
-        severity: severity(behaviour, &event.context).into(),
+        severity: severity(behaviour, &event.context, secrets).into(),
         summary: summary(event, behaviour),
         process: Some(v1::Process::from(&event.process)),
         novelty: Some(v1::Novelty {
             what: Some(novelty(event, behaviour)),
         }),
-        signals: signals(event, behaviour),
+        signals: signals(event, behaviour, secrets),
     }
 }
 
@@ -76,7 +82,7 @@ pub fn cardinality(
 }
 
 /// Context worth saying next to the novelty (see `Deviation.signals` in the proto).
-fn signals(event: &Attributed, behaviour: &Behaviour) -> Vec<String> {
+fn signals(event: &Attributed, behaviour: &Behaviour, secrets: &SecretPaths) -> Vec<String> {
     let mut out = Vec::new();
     if let Behaviour::Executable(_) = behaviour {
         if event.context.dropped_then_executed {
@@ -86,7 +92,7 @@ fn signals(event: &Attributed, behaviour: &Behaviour) -> Vec<String> {
             out.push("fileless".to_owned());
         }
     }
-    if super::severity::is_credential_access(behaviour) {
+    if super::severity::is_credential_access(behaviour, secrets) {
         out.push("credential".to_owned());
     }
     out
@@ -376,7 +382,7 @@ mod tests {
     fn builds_every_field() {
         let a = attributed();
         let b = Behaviour::Executable("/usr/bin/nc".into());
-        let d = build("host-1", &a, &b, "the-id".into());
+        let d = build("host-1", &a, &b, "the-id".into(), &SecretPaths::default());
         assert_eq!(d.id, "the-id");
         assert_eq!(d.time_unix_nanos, 1_500);
         assert_eq!(d.host, "host-1");

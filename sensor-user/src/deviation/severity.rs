@@ -22,10 +22,12 @@
 //! ran (drop and execute) or has no file (memfd, deleted): fileless or freshly dropped tools are
 //! what intruders run and builds rarely do.
 //!
-//! Credential-looking paths: anything under a `.ssh/` directory, `.aws/credentials`,
-//! `.git-credentials`, `.npmrc`, `.pypirc`, `.docker/config.json`, kubernetes secrets
-//! (`/var/run/secrets/`, also as `/run/secrets/` since event paths have symlinks resolved),
-//! `/etc/shadow` and `/etc/gshadow`.
+//! Credential stores ([`SecretPaths`]): by default anything under a `.ssh/`, `.gnupg/`,
+//! `.azure/` or `.config/gcloud/` directory, `.aws/credentials`, `.git-credentials`, `.netrc`,
+//! `.npmrc`, `.pypirc`, `.docker/config.json`, `.kube/config`, cargo and terraform credentials,
+//! the GitHub CLI's `hosts.yml`, `.vault-token`, kubernetes secrets (`/var/run/secrets/`, also as
+//! `/run/secrets/` since event paths have symlinks resolved), `/etc/shadow` and `/etc/gshadow`;
+//! operators add their own (`secret_paths` in the config, `--secret-path`).
 
 use proto::v1::Severity;
 
@@ -41,18 +43,73 @@ const SCRATCH_OR_HOME: &[&str] = &[
     "/root/",
     "memfd:",
 ];
-/// Path suffixes (after a `/`) of credential files.
-const CREDENTIAL_FILES: &[&str] = &[
+/// Built-in credential store patterns (see [`SecretPaths`]).
+const DEFAULT_SECRET_PATHS: &[&str] = &[
+    "/.ssh/",
+    "/.gnupg/",
+    "/.azure/",
+    "/.config/gcloud/",
+    "/var/run/secrets/",
+    "/run/secrets/",
     "/.aws/credentials",
     "/.git-credentials",
+    "/.netrc",
     "/.npmrc",
     "/.pypirc",
     "/.docker/config.json",
+    "/.kube/config",
+    "/.cargo/credentials",
+    "/.cargo/credentials.toml",
+    "/.terraform.d/credentials.tfrc.json",
+    "/.config/gh/hosts.yml",
+    "/.vault-token",
+    "/etc/shadow",
+    "/etc/gshadow",
 ];
-const CREDENTIAL_DIRS: &[&str] = &["/var/run/secrets/", "/run/secrets/"];
 /// Open intents that change a file.
 const MODIFYING: &[&str] = &["write", "create", "truncate"];
-const CREDENTIAL_EXACT: &[&str] = &["/etc/shadow", "/etc/gshadow"];
+
+/// Which paths are credential stores. A pattern ending in `/` is a directory: every path with
+/// it inside matches. Any other pattern is a file: paths ending in it match. Patterns start with
+/// `/`, so they only match whole path components.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretPaths(Vec<String>);
+
+impl Default for SecretPaths {
+    fn default() -> Self {
+        SecretPaths(
+            DEFAULT_SECRET_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        )
+    }
+}
+
+impl SecretPaths {
+    /// The built-in patterns plus `extra` (each given a leading `/` if it lacks one).
+    pub fn with_extra(extra: impl IntoIterator<Item = String>) -> Self {
+        let mut paths = SecretPaths::default();
+        for p in extra {
+            paths.0.push(if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            });
+        }
+        paths
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.iter().any(|p| {
+            if p.ends_with('/') {
+                path.contains(p.as_str())
+            } else {
+                path.ends_with(p.as_str())
+            }
+        })
+    }
+}
 
 /// Severity of a cardinality-exploded deviation (see the module table).
 pub const CARDINALITY: Severity = Severity::High;
@@ -67,31 +124,33 @@ const INTRUSIVE_PRIVILEGES: &[&str] = &[
 ];
 
 /// The severity of reporting `behaviour` as new in `context` (see the module table).
-pub fn severity(behaviour: &Behaviour, context: &Context) -> Severity {
+pub fn severity(behaviour: &Behaviour, context: &Context, secrets: &SecretPaths) -> Severity {
     if matches!(behaviour, Behaviour::Executable(_))
         && (context.dropped_then_executed || context.fileless)
     {
         return Severity::Critical;
     }
-    base_severity(behaviour)
+    base_severity(behaviour, secrets)
 }
 
 /// True when `behaviour` touches a credential store.
-pub fn is_credential_access(behaviour: &Behaviour) -> bool {
+pub fn is_credential_access(behaviour: &Behaviour, secrets: &SecretPaths) -> bool {
     match behaviour {
-        Behaviour::File { path, .. } | Behaviour::FileOperation { path, .. } => is_credential(path),
+        Behaviour::File { path, .. } | Behaviour::FileOperation { path, .. } => {
+            secrets.matches(path)
+        }
         _ => false,
     }
 }
 
-fn base_severity(behaviour: &Behaviour) -> Severity {
+fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
     match behaviour {
         Behaviour::Executable(path) if SCRATCH_OR_HOME.iter().any(|d| path.starts_with(d)) => {
             Severity::High
         }
         Behaviour::Executable(_) => Severity::Medium,
         Behaviour::ExecEdge { .. } => Severity::Low,
-        Behaviour::File { path, .. } if is_credential(path) => Severity::High,
+        Behaviour::File { path, .. } if secrets.matches(path) => Severity::High,
         Behaviour::File { intent, .. }
             if intent.split('|').any(|part| MODIFYING.contains(&part)) =>
         {
@@ -112,7 +171,7 @@ fn base_severity(behaviour: &Behaviour) -> Severity {
         }
         Behaviour::DnsName(_) => Severity::Low,
         Behaviour::Listener { .. } => Severity::Medium,
-        Behaviour::FileOperation { path, .. } if is_credential(path) => Severity::High,
+        Behaviour::FileOperation { path, .. } if secrets.matches(path) => Severity::High,
         Behaviour::FileOperation {
             operation, detail, ..
         } if operation == "chmod"
@@ -122,13 +181,6 @@ fn base_severity(behaviour: &Behaviour) -> Severity {
         }
         Behaviour::FileOperation { .. } => Severity::Low,
     }
-}
-
-fn is_credential(path: &str) -> bool {
-    path.contains("/.ssh/")
-        || CREDENTIAL_FILES.iter().any(|f| path.ends_with(f))
-        || CREDENTIAL_DIRS.iter().any(|d| path.starts_with(d))
-        || CREDENTIAL_EXACT.contains(&path)
 }
 
 #[cfg(test)]
@@ -196,7 +248,7 @@ mod tests {
         ];
         for (behaviour, want) in cases {
             assert_eq!(
-                severity(&behaviour, &Context::default()),
+                severity(&behaviour, &Context::default(), &SecretPaths::default()),
                 want,
                 "{behaviour:?}"
             );
@@ -218,9 +270,12 @@ mod tests {
         for path in paths {
             let generalised = crate::baseline::generalize_path(path);
             let b = file(&generalised, "read");
-            assert!(is_credential_access(&b), "{path} -> {generalised}");
+            assert!(
+                is_credential_access(&b, &SecretPaths::default()),
+                "{path} -> {generalised}"
+            );
             assert_eq!(
-                severity(&b, &Context::default()),
+                severity(&b, &Context::default(), &SecretPaths::default()),
                 Severity::High,
                 "{generalised}"
             );
@@ -234,32 +289,70 @@ mod tests {
             operation: op.into(),
             detail: String::new(),
         };
-        assert_eq!(severity(&privilege("ptrace-attach"), &ctx), Severity::High);
-        assert_eq!(severity(&privilege("setresuid"), &ctx), Severity::Medium);
         assert_eq!(
-            severity(&Behaviour::DnsName("pypi.org".into()), &ctx),
+            severity(&privilege("ptrace-attach"), &ctx, &SecretPaths::default()),
+            Severity::High
+        );
+        assert_eq!(
+            severity(&privilege("setresuid"), &ctx, &SecretPaths::default()),
+            Severity::Medium
+        );
+        assert_eq!(
+            severity(
+                &Behaviour::DnsName("pypi.org".into()),
+                &ctx,
+                &SecretPaths::default()
+            ),
             Severity::Low
         );
         let tunnel = format!("{}.exfil.test", "a".repeat(50));
-        assert_eq!(severity(&Behaviour::DnsName(tunnel), &ctx), Severity::High);
+        assert_eq!(
+            severity(&Behaviour::DnsName(tunnel), &ctx, &SecretPaths::default()),
+            Severity::High
+        );
         let chmod = |mode: &str| Behaviour::FileOperation {
             operation: "chmod".into(),
             path: "/tmp/x".into(),
             detail: mode.into(),
         };
-        assert_eq!(severity(&chmod("755"), &ctx), Severity::Low);
-        assert_eq!(severity(&chmod("4755"), &ctx), Severity::High);
+        assert_eq!(
+            severity(&chmod("755"), &ctx, &SecretPaths::default()),
+            Severity::Low
+        );
+        assert_eq!(
+            severity(&chmod("4755"), &ctx, &SecretPaths::default()),
+            Severity::High
+        );
         let dropped = Context {
             dropped_then_executed: true,
             ..Context::default()
         };
         assert_eq!(
-            severity(&Behaviour::Executable("/tmp/x".into()), &dropped),
+            severity(
+                &Behaviour::Executable("/tmp/x".into()),
+                &dropped,
+                &SecretPaths::default()
+            ),
             Severity::Critical
         );
         assert_eq!(
-            severity(&Behaviour::DnsName("a.b".into()), &dropped),
+            severity(
+                &Behaviour::DnsName("a.b".into()),
+                &dropped,
+                &SecretPaths::default()
+            ),
             Severity::Low
         );
+    }
+
+    #[test]
+    fn operators_add_secret_paths() {
+        let secrets =
+            SecretPaths::with_extra(["opt/ci/secrets/".to_owned(), "/.vault/token".to_owned()]);
+        assert!(secrets.matches("/opt/ci/secrets/deploy.key"));
+        assert!(secrets.matches("/home/u/.vault/token"));
+        assert!(secrets.matches("/home/u/.ssh/id_rsa"), "built-ins stay");
+        assert!(!SecretPaths::default().matches("/opt/ci/secrets/deploy.key"));
+        assert!(!secrets.matches("/home/u/my.npmrc.bak"));
     }
 }
