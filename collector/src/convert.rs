@@ -124,6 +124,7 @@ pub fn to_json(stored: &StoredDeviation) -> Value {
             "argv_truncated": process.argv_truncated,
             "uid": process.uid,
             "euid": process.euid,
+            "executable_sha256": process.executable_sha256,
             "ancestry": ancestry,
         },
         "novelty": novelty_json(d),

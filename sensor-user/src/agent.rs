@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attribute::Attributor;
 use crate::baseline::{Engine, LearningConfig};
+use crate::exe_hash::ExecutableHashes;
 use crate::kernel::{self, BootClock, Sensor};
 use crate::metrics::Metrics;
 use crate::status;
@@ -96,6 +97,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let mut last_counters = sensor.counters();
     let mut events: u64 = 0;
     let mut losses = LossWatch::new(&sensor);
+    let mut hashes = ExecutableHashes::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -112,7 +114,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                         tracing::warn!(error = %e, "undecodable kernel record");
                     }
                 }) as u64;
-                deliver(&transport, &sensor, &mut losses, &metrics, found);
+                deliver(&transport, &sensor, &mut losses,
+                    &mut hashes, &metrics, found);
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
@@ -131,7 +134,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             found.extend(engine.observe(&attributor.attribute(event)));
         }
     });
-    deliver(&transport, &sensor, &mut losses, &metrics, found);
+    deliver(
+        &transport,
+        &sensor,
+        &mut losses,
+        &mut hashes,
+        &metrics,
+        found,
+    );
     status::write(&config, &sensor, &engine, events);
     drop(sensor);
     if let Err(e) = engine.persist() {
@@ -203,15 +213,22 @@ fn deliver(
     transport: &Transport,
     sensor: &Sensor,
     losses: &mut LossWatch,
+    hashes: &mut ExecutableHashes,
     metrics: &Metrics,
     mut found: Vec<proto::v1::Deviation>,
 ) {
     if found.is_empty() {
         return;
     }
-    if losses.recent(sensor) {
-        for d in &mut found {
+    let lost = losses.recent(sensor);
+    for d in &mut found {
+        if lost {
             d.signals.push("overlapped-loss".to_owned());
+        }
+        if let Some(p) = d.process.as_mut()
+            && let Some(hash) = hashes.of(p.pid, &p.executable)
+        {
+            p.executable_sha256 = hash;
         }
     }
     for d in &found {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod deviation;
 pub mod event;
+pub mod exe_hash;
 pub mod install;
 pub mod kernel;
 pub mod metrics;

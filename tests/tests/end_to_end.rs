@@ -183,6 +183,29 @@ fn ci_job_learns_then_reports_new_behaviour() {
             );
         }
     }
+    // The dropped executable is identified by content: a copy of /bin/true.
+    let sha256sum = Command::new("sha256sum").arg("/bin/true").output().unwrap();
+    let true_hash = String::from_utf8(sha256sum.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let dropped = found
+        .iter()
+        .find(|d| {
+            d["kind"] == "new-executable"
+                && d["novelty"]["executable"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/work/dropped"))
+        })
+        .unwrap();
+    assert_eq!(
+        dropped["process"]["executable_sha256"],
+        true_hash.as_str(),
+        "{dropped}"
+    );
+
     // Reported once: ids are unique.
     let mut ids: Vec<&str> = found.iter().map(|d| d["id"].as_str().unwrap()).collect();
     ids.sort();

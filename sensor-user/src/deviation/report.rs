@@ -335,6 +335,8 @@ impl From<&ProcessInfo> for v1::Process {
                     executable: executable.clone(),
                 })
                 .collect(),
+            // Filled by the agent (`crate::exe_hash`), which may do file I/O; this may not.
+            executable_sha256: String::new(),
         }
     }
 }
