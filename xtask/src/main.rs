@@ -2,6 +2,7 @@
 
 mod bench;
 mod peers;
+mod portability;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +18,13 @@ enum Command {
     /// Measure the sensor's cost on syscall-heavy workloads, as ratios against the same run
     /// without it, and write the results as a markdown table.
     Bench(bench::Args),
+    /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
+    Portability(portability::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
+        Command::Portability(args) => portability::run(&args),
     }
 }
