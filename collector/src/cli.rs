@@ -52,7 +52,9 @@ pub struct ServeArgs {
     /// SQLite database file, created (with its directory) if missing.
     #[arg(long, default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
     pub db: PathBuf,
-    /// Serve Prometheus metrics at http://ADDR/metrics; "" for none.
+    /// Serve the web page (http://ADDR/, with its JSON API under /api/) and Prometheus metrics
+    /// (http://ADDR/metrics); "" for none. No authentication: keep it on loopback or a
+    /// management network.
     #[arg(
         long,
         value_name = "ADDR",

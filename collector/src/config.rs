@@ -34,7 +34,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// SQLite database file.
     pub db: Option<PathBuf>,
-    /// Prometheus endpoint of `serve`, "" for none.
+    /// Web page, JSON API and Prometheus endpoint of `serve`, "" for none.
     pub metrics_listen: Option<ListenAddr>,
     /// Collector `deviations` asks.
     pub server: Option<String>,

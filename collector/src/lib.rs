@@ -2,9 +2,9 @@
 //! them in SQLite and answers operators' queries (`sensor.v1.Query`).
 //!
 //! `cli` is the command line and `config` its TOML file; `serve` runs `server` (the gRPC
-//! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus); `query`
-//! is the `deviations` client; `convert` holds every mapping of protobuf types to rows, names and
-//! JSON.
+//! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus), and
+//! `web` (the HTTP endpoint: a page over what is stored, its JSON API, `/metrics`); `query` is the
+//! `deviations` client; `convert` holds every mapping of protobuf types to rows, names and JSON.
 //!
 //! The database defaults to `/var/lib/sensor-collector/collector.db` (its directory is created;
 //! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod web;
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -50,26 +51,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("opening the database")??;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let store = Arc::new(store);
     let metrics = Arc::new(metrics::Metrics::new());
     if let Some(addr) = args.metrics_listen.0 {
         // Unlike the sensor, which watches on without metrics, a collector that cannot bind
         // refuses to start: a port clash is a deployment mistake to see at once.
-        let metrics_listener = TcpListener::bind(addr)
+        let web_listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(url = %format!("http://{addr}/metrics"), "serving metrics");
-        tokio::spawn(metrics::serve(
-            metrics_listener,
-            Arc::clone(&metrics),
-            shutdown.clone(),
-        ));
+            .with_context(|| format!("cannot serve metrics and the web page on {addr}"))?;
+        tracing::info!(
+            page = %format!("http://{addr}/"),
+            metrics = %format!("http://{addr}/metrics"),
+            "serving the web page and metrics"
+        );
+        let web = web::Web::new(Arc::clone(&store), Arc::clone(&metrics), addr.ip());
+        tokio::spawn(web::serve(web_listener, Arc::new(web), shutdown.clone()));
     }
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         db = %store.path().display(),
         "collector serving"
     );
-    server::serve_with_metrics(listener, Arc::new(store), metrics, shutdown)
+    server::serve_with_metrics(listener, store, metrics, shutdown)
         .await
         .context("gRPC server failed")?;
     tracing::info!("collector stopped");

@@ -1,5 +1,5 @@
-//! Prometheus metrics of `collector serve` (`--metrics-listen`, default 127.0.0.1:9465), in the
-//! OpenMetrics text format at `/metrics`:
+//! Prometheus metrics of `collector serve`, in the OpenMetrics text format at `/metrics` of its
+//! HTTP endpoint ([`crate::web`]; `--metrics-listen`, default 127.0.0.1:9465):
 //!
 //! | metric | labels | what |
 //! |--------|--------|------|
@@ -11,16 +11,12 @@
 //! | `collector_agents_connected` | | agent streams open |
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::store::BatchOutcome;
 
@@ -127,6 +123,11 @@ impl Metrics {
         AgentGuard(Arc::clone(self))
     }
 
+    /// Agent streams open now.
+    pub fn agents_connected(&self) -> i64 {
+        self.agents.get()
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -155,106 +156,6 @@ impl Drop for AgentGuard {
     }
 }
 
-/// Largest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client gets to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections answered at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 8;
-
-/// Serves `GET /metrics` on `listener` until `cancel` fires.
-///
-/// A minimal HTTP/1.1 responder on the tokio listener rather than hyper or axum: the endpoint
-/// serves one page to a local scraper, and the hyper and axum in the tree are built (for tonic)
-/// without their HTTP/1 server features; enabling them would compile a general HTTP stack for one
-/// GET. Each connection gets one answer and is closed (`Connection: close`, which Prometheus
-/// handles); request heads over 8 KiB or slower than 5 s are dropped. (The sensor has the same
-/// responder; the two crates share no library.)
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let stream = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = answer(stream, &metrics).await {
-                tracing::debug!(error = %e, "metrics: request failed");
-            }
-        });
-    }
-}
-
-/// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read)
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let response = respond(&head, || metrics.render());
-    stream.write_all(&response).await?;
-    stream.shutdown().await
-}
-
-/// The whole response to the request head `head`.
-fn respond(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(),
-        ),
-        ("GET" | "HEAD", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "metrics are at /metrics\n".to_owned(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET and HEAD\n".to_owned(),
-        ),
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +177,7 @@ mod tests {
         let guard = m.agent_connected();
         let _second = m.agent_connected();
         drop(guard);
+        assert_eq!(m.agents_connected(), 1);
         let text = m.render();
         for line in [
             "collector_deviations_ingested_total 3",
@@ -292,17 +194,5 @@ mod tests {
                 "{line:?} missing in\n{text}"
             );
         }
-    }
-
-    #[test]
-    fn http_answers() {
-        let ok = String::from_utf8(respond(b"GET /metrics HTTP/1.1\r\n\r\n", || "a 1\n".into()))
-            .unwrap();
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\na 1\n"));
-        let missing = String::from_utf8(respond(b"GET /x HTTP/1.1\r\n\r\n", String::new)).unwrap();
-        assert!(missing.starts_with("HTTP/1.1 404 "));
-        let post =
-            String::from_utf8(respond(b"PUT /metrics HTTP/1.1\r\n\r\n", String::new)).unwrap();
-        assert!(post.starts_with("HTTP/1.1 405 "));
     }
 }

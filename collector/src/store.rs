@@ -281,6 +281,204 @@ impl Store {
     }
 }
 
+/// A workload as its stored deviations show it (the collector knows nothing else about it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadSummary {
+    pub id: String,
+    /// `WorkloadKind` value.
+    pub kind: i32,
+    /// Deviations stored.
+    pub deviations: u64,
+    /// Deviations per severity, indexed by the `Severity` value (0 = unspecified … 5 = critical);
+    /// values outside that range count in `deviations` only.
+    pub by_severity: [u64; 6],
+    /// Distinct runs (CI jobs) and hosts.
+    pub runs: u64,
+    pub hosts: u64,
+    /// Times of its first and last deviation, ns since the epoch.
+    pub first_ns: i64,
+    pub last_ns: i64,
+}
+
+/// The deviations of one run of one workload (all of a workload's, when it has no runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentSummary {
+    pub workload_id: String,
+    pub workload_kind: i32,
+    pub run_id: String,
+    pub deviations: u64,
+    /// Highest `Severity` value.
+    pub max_severity: i32,
+    /// Distinct `DeviationKind` values, ascending.
+    pub kinds: Vec<i32>,
+    /// Distinct hosts, and the first of them by name.
+    pub hosts: u64,
+    pub host: String,
+    pub first_ns: i64,
+    pub last_ns: i64,
+}
+
+/// An agent as its stored batches show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSummary {
+    pub agent_id: String,
+    /// Batches stored (resent copies are acknowledged, not recorded).
+    pub batches: u64,
+    /// Deviations newly stored, and already stored ones, over those batches.
+    pub stored: u64,
+    pub duplicates: u64,
+    /// When its first and last batch were received, ns since the epoch.
+    pub first_contact_ns: i64,
+    pub last_contact_ns: i64,
+}
+
+impl Store {
+    /// Workloads with deviations matching `request`'s filters (its limit caps the workloads),
+    /// latest deviation first.
+    pub fn workloads(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<WorkloadSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), COUNT(*),
+                    SUM(severity = 0), SUM(severity = 1), SUM(severity = 2), SUM(severity = 3),
+                    SUM(severity = 4), SUM(severity = 5),
+                    COUNT(DISTINCT run_id), COUNT(DISTINCT host), MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id ORDER BY MAX(time_ns) DESC, workload_id
+             LIMIT ?"
+        );
+        args.push(Value::Integer(limit(request.limit).into()));
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args), |row| {
+            let mut by_severity = [0u64; 6];
+            for (i, count) in by_severity.iter_mut().enumerate() {
+                *count = count_at(row, 3 + i)?;
+            }
+            Ok(WorkloadSummary {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                deviations: count_at(row, 2)?,
+                by_severity,
+                runs: count_at(row, 9)?,
+                hosts: count_at(row, 10)?,
+                first_ns: row.get(11)?,
+                last_ns: row.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deviations matching `request`'s filters grouped by workload and run (its limit caps the
+    /// groups), latest first.
+    pub fn incidents(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<IncidentSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
+                    GROUP_CONCAT(DISTINCT kind), COUNT(DISTINCT host), MIN(host),
+                    MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id, run_id
+             ORDER BY MAX(time_ns) DESC, workload_id, run_id LIMIT ?"
+        );
+        args.push(Value::Integer(limit(request.limit).into()));
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args), |row| {
+            let kinds: String = row.get(5)?;
+            let mut kinds: Vec<i32> = kinds.split(',').filter_map(|k| k.parse().ok()).collect();
+            kinds.sort_unstable();
+            Ok(IncidentSummary {
+                workload_id: row.get(0)?,
+                workload_kind: row.get(1)?,
+                run_id: row.get(2)?,
+                deviations: count_at(row, 3)?,
+                max_severity: row.get(4)?,
+                kinds,
+                hosts: count_at(row, 6)?,
+                host: row.get(7)?,
+                first_ns: row.get(8)?,
+                last_ns: row.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Agents that delivered at least one batch, most recently heard from first; at most `limit`
+    /// (0 for the default).
+    pub fn agents(&self, limit_to: u32) -> Result<Vec<AgentSummary>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(
+            "SELECT agent_id, COUNT(*), SUM(stored), SUM(duplicates), MIN(received_ns),
+                    MAX(received_ns)
+             FROM batches GROUP BY agent_id ORDER BY MAX(received_ns) DESC, agent_id LIMIT ?",
+        )?;
+        let rows = statement.query_map([limit(limit_to)], |row| {
+            Ok(AgentSummary {
+                agent_id: row.get(0)?,
+                batches: count_at(row, 1)?,
+                stored: count_at(row, 2)?,
+                duplicates: count_at(row, 3)?,
+                first_contact_ns: row.get(4)?,
+                last_contact_ns: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The limit a query applies for a requested `limit` (0 for the default).
+fn limit(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_QUERY_LIMIT,
+        n => n.min(MAX_QUERY_LIMIT),
+    }
+}
+
+/// A count column (never negative in practice; a negative one reads as 0).
+fn count_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(row.get::<_, i64>(index)?).unwrap_or(0))
+}
+
+/// The ` WHERE …` clause (or nothing) for the filters set in `request`, with its arguments; the
+/// same filters, with the same meaning, as [`Store::list`].
+fn filter_sql(request: &ListDeviationsRequest) -> (String, Vec<Value>) {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if !request.workload.is_empty() {
+        conditions.push("workload_id = ?");
+        args.push(Value::Text(request.workload.clone()));
+    }
+    if !request.host.is_empty() {
+        conditions.push("host = ?");
+        args.push(Value::Text(request.host.clone()));
+    }
+    if request.kind != 0 {
+        conditions.push("kind = ?");
+        args.push(Value::Integer(request.kind.into()));
+    }
+    if request.min_severity != 0 {
+        conditions.push("severity >= ?");
+        args.push(Value::Integer(request.min_severity.into()));
+    }
+    if request.since_unix_nanos != 0 {
+        conditions.push("time_ns >= ?");
+        args.push(Value::Integer(request.since_unix_nanos));
+    }
+    if request.until_unix_nanos != 0 {
+        conditions.push("time_ns < ?");
+        args.push(Value::Integer(request.until_unix_nanos));
+    }
+    if conditions.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!(" WHERE {}", conditions.join(" AND ")), args)
+    }
+}
+
 /// Connection settings: WAL, full durability, wait rather than fail when the file is busy.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -381,6 +579,160 @@ mod tests {
         };
         let outcome = store.store_batch(wiped, &[deviation("z", 2)], 2).unwrap();
         assert_eq!((outcome.stored, outcome.resent), (1, false));
+    }
+
+    /// Deviation `id` at `time` in `workload` run `run` on `host` with `severity`.
+    fn at(id: &str, time: i64, workload: &str, run: &str, host: &str, severity: i32) -> Deviation {
+        let mut d = deviation(id, time);
+        let w = d.workload.as_mut().unwrap();
+        w.id = workload.to_owned();
+        w.run_id = run.to_owned();
+        d.host = host.to_owned();
+        d.severity = severity;
+        d
+    }
+
+    fn sample_store(dir: &Path) -> Store {
+        let store = Store::open(&dir.join("c.db")).unwrap();
+        let agent_b = BatchKey {
+            agent_id: "agent-b",
+            ..key(1)
+        };
+        store
+            .store_batch(
+                key(1),
+                &[
+                    at("a", 10, "github:acme/app/ci/build", "7", "h1", 5),
+                    at("b", 20, "github:acme/app/ci/build", "7", "h1", 2),
+                    at("c", 30, "github:acme/app/ci/build", "8", "h2", 3),
+                ],
+                1_000,
+            )
+            .unwrap();
+        store
+            .store_batch(
+                agent_b,
+                &[at("d", 25, "unit:web.service", "", "h3", 2)],
+                2_000,
+            )
+            .unwrap();
+        store
+            .store_batch(
+                key(2),
+                &[at("a", 10, "github:acme/app/ci/build", "7", "h1", 5)],
+                3_000,
+            )
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn workloads_count_their_deviations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sample_store(dir.path());
+        let all = store.workloads(&ListDeviationsRequest::default()).unwrap();
+        assert_eq!(all.len(), 2);
+        let ci = &all[0];
+        assert_eq!(ci.id, "github:acme/app/ci/build", "latest deviation first");
+        assert_eq!(ci.kind, proto::v1::WorkloadKind::GithubJob as i32);
+        assert_eq!(
+            (ci.deviations, ci.by_severity, ci.runs, ci.hosts),
+            (3, [0, 0, 1, 1, 0, 1], 2, 2)
+        );
+        assert_eq!((ci.first_ns, ci.last_ns), (10, 30));
+        assert_eq!(
+            (all[1].id.as_str(), all[1].deviations),
+            ("unit:web.service", 1)
+        );
+
+        let severe = store
+            .workloads(&ListDeviationsRequest {
+                min_severity: 3,
+                ..ListDeviationsRequest::default()
+            })
+            .unwrap();
+        assert_eq!(severe.len(), 1);
+        assert_eq!((severe[0].deviations, severe[0].first_ns), (2, 10));
+        let one = store
+            .workloads(&ListDeviationsRequest {
+                limit: 1,
+                ..ListDeviationsRequest::default()
+            })
+            .unwrap();
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn incidents_group_by_workload_and_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sample_store(dir.path());
+        let all = store.incidents(&ListDeviationsRequest::default()).unwrap();
+        let groups: Vec<_> = all
+            .iter()
+            .map(|i| (i.workload_id.as_str(), i.run_id.as_str(), i.deviations))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("github:acme/app/ci/build", "8", 1),
+                ("unit:web.service", "", 1),
+                ("github:acme/app/ci/build", "7", 2),
+            ],
+            "latest first"
+        );
+        let run7 = &all[2];
+        assert_eq!(
+            (run7.max_severity, run7.first_ns, run7.last_ns),
+            (5, 10, 20)
+        );
+        assert_eq!(run7.kinds, [proto::v1::DeviationKind::NewExecEdge as i32]);
+        assert_eq!((run7.hosts, run7.host.as_str()), (1, "h1"));
+
+        let only = store
+            .incidents(&ListDeviationsRequest {
+                workload: "unit:web.service".to_owned(),
+                ..ListDeviationsRequest::default()
+            })
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].host, "h3");
+    }
+
+    #[test]
+    fn agents_show_their_last_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sample_store(dir.path());
+        let agents = store.agents(0).unwrap();
+        assert_eq!(
+            agents,
+            [
+                AgentSummary {
+                    agent_id: "agent-a".to_owned(),
+                    batches: 2,
+                    stored: 3,
+                    duplicates: 1,
+                    first_contact_ns: 1_000,
+                    last_contact_ns: 3_000,
+                },
+                AgentSummary {
+                    agent_id: "agent-b".to_owned(),
+                    batches: 1,
+                    stored: 1,
+                    duplicates: 0,
+                    first_contact_ns: 2_000,
+                    last_contact_ns: 2_000,
+                },
+            ]
+        );
+        assert_eq!(store.agents(1).unwrap().len(), 1);
+        let empty = Store::open(&dir.path().join("empty.db")).unwrap();
+        assert!(empty.agents(0).unwrap().is_empty());
+        assert!(
+            empty
+                .workloads(&ListDeviationsRequest::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

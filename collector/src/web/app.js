@@ -1,0 +1,283 @@
+// The collector's page: fetches the JSON API and draws four tables.
+//
+// Everything shown comes from agents and may be hostile. Text is only ever put in the page as
+// text (`append` of a string, `textContent`), never parsed as HTML; links are built from
+// encodeURIComponent and start with "?", so they stay on this page.
+"use strict";
+
+const SEVERITIES = ["info", "low", "medium", "high", "critical"];
+const FILTERS = ["workload", "host", "min_severity", "kind", "since"];
+const REFRESH_MS = 30000;
+
+const params = new URLSearchParams(location.search);
+const opened = new Set(params.getAll("open"));
+
+/// An element with attributes and children (strings become text nodes).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  }
+  return node;
+}
+
+/// The filters of this page's query string, with `changes` applied, as a query string.
+function query(changes) {
+  const q = new URLSearchParams();
+  for (const name of FILTERS) {
+    const value = name in (changes || {}) ? changes[name] : params.get(name);
+    if (value) q.set(name, value);
+  }
+  return q.toString();
+}
+
+function workloadLink(id) {
+  return el("a", { href: "?" + query({ workload: id }), class: "workload", title: "only " + id }, id);
+}
+
+function severityBadge(severity, text) {
+  const known = SEVERITIES.includes(severity) ? severity : "unspecified";
+  return el("span", { class: "sev sev-" + known }, text === undefined ? severity : text);
+}
+
+/// "2025-01-02 03:04:05" from an RFC 3339 UTC time.
+function shortTime(rfc3339) {
+  return String(rfc3339 || "").slice(0, 19).replace("T", " ");
+}
+
+function millis(rfc3339) {
+  return Date.parse(String(rfc3339 || "").slice(0, 23) + "Z");
+}
+
+/// "12 s ago", "3 min ago", "5 h ago", "2 d ago".
+function ago(rfc3339) {
+  const seconds = Math.round((Date.now() - millis(rfc3339)) / 1000);
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 0) return "in the future";
+  if (seconds < 90) return seconds + " s ago";
+  if (seconds < 90 * 60) return Math.round(seconds / 60) + " min ago";
+  if (seconds < 36 * 3600) return Math.round(seconds / 3600) + " h ago";
+  return Math.round(seconds / 86400) + " d ago";
+}
+
+function timeCell(rfc3339) {
+  return el("td", { class: "time", title: rfc3339 + " (" + ago(rfc3339) + ")" }, shortTime(rfc3339));
+}
+
+async function fetchJson(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(path.split("?")[0] + ": " + (body.error || response.status));
+  return body;
+}
+
+function fill(id, rows, empty, columns) {
+  const body = document.getElementById(id);
+  if (rows.length === 0) {
+    rows = [el("tr", { class: "empty" }, el("td", { colspan: String(columns) }, empty))];
+  }
+  body.replaceChildren(...rows);
+}
+
+function setCount(id, shown, limit) {
+  document.getElementById(id).textContent =
+    "(" + shown + (limit && shown >= limit ? ", the newest " + limit : "") + ")";
+}
+
+// ---- deviations ----------------------------------------------------------------------------
+
+function field(name, ...value) {
+  return [el("dt", null, name), el("dd", null, ...value)];
+}
+
+function code(text) {
+  return el("code", null, String(text));
+}
+
+/// The evidence of one deviation: process, ancestry, what was new, signals, identity.
+function details(d) {
+  const p = d.process || {};
+  const argv = (p.argv || []).map((arg) => code(arg));
+  if (p.argv_truncated) argv.push(el("span", { class: "muted" }, "… (cut)"));
+  // Ancestry is parent first; show it root first, ending with the process itself.
+  const chain = [...(p.ancestry || [])].reverse().concat([{ pid: p.pid, executable: p.executable, self: true }]);
+  const ancestry = el("ol", { class: "ancestry" },
+    ...chain.map((a) => el("li", { class: a.self ? "self" : "" },
+      code(a.executable || "?"), el("span", { class: "muted" }, " pid " + a.pid))));
+  const novelty = d.novelty && typeof d.novelty === "object" ? Object.entries(d.novelty) : [];
+  const signals = (d.signals || []).map((s) => el("span", { class: "signal" }, s));
+  return el("div", { class: "details" },
+    el("div", null,
+      el("h3", null, "Process"),
+      el("dl", null,
+        ...field("pid", String(p.pid), el("span", { class: "muted" }, "  parent " + p.ppid)),
+        ...field("executable", code(p.executable || "")),
+        ...field("argv", ...(argv.length ? argv : [el("span", { class: "muted" }, "none")])),
+        ...field("uid", String(p.uid) + (p.euid !== p.uid ? " (effective " + p.euid + ")" : "")))),
+    el("div", null, el("h3", null, "Ancestry"), ancestry),
+    el("div", null,
+      el("h3", null, "What was new"),
+      el("dl", { class: "novelty" },
+        ...novelty.flatMap(([name, value]) => field(name.replace(/_/g, " "), code(value))),
+        ...field("signals", ...(signals.length ? signals : [el("span", { class: "muted" }, "none")])))),
+    el("div", null,
+      el("h3", null, "Identity"),
+      el("dl", null,
+        ...field("id", code(d.id)),
+        ...field("host", d.host),
+        ...field("run", d.run_id || "—"),
+        ...field("agent", d.agent_id),
+        ...field("time", shortTime(d.time) + " UTC"),
+        ...field("received", shortTime(d.received) + " UTC"))));
+}
+
+function deviationRows(d) {
+  const detail = el("tr", { class: "detail" }, el("td", { colspan: "6" }, details(d)));
+  const row = el("tr", {
+    class: "deviation sev-row-" + d.severity, tabindex: "0", "aria-expanded": "false",
+    title: "select to show the evidence",
+  },
+  timeCell(d.time),
+  el("td", null, severityBadge(d.severity)),
+  el("td", null, workloadLink(d.workload)),
+  el("td", { class: "kind" }, d.kind),
+  el("td", { class: "summary" }, d.summary),
+  el("td", { class: "host" }, d.host));
+  // Which rows are open survives the periodic refresh.
+  const toggle = (open) => {
+    detail.hidden = !open;
+    row.setAttribute("aria-expanded", String(open));
+    if (open) opened.add(d.id);
+    else opened.delete(d.id);
+  };
+  toggle(opened.has(d.id));
+  row.addEventListener("click", (event) => {
+    if (event.target.closest("a")) return;
+    toggle(detail.hidden);
+  });
+  row.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      toggle(detail.hidden);
+    }
+  });
+  return [row, detail];
+}
+
+function drawDeviations(data) {
+  const list = data.deviations || [];
+  setCount("deviations-count", list.length, data.limit);
+  fill("deviations-body", list.flatMap(deviationRows), "No deviations stored" +
+    (query() ? " matching these filters." : " yet."), 6);
+  return list;
+}
+
+// ---- incidents, workloads, agents ----------------------------------------------------------
+
+function drawIncidents(data) {
+  const list = data.incidents || [];
+  setCount("incidents-count", list.length, data.limit);
+  fill("incidents-body", list.map((i) => el("tr", { class: "sev-row-" + i.max_severity },
+    el("td", null, workloadLink(i.workload)),
+    el("td", null, i.run_id || "—"),
+    el("td", { class: "host" }, i.host, i.hosts > 1 ? el("span", { class: "muted" }, " +" + (i.hosts - 1)) : null),
+    el("td", { class: "num" }, String(i.deviations)),
+    el("td", null, severityBadge(i.max_severity)),
+    el("td", { class: "kind" }, (i.kinds || []).join(", ")),
+    timeCell(i.first),
+    timeCell(i.last))), "No incidents.", 8);
+}
+
+function drawWorkloads(data) {
+  const list = data.workloads || [];
+  setCount("workloads-count", list.length, data.limit);
+  const ids = document.getElementById("workload-ids");
+  ids.replaceChildren(...list.map((w) => el("option", { value: w.id })));
+  fill("workloads-body", list.map((w) => el("tr", null,
+    el("td", null, workloadLink(w.id)),
+    el("td", null, w.kind),
+    el("td", { class: "num" }, String(w.deviations)),
+    el("td", { class: "badges" }, ...[...SEVERITIES].reverse()
+      .filter((s) => (w.by_severity || {})[s] > 0)
+      .map((s) => severityBadge(s, w.by_severity[s] + " " + s))),
+    el("td", { class: "num" }, String(w.runs)),
+    el("td", { class: "num" }, String(w.hosts)),
+    timeCell(w.first),
+    timeCell(w.last))), "No workload has reported a deviation.", 8);
+}
+
+function drawAgents(data) {
+  const list = data.agents || [];
+  setCount("agents-count", list.length, data.limit);
+  document.getElementById("agents-connected").textContent =
+    "Agent streams open now: " + data.connected + ". Last contact is the last batch of " +
+    "deviations received; an idle agent that found nothing new sends none.";
+  fill("agents-body", list.map((a) => el("tr", null,
+    el("td", null, el("span", { class: "agent" }, a.agent_id)),
+    el("td", { class: "num" }, String(a.batches)),
+    el("td", { class: "num" }, String(a.stored)),
+    el("td", { class: "num" }, String(a.duplicates)),
+    timeCell(a.first_contact),
+    el("td", { class: "time", title: a.last_contact },
+      shortTime(a.last_contact), el("span", { class: "muted" }, "  " + ago(a.last_contact))))),
+    "No agent has delivered a batch yet.", 6);
+}
+
+function drawOverview(deviations, workloads, agents) {
+  const counts = {};
+  for (const d of deviations) counts[d.severity] = (counts[d.severity] || 0) + 1;
+  const card = (label, value, cls) =>
+    el("div", { class: "card " + (cls || "") }, el("div", { class: "value" }, String(value)), el("div", null, label));
+  document.getElementById("overview").replaceChildren(
+    card("critical", counts.critical || 0, counts.critical ? "sev-critical" : ""),
+    card("high", counts.high || 0, counts.high ? "sev-high" : ""),
+    card("recent deviations", deviations.length),
+    card("workloads", workloads.length),
+    card("agents", agents.length));
+}
+
+// ---- the page ------------------------------------------------------------------------------
+
+function showFilters() {
+  document.getElementById("f-workload").value = params.get("workload") || "";
+  document.getElementById("f-host").value = params.get("host") || "";
+  document.getElementById("f-severity").value = params.get("min_severity") || "";
+  document.getElementById("f-clear").hidden = !query();
+}
+
+async function refresh() {
+  const status = document.getElementById("status");
+  const q = query();
+  const suffix = q ? "?" + q : "";
+  try {
+    const [deviations, incidents, workloads, agents] = await Promise.all([
+      fetchJson("/api/deviations" + suffix),
+      fetchJson("/api/incidents" + suffix),
+      fetchJson("/api/workloads" + suffix),
+      fetchJson("/api/agents"),
+    ]);
+    const shown = drawDeviations(deviations);
+    drawIncidents(incidents);
+    drawWorkloads(workloads);
+    drawAgents(agents);
+    drawOverview(shown, workloads.workloads || [], agents.agents || []);
+    status.className = "";
+    const active = FILTERS.filter((name) => params.get(name))
+      .map((name) => name.replace("_", " ") + " " + params.get(name));
+    status.textContent = (active.length ? "Filtered by " + active.join(", ") + ". " : "") +
+      "Updated " + new Date().toISOString().slice(11, 19) + " UTC; refreshes every " +
+      REFRESH_MS / 1000 + " s.";
+  } catch (error) {
+    status.className = "error";
+    status.textContent = "Cannot load: " + error.message;
+  }
+}
+
+showFilters();
+refresh();
+setInterval(refresh, REFRESH_MS);
