@@ -1,0 +1,83 @@
+//! Detection quality, quick subset (`cargo xtask detect --quick` measures the same and writes
+//! DETECTION.md; the full suite is `cargo xtask detect`): a C project built with make + gcc as a
+//! GitHub-Actions-like job, 5 learning runs, 1 benign run, then one attack per family, each in its
+//! own otherwise identical run. Real binaries: collector, sensor, and the actor helper.
+
+#[path = "../../xtask/src/detect.rs"]
+#[expect(
+    dead_code,
+    reason = "the markdown report is only written by `cargo xtask detect`"
+)]
+mod detect;
+
+use tests::workspace_bin;
+
+/// Families whose quick-subset variant is not detected at HIGH or above, with the reason. Their
+/// runs are still executed and printed; DETECTION.md reports them. Remove a family from here once
+/// the sensor catches it.
+const KNOWN_MISSES: &[(&str, &str)] = &[
+    (
+        "exfiltration",
+        "a new network destination is MEDIUM by design (README severity table): the baseline \
+         learns destinations but nothing marks one as exfiltration (no volume, no preceding \
+         secret read in the same process)",
+    ),
+    (
+        "persistence / tampering",
+        "a write to ~/.bashrc is a new file access with write intent, MEDIUM: shell startup files \
+         are not among the security-relevant paths the severity rules raise",
+    ),
+];
+
+#[test]
+fn attacks_are_detected_and_benign_runs_stay_quiet() {
+    let bin_dir = workspace_bin("sensor").parent().unwrap().to_owned();
+    workspace_bin("actor");
+    let report = detect::measure(&detect::Plan::new(bin_dir, true)).expect("suite runs");
+    for a in &report.attacks {
+        eprintln!(
+            "{:<24} {:<32} detected={} latency={:?} evidence={:?}",
+            a.family, a.name, a.detected, a.latency_ms, a.evidence
+        );
+    }
+    for b in &report.benign {
+        eprintln!("benign run {}: {:?}", b.run_id, b.alarms);
+    }
+    eprintln!("suite took {:?}", report.elapsed);
+
+    assert_eq!(report.benign.len(), 1);
+    for b in &report.benign {
+        assert!(
+            b.alarms.len() <= 1,
+            "benign run {} after learning raised {} medium+ deviations: {:#?}",
+            b.run_id,
+            b.alarms.len(),
+            b.alarms
+        );
+    }
+    assert_eq!(report.attacks.len(), 7, "one attack per family");
+    for a in &report.attacks {
+        if let Some((_, why)) = KNOWN_MISSES.iter().find(|(f, _)| *f == a.family) {
+            // Not detected at HIGH (see KNOWN_MISSES); still guard that it is seen at all.
+            eprintln!("known miss, {}: {why}", a.family);
+            assert!(
+                a.evidence
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("medium ")
+                        || e.starts_with("high ")
+                        || e.starts_with("critical ")),
+                "{} / {} is not even reported at medium: {:?}",
+                a.family,
+                a.name,
+                a.evidence
+            );
+            continue;
+        }
+        assert!(
+            a.detected,
+            "{} / {} (run {}) has no HIGH or CRITICAL deviation naming it; strongest: {:?}",
+            a.family, a.name, a.run_id, a.evidence
+        );
+        assert!(a.latency_ms.is_some_and(|l| l >= 0.0), "{a:?}");
+    }
+}
