@@ -131,8 +131,6 @@ pub struct Attack {
     pub needles: &'static [&'static str],
 }
 
-const SIBLING: &str = "sleep 60 & p=$!\n";
-
 pub const ATTACKS: &[Attack] = &[
     Attack {
         family: "credential theft",
@@ -317,6 +315,7 @@ pub struct Report {
     pub benign: Vec<BenignResult>,
     /// Every deviation of the attack and benign runs: received minus time, in ms.
     pub all_latencies_ms: Vec<f64>,
+    pub learning_runs: u32,
     pub elapsed: Duration,
 }
 
@@ -644,7 +643,10 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    let mut report = Report::default();
+    let mut report = Report {
+        learning_runs: plan.learning_runs,
+        ..Report::default()
+    };
     for (w, run) in benign_runs {
         let alarms = by_workload[w.job()]
             .iter()
@@ -716,7 +718,7 @@ pub fn markdown(report: &Report, quick: bool) -> String {
         if quick { " --quick" } else { "" },
         kernel.trim(),
         report.elapsed.as_secs_f64(),
-        5
+        report.learning_runs
     );
     s += "## Per family\n\n| family | detected | rate |\n|---|---|---|\n";
     let mut families: Vec<&str> = report.attacks.iter().map(|a| a.family).collect();
@@ -765,13 +767,14 @@ pub fn markdown(report: &Report, quick: bool) -> String {
     );
     s += "Latency is the collector's `received` minus the deviation's `time` (the kernel event time).\n\n";
 
-    s += "## Per attack\n\n| family | attack | workload | detected | strongest deviation naming it |\n|---|---|---|---|---|\n";
+    s += "## Per attack\n\n| family | attack | workload | run | detected | strongest deviation naming it |\n|---|---|---|---|---|---|\n";
     for a in &report.attacks {
         s += &format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             a.family,
             a.name,
             a.workload.job(),
+            a.run_id,
             if a.detected { "yes" } else { "**no**" },
             a.evidence.as_deref().unwrap_or("none").replace('|', "\\|")
         );
