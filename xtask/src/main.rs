@@ -1,6 +1,7 @@
 //! Developer tasks. `cargo xtask bench` runs the overhead benchmarks and writes BENCHMARKS.md.
 
 mod bench;
+mod detect;
 mod peers;
 mod portability;
 
@@ -20,11 +21,22 @@ enum Command {
     Bench(bench::Args),
     /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
     Portability(portability::Args),
+    /// Run benign CI jobs and injected attacks against the real sensor and collector, and write
+    /// detection rates, false alarms and latency to DETECTION.md.
+    Detect {
+        /// The quick subset the CI test runs: the C job, one benign run, one attack per family.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the report, relative to the workspace root.
+        #[arg(long, default_value = "DETECTION.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
         Command::Portability(args) => portability::run(&args),
+        Command::Detect { quick, out } => detect::run(quick, &out),
     }
 }
