@@ -712,8 +712,8 @@ const NOTES: &str = "
 
 - **Exfiltration (0%)**: every variant is seen, as a `new-network-destination` of MEDIUM severity
   (the README's severity table). The baseline learns destinations, but nothing raises one to
-  HIGH: no volume, no link to a secret read earlier in the same run, and loopback / private
-  addresses are not told apart from the usual ones.
+  HIGH: no volume, no link to a secret read earlier in the same run. (These targets are on
+  loopback by design of the suite; the severity does not depend on the address.)
 - **Persistence / tampering (0%)**: `~/.bashrc`, `.git/hooks/pre-commit` and a build output are
   new file accesses with write intent, MEDIUM. Shell startup files and git hooks are not among
   the security-relevant paths of the severity rules, and the baseline keys file accesses on
