@@ -184,10 +184,10 @@ pub fn file_of_fd(task: *const u8, fd: u32) -> Option<*const u8> {
 pub fn walk_path(path: *const u8, out: &mut PathRecord) {
     out.len = 0;
     out.flags = PATH_TRUNCATED;
-    let (Some(mut vfsmnt), Some(mut dentry)) = (
-        read_ptr(path, off!(path_mnt)),
-        read_ptr(path, off!(path_dentry)),
-    ) else {
+    let Some(mut vfsmnt) = read_ptr(path, off!(path_mnt)) else {
+        return;
+    };
+    let Some(mut dentry) = read_ptr(path, off!(path_dentry)) else {
         return;
     };
     let mount_mnt = off!(mount_mnt);

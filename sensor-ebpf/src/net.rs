@@ -257,7 +257,10 @@ pub fn net_accept_exit(ctx: TracePointContext) -> u32 {
     let Some(sk) = sock_of_fd(fd as u64) else {
         return 0;
     };
-    let (Some(mut peer), Some(local)) = (sock_endpoint(sk, true), sock_endpoint(sk, false)) else {
+    let Some(mut peer) = sock_endpoint(sk, true) else {
+        return 0;
+    };
+    let Some(local) = sock_endpoint(sk, false) else {
         return 0;
     };
     peer.sock_type = sock_type(fd as u64);

@@ -113,7 +113,12 @@ fn copy_user_block(
     dst: *mut u8,
     cap: usize,
 ) -> (u32, bool) {
-    let (Some(start), Some(end)) = (read::<u64>(mm, start_off), read::<u64>(mm, end_off)) else {
+    // Each read is checked before the next: verifiers before 6.x cannot follow a pair checked
+    // together and reject the program (seen on Debian's 6.1).
+    let Some(start) = read::<u64>(mm, start_off) else {
+        return (0, false);
+    };
+    let Some(end) = read::<u64>(mm, end_off) else {
         return (0, false);
     };
     let total = end.saturating_sub(start) as usize;
@@ -141,10 +146,10 @@ fn copy_user_block(
 pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
     let parent: *const u8 = ctx.arg(0);
     let child: *const u8 = ctx.arg(1);
-    let (Some(pid), Some(tgid)) = (
-        read::<u32>(child, off!(task_struct_pid)),
-        read::<u32>(child, off!(task_struct_tgid)),
-    ) else {
+    let Some(pid) = read::<u32>(child, off!(task_struct_pid)) else {
+        return 0;
+    };
+    let Some(tgid) = read::<u32>(child, off!(task_struct_tgid)) else {
         return 0;
     };
     if pid != tgid {
@@ -170,10 +175,10 @@ pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
     if is_self() {
         return 0;
     }
-    let (Some(pid), Some(tgid)) = (
-        read::<u32>(task, off!(task_struct_pid)),
-        read::<u32>(task, off!(task_struct_tgid)),
-    ) else {
+    let Some(pid) = read::<u32>(task, off!(task_struct_pid)) else {
+        return 0;
+    };
+    let Some(tgid) = read::<u32>(task, off!(task_struct_tgid)) else {
         return 0;
     };
     if pid != tgid {

@@ -25,8 +25,6 @@ fn debian_6_12_loads_every_required_program() {
 }
 
 #[test]
-#[ignore = "fails: the 6.1 verifier rejects process_exec, process_fork and process_exit \
-            (docs/portability.md); run with --ignored"]
 fn debian_6_1_loads_every_required_program() {
     check("6.1");
 }

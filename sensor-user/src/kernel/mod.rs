@@ -252,11 +252,14 @@ fn describe(e: ProgramError) -> String {
         } => {
             let log = verifier_log.to_string();
             tracing::debug!(%log, "verifier log");
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!(
-                "rejected by the kernel ({io_error}); verifier: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )
+            // The verifier prints its statistics last; the cause is in the lines before them.
+            let lines: Vec<&str> = log.lines().collect();
+            let stats = lines
+                .iter()
+                .position(|l| l.starts_with("verification time"))
+                .unwrap_or(lines.len());
+            let cause = lines[stats.saturating_sub(2)..stats].join(" | ");
+            format!("rejected by the kernel ({io_error}); verifier: {cause}")
         }
         other => other.to_string(),
     }
