@@ -22,11 +22,6 @@ const KNOWN_MISSES: &[(&str, &str)] = &[
          learns destinations but nothing marks one as exfiltration (no volume, no preceding \
          secret read in the same process)",
     ),
-    (
-        "persistence / tampering",
-        "a write to ~/.bashrc is a new file access with write intent, MEDIUM: shell startup files \
-         are not among the security-relevant paths the severity rules raise",
-    ),
 ];
 
 #[test]

@@ -95,6 +95,12 @@ fn signals(event: &Attributed, behaviour: &Behaviour, secrets: &SecretPaths) -> 
     if super::severity::is_credential_access(behaviour, secrets) {
         out.push("credential".to_owned());
     }
+    if let Behaviour::File { path, intent } = behaviour
+        && intent != "read"
+        && super::severity::is_persistence(path)
+    {
+        out.push("persistence".to_owned());
+    }
     out
 }
 

@@ -69,6 +69,57 @@ const DEFAULT_SECRET_PATHS: &[&str] = &[
 /// Open intents that change a file.
 const MODIFYING: &[&str] = &["write", "create", "truncate"];
 
+/// Files that make code run later (shell startup, schedulers, service units, git hooks,
+/// preloads): writing one is how an intruder stays. A pattern ending in `/` is a directory.
+const PERSISTENCE_PATHS: &[&str] = &[
+    "/.bashrc",
+    "/.bash_profile",
+    "/.bash_login",
+    "/.profile",
+    "/.zshrc",
+    "/.zprofile",
+    "/etc/profile",
+    "/etc/bash.bashrc",
+    "/etc/profile.d/",
+    "/etc/crontab",
+    "/etc/cron.d/",
+    "/etc/cron.hourly/",
+    "/etc/cron.daily/",
+    "/var/spool/cron/",
+    "/etc/systemd/system/",
+    "/.config/systemd/user/",
+    "/.config/autostart/",
+    "/.git/hooks/",
+    "/etc/ld.so.preload",
+    "/etc/sudoers",
+    "/etc/sudoers.d/",
+];
+
+fn matches_any(patterns: &[&str], path: &str) -> bool {
+    patterns.iter().any(|p| {
+        if p.ends_with('/') {
+            path.contains(p)
+        } else {
+            path.ends_with(p)
+        }
+    })
+}
+
+/// A write that can make code run later.
+pub fn is_persistence(path: &str) -> bool {
+    matches_any(PERSISTENCE_PATHS, path)
+}
+
+/// Another process's environment or memory through procfs (paths are generalised, so a pid
+/// reads `<pid>`).
+fn is_other_process_memory(path: &str) -> bool {
+    path.starts_with("/proc/<pid>/") && (path.ends_with("/environ") || path.ends_with("/mem"))
+}
+
+fn modifies(intent: &str) -> bool {
+    intent.split('|').any(|part| MODIFYING.contains(&part))
+}
+
 /// Which paths are credential stores. A pattern ending in `/` is a directory: every path with
 /// it inside matches. Any other pattern is a file: paths ending in it match. Patterns start with
 /// `/`, so they only match whole path components.
@@ -151,11 +202,11 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
         Behaviour::Executable(_) => Severity::Medium,
         Behaviour::ExecEdge { .. } => Severity::Low,
         Behaviour::File { path, .. } if secrets.matches(path) => Severity::High,
-        Behaviour::File { intent, .. }
-            if intent.split('|').any(|part| MODIFYING.contains(&part)) =>
-        {
-            Severity::Medium
+        Behaviour::File { path, .. } if is_other_process_memory(path) => Severity::High,
+        Behaviour::File { path, intent } if modifies(intent) && is_persistence(path) => {
+            Severity::High
         }
+        Behaviour::File { intent, .. } if modifies(intent) => Severity::Medium,
         Behaviour::File { .. } => Severity::Low,
         Behaviour::Destination { .. } => Severity::Medium,
         Behaviour::Privilege { operation, .. }
@@ -354,5 +405,22 @@ mod tests {
         assert!(secrets.matches("/home/u/.ssh/id_rsa"), "built-ins stay");
         assert!(!SecretPaths::default().matches("/opt/ci/secrets/deploy.key"));
         assert!(!secrets.matches("/home/u/my.npmrc.bak"));
+    }
+
+    #[test]
+    fn persistence_and_other_process_memory_are_high() {
+        let ctx = Context::default();
+        let secrets = SecretPaths::default();
+        let sev = |path: &str, intent: &str| severity(&file(path, intent), &ctx, &secrets);
+        assert_eq!(sev("/home/u/.bashrc", "write|create"), Severity::High);
+        assert_eq!(sev("/home/u/.bashrc", "read"), Severity::Low);
+        assert_eq!(
+            sev("/w/app/.git/hooks/pre-commit", "write|create|truncate"),
+            Severity::High
+        );
+        assert_eq!(sev("/etc/cron.d/job", "write|create"), Severity::High);
+        assert_eq!(sev("/proc/<pid>/environ", "read"), Severity::High);
+        assert_eq!(sev("/proc/self/environ", "read"), Severity::Low);
+        assert_eq!(sev("/w/app/target/out.o", "write|create"), Severity::Medium);
     }
 }
