@@ -714,24 +714,18 @@ const NOTES: &str = "
   (the README's severity table). The baseline learns destinations, but nothing raises one to
   HIGH: no volume, no link to a secret read earlier in the same run. (These targets are on
   loopback by design of the suite; the severity does not depend on the address.)
-- **Persistence / tampering (0%)**: `~/.bashrc`, `.git/hooks/pre-commit` and a build output are
-  new file accesses with write intent, MEDIUM. Shell startup files and git hooks are not among
-  the security-relevant paths of the severity rules, and the baseline keys file accesses on
-  (path, intent), not on which executable wrote: a build output written by `bash` instead of the
-  linker is only new because of the intent `write` without `truncate`.
-- **Memory scraping via `/proc/<pid>/environ`**: reported as a LOW `new-file-access` of
-  `/proc/<pid>/environ`; `/proc/*/environ` (and `/proc/*/mem`, `/proc/*/maps`) of another process
-  is not a credential store for the rules. ptrace and process_vm_readv are HIGH.
+- **Tampering with a build output**: writing to persistence points (shell profiles, cron,
+  systemd units, git hooks, ld.so.preload, sudoers) is HIGH, but a build output appended to by
+  `bash` is a MEDIUM new file access: the baseline keys file accesses on (path, intent), not on
+  which executable wrote, so the linker's file written by a shell is not a dimension yet.
 - **Tool chain: tar, then POST**: `/usr/bin/tar` is a new executable (MEDIUM, it lives in
   `/usr/bin`) and the POST a MEDIUM new destination; the chain (archive the workspace, then send
   it) is not correlated.
 - **Privilege: `unshare --uts`**: `new-privilege-use` of MEDIUM; only ptrace, process memory, bpf
   and module loads are HIGH. Namespace creation by an unprivileged CI job would deserve HIGH.
-- **False alarms in the Rust job**: rustc names codegen units `<crate>-<hash>.<cgu>.<session>.rcgu.o`
-  with a per-run 7-character session id, rust-lld writes `<out>.tmp<7 hex>`, and cargo creates a
-  temporary `target<6 random>/CACHEDIR.TAG`. The path generaliser turns 16-hex hashes, temp-dir
-  names, UUIDs and long numbers into placeholders, but not these short random suffixes, so every
-  run writes new files (MEDIUM). The C and Python jobs have none.
+- **False alarms**: see the table above. The Rust toolchain's per-run scratch names (codegen
+  unit session ids `.rcgu.o`, rust-lld's `.tmp<random>`, cargo's `target<random>/`) are
+  generalised; any remaining false alarm is listed there with its path.
 ";
 
 /// DETECTION.md: per family, per attack, false alarms and latency.

@@ -117,11 +117,36 @@ pub fn generalize_path(path: &str) -> String {
 
 /// Appends the generalisation of one path component.
 fn component(part: &str, in_temp: bool, out: &mut String) {
+    if let Some(stable) = toolchain_scratch(part) {
+        runs(stable, out);
+        out.push_str(if part.ends_with(".rcgu.o") {
+            ".<cgu>.rcgu.o"
+        } else {
+            ".tmp<tmp>"
+        });
+        return;
+    }
+    if part.len() == 12 && part.starts_with("target") && part[6..].bytes().all(alnum) {
+        out.push_str("target<tmp>"); // cargo's scratch target dir for CACHEDIR.TAG
+        return;
+    }
     if let Some(tail) = temp_name(part, in_temp, out) {
         runs(tail, out);
     } else {
         runs(part, out);
     }
+}
+
+/// Per-run names the Rust toolchain gives its scratch files: codegen units
+/// `<crate>-<hash>.<cgu>.<session>.rcgu.o` and rust-lld's `<output>.tmp<random>`. Returns the
+/// stable part before them.
+fn toolchain_scratch(part: &str) -> Option<&str> {
+    if part.ends_with(".rcgu.o") {
+        return part.split_once('.').map(|(stable, _)| stable);
+    }
+    let (stable, random) = part.rsplit_once(".tmp")?;
+    (!stable.is_empty() && (5..=10).contains(&random.len()) && random.bytes().all(alnum))
+        .then_some(stable)
 }
 
 /// When `part` is a generated temporary name, appends its placeholder and returns what follows
@@ -447,5 +472,28 @@ mod tests {
                 4_194_303
             ),
         );
+    }
+
+    #[test]
+    fn rust_toolchain_scratch_names() {
+        let cases = [
+            (
+                "/w/target/debug/deps/hello_rs-1a2b3c4d5e6f7a8b.8oby1zgg1buvksvm7qob97vz1.1u3psw3.rcgu.o",
+                "/w/target/debug/deps/hello_rs-<hash>.<cgu>.rcgu.o",
+            ),
+            (
+                "/w/target/debug/deps/hello_rs-1a2b3c4d5e6f7a8b.tmp1b4a8d0",
+                "/w/target/debug/deps/hello_rs-<hash>.tmp<tmp>",
+            ),
+            (
+                "/w/targetAb12Cd/CACHEDIR.TAG",
+                "/w/target<tmp>/CACHEDIR.TAG",
+            ),
+            ("/w/target/CACHEDIR.TAG", "/w/target/CACHEDIR.TAG"),
+            ("/etc/app.tmpl", "/etc/app.tmpl"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(generalize_path(path), want, "{path}");
+        }
     }
 }
