@@ -31,12 +31,12 @@ pub struct Args {
 const WORKLOADS: &[(&str, u64, &str)] = &[
     (
         "open",
-        400_000,
+        200_000,
         "open+close of one file (repeats: the kernel filter's case)",
     ),
     (
         "open-many",
-        200_000,
+        50_000,
         "open+close of distinct files (every open is new)",
     ),
     ("forkexec", 3_000, "spawn /bin/true and wait"),
