@@ -87,7 +87,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         state_dir = %config.state_dir.display(),
         "sensor ready"
     );
-    status::write(&config, &sensor, &engine, 0);
+    status::write(&config, &sensor, &engine, &transport.stats(), 0);
 
     metrics.workloads(&engine.summary());
     refresh_metrics(&metrics, &sensor, &transport);
@@ -119,7 +119,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
-                status::write(&config, &sensor, &engine, events);
+                status::write(&config, &sensor, &engine, &transport.stats(), events);
                 metrics.workloads(&engine.summary());
             }
             _ = refresh.tick() => refresh_metrics(&metrics, &sensor, &transport),
@@ -142,7 +142,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         &metrics,
         found,
     );
-    status::write(&config, &sensor, &engine, events);
+    status::write(&config, &sensor, &engine, &transport.stats(), events);
     drop(sensor);
     if let Err(e) = engine.persist() {
         tracing::error!(error = %e, "could not save baselines at shutdown");

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::agent::{self, AgentConfig};
 use crate::baseline::Engine;
 use crate::kernel::Sensor;
+use crate::transport::TransportStats;
 
 /// Where the status of the agent using `state_dir` lives.
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -17,12 +18,24 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// `state_dir/status.json`, rewritten at start, on every housekeeping tick and at exit: what is
 /// attached, event and loss counts, workloads. For operators, and for tests waiting on
 /// readiness. Written to a temporary file and renamed, so a reader never sees half of it.
-pub(crate) fn write(config: &AgentConfig, sensor: &Sensor, engine: &Engine, events: u64) {
+pub(crate) fn write(
+    config: &AgentConfig,
+    sensor: &Sensor,
+    engine: &Engine,
+    transport: &TransportStats,
+    events: u64,
+) {
     let counters = sensor.counters();
     let lost = agent::lost_total(sensor);
     let status = serde_json::json!({
         "pid": std::process::id(),
         "collector": config.collector_url,
+        "delivery": {
+            "connected": transport.connected,
+            "spooled": transport.unacknowledged,
+            "acknowledged": transport.acknowledged,
+            "dropped": transport.dropped,
+        },
         "attached": sensor.attached,
         "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
         "events": events,
@@ -69,9 +82,18 @@ pub fn render(status: &Value) -> String {
         "not running (last status)"
     };
     out.push_str(&format!("sensor pid {}: {running}\n", status["pid"]));
+    let delivery = &status["delivery"];
+    let link = if delivery["connected"] == true {
+        "connected"
+    } else {
+        "not connected"
+    };
     out.push_str(&format!(
-        "collector: {}\n",
-        status["collector"].as_str().unwrap_or("?")
+        "collector: {} ({link}; spool {} unacknowledged, {} acknowledged, {} dropped)\n",
+        status["collector"].as_str().unwrap_or("?"),
+        delivery["spooled"],
+        delivery["acknowledged"],
+        delivery["dropped"]
     ));
     let attached = status["attached"].as_array().map_or(0, Vec::len);
     let skipped = status["skipped"].as_array().map_or(0, Vec::len);

@@ -227,16 +227,17 @@ fn ci_job_learns_then_reports_new_behaviour() {
         listed.then_some(status)
     });
     assert_eq!(status["running"], true);
+    assert_eq!(status["delivery"]["connected"], true, "{status}");
     assert!(status["attached"].as_array().unwrap().len() > 20);
     let text = Command::new(workspace_bin("sensor"))
         .args(["status", "--state-dir"])
         .arg(&state)
         .output()
         .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        String::from_utf8_lossy(&text.stdout).contains("detecting"),
-        "{}",
-        String::from_utf8_lossy(&text.stdout)
+        text.contains("detecting") && text.contains("(connected; spool"),
+        "{text}"
     );
 
     assert!(terminate(sensor).success(), "sensor exits 0 on SIGTERM");
