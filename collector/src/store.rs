@@ -224,37 +224,8 @@ impl Store {
         &self,
         request: &ListDeviationsRequest,
     ) -> Result<Vec<StoredDeviation>, StoreError> {
-        let mut sql = String::from("SELECT id, agent_id, received_ns, proto FROM deviations");
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
-        if !request.workload.is_empty() {
-            conditions.push("workload_id = ?");
-            args.push(Value::Text(request.workload.clone()));
-        }
-        if !request.host.is_empty() {
-            conditions.push("host = ?");
-            args.push(Value::Text(request.host.clone()));
-        }
-        if request.kind != 0 {
-            conditions.push("kind = ?");
-            args.push(Value::Integer(request.kind.into()));
-        }
-        if request.min_severity != 0 {
-            conditions.push("severity >= ?");
-            args.push(Value::Integer(request.min_severity.into()));
-        }
-        if request.since_unix_nanos != 0 {
-            conditions.push("time_ns >= ?");
-            args.push(Value::Integer(request.since_unix_nanos));
-        }
-        if request.until_unix_nanos != 0 {
-            conditions.push("time_ns < ?");
-            args.push(Value::Integer(request.until_unix_nanos));
-        }
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
+        let (filter, mut args) = filter_sql(request);
+        let mut sql = format!("SELECT id, agent_id, received_ns, proto FROM deviations{filter}");
         sql.push_str(" ORDER BY time_ns DESC, id LIMIT ?");
         let limit = match request.limit {
             0 => DEFAULT_QUERY_LIMIT,
