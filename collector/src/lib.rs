@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod ingest;
+pub mod listing;
+pub mod install;
 pub mod metrics;
 pub mod query;
 pub mod server;

@@ -90,4 +90,24 @@ impl Query for QueryService {
             })?;
         Ok(Response::new(ListDeviationsResponse { deviations }))
     }
+
+    async fn list_workloads(
+        &self,
+        request: Request<proto::v1::ListWorkloadsRequest>,
+    ) -> Result<Response<proto::v1::ListWorkloadsResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        crate::listing::workloads(store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<proto::v1::ListAgentsRequest>,
+    ) -> Result<Response<proto::v1::ListAgentsResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        crate::listing::agents(store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }

@@ -223,6 +223,7 @@ fn stream(url: String, deviations: Vec<Deviation>) {
             sequence: 1,
             deviations,
             spool_id: "web-ui-spool".to_owned(),
+            status: None,
         };
         let mut acks = client
             .stream_deviations(tonic::codegen::tokio_stream::iter([batch]))

@@ -102,6 +102,7 @@ pub fn batch(agent_id: &str, sequence: u64, deviations: Vec<Deviation>) -> Devia
         sequence,
         deviations,
         spool_id: "spool-test".to_owned(),
+        status: None,
     }
 }
 

@@ -255,6 +255,7 @@ impl Delivery {
                     sequence,
                     deviations: self.read(sequence),
                     spool_id: self.inner.spool_id.clone(),
+                    status: None,
                 };
                 if batches.try_send(batch).is_err() {
                     return failed("stream closed".to_owned());
