@@ -42,6 +42,60 @@ pub enum Command {
     Serve(ServeArgs),
     /// List stored deviations, newest first.
     Deviations(DeviationsArgs),
+    /// Export stored deviations for a SIEM: OCSF Detection Findings (class 2004), one JSON
+    /// object per line, oldest first.
+    Export(ExportArgs),
+    /// Install as a systemd service: binary, unit and config (if absent); systemd creates the
+    /// state directory on first start. Does not start it; prints the command that does.
+    Install(InstallArgs),
+    /// Remove the unit and the binary that `install` wrote (`--purge`: also the config and the
+    /// state directory with its database).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Collector to ask.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
+    pub server: String,
+    /// Write to this file (appended to, created if missing) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only this workload id.
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only this kind of deviation.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only this severity or higher.
+    #[arg(long, value_enum)]
+    pub min_severity: Option<SeverityArg>,
+    /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many, the newest (the collector caps it at 10000).
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Prefix of every path written (an image being built, or a test directory).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Prefix of every path removed.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Also remove the configuration file and the state directory (the database).
+    #[arg(long)]
+    pub purge: bool,
 }
 
 #[derive(Debug, Args)]

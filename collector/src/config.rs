@@ -153,6 +153,13 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             };
             set(m, "server", &mut args.server, &file.server);
         }
+        Command::Export(args) => {
+            let Some(("export", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+        }
+        Command::Install(_) | Command::Uninstall(_) => {}
     }
 }
 

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod listing;
 pub mod install;
 pub mod metrics;
+pub mod ocsf;
 pub mod query;
 pub mod server;
 pub mod store;
@@ -39,6 +40,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Deviations(args) => Ok(query::run(&args).await?),
+        Command::Export(args) => Ok(query::export(&args).await?),
+        Command::Install(args) => install::run_install(&args.root),
+        Command::Uninstall(args) => install::run_uninstall(&args.root, args.purge),
     }
 }
 

@@ -8,8 +8,9 @@ use proto::v1::{
 };
 use tonic::transport::Endpoint;
 
-use crate::cli::DeviationsArgs;
+use crate::cli::{DeviationsArgs, ExportArgs};
 use crate::convert::{table_cells, to_json, unix_nanos};
+use crate::ocsf::detection_finding;
 use crate::server::MAX_RESPONSE_BYTES;
 
 /// How long to wait for the collector to accept the connection.
@@ -31,6 +32,8 @@ pub enum QueryError {
     Status { url: String, status: tonic::Status },
     #[error("cannot write output: {0}")]
     Output(io::Error),
+    #[error("cannot write the export to {path}: {source}")]
+    Export { path: String, source: io::Error },
 }
 
 /// Runs the query described by `args` and prints it to stdout.
@@ -111,6 +114,58 @@ pub async fn list(
             },
         })?;
     Ok(response.into_inner().deviations)
+}
+
+/// `collector export`: the matching deviations as OCSF Detection Findings, oldest first, to
+/// `--output` (appended) or stdout.
+pub async fn export(args: &ExportArgs) -> Result<(), QueryError> {
+    let filters = DeviationsArgs {
+        server: args.server.clone(),
+        workload: args.workload.clone(),
+        host: args.host.clone(),
+        kind: args.kind,
+        min_severity: args.min_severity,
+        since: args.since.clone(),
+        limit: args.limit,
+        json: true,
+    };
+    let request = request(&filters, SystemTime::now())?;
+    let mut deviations = list(&args.server, request).await?;
+    // The collector answers newest first; a SIEM wants events in the order they happened.
+    deviations.reverse();
+    let written = match &args.output {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|file| print_ocsf(&mut io::BufWriter::new(file), &deviations))
+            .map_err(|source| QueryError::Export {
+                path: path.display().to_string(),
+                source,
+            }),
+        None => match print_ocsf(&mut io::stdout().lock(), &deviations) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.map_err(QueryError::Output),
+        },
+    };
+    written?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "exported {} deviations to {}",
+            deviations.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// One OCSF Detection Finding per line.
+pub fn print_ocsf(out: &mut impl Write, deviations: &[StoredDeviation]) -> io::Result<()> {
+    for deviation in deviations {
+        serde_json::to_writer(&mut *out, &detection_finding(deviation))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 /// One JSON object per line.

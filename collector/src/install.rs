@@ -1,0 +1,266 @@
+//! `collector install` / `collector uninstall`: the files that make the collector a systemd
+//! service.
+//!
+//! The same shape as `sensor install` (sensor-user's `install.rs`): nothing here talks to
+//! systemd, the caller prints the `systemctl` command to run next, so one code path serves a live
+//! host, an image being built (`--root`) and tests. The two are kept apart rather than shared
+//! because their differences are the point: the sensor runs as root with BPF capabilities and
+//! needs its state directory created, while the collector runs as a systemd `DynamicUser` whose
+//! state directory (`StateDirectory=sensor-collector`, the database) systemd creates and owns;
+//! creating it here as root would leave the service unable to write its database.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// Where the installed binary lives (also the unit's `ExecStart`).
+pub const BINARY: &str = "/usr/local/bin/collector";
+/// The systemd unit.
+pub const UNIT: &str = "/etc/systemd/system/collector.service";
+/// The configuration file the unit runs with.
+pub const CONFIG: &str = crate::config::DEFAULT_PATH;
+/// The state directory (the database), created by systemd for the dynamic user.
+pub const STATE_DIR: &str = "/var/lib/sensor-collector";
+/// Where systemd really keeps a `DynamicUser` service's state (`STATE_DIR` links to it).
+const PRIVATE_STATE_DIR: &str = "/var/lib/private/sensor-collector";
+/// The link `systemctl enable` makes; removed on uninstall so nothing points at a missing unit.
+const WANTS_LINK: &str = "/etc/systemd/system/multi-user.target.wants/collector.service";
+/// The unit, as shipped in `packaging/`.
+pub const UNIT_TEXT: &str = include_str!("../../packaging/collector.service");
+
+/// What to run after installing.
+pub const NEXT_INSTALL: &str = "systemctl daemon-reload && systemctl enable --now collector";
+/// What to run after uninstalling.
+pub const NEXT_UNINSTALL: &str = "systemctl stop collector; systemctl daemon-reload";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct InstallError {
+    action: &'static str,
+    path: String,
+    source: std::io::Error,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.display().to_string();
+    move |source| InstallError {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `path` (absolute) under `root`.
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// Writes the binary (a copy of `binary`), the unit and the config (only if absent) under
+/// `root`. Returns one line per thing done.
+pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> {
+    let mut done = Vec::new();
+
+    let target = under(root, BINARY);
+    create_parent(&target)?;
+    let same = match (binary.canonicalize(), target.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        done.push(format!(
+            "kept {} (it is the running binary)",
+            target.display()
+        ));
+    } else {
+        // Copy beside, then rename: replacing a running binary in place fails (ETXTBSY).
+        let tmp = target.with_extension("new");
+        std::fs::copy(binary, &tmp).map_err(io("cannot copy the binary to", &tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot set the mode of", &tmp))?;
+        std::fs::rename(&tmp, &target).map_err(io("cannot write", &target))?;
+        done.push(format!("wrote {}", target.display()));
+    }
+
+    let unit = under(root, UNIT);
+    create_parent(&unit)?;
+    std::fs::write(&unit, UNIT_TEXT).map_err(io("cannot write", &unit))?;
+    std::fs::set_permissions(&unit, std::fs::Permissions::from_mode(0o644))
+        .map_err(io("cannot set the mode of", &unit))?;
+    done.push(format!("wrote {}", unit.display()));
+
+    let config = under(root, CONFIG);
+    create_parent(&config)?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config)
+    {
+        Ok(mut file) => {
+            use std::io::Write as _;
+            file.write_all(crate::config::EXAMPLE.as_bytes())
+                .map_err(io("cannot write", &config))?;
+            // The dynamic user reads it.
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))
+                .map_err(io("cannot set the mode of", &config))?;
+            done.push(format!(
+                "wrote {} (every setting at its default)",
+                config.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            done.push(format!("kept {} (exists)", config.display()));
+        }
+        Err(e) => return Err(io("cannot write", &config)(e)),
+    }
+    Ok(done)
+}
+
+/// Removes what [`install`] wrote under `root`; with `purge`, the config and the state directory
+/// (the database) too. Returns one line per thing removed; missing files are not an error.
+pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> {
+    let mut done = Vec::new();
+    let mut files = vec![WANTS_LINK, UNIT, BINARY];
+    if purge {
+        files.push(CONFIG);
+    }
+    for path in files {
+        let path = under(root, path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => done.push(format!("removed {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &path)(e)),
+        }
+    }
+    if purge {
+        // The config directory is shared with the sensor: it goes only when empty.
+        if let Some(dir) = under(root, CONFIG).parent()
+            && std::fs::remove_dir(dir).is_ok()
+        {
+            done.push(format!("removed {}", dir.display()));
+        }
+        for dir in [STATE_DIR, PRIVATE_STATE_DIR] {
+            let dir = under(root, dir);
+            // STATE_DIR is a symbolic link under DynamicUser: remove the link, not its target
+            // (the target is removed on its own line).
+            let removed = match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&dir),
+                Ok(_) => std::fs::remove_dir_all(&dir),
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => done.push(format!("removed {}", dir.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot remove", &dir)(e)),
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn create_parent(path: &Path) -> Result<(), InstallError> {
+    match path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(io("cannot create", dir)),
+        None => Ok(()),
+    }
+}
+
+/// `collector install`: copies this binary and writes the unit and config; prints what it did.
+pub fn run_install(root: &Path) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary to install it: {e}"))?;
+    for line in install(root, &binary)? {
+        println!("{line}");
+    }
+    println!("next: {NEXT_INSTALL}");
+    Ok(())
+}
+
+/// `collector uninstall`: removes what `install` wrote; prints what it did.
+pub fn run_uninstall(root: &Path, purge: bool) -> anyhow::Result<()> {
+    let done = uninstall(root, purge)?;
+    if done.is_empty() {
+        println!("nothing to remove under {}", root.display());
+    }
+    for line in done {
+        println!("{line}");
+    }
+    println!("next: {NEXT_UNINSTALL}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_runs_the_installed_binary_with_the_installed_config() {
+        let lines: Vec<&str> = UNIT_TEXT.lines().collect();
+        let exec = format!("ExecStart={BINARY} serve --config {CONFIG}");
+        assert!(lines.contains(&exec.as_str()), "{UNIT_TEXT}");
+        let state = format!(
+            "StateDirectory={}",
+            STATE_DIR.trim_start_matches("/var/lib/")
+        );
+        assert!(lines.contains(&state.as_str()), "{UNIT_TEXT}");
+        // The default database lives in the directory systemd creates.
+        assert!(crate::cli::DEFAULT_DB.starts_with(&format!("{STATE_DIR}/")));
+    }
+
+    #[test]
+    fn install_then_uninstall() {
+        let root = tempfile::tempdir().unwrap();
+        let binary = root.path().join("built-collector");
+        std::fs::write(&binary, b"\x7fELF").unwrap();
+        let done = install(root.path(), &binary).unwrap();
+        assert_eq!(done.len(), 3, "{done:?}");
+        let installed = under(root.path(), BINARY);
+        assert_eq!(std::fs::read(&installed).unwrap(), b"\x7fELF");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&installed), 0o755);
+        let config = under(root.path(), CONFIG);
+        assert_eq!(mode(&config), 0o644);
+        assert_eq!(
+            std::fs::read_to_string(under(root.path(), UNIT)).unwrap(),
+            UNIT_TEXT
+        );
+
+        // A changed config survives a second install.
+        std::fs::write(&config, "listen = \"0.0.0.0:50051\"\n").unwrap();
+        let again = install(root.path(), &binary).unwrap();
+        assert!(again.iter().any(|l| l.starts_with("kept")), "{again:?}");
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            "listen = \"0.0.0.0:50051\"\n"
+        );
+
+        // What systemd would have made for the dynamic user.
+        let private = under(root.path(), PRIVATE_STATE_DIR);
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(private.join("collector.db"), b"db").unwrap();
+        std::os::unix::fs::symlink(&private, under(root.path(), STATE_DIR)).unwrap();
+
+        let removed = uninstall(root.path(), false).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(config.exists() && private.join("collector.db").exists());
+        let purged = uninstall(root.path(), true).unwrap();
+        // config, its directory, the state link and the private directory.
+        assert_eq!(purged.len(), 4, "{purged:?}");
+        assert!(!config.exists() && !private.exists());
+        assert!(
+            std::fs::symlink_metadata(under(root.path(), STATE_DIR)).is_err(),
+            "{purged:?}"
+        );
+        assert!(uninstall(root.path(), true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_config_directory_shared_with_the_sensor_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let binary = root.path().join("built-collector");
+        std::fs::write(&binary, b"\x7fELF").unwrap();
+        install(root.path(), &binary).unwrap();
+        let sensor_config = under(root.path(), "/etc/sensor/sensor.toml");
+        std::fs::write(&sensor_config, "").unwrap();
+        uninstall(root.path(), true).unwrap();
+        assert!(sensor_config.exists());
+    }
+}
