@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Which paths are credential stores.
     pub secrets: crate::deviation::SecretPaths,
+    /// Longest wait of a deviation for its batch.
+    pub flush_interval: Duration,
+    /// Append the id of every spooled deviation to this file (`--record-deviations`).
+    pub record_deviations: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,11 @@ pub enum AgentError {
     Transport(#[from] crate::transport::TransportError),
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
+    #[error("cannot open the --record-deviations file {path}: {source}")]
+    Record {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// How often baselines are written and counters logged.
@@ -68,7 +77,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             state_dir: config.state_dir.clone(),
             agent_id: config.host.clone(),
             max_batch: 256,
-            flush_interval: Duration::from_millis(200),
+            flush_interval: config.flush_interval,
             spool_max_bytes: 256 * 1024 * 1024,
         },
         cancel.clone(),
@@ -98,6 +107,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let mut events: u64 = 0;
     let mut losses = LossWatch::new(&sensor);
     let mut hashes = ExecutableHashes::default();
+    let mut record = match &config.record_deviations {
+        Some(path) => Some(
+            DeviationRecord::open(path).map_err(|source| AgentError::Record {
+                path: path.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -115,7 +133,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                     }
                 }) as u64;
                 deliver(&transport, &sensor, &mut losses,
-                    &mut hashes, &metrics, found);
+                    &mut hashes, &metrics, found, record.as_mut());
             }
             _ = tick.tick() => {
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
@@ -141,6 +159,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         &mut hashes,
         &metrics,
         found,
+        record.as_mut(),
     );
     status::write(&config, &sensor, &engine, &transport.stats(), events);
     drop(sensor);
@@ -150,6 +169,40 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let _ = delivery.await;
     tracing::info!("sensor stopped");
     Ok(())
+}
+
+/// `--record-deviations`: the agent's own account of what it produced, for tests that check
+/// delivery end to end. Each id is written (one `write` per batch, no buffering in the process)
+/// right after the spool took its deviation, so a SIGKILL cannot leave an id recorded that was
+/// not spooled. Errors are logged, never fatal: it is a debugging aid.
+struct DeviationRecord {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl DeviationRecord {
+    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(DeviationRecord {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    fn append(&mut self, ids: &[String]) {
+        use std::io::Write as _;
+        let mut text = String::new();
+        for id in ids {
+            text.push_str(id);
+            text.push('\n');
+        }
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot record deviations");
+        }
+    }
 }
 
 /// How long after the kernel lost records a deviation is marked `overlapped-loss`: evidence that
@@ -216,6 +269,7 @@ fn deliver(
     hashes: &mut ExecutableHashes,
     metrics: &Metrics,
     mut found: Vec<proto::v1::Deviation>,
+    record: Option<&mut DeviationRecord>,
 ) {
     if found.is_empty() {
         return;
@@ -235,8 +289,14 @@ fn deliver(
         metrics.deviation(d);
         tracing::info!(workload = d.workload.as_ref().map(|w| w.id.as_str()).unwrap_or(""), summary = %d.summary, "deviation");
     }
+    let ids: Vec<String> = match record {
+        Some(_) => found.iter().map(|d| d.id.clone()).collect(),
+        None => Vec::new(),
+    };
     if let Err(e) = transport.send(found) {
         tracing::error!(error = %e, "could not queue deviations for delivery");
+    } else if let Some(record) = record {
+        record.append(&ids);
     }
 }
 

@@ -129,4 +129,21 @@ pub struct RunArgs {
         env = "SENSOR_METRICS_LISTEN"
     )]
     pub metrics_listen: ListenAddr,
+
+    /// Longest time a deviation waits for its batch to fill before it is sent to the collector.
+    /// Lower means faster delivery and more, smaller batches.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "200ms",
+        value_parser = humantime::parse_duration,
+        env = "SENSOR_FLUSH_INTERVAL"
+    )]
+    pub flush_interval: Duration,
+
+    /// Debugging and tests: append the id of every deviation the agent produces to FILE, one
+    /// per line, once the delivery spool has taken it (the agent's own account of what it
+    /// produced, to compare with what the collector stored).
+    #[arg(long, value_name = "FILE", env = "SENSOR_RECORD_DEVIATIONS")]
+    pub record_deviations: Option<PathBuf>,
 }
