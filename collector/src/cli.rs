@@ -48,6 +48,9 @@ pub enum Command {
     /// Install as a systemd service: binary, unit and config (if absent); systemd creates the
     /// state directory on first start. Does not start it; prints the command that does.
     Install(InstallArgs),
+    /// Create a CA and TLS certificates for the collector, agents and query clients (PEM files;
+    /// an existing CA in the directory is reused, no file is overwritten).
+    Certs(crate::certs::CertsArgs),
     /// Remove the unit and the binary that `install` wrote (`--purge`: also the config and the
     /// state directory with its database).
     Uninstall(UninstallArgs),
@@ -79,6 +82,8 @@ pub struct ExportArgs {
     /// At most this many, the newest (the collector caps it at 10000).
     #[arg(long, default_value_t = 10_000)]
     pub limit: u32,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +121,25 @@ pub struct ServeArgs {
         env = "COLLECTOR_METRICS_LISTEN"
     )]
     pub metrics_listen: ListenAddr,
+    /// Server certificate chain (PEM). With --tls-key and --tls-client-ca the endpoint speaks
+    /// TLS and requires client certificates signed by that CA; without all three it refuses to
+    /// listen anywhere but on loopback.
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs agents' and query clients' certificates (PEM).
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Bearer tokens, one per line, that allow the Query service (and the web JSON API when it
+    /// is not on loopback). Once set, queries need one even on loopback.
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_QUERY_TOKEN_FILE")]
+    pub query_token_file: Option<PathBuf>,
+    /// A certificate identity (CN) allowed to query without a token (repeatable). Such a
+    /// certificate may not send deviations.
+    #[arg(long = "query-client", value_name = "NAME")]
+    pub query_clients: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +168,8 @@ pub struct DeviationsArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -38,6 +38,19 @@ pub struct FileConfig {
     pub metrics_listen: Option<ListenAddr>,
     /// Collector `deviations` asks.
     pub server: Option<String>,
+    /// `serve`: server certificate chain, its key, and the CA of client certificates (TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    /// `serve`: bearer tokens allowing queries, one per line.
+    pub query_token_file: Option<PathBuf>,
+    /// `serve`: certificate identities allowed to query.
+    pub query_clients: Option<Vec<String>>,
+    /// `deviations`/`export`: the collector's CA, the client certificate and key, the token file.
+    pub server_ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// A local address to serve on, or none (written `""`).
@@ -129,6 +142,19 @@ fn set<T: Clone>(matches: &ArgMatches, id: &str, arg: &mut T, file: &Option<T>) 
     }
 }
 
+/// As [`set`] for an optional path (absent unless given).
+fn set_path(matches: &ArgMatches, id: &str, arg: &mut Option<PathBuf>, file: &Option<PathBuf>) {
+    set(matches, id, arg, &file.clone().map(Some));
+}
+
+/// The TLS and token settings of a query client.
+fn set_client(matches: &ArgMatches, client: &mut crate::credentials::ClientArgs, file: &FileConfig) {
+    set_path(matches, "server_ca", &mut client.server_ca, &file.server_ca);
+    set_path(matches, "client_cert", &mut client.client_cert, &file.client_cert);
+    set_path(matches, "client_key", &mut client.client_key, &file.client_key);
+    set_path(matches, "token_file", &mut client.token_file, &file.token_file);
+}
+
 /// Fills every option the command line left to its default from the file. `matches` are the
 /// ones `cli` was built from.
 pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
@@ -146,20 +172,32 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 &mut args.metrics_listen,
                 &file.metrics_listen,
             );
+            set_path(m, "tls_cert", &mut args.tls_cert, &file.tls_cert);
+            set_path(m, "tls_key", &mut args.tls_key, &file.tls_key);
+            set_path(m, "tls_client_ca", &mut args.tls_client_ca, &file.tls_client_ca);
+            set_path(
+                m,
+                "query_token_file",
+                &mut args.query_token_file,
+                &file.query_token_file,
+            );
+            set(m, "query_clients", &mut args.query_clients, &file.query_clients);
         }
         Command::Deviations(args) => {
             let Some(("deviations", m)) = matches.subcommand() else {
                 return;
             };
             set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
         }
         Command::Export(args) => {
             let Some(("export", m)) = matches.subcommand() else {
                 return;
             };
             set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
         }
-        Command::Install(_) | Command::Uninstall(_) => {}
+        Command::Install(_) | Command::Uninstall(_) | Command::Certs(_) => {}
     }
 }
 

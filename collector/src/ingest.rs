@@ -30,6 +30,8 @@ pub struct IngestService {
     store: Arc<Store>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Which identity each stream must send as (`crate::auth`); none required by default.
+    access: Arc<crate::auth::Access>,
 }
 
 impl IngestService {
@@ -48,7 +50,14 @@ impl IngestService {
             store,
             shutdown,
             metrics,
+            access: Arc::default(),
         }
+    }
+
+    /// A service enforcing `access`: with TLS, batches must carry their certificate's identity.
+    pub fn with_access(mut self, access: Arc<crate::auth::Access>) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -63,6 +72,7 @@ impl Ingest for IngestService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let identity = self.access.ingest_identity(&request)?;
         let inbound = request.into_inner();
         let (acks, rx) = mpsc::channel(16);
         let store = Arc::clone(&self.store);
@@ -72,7 +82,7 @@ impl Ingest for IngestService {
             let _connected = metrics.agent_connected();
             tracing::info!(%peer, "agent stream opened");
             let end = tokio::select! {
-                end = receive(inbound, &store, &metrics, &acks) => end,
+                end = receive(inbound, identity.as_deref(), &store, &metrics, &acks) => end,
                 () = shutdown.cancelled() => Err(Status::unavailable("collector is shutting down")),
             };
             match end {
@@ -92,17 +102,24 @@ impl Ingest for IngestService {
 /// that status.
 async fn receive(
     mut inbound: Streaming<DeviationBatch>,
+    identity: Option<&str>,
     store: &Arc<Store>,
     metrics: &Metrics,
     acks: &mpsc::Sender<Result<BatchAck, Status>>,
 ) -> Result<(), Status> {
     loop {
         let batch = match inbound.message().await {
-            Ok(Some(batch)) => batch,
+            Ok(Some(batch)) => {
+                if let Err(status) = crate::auth::check_batch(identity, &batch) {
+                    metrics.error(IngestError::Invalid);
+                    return Err(status);
+                }
+                batch
+            }
             Ok(None) => break,
             Err(status) => {
                 metrics.error(IngestError::Stream);
-                return Err(status);
+                return Err(crate::decode_error::describe(status));
             }
         };
         let ack = store_batch(store, metrics, batch).await?;

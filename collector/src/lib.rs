@@ -12,9 +12,13 @@
 //! it (and records its `(agent_id, spool_id, sequence)`) has committed, a resent batch is
 //! acknowledged without storing, and deviations are unique by id.
 
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod credentials;
+pub mod decode_error;
 pub mod ingest;
 pub mod listing;
 pub mod install;
@@ -23,6 +27,7 @@ pub mod ocsf;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod web;
 
 use std::io::IsTerminal as _;
@@ -41,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Deviations(args) => Ok(query::run(&args).await?),
         Command::Export(args) => Ok(query::export(&args).await?),
+        Command::Certs(args) => certs::run(&args),
         Command::Install(args) => install::run_install(&args.root),
         Command::Uninstall(args) => install::run_uninstall(&args.root, args.purge),
     }
@@ -48,6 +54,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `collector serve`: opens the database, listens, serves until SIGINT or SIGTERM.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Checked before anything is bound or opened: a refused setting leaves nothing behind.
+    let security = server::Security::load(&security_settings(&args)?, args.listen)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -70,19 +78,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics = %format!("http://{addr}/metrics"),
             "serving the web page and metrics"
         );
-        let web = web::Web::new(Arc::clone(&store), Arc::clone(&metrics), addr.ip());
+        let web = web::Web::new(Arc::clone(&store), Arc::clone(&metrics), addr.ip())
+            .with_access(Arc::clone(&security.access))?;
         tokio::spawn(web::serve(web_listener, Arc::new(web), shutdown.clone()));
     }
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         db = %store.path().display(),
+        tls = security.tls.is_some(),
         "collector serving"
     );
-    server::serve_with_metrics(listener, store, metrics, shutdown)
+    server::serve_secure(listener, store, metrics, security, shutdown)
         .await
         .context("gRPC server failed")?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// The TLS and access settings of `serve`.
+fn security_settings(args: &ServeArgs) -> Result<server::SecuritySettings, tls::TlsError> {
+    Ok(server::SecuritySettings {
+        tls: tls::ServerTlsFiles::from_options(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )?,
+        query_token_file: args.query_token_file.clone(),
+        query_clients: args.query_clients.clone(),
+    })
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use proto::v1::{
     DeviationKind, ListDeviationsRequest, Severity, StoredDeviation, query_client::QueryClient,
 };
-use tonic::transport::Endpoint;
+use crate::credentials::ClientArgs;
 
 use crate::cli::{DeviationsArgs, ExportArgs};
 use crate::convert::{table_cells, to_json, unix_nanos};
@@ -24,6 +24,8 @@ pub enum QueryError {
         url: String,
         source: tonic::transport::Error,
     },
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
     #[error("invalid --since {value:?}: expected a duration like 1h or 30m, or an RFC 3339 time")]
     BadSince { value: String },
     #[error("cannot reach collector at {url}: {reason}; is `collector serve` running?")]
@@ -39,7 +41,7 @@ pub enum QueryError {
 /// Runs the query described by `args` and prints it to stdout.
 pub async fn run(args: &DeviationsArgs) -> Result<(), QueryError> {
     let request = request(args, SystemTime::now())?;
-    let deviations = list(&args.server, request).await?;
+    let deviations = list_with(&args.server, request, &args.client).await?;
     let printed = if args.json {
         print_json(&mut io::stdout().lock(), &deviations)
     } else {
@@ -81,17 +83,24 @@ fn parse_since(value: &str, now: SystemTime) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(value).ok()
 }
 
-/// Calls `Query/ListDeviations` on the collector at `url`.
+/// Calls `Query/ListDeviations` on the collector at `url`, plain text and without a token.
 pub async fn list(
     url: &str,
     request: ListDeviationsRequest,
 ) -> Result<Vec<StoredDeviation>, QueryError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| QueryError::BadUrl {
-            url: url.to_owned(),
-            source,
-        })?
+    list_with(url, request, &ClientArgs::default()).await
+}
+
+/// Calls `Query/ListDeviations` on the collector at `url` with `credentials`.
+pub async fn list_with(
+    url: &str,
+    request: ListDeviationsRequest,
+    credentials: &ClientArgs,
+) -> Result<Vec<StoredDeviation>, QueryError> {
+    let endpoint = credentials
+        .endpoint(url)?
         .connect_timeout(CONNECT_TIMEOUT);
+    let bearer = credentials.interceptor()?;
     let channel = endpoint
         .connect()
         .await
@@ -99,7 +108,8 @@ pub async fn list(
             url: url.to_owned(),
             reason: crate::one_line(&e),
         })?;
-    let mut client = QueryClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let mut client = QueryClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let response = client
         .list_deviations(request)
         .await
@@ -128,9 +138,10 @@ pub async fn export(args: &ExportArgs) -> Result<(), QueryError> {
         since: args.since.clone(),
         limit: args.limit,
         json: true,
+        client: args.client.clone(),
     };
     let request = request(&filters, SystemTime::now())?;
-    let mut deviations = list(&args.server, request).await?;
+    let mut deviations = list_with(&args.server, request, &args.client).await?;
     // The collector answers newest first; a SIEM wants events in the order they happened.
     deviations.reverse();
     let written = match &args.output {

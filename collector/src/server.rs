@@ -1,5 +1,10 @@
-//! The gRPC server: the Ingest and Query services over one listener, stopped by a token.
+//! The gRPC server: the Ingest and Query services, standard health checking
+//! (`grpc.health.v1.Health`) and server reflection (`grpc.reflection.v1` and `v1alpha`) over one
+//! listener, optionally with mutual TLS, stopped by a token. Who may call what is in
+//! [`crate::auth`].
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,17 +15,103 @@ use proto::v1::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
 
+use crate::auth::{Access, AuthError};
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tls::{ServerTlsFiles, TlsError};
 
 /// How long open connections get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest query response sent (queries return at most `store::MAX_QUERY_LIMIT` deviations).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// A client gets this long to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the endpoint is secured: TLS (client certificates required) and the access rules.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub tls: Option<ServerTlsConfig>,
+    pub access: Arc<Access>,
+}
+
+/// The security settings of `collector serve`, as configured.
+#[derive(Debug, Clone, Default)]
+pub struct SecuritySettings {
+    pub tls: Option<ServerTlsFiles>,
+    pub query_token_file: Option<PathBuf>,
+    pub query_clients: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(
+        "refusing to serve plain text on {listen}, which is not a loopback address: agents' \
+         data and identities would cross the network unprotected. Set tls_cert, tls_key and \
+         tls_client_ca (--tls-cert, --tls-key, --tls-client-ca; `collector certs` makes them), \
+         or listen on 127.0.0.1"
+    )]
+    PlaintextOffLoopback { listen: SocketAddr },
+    #[error("query_clients is set but TLS is not: query clients are known by their certificates")]
+    QueryClientsWithoutTls,
+}
+
+impl Security {
+    /// Plain text, every agent_id accepted, queries open: for loopback and tests.
+    pub fn plaintext() -> Self {
+        Security::default()
+    }
+
+    /// Reads the files `settings` name and checks them against the address served.
+    pub fn load(settings: &SecuritySettings, listen: SocketAddr) -> Result<Self, SecurityError> {
+        let tokens = match &settings.query_token_file {
+            Some(path) => crate::auth::read_tokens(path)?,
+            None => Vec::new(),
+        };
+        let tls = match &settings.tls {
+            Some(files) => Some(files.load()?),
+            None if !listen.ip().is_loopback() => {
+                return Err(SecurityError::PlaintextOffLoopback { listen });
+            }
+            None if !settings.query_clients.is_empty() => {
+                return Err(SecurityError::QueryClientsWithoutTls);
+            }
+            None => None,
+        };
+        let access = Access::new(tls.is_some(), tokens, settings.query_clients.clone());
+        if tls.is_none() {
+            tracing::warn!(
+                %listen,
+                "serving gRPC in plain text (loopback only): no TLS, agent identities are not \
+                 checked; set tls_cert, tls_key and tls_client_ca to require certificates"
+            );
+        }
+        if access.queries_open() {
+            tracing::warn!(
+                "the Query service answers without authentication (plain text on loopback, no \
+                 query_token_file)"
+            );
+        } else if !access.queries_possible() {
+            tracing::warn!(
+                "no query_token_file and no query_clients: the Query service refuses every caller"
+            );
+        }
+        Ok(Security {
+            tls,
+            access: Arc::new(access),
+        })
+    }
+}
 
 /// Serves both services on `listener` until `shutdown` is cancelled, then lets open streams end
 /// (each agent stream is told `UNAVAILABLE`) for up to a few seconds.
@@ -39,24 +130,70 @@ pub async fn serve_with_metrics(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let ingest = IngestServer::new(IngestService::with_metrics(
-        Arc::clone(&store),
-        shutdown.clone(),
-        metrics,
-    ))
+    serve_secure(listener, store, metrics, Security::plaintext(), shutdown).await
+}
+
+/// As [`serve_with_metrics`], secured by `security`.
+pub async fn serve_secure(
+    listener: TcpListener,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    security: Security,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let access = Arc::clone(&security.access);
+    let ingest = IngestServer::new(
+        IngestService::with_metrics(Arc::clone(&store), shutdown.clone(), metrics)
+            .with_access(Arc::clone(&access)),
+    )
     .max_decoding_message_size(MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let query = InterceptedService::new(query, move |request: Request<()>| {
+        access.authorize_query(&request)?;
+        Ok(request)
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<QueryServer<QueryService>>().await;
+    // Reflection over `sensor.v1` and health, in both versions tools ask for (grpcurl tries v1,
+    // then v1alpha). Both descriptor sets are embedded at build time; `proto`'s tests decode its.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("embedded descriptor sets are valid");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))?;
+    }
+    let server = builder
         .add_service(ingest)
         .add_service(query)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result,
         () = shutdown.cancelled() => {}
     }
+    // Watchers (load balancers, probes) learn at once that this collector is going away.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<IngestServer<IngestService>>()
+        .await;
+    health.set_not_serving::<QueryServer<QueryService>>().await;
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(result) => result,
         Err(_) => {

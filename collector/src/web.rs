@@ -56,7 +56,17 @@ pub struct Web {
     metrics: Arc<Metrics>,
     /// Answer the page and the API only for a loopback `Host` (the endpoint is on loopback).
     loopback_only: bool,
+    /// Off loopback, the API answers only requests with one of these query tokens
+    /// (`Authorization: Bearer <token>`); see [`Web::with_access`].
+    api_access: Option<Arc<crate::auth::Access>>,
 }
+
+/// Why the endpoint cannot serve as configured.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the web page's JSON API would be open on a non-loopback address: set query_token_file      (its tokens are then required as `Authorization: Bearer <token>`), or keep metrics_listen      on 127.0.0.1"
+)]
+pub struct OpenApiError;
 
 impl Web {
     /// The endpoint for a listener on `local` (loopback addresses get the `Host` check).
@@ -65,7 +75,20 @@ impl Web {
             store,
             metrics,
             loopback_only: local.is_loopback(),
+            api_access: None,
         }
+    }
+
+    /// Off loopback, requires a query token for the JSON API (refused when there is none to
+    /// require). On loopback the API stays open to this machine, guarded by the `Host` check.
+    pub fn with_access(mut self, access: Arc<crate::auth::Access>) -> Result<Web, OpenApiError> {
+        if !self.loopback_only {
+            if !access.has_tokens() {
+                return Err(OpenApiError);
+            }
+            self.api_access = Some(access);
+        }
+        Ok(self)
     }
 }
 
@@ -81,6 +104,14 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, cancel: CancellationTok
 /// The answer to `request`.
 async fn answer(web: Arc<Web>, request: Request) -> Response {
     match route(&request, web.loopback_only) {
+        Route::Api(_)
+            if web.api_access.as_ref().is_some_and(|access| {
+                !crate::auth::header_ok(access, request.authorization.as_deref())
+            }) =>
+        {
+            error(401, "Unauthorized", "this API needs `Authorization: Bearer <token>`")
+                .header("WWW-Authenticate", "Bearer")
+        }
         Route::Api(api) => {
             let query = request.query;
             tokio::task::spawn_blocking(move || api_response(&web, api, &query))

@@ -4,3 +4,29 @@
 pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every `sensor.v1` file, for gRPC server
+/// reflection (so `grpcurl` and similar tools can list and call the services without the .proto).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sensor_v1_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    #[test]
+    fn descriptor_set_describes_both_services() {
+        let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let file = fds
+            .file
+            .iter()
+            .find(|f| f.package() == "sensor.v1")
+            .expect("the sensor.v1 file");
+        let services: Vec<&str> = file.service.iter().map(|s| s.name()).collect();
+        assert!(
+            services.contains(&"Ingest") && services.contains(&"Query"),
+            "{services:?}"
+        );
+    }
+}

@@ -92,6 +92,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// The `Host` header, when sent.
     pub host: Option<String>,
+    /// The `Authorization` header, when sent.
+    pub authorization: Option<String>,
 }
 
 impl Request {
@@ -101,11 +103,18 @@ impl Request {
         let mut parts = lines.next().unwrap_or_default().split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let host = lines
+        let headers: Vec<(&str, &str)> = lines
             .take_while(|l| !l.is_empty())
             .filter_map(|l| l.split_once(':'))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("host"))
-            .map(|(_, value)| value.trim().to_owned());
+            .collect();
+        let header = |wanted: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.trim().to_owned())
+        };
+        let host = header("host");
+        let authorization = header("authorization");
         Request {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -118,6 +127,7 @@ impl Request {
                 })
                 .collect(),
             host,
+            authorization,
         }
     }
 }
