@@ -84,7 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
-        db = %store.path().display(),
+        db = %store.location(),
         tls = security.tls.is_some(),
         "collector serving"
     );

@@ -1,0 +1,599 @@
+//! The PostgreSQL backend: the store of a fleet, where several collector replicas behind one
+//! address share one database.
+//!
+//! Why the synchronous `postgres` crate (rust-postgres) with an `r2d2` pool rather than sqlx: the
+//! store's API is synchronous (the services already call it through `spawn_blocking`, as SQLite
+//! needs), so the same shape serves both backends; rust-postgres is the long-standing, widely used
+//! client (sqlx builds on its own re-implementation), needs no compile-time database, and r2d2 is
+//! the pool it is commonly used with (`r2d2_postgres`, from the same ecosystem). Connections are
+//! plain TCP or a Unix socket (`host=/run/postgresql` or `?host=%2Frun%2Fpostgresql`); put the
+//! collectors and the database on a private network, or tunnel, since this build does not speak
+//! TLS to PostgreSQL.
+//!
+//! Exactly-once across replicas: a batch's transaction inserts its key first
+//! (`ON CONFLICT DO NOTHING`): a replica storing the same batch concurrently blocks on that key
+//! until the first commits, then inserts nothing and acknowledges the batch as resent. Deviations
+//! are inserted in one statement, sorted by id (so two batches sharing ids lock them in the same
+//! order), `ON CONFLICT (id) DO NOTHING`. The agent's row is read `FOR UPDATE`. A transaction that
+//! still loses a serialization or deadlock race is retried.
+//!
+//! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
+//! replicas starting together migrate once; the others wait and find the schema current.
+
+mod migrations;
+
+use std::time::Duration;
+
+use postgres::types::ToSql;
+use postgres::{NoTls, Transaction};
+use prost::Message;
+use proto::v1::{AgentEvent, AgentStatus, Deviation, ListDeviationsRequest, StoredDeviation};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
+    StoreError, WorkloadSummary, contact, count, filter_conditions, limit, redact, sequence_to_sql,
+    silent_event,
+};
+use crate::convert::DeviationRow;
+use migrations::MIGRATIONS;
+
+/// Connections kept by one collector. Each ingest stream stores through one at a time; queries
+/// and the web page take others.
+const POOL_SIZE: u32 = 8;
+/// How long to wait for a connection (at start: for the server to answer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a transaction that lost a serialization or deadlock race.
+const ATTEMPTS: u32 = 5;
+/// Key of the advisory lock held while migrating ("sensor" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7365_6e73_6f72;
+
+/// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
+const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
+    last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
+    kernel_lost_total, dropped_total, dropped_seen";
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl Postgres {
+    /// Connects to `url`, checks the server answers and migrates the schema.
+    pub fn connect(url: &str) -> Result<Postgres, StoreError> {
+        let config: postgres::Config =
+            url.parse()
+                .map_err(|e: postgres::Error| StoreError::BadLocation {
+                    value: redact(url),
+                    reason: e.to_string(),
+                })?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECT_TIMEOUT)
+            // r2d2 logs every failed attempt itself; the error returned below says it once.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(|e| StoreError::Connect {
+                location: redact(url),
+                reason: e.to_string(),
+            })?;
+        let db = Postgres { pool };
+        db.migrate(url)?;
+        Ok(db)
+    }
+
+    fn client(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+        self.pool.get().map_err(|e| StoreError::Connect {
+            location: "the pool".to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs `body` in a transaction, committing it; retries on serialization failures and
+    /// deadlocks (the transaction was rolled back, so running it again is safe).
+    fn transaction<T>(
+        &self,
+        mut body: impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client()?;
+        let mut attempt = 1;
+        loop {
+            let result = client
+                .transaction()
+                .map_err(StoreError::from)
+                .and_then(|mut tx| {
+                    let value = body(&mut tx)?;
+                    tx.commit()?;
+                    Ok(value)
+                });
+            match result {
+                Err(StoreError::Postgres(e)) if attempt < ATTEMPTS && retryable(&e) => {
+                    tracing::debug!(attempt, error = %e, "transaction lost a race; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn migrate(&self, url: &str) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len();
+        let applied =
+            self.transaction(|tx| {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version            INTEGER PRIMARY KEY,
+                    applied_unix_nanos BIGINT  NOT NULL
+                )",
+                )?;
+                let found: i32 = tx
+                    .query_one(
+                        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                        &[],
+                    )?
+                    .get(0);
+                let found = usize::try_from(found).unwrap_or(0);
+                if found > known {
+                    return Err(StoreError::TooNew {
+                        path: redact(url).into(),
+                        found: found as i64,
+                        known,
+                    });
+                }
+                for (index, migration) in MIGRATIONS.iter().enumerate().skip(found) {
+                    tx.batch_execute(migration)?;
+                    let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                    tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_unix_nanos) VALUES ($1, $2)",
+                    &[&version, &crate::convert::unix_nanos(std::time::SystemTime::now())],
+                )?;
+                }
+                Ok(found)
+            })?;
+        if applied < known {
+            tracing::info!(
+                db = redact(url),
+                from = applied,
+                to = known,
+                "database schema migrated"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn store_batch(
+        &self,
+        key: BatchKey<'_>,
+        deviations: &[Deviation],
+        received_ns: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let total = u32::try_from(deviations.len()).unwrap_or(u32::MAX);
+        let mut sorted: Vec<&Deviation> = deviations.iter().collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        let columns = DeviationColumns::new(&sorted);
+        let sequence = sequence_to_sql(key.sequence);
+        self.transaction(|tx| {
+            let new = tx.execute(
+                "INSERT INTO batches (agent_id, spool_id, sequence, received_ns, stored, duplicates)
+                 VALUES ($1, $2, $3, $4, 0, 0) ON CONFLICT DO NOTHING",
+                &[&key.agent_id, &key.spool_id, &sequence, &received_ns],
+            )?;
+            if new == 0 {
+                let outcome = BatchOutcome {
+                    stored: 0,
+                    duplicates: total,
+                    resent: true,
+                };
+                record_contact(tx, key.agent_id, Contact::Batch(&outcome), received_ns)?;
+                return Ok(outcome);
+            }
+            let stored = tx.execute(
+                "INSERT INTO deviations (id, time_ns, host, workload_id, workload_kind, run_id,
+                    kind, severity, summary, executable, agent_id, received_ns, proto)
+                 SELECT d.id, d.time_ns, d.host, d.workload_id, d.workload_kind, d.run_id,
+                    d.kind, d.severity, d.summary, d.executable, $11, $12, d.proto FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[],
+                    $4::TEXT[], $5::INTEGER[], $6::TEXT[], $7::INTEGER[], $8::INTEGER[],
+                    $9::TEXT[], $10::TEXT[], $13::BYTEA[])
+                    AS d(id, time_ns, host, workload_id, workload_kind, run_id, kind, severity,
+                         summary, executable, proto)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &columns.id,
+                    &columns.time_ns,
+                    &columns.host,
+                    &columns.workload_id,
+                    &columns.workload_kind,
+                    &columns.run_id,
+                    &columns.kind,
+                    &columns.severity,
+                    &columns.summary,
+                    &columns.executable,
+                    &key.agent_id,
+                    &received_ns,
+                    &columns.proto,
+                ],
+            )?;
+            let stored = u32::try_from(stored).unwrap_or(u32::MAX);
+            let duplicates = total - stored;
+            tx.execute(
+                "UPDATE batches SET stored = $4, duplicates = $5
+                 WHERE agent_id = $1 AND spool_id = $2 AND sequence = $3",
+                &[
+                    &key.agent_id,
+                    &key.spool_id,
+                    &sequence,
+                    &(stored as i32),
+                    &(duplicates as i32),
+                ],
+            )?;
+            let outcome = BatchOutcome {
+                stored,
+                duplicates,
+                resent: false,
+            };
+            record_contact(tx, key.agent_id, Contact::Batch(&outcome), received_ns)?;
+            Ok(outcome)
+        })
+    }
+
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        status: &AgentStatus,
+        received_ns: i64,
+    ) -> Result<Vec<AgentEvent>, StoreError> {
+        self.transaction(|tx| record_contact(tx, agent_id, Contact::Heartbeat(status), received_ns))
+    }
+
+    pub fn mark_silent(&self, before_ns: i64, now_ns: i64) -> Result<Vec<AgentEvent>, StoreError> {
+        self.transaction(|tx| {
+            // A replica doing the same at the same moment waits on the rows, re-checks `silent`
+            // and skips them: each silence is recorded once.
+            let rows = tx.query(
+                "UPDATE agents SET silent = TRUE WHERE silent = FALSE AND last_contact_ns < $1
+                 RETURNING agent_id, last_contact_ns",
+                &[&before_ns],
+            )?;
+            let events: Vec<AgentEvent> = rows
+                .iter()
+                .map(|r| silent_event(r.get(0), r.get(1), now_ns))
+                .collect();
+            insert_events(tx, &events)?;
+            Ok(events)
+        })
+    }
+
+    pub fn prune(&self, before_ns: i64) -> Result<u64, StoreError> {
+        let chunk = i64::from(PRUNE_CHUNK);
+        self.transaction(|tx| {
+            let deleted = tx.execute(
+                "DELETE FROM deviations WHERE id IN
+                    (SELECT id FROM deviations WHERE time_ns < $1 LIMIT $2)",
+                &[&before_ns, &chunk],
+            )?;
+            tx.execute(
+                "DELETE FROM batches WHERE (agent_id, spool_id, sequence) IN
+                    (SELECT agent_id, spool_id, sequence FROM batches WHERE received_ns < $1
+                     LIMIT $2)",
+                &[&before_ns, &chunk],
+            )?;
+            tx.execute(
+                "DELETE FROM agent_events WHERE id IN
+                    (SELECT id FROM agent_events WHERE time_ns < $1 LIMIT $2)",
+                &[&before_ns, &chunk],
+            )?;
+            Ok(deleted)
+        })
+    }
+
+    pub fn list(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<StoredDeviation>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+             ORDER BY time_ns DESC, id LIMIT ${}",
+            args.len() + 1
+        );
+        args.push(Box::new(i64::from(limit(request.limit))));
+        let rows = self.client()?.query(&sql, &params(&args))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let blob: &[u8] = row.get(3);
+                let deviation =
+                    Deviation::decode(blob).map_err(|source| StoreError::Decode { id, source })?;
+                Ok(StoredDeviation {
+                    deviation: Some(deviation),
+                    agent_id: row.get(1),
+                    received_unix_nanos: row.get(2),
+                })
+            })
+            .collect()
+    }
+
+    pub fn workloads(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<WorkloadSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), COUNT(*),
+                    COUNT(*) FILTER (WHERE severity = 0), COUNT(*) FILTER (WHERE severity = 1),
+                    COUNT(*) FILTER (WHERE severity = 2), COUNT(*) FILTER (WHERE severity = 3),
+                    COUNT(*) FILTER (WHERE severity = 4), COUNT(*) FILTER (WHERE severity = 5),
+                    COUNT(DISTINCT run_id), COUNT(DISTINCT host), MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id ORDER BY MAX(time_ns) DESC, workload_id
+             LIMIT ${}",
+            args.len() + 1
+        );
+        args.push(Box::new(i64::from(limit(request.limit))));
+        let rows = self.client()?.query(&sql, &params(&args))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mut by_severity = [0u64; 6];
+                for (i, n) in by_severity.iter_mut().enumerate() {
+                    *n = count(row.get(3 + i));
+                }
+                WorkloadSummary {
+                    id: row.get(0),
+                    kind: row.get(1),
+                    deviations: count(row.get(2)),
+                    by_severity,
+                    runs: count(row.get(9)),
+                    hosts: count(row.get(10)),
+                    first_ns: row.get(11),
+                    last_ns: row.get(12),
+                }
+            })
+            .collect())
+    }
+
+    pub fn incidents(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<IncidentSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
+                    array_agg(DISTINCT kind ORDER BY kind), COUNT(DISTINCT host), MIN(host),
+                    MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id, run_id
+             ORDER BY MAX(time_ns) DESC, workload_id, run_id LIMIT ${}",
+            args.len() + 1
+        );
+        args.push(Box::new(i64::from(limit(request.limit))));
+        let rows = self.client()?.query(&sql, &params(&args))?;
+        Ok(rows
+            .iter()
+            .map(|row| IncidentSummary {
+                workload_id: row.get(0),
+                workload_kind: row.get(1),
+                run_id: row.get(2),
+                deviations: count(row.get(3)),
+                max_severity: row.get(4),
+                kinds: row.get(5),
+                hosts: count(row.get(6)),
+                host: row.get(7),
+                first_ns: row.get(8),
+                last_ns: row.get(9),
+            })
+            .collect())
+    }
+
+    pub fn agents(&self, filter: AgentFilter) -> Result<Vec<AgentSummary>, StoreError> {
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE silent OR NOT $1
+             ORDER BY last_contact_ns DESC, agent_id LIMIT $2"
+        );
+        let rows = self.client()?.query(
+            &sql,
+            &[&filter.silent_only, &i64::from(limit(filter.limit))],
+        )?;
+        Ok(rows.iter().map(read_agent).collect())
+    }
+
+    pub fn agent_events(&self, limit_to: u32) -> Result<Vec<AgentEvent>, StoreError> {
+        let rows = self.client()?.query(
+            "SELECT agent_id, time_ns, kind, count, detail FROM agent_events
+             ORDER BY time_ns DESC, id DESC LIMIT $1",
+            &[&i64::from(limit(limit_to))],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| AgentEvent {
+                agent_id: row.get(0),
+                time_unix_nanos: row.get(1),
+                kind: row.get(2),
+                count: count(row.get(3)),
+                detail: row.get(4),
+            })
+            .collect())
+    }
+}
+
+/// A batch's deviations as one array per column, for a single `unnest` insert.
+struct DeviationColumns<'a> {
+    id: Vec<&'a str>,
+    time_ns: Vec<i64>,
+    host: Vec<&'a str>,
+    workload_id: Vec<&'a str>,
+    workload_kind: Vec<i32>,
+    run_id: Vec<&'a str>,
+    kind: Vec<i32>,
+    severity: Vec<i32>,
+    summary: Vec<&'a str>,
+    executable: Vec<&'a str>,
+    proto: Vec<Vec<u8>>,
+}
+
+impl<'a> DeviationColumns<'a> {
+    fn new(deviations: &[&'a Deviation]) -> Self {
+        let mut c = DeviationColumns {
+            id: Vec::new(),
+            time_ns: Vec::new(),
+            host: Vec::new(),
+            workload_id: Vec::new(),
+            workload_kind: Vec::new(),
+            run_id: Vec::new(),
+            kind: Vec::new(),
+            severity: Vec::new(),
+            summary: Vec::new(),
+            executable: Vec::new(),
+            proto: Vec::new(),
+        };
+        for &d in deviations {
+            let row = DeviationRow::from(d);
+            c.id.push(row.id);
+            c.time_ns.push(row.time_ns);
+            c.host.push(row.host);
+            c.workload_id.push(row.workload_id);
+            c.workload_kind.push(row.workload_kind);
+            c.run_id.push(row.run_id);
+            c.kind.push(row.kind);
+            c.severity.push(row.severity);
+            c.summary.push(row.summary);
+            c.executable.push(row.executable);
+            c.proto.push(d.encode_to_vec());
+        }
+        c
+    }
+}
+
+/// Reads, updates and writes back the agent's row for a contact, and records its events, inside
+/// `tx`. The row is locked (`FOR UPDATE`) from the read to the commit, so concurrent contacts of
+/// one agent through several replicas apply one after the other.
+fn record_contact(
+    tx: &mut Transaction<'_>,
+    agent_id: &str,
+    what: Contact<'_>,
+    now_ns: i64,
+) -> Result<Vec<AgentEvent>, StoreError> {
+    let first = tx.execute(
+        "INSERT INTO agents (agent_id, first_contact_ns, last_contact_ns) VALUES ($1, $2, $2)
+         ON CONFLICT DO NOTHING",
+        &[&agent_id, &now_ns],
+    )? == 1;
+    let row = tx.query_one(
+        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = $1 FOR UPDATE"),
+        &[&agent_id],
+    )?;
+    let row = (!first).then(|| read_agent(&row));
+    let (a, events) = contact(agent_id, row, what, now_ns);
+    tx.execute(
+        "UPDATE agents SET batches = $2, stored = $3, duplicates = $4, first_contact_ns = $5,
+            last_contact_ns = $6, last_heartbeat_ns = $7, silent = $8, host = $9, version = $10,
+            instance_id = $11, spool_deviations = $12, kernel_lost_total = $13,
+            dropped_total = $14, dropped_seen = $15
+         WHERE agent_id = $1",
+        &[
+            &a.agent_id,
+            &to_sql(a.batches),
+            &to_sql(a.stored),
+            &to_sql(a.duplicates),
+            &a.first_contact_ns,
+            &a.last_contact_ns,
+            &a.last_heartbeat_ns,
+            &a.silent,
+            &a.host,
+            &a.version,
+            &a.instance_id,
+            &to_sql(a.spool_deviations),
+            &to_sql(a.kernel_lost_total),
+            &to_sql(a.dropped_total),
+            &to_sql(a.dropped_seen),
+        ],
+    )?;
+    insert_events(tx, &events)?;
+    Ok(events)
+}
+
+fn insert_events(tx: &mut Transaction<'_>, events: &[AgentEvent]) -> Result<(), StoreError> {
+    for e in events {
+        tx.execute(
+            "INSERT INTO agent_events (agent_id, time_ns, kind, count, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &e.agent_id,
+                &e.time_unix_nanos,
+                &e.kind,
+                &to_sql(e.count),
+                &e.detail,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn read_agent(row: &postgres::Row) -> AgentSummary {
+    AgentSummary {
+        agent_id: row.get(0),
+        batches: count(row.get(1)),
+        stored: count(row.get(2)),
+        duplicates: count(row.get(3)),
+        first_contact_ns: row.get(4),
+        last_contact_ns: row.get(5),
+        last_heartbeat_ns: row.get(6),
+        silent: row.get(7),
+        host: row.get(8),
+        version: row.get(9),
+        instance_id: row.get(10),
+        spool_deviations: count(row.get(11)),
+        kernel_lost_total: count(row.get(12)),
+        dropped_total: count(row.get(13)),
+        dropped_seen: count(row.get(14)),
+    }
+}
+
+/// A counter as a BIGINT (saturating; counters never get near 2^63).
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+type Param = Box<dyn ToSql + Sync>;
+
+fn params(args: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a.as_ref()).collect()
+}
+
+/// The ` WHERE …` clause (or nothing) for the filters set in `request`, with `$n` placeholders
+/// (integers compared as BIGINT, which every integer column accepts), and its arguments.
+fn filter_sql(request: &ListDeviationsRequest) -> (String, Vec<Param>) {
+    let (conditions, args) = filter_conditions(request);
+    let mut clauses = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
+    for (condition, arg) in conditions.into_iter().zip(args) {
+        let n = params.len() + 1;
+        match arg {
+            Arg::Text(t) => {
+                clauses.push(condition.replace('?', &format!("${n}")));
+                params.push(Box::new(t));
+            }
+            Arg::Int(i) => {
+                clauses.push(condition.replace('?', &format!("${n}::BIGINT")));
+                params.push(Box::new(i));
+            }
+        }
+    }
+    if clauses.is_empty() {
+        (String::new(), params)
+    } else {
+        (format!(" WHERE {}", clauses.join(" AND ")), params)
+    }
+}
+
+/// Serialization failures and deadlocks: the server rolled the transaction back; try again.
+fn retryable(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    error.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}

@@ -1,0 +1,62 @@
+//! PostgreSQL schema migrations, applied in order, each recorded in `schema_migrations`. Append
+//! new ones at the end, never edit an applied one. Keep `sqlite/migrations.rs` in step.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: deviations with their filterable fields and the full protobuf, and received batches.
+    "CREATE TABLE deviations (
+        id            TEXT    PRIMARY KEY,
+        time_ns       BIGINT  NOT NULL,
+        host          TEXT    NOT NULL,
+        workload_id   TEXT    NOT NULL,
+        workload_kind INTEGER NOT NULL,
+        run_id        TEXT    NOT NULL,
+        kind          INTEGER NOT NULL,
+        severity      INTEGER NOT NULL,
+        summary       TEXT    NOT NULL,
+        executable    TEXT    NOT NULL,
+        agent_id      TEXT    NOT NULL,
+        received_ns   BIGINT  NOT NULL,
+        proto         BYTEA   NOT NULL
+    );
+    CREATE INDEX deviations_workload_time ON deviations (workload_id, time_ns);
+    CREATE INDEX deviations_time ON deviations (time_ns);
+    CREATE TABLE batches (
+        agent_id    TEXT    NOT NULL,
+        spool_id    TEXT    NOT NULL,
+        sequence    BIGINT  NOT NULL,
+        received_ns BIGINT  NOT NULL,
+        stored      INTEGER NOT NULL,
+        duplicates  INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, spool_id, sequence)
+    );",
+    // 2: agents (last contact, last heartbeat's status, silence) and their events. Batch keys get
+    // a time index for retention.
+    "CREATE TABLE agents (
+        agent_id          TEXT    PRIMARY KEY,
+        host              TEXT    NOT NULL DEFAULT '',
+        version           TEXT    NOT NULL DEFAULT '',
+        instance_id       TEXT    NOT NULL DEFAULT '',
+        first_contact_ns  BIGINT  NOT NULL,
+        last_contact_ns   BIGINT  NOT NULL,
+        last_heartbeat_ns BIGINT  NOT NULL DEFAULT 0,
+        silent            BOOLEAN NOT NULL DEFAULT FALSE,
+        batches           BIGINT  NOT NULL DEFAULT 0,
+        stored            BIGINT  NOT NULL DEFAULT 0,
+        duplicates        BIGINT  NOT NULL DEFAULT 0,
+        dropped_total     BIGINT  NOT NULL DEFAULT 0,
+        dropped_seen      BIGINT  NOT NULL DEFAULT 0,
+        spool_deviations  BIGINT  NOT NULL DEFAULT 0,
+        kernel_lost_total BIGINT  NOT NULL DEFAULT 0
+    );
+    CREATE INDEX agents_silent_contact ON agents (silent, last_contact_ns);
+    CREATE TABLE agent_events (
+        id       BIGSERIAL PRIMARY KEY,
+        agent_id TEXT      NOT NULL,
+        time_ns  BIGINT    NOT NULL,
+        kind     INTEGER   NOT NULL,
+        count    BIGINT    NOT NULL,
+        detail   TEXT      NOT NULL
+    );
+    CREATE INDEX agent_events_time ON agent_events (time_ns);
+    CREATE INDEX batches_received ON batches (received_ns);",
+];

@@ -1,0 +1,469 @@
+//! The SQLite backend: one file, one collector.
+//!
+//! One connection writes and one reads, each behind a mutex: WAL mode lets the reader see
+//! committed data while the writer works. Durability: `synchronous = FULL`, so a batch whose
+//! transaction committed survives a power loss.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use prost::Message;
+use proto::v1::{AgentEvent, AgentStatus, Deviation, ListDeviationsRequest, StoredDeviation};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+    params_from_iter, types::Value,
+};
+
+use super::{
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
+    StoreError, WorkloadSummary, contact, count, filter_conditions, limit, sequence_to_sql,
+    silent_event,
+};
+use crate::convert::DeviationRow;
+use migrations::MIGRATIONS;
+
+/// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
+const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
+    last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
+    kernel_lost_total, dropped_total, dropped_seen";
+
+pub struct Sqlite {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer).map_err(open_err)?;
+        migrate(&writer, path)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(Sqlite {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn store_batch(
+        &self,
+        key: BatchKey<'_>,
+        deviations: &[Deviation],
+        received_ns: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let total = u32::try_from(deviations.len()).unwrap_or(u32::MAX);
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seen: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM batches WHERE agent_id = ?1 AND spool_id = ?2 AND sequence = ?3",
+                params![key.agent_id, key.spool_id, sequence_to_sql(key.sequence)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if seen.is_some() {
+            let outcome = BatchOutcome {
+                stored: 0,
+                duplicates: total,
+                resent: true,
+            };
+            record_contact(&tx, key.agent_id, Contact::Batch(&outcome), received_ns)?;
+            tx.commit()?;
+            return Ok(outcome);
+        }
+        let mut stored = 0u32;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deviations (id, time_ns, host, workload_id, workload_kind,
+                    run_id, kind, severity, summary, executable, agent_id, received_ns, proto)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for deviation in deviations {
+                let row = DeviationRow::from(deviation);
+                stored += insert.execute(params![
+                    row.id,
+                    row.time_ns,
+                    row.host,
+                    row.workload_id,
+                    row.workload_kind,
+                    row.run_id,
+                    row.kind,
+                    row.severity,
+                    row.summary,
+                    row.executable,
+                    key.agent_id,
+                    received_ns,
+                    deviation.encode_to_vec(),
+                ])? as u32;
+            }
+        }
+        let duplicates = total - stored;
+        tx.execute(
+            "INSERT INTO batches (agent_id, spool_id, sequence, received_ns, stored, duplicates)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                key.agent_id,
+                key.spool_id,
+                sequence_to_sql(key.sequence),
+                received_ns,
+                stored,
+                duplicates
+            ],
+        )?;
+        let outcome = BatchOutcome {
+            stored,
+            duplicates,
+            resent: false,
+        };
+        record_contact(&tx, key.agent_id, Contact::Batch(&outcome), received_ns)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        status: &AgentStatus,
+        received_ns: i64,
+    ) -> Result<Vec<AgentEvent>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let events = record_contact(&tx, agent_id, Contact::Heartbeat(status), received_ns)?;
+        tx.commit()?;
+        Ok(events)
+    }
+
+    pub fn mark_silent(&self, before_ns: i64, now_ns: i64) -> Result<Vec<AgentEvent>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let silenced: Vec<(String, i64)> = {
+            let mut update = tx.prepare_cached(
+                "UPDATE agents SET silent = 1 WHERE silent = 0 AND last_contact_ns < ?1
+                 RETURNING agent_id, last_contact_ns",
+            )?;
+            update
+                .query_map([before_ns], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let events: Vec<AgentEvent> = silenced
+            .iter()
+            .map(|(agent, last)| silent_event(agent, *last, now_ns))
+            .collect();
+        insert_events(&tx, &events)?;
+        tx.commit()?;
+        Ok(events)
+    }
+
+    pub fn prune(&self, before_ns: i64) -> Result<u64, StoreError> {
+        let conn = lock(&self.writer);
+        let deleted = conn.execute(
+            "DELETE FROM deviations WHERE id IN
+                (SELECT id FROM deviations WHERE time_ns < ?1 LIMIT ?2)",
+            params![before_ns, PRUNE_CHUNK],
+        )?;
+        conn.execute(
+            "DELETE FROM batches WHERE (agent_id, spool_id, sequence) IN
+                (SELECT agent_id, spool_id, sequence FROM batches WHERE received_ns < ?1 LIMIT ?2)",
+            params![before_ns, PRUNE_CHUNK],
+        )?;
+        conn.execute(
+            "DELETE FROM agent_events WHERE id IN
+                (SELECT id FROM agent_events WHERE time_ns < ?1 LIMIT ?2)",
+            params![before_ns, PRUNE_CHUNK],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    pub fn list(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<StoredDeviation>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+             ORDER BY time_ns DESC, id LIMIT ?"
+        );
+        args.push(Value::Integer(limit(request.limit).into()));
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let blob: Vec<u8> = row.get(3)?;
+            let deviation = Deviation::decode(blob.as_slice())
+                .map_err(|source| StoreError::Decode { id, source })?;
+            out.push(StoredDeviation {
+                deviation: Some(deviation),
+                agent_id: row.get(1)?,
+                received_unix_nanos: row.get(2)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn workloads(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<WorkloadSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), COUNT(*),
+                    SUM(severity = 0), SUM(severity = 1), SUM(severity = 2), SUM(severity = 3),
+                    SUM(severity = 4), SUM(severity = 5),
+                    COUNT(DISTINCT run_id), COUNT(DISTINCT host), MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id ORDER BY MAX(time_ns) DESC, workload_id
+             LIMIT ?"
+        );
+        args.push(Value::Integer(limit(request.limit).into()));
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args), |row| {
+            let mut by_severity = [0u64; 6];
+            for (i, n) in by_severity.iter_mut().enumerate() {
+                *n = count(row.get(3 + i)?);
+            }
+            Ok(WorkloadSummary {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                deviations: count(row.get(2)?),
+                by_severity,
+                runs: count(row.get(9)?),
+                hosts: count(row.get(10)?),
+                first_ns: row.get(11)?,
+                last_ns: row.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn incidents(
+        &self,
+        request: &ListDeviationsRequest,
+    ) -> Result<Vec<IncidentSummary>, StoreError> {
+        let (filter, mut args) = filter_sql(request);
+        let sql = format!(
+            "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
+                    GROUP_CONCAT(DISTINCT kind), COUNT(DISTINCT host), MIN(host),
+                    MIN(time_ns), MAX(time_ns)
+             FROM deviations{filter} GROUP BY workload_id, run_id
+             ORDER BY MAX(time_ns) DESC, workload_id, run_id LIMIT ?"
+        );
+        args.push(Value::Integer(limit(request.limit).into()));
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args), |row| {
+            let kinds: String = row.get(5)?;
+            let mut kinds: Vec<i32> = kinds.split(',').filter_map(|k| k.parse().ok()).collect();
+            kinds.sort_unstable();
+            Ok(IncidentSummary {
+                workload_id: row.get(0)?,
+                workload_kind: row.get(1)?,
+                run_id: row.get(2)?,
+                deviations: count(row.get(3)?),
+                max_severity: row.get(4)?,
+                kinds,
+                hosts: count(row.get(6)?),
+                host: row.get(7)?,
+                first_ns: row.get(8)?,
+                last_ns: row.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn agents(&self, filter: AgentFilter) -> Result<Vec<AgentSummary>, StoreError> {
+        let conn = lock(&self.reader);
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE silent = 1 OR ?1 = 0
+             ORDER BY last_contact_ns DESC, agent_id LIMIT ?2"
+        );
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows =
+            statement.query_map(params![filter.silent_only, limit(filter.limit)], read_agent)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn agent_events(&self, limit_to: u32) -> Result<Vec<AgentEvent>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(
+            "SELECT agent_id, time_ns, kind, count, detail FROM agent_events
+             ORDER BY time_ns DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit(limit_to)], |row| {
+            Ok(AgentEvent {
+                agent_id: row.get(0)?,
+                time_unix_nanos: row.get(1)?,
+                kind: row.get(2)?,
+                count: count(row.get(3)?),
+                detail: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Reads, updates and writes back the agent's row for a contact, and records its events, inside
+/// `tx` (an IMMEDIATE transaction: no other writer can change the row meanwhile).
+fn record_contact(
+    tx: &Transaction<'_>,
+    agent_id: &str,
+    what: Contact<'_>,
+    now_ns: i64,
+) -> Result<Vec<AgentEvent>, StoreError> {
+    let row = tx
+        .query_row(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"),
+            [agent_id],
+            read_agent,
+        )
+        .optional()?;
+    let (agent, events) = contact(agent_id, row, what, now_ns);
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    ))?
+    .execute(params![
+        agent.agent_id,
+        to_sql(agent.batches),
+        to_sql(agent.stored),
+        to_sql(agent.duplicates),
+        agent.first_contact_ns,
+        agent.last_contact_ns,
+        agent.last_heartbeat_ns,
+        agent.silent,
+        agent.host,
+        agent.version,
+        agent.instance_id,
+        to_sql(agent.spool_deviations),
+        to_sql(agent.kernel_lost_total),
+        to_sql(agent.dropped_total),
+        to_sql(agent.dropped_seen),
+    ])?;
+    insert_events(tx, &events)?;
+    Ok(events)
+}
+
+fn insert_events(tx: &Transaction<'_>, events: &[AgentEvent]) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO agent_events (agent_id, time_ns, kind, count, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for e in events {
+        insert.execute(params![
+            e.agent_id,
+            e.time_unix_nanos,
+            e.kind,
+            to_sql(e.count),
+            e.detail
+        ])?;
+    }
+    Ok(())
+}
+
+fn read_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentSummary> {
+    Ok(AgentSummary {
+        agent_id: row.get(0)?,
+        batches: count(row.get(1)?),
+        stored: count(row.get(2)?),
+        duplicates: count(row.get(3)?),
+        first_contact_ns: row.get(4)?,
+        last_contact_ns: row.get(5)?,
+        last_heartbeat_ns: row.get(6)?,
+        silent: row.get(7)?,
+        host: row.get(8)?,
+        version: row.get(9)?,
+        instance_id: row.get(10)?,
+        spool_deviations: count(row.get(11)?),
+        kernel_lost_total: count(row.get(12)?),
+        dropped_total: count(row.get(13)?),
+        dropped_seen: count(row.get(14)?),
+    })
+}
+
+/// A counter as a signed column (saturating; counters never get near 2^63).
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The ` WHERE …` clause (or nothing) for the filters set in `request`, with its arguments.
+fn filter_sql(request: &ListDeviationsRequest) -> (String, Vec<Value>) {
+    let (conditions, args) = filter_conditions(request);
+    let args = args
+        .into_iter()
+        .map(|a| match a {
+            Arg::Text(t) => Value::Text(t),
+            Arg::Int(i) => Value::Integer(i),
+        })
+        .collect();
+    if conditions.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!(" WHERE {}", conditions.join(" AND ")), args)
+    }
+}
+
+/// Connection settings: WAL, full durability, wait rather than fail when the file is busy.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Reading the journal mode touches the file header: a file that is not a database fails here.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "database did not switch to WAL mode");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+/// Applies the migrations the database does not have yet, each in its own transaction.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(open_err)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: PathBuf::from(path),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let next = index + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {migration}; PRAGMA user_version = {next}; COMMIT;"
+        ))
+        .map_err(open_err)?;
+        tracing::info!(path = %path.display(), version = next, "database schema migrated");
+    }
+    Ok(())
+}
+
+/// Locks a connection. A panic while holding it cannot leave a transaction half-applied (rusqlite
+/// rolls back on drop), so a poisoned mutex is still safe to use.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,65 @@
+//! SQLite schema migrations, applied in order. `PRAGMA user_version` holds how many were applied;
+//! append new ones at the end, never edit an applied one. Keep `postgres/migrations.rs` in step.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: deviations with their filterable fields and the full protobuf, and received batches.
+    "CREATE TABLE deviations (
+        id            TEXT    PRIMARY KEY NOT NULL,
+        time_ns       INTEGER NOT NULL,
+        host          TEXT    NOT NULL,
+        workload_id   TEXT    NOT NULL,
+        workload_kind INTEGER NOT NULL,
+        run_id        TEXT    NOT NULL,
+        kind          INTEGER NOT NULL,
+        severity      INTEGER NOT NULL,
+        summary       TEXT    NOT NULL,
+        executable    TEXT    NOT NULL,
+        agent_id      TEXT    NOT NULL,
+        received_ns   INTEGER NOT NULL,
+        proto         BLOB    NOT NULL
+    );
+    CREATE INDEX deviations_workload_time ON deviations (workload_id, time_ns);
+    CREATE INDEX deviations_time ON deviations (time_ns);
+    CREATE TABLE batches (
+        agent_id    TEXT    NOT NULL,
+        spool_id    TEXT    NOT NULL,
+        sequence    INTEGER NOT NULL,
+        received_ns INTEGER NOT NULL,
+        stored      INTEGER NOT NULL,
+        duplicates  INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, spool_id, sequence)
+    ) WITHOUT ROWID;",
+    // 2: agents (last contact, last heartbeat's status, silence) and their events; the agents
+    // known from earlier batches are carried over. Batch keys get a time index for retention.
+    "CREATE TABLE agents (
+        agent_id          TEXT    PRIMARY KEY NOT NULL,
+        host              TEXT    NOT NULL DEFAULT '',
+        version           TEXT    NOT NULL DEFAULT '',
+        instance_id       TEXT    NOT NULL DEFAULT '',
+        first_contact_ns  INTEGER NOT NULL,
+        last_contact_ns   INTEGER NOT NULL,
+        last_heartbeat_ns INTEGER NOT NULL DEFAULT 0,
+        silent            INTEGER NOT NULL DEFAULT 0,
+        batches           INTEGER NOT NULL DEFAULT 0,
+        stored            INTEGER NOT NULL DEFAULT 0,
+        duplicates        INTEGER NOT NULL DEFAULT 0,
+        dropped_total     INTEGER NOT NULL DEFAULT 0,
+        dropped_seen      INTEGER NOT NULL DEFAULT 0,
+        spool_deviations  INTEGER NOT NULL DEFAULT 0,
+        kernel_lost_total INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    INSERT INTO agents (agent_id, first_contact_ns, last_contact_ns, batches, stored, duplicates)
+        SELECT agent_id, MIN(received_ns), MAX(received_ns), COUNT(*), SUM(stored), SUM(duplicates)
+        FROM batches GROUP BY agent_id;
+    CREATE INDEX agents_silent_contact ON agents (silent, last_contact_ns);
+    CREATE TABLE agent_events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent_id TEXT    NOT NULL,
+        time_ns  INTEGER NOT NULL,
+        kind     INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        detail   TEXT    NOT NULL
+    );
+    CREATE INDEX agent_events_time ON agent_events (time_ns);
+    CREATE INDEX batches_received ON batches (received_ns);",
+];

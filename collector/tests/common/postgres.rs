@@ -1,0 +1,178 @@
+//! A throwaway PostgreSQL server for tests: `initdb` into a temporary directory, `pg_ctl start` on
+//! a free loopback port (its Unix socket in that directory too), one database per caller; stopped
+//! and deleted on drop.
+//!
+//! PostgreSQL refuses to run as root, so the server runs as the `postgres` OS user (through
+//! `runuser`, when the tests run as root). No server binaries is a failure telling to run
+//! `scripts/setup`, never a silent skip. `fsync` is off: the data is thrown away at the end, and
+//! nothing tested depends on surviving a power cut.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A running server; stopped and its directory deleted on drop.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    next_db: AtomicUsize,
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster. Panics with what to do when PostgreSQL is not installed.
+    pub fn start() -> PgCluster {
+        let bin = server_bin().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found under \
+                 /usr/lib/postgresql/*/bin; run scripts/setup, which installs Debian's \
+                 `postgresql` package"
+            )
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("collector-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        let as_root = nix_is_root();
+        if as_root {
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path()));
+        }
+        run(as_postgres(as_root, &bin.join("initdb"))
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+            ])
+            .args(["--no-sync", "-D"])
+            .arg(&data));
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            dir.path().display()
+        );
+        run(as_postgres(as_root, &bin.join("pg_ctl"))
+            .args(["-w", "-t", "30", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .args(["-o", &options, "start"]));
+        PgCluster {
+            dir,
+            bin,
+            port,
+            next_db: AtomicUsize::new(0),
+        }
+    }
+
+    /// The URL of a new, empty database named after `name`.
+    pub fn database(&self, name: &str) -> String {
+        let n = self.next_db.fetch_add(1, Ordering::Relaxed);
+        let db: String = format!("{name}_{n}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test server: {e}\n{}", self.log()));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap_or_else(|e| panic!("create database {db}: {e}"));
+        self.url(&db)
+    }
+
+    /// The URL of database `db` over TCP on loopback.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let status = as_postgres(nix_is_root(), &self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .output();
+        if let Ok(out) = status
+            && !out.status.success()
+        {
+            eprintln!(
+                "stopping the test PostgreSQL failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// `/usr/lib/postgresql/<newest>/bin`, if it holds `initdb` and `pg_ctl`.
+fn server_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// Whether the tests run as root (effective uid 0, from /proc/self/status).
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// `program` run as the `postgres` user when we are root (PostgreSQL refuses root), else as us.
+fn as_postgres(as_root: bool, program: &Path) -> Command {
+    if as_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A loopback port free now (the server binds it right after).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}

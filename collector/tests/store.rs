@@ -1,0 +1,621 @@
+//! The store's test suite, run on both backends: every case once on SQLite (a file in a temporary
+//! directory) and once on PostgreSQL (a database of its own on a throwaway server that
+//! `common::postgres` starts; missing PostgreSQL fails, telling to run scripts/setup).
+
+mod common;
+
+use std::sync::Arc;
+
+use collector::store::{AgentFilter, BatchKey, PRUNE_CHUNK, Store};
+use common::deviation;
+use common::postgres::PgCluster;
+use proto::v1::{
+    AgentEventKind, AgentStatus, Deviation, DeviationKind, ListDeviationsRequest, Severity,
+};
+
+/// Opens handles on one database (several handles are several collectors sharing it).
+struct Db {
+    open: Box<dyn Fn() -> Store + Send + Sync>,
+}
+
+impl Db {
+    fn open(&self) -> Store {
+        (self.open)()
+    }
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("collector.db");
+                    let db = super::Db {
+                        open: Box::new(move || {
+                            collector::store::Store::open(&path).expect("open SQLite")
+                        }),
+                    };
+                    super::$case(&db);
+                }
+            )*
+        }
+
+        /// One server for every case (starting one takes a second or two), a database per case.
+        #[test]
+        fn postgres() {
+            let cluster = PgCluster::start();
+            $(
+                eprintln!("postgres: {}", stringify!($case));
+                let url = cluster.database(stringify!($case));
+                let db = Db {
+                    open: Box::new(move || {
+                        Store::connect(&url).unwrap_or_else(|e| panic!("connect {url}: {e}"))
+                    }),
+                };
+                $case(&db);
+            )*
+        }
+    };
+}
+
+suite!(
+    resent_batch_and_repeated_ids_are_not_stored_twice,
+    same_sequence_from_a_new_spool_is_a_new_batch,
+    queries_apply_every_filter,
+    workloads_count_their_deviations,
+    incidents_group_by_workload_and_run,
+    agents_show_their_contacts_and_batches,
+    heartbeats_record_status_and_count_drops_once,
+    silence_is_recorded_once_and_cleared_by_contact,
+    retention_deletes_old_rows_in_chunks,
+    concurrent_handles_store_every_batch_exactly_once,
+    reopening_keeps_data_and_schema,
+);
+
+fn key(sequence: u64) -> BatchKey<'static> {
+    BatchKey {
+        agent_id: "agent-a",
+        spool_id: "spool-1",
+        sequence,
+    }
+}
+
+/// Deviation `id` at `time_ns` in `workload` run `run` on `host` with `severity`.
+fn at(id: &str, time_ns: i64, workload: &str, run: &str, host: &str, severity: i32) -> Deviation {
+    let mut d = deviation(id, 0, workload, DeviationKind::NewExecutable, Severity::Low);
+    d.time_unix_nanos = time_ns;
+    let w = d.workload.as_mut().unwrap();
+    w.run_id = run.to_owned();
+    d.host = host.to_owned();
+    d.severity = severity;
+    d
+}
+
+fn simple(id: &str, time_ns: i64) -> Deviation {
+    at(id, time_ns, "unit:a", "", "h1", 2)
+}
+
+fn ids(store: &Store, request: &ListDeviationsRequest) -> Vec<String> {
+    store
+        .list(request)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.deviation.unwrap().id)
+        .collect()
+}
+
+fn resent_batch_and_repeated_ids_are_not_stored_twice(db: &Db) {
+    let store = db.open();
+    let batch = [simple("a", 10), simple("b", 20)];
+    let first = store.store_batch(key(1), &batch, 1).unwrap();
+    assert_eq!(
+        (first.stored, first.duplicates, first.resent),
+        (2, 0, false)
+    );
+    let again = store.store_batch(key(1), &batch, 2).unwrap();
+    assert_eq!((again.stored, again.duplicates, again.resent), (0, 2, true));
+    let overlapping = store
+        .store_batch(key(2), &[simple("b", 20), simple("c", 30)], 3)
+        .unwrap();
+    assert_eq!((overlapping.stored, overlapping.duplicates), (1, 1));
+    // The same id twice in one batch is stored once.
+    let twice = store
+        .store_batch(key(3), &[simple("d", 40), simple("d", 40)], 4)
+        .unwrap();
+    assert_eq!((twice.stored, twice.duplicates), (1, 1));
+    assert_eq!(
+        ids(&store, &ListDeviationsRequest::default()),
+        ["d", "c", "b", "a"],
+        "newest first"
+    );
+}
+
+fn same_sequence_from_a_new_spool_is_a_new_batch(db: &Db) {
+    let store = db.open();
+    store.store_batch(key(1), &[simple("a", 1)], 1).unwrap();
+    let wiped = BatchKey {
+        spool_id: "spool-2",
+        ..key(1)
+    };
+    let outcome = store.store_batch(wiped, &[simple("z", 2)], 2).unwrap();
+    assert_eq!((outcome.stored, outcome.resent), (1, false));
+}
+
+fn queries_apply_every_filter(db: &Db) {
+    let store = sample_store(db);
+    let q = |f: fn(&mut ListDeviationsRequest)| {
+        let mut request = ListDeviationsRequest::default();
+        f(&mut request);
+        ids(&store, &request)
+    };
+    assert_eq!(q(|_| {}), ["c", "d", "b", "a"]);
+    assert_eq!(q(|r| r.workload = "unit:web.service".into()), ["d"]);
+    assert_eq!(q(|r| r.host = "h1".into()), ["b", "a"]);
+    assert_eq!(q(|r| r.min_severity = 3), ["c", "a"]);
+    assert_eq!(q(|r| r.kind = DeviationKind::NewExecutable as i32).len(), 4);
+    assert!(q(|r| r.kind = DeviationKind::NewDnsName as i32).is_empty());
+    assert_eq!(q(|r| r.since_unix_nanos = 20), ["c", "d", "b"]);
+    assert_eq!(q(|r| r.until_unix_nanos = 25), ["b", "a"]);
+    assert_eq!(
+        q(|r| {
+            r.since_unix_nanos = 11;
+            r.until_unix_nanos = 30;
+            r.host = "h1".into();
+        }),
+        ["b"]
+    );
+    assert_eq!(q(|r| r.limit = 2), ["c", "d"]);
+}
+
+/// Agent a: a, b, c (run 7 and 8 of a CI job, hosts h1, h2); agent b: d; agent a again: a
+/// (already stored).
+fn sample_store(db: &Db) -> Store {
+    let store = db.open();
+    let agent_b = BatchKey {
+        agent_id: "agent-b",
+        ..key(1)
+    };
+    store
+        .store_batch(
+            key(1),
+            &[
+                at("a", 10, "github:acme/app/ci/build", "7", "h1", 5),
+                at("b", 20, "github:acme/app/ci/build", "7", "h1", 2),
+                at("c", 30, "github:acme/app/ci/build", "8", "h2", 3),
+            ],
+            1_000,
+        )
+        .unwrap();
+    store
+        .store_batch(
+            agent_b,
+            &[at("d", 25, "unit:web.service", "", "h3", 2)],
+            2_000,
+        )
+        .unwrap();
+    store
+        .store_batch(
+            key(2),
+            &[at("a", 10, "github:acme/app/ci/build", "7", "h1", 5)],
+            3_000,
+        )
+        .unwrap();
+    store
+}
+
+fn workloads_count_their_deviations(db: &Db) {
+    let store = sample_store(db);
+    let all = store.workloads(&ListDeviationsRequest::default()).unwrap();
+    assert_eq!(all.len(), 2);
+    let ci = &all[0];
+    assert_eq!(ci.id, "github:acme/app/ci/build", "latest deviation first");
+    assert_eq!(ci.kind, proto::v1::WorkloadKind::GithubJob as i32);
+    assert_eq!(
+        (ci.deviations, ci.by_severity, ci.runs, ci.hosts),
+        (3, [0, 0, 1, 1, 0, 1], 2, 2)
+    );
+    assert_eq!((ci.first_ns, ci.last_ns), (10, 30));
+    assert_eq!(
+        (all[1].id.as_str(), all[1].deviations),
+        ("unit:web.service", 1)
+    );
+    let severe = store
+        .workloads(&ListDeviationsRequest {
+            min_severity: 3,
+            ..ListDeviationsRequest::default()
+        })
+        .unwrap();
+    assert_eq!(severe.len(), 1);
+    assert_eq!((severe[0].deviations, severe[0].first_ns), (2, 10));
+    let one = store
+        .workloads(&ListDeviationsRequest {
+            limit: 1,
+            ..ListDeviationsRequest::default()
+        })
+        .unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+fn incidents_group_by_workload_and_run(db: &Db) {
+    let store = sample_store(db);
+    let all = store.incidents(&ListDeviationsRequest::default()).unwrap();
+    let groups: Vec<_> = all
+        .iter()
+        .map(|i| (i.workload_id.as_str(), i.run_id.as_str(), i.deviations))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("github:acme/app/ci/build", "8", 1),
+            ("unit:web.service", "", 1),
+            ("github:acme/app/ci/build", "7", 2),
+        ],
+        "latest first"
+    );
+    let run7 = &all[2];
+    assert_eq!(
+        (run7.max_severity, run7.first_ns, run7.last_ns),
+        (5, 10, 20)
+    );
+    assert_eq!(run7.kinds, [DeviationKind::NewExecutable as i32]);
+    assert_eq!((run7.hosts, run7.host.as_str()), (1, "h1"));
+}
+
+fn agents_show_their_contacts_and_batches(db: &Db) {
+    let store = db.open();
+    assert!(store.agents(0).unwrap().is_empty());
+    drop(store);
+    let store = sample_store(db);
+    // A resent batch is a contact, not a batch.
+    store
+        .store_batch(key(2), &[simple("zz", 1)], 4_000)
+        .unwrap();
+    let agents = store.agents(0).unwrap();
+    let summary: Vec<_> = agents
+        .iter()
+        .map(|a| {
+            (
+                a.agent_id.as_str(),
+                a.batches,
+                a.stored,
+                a.duplicates,
+                a.first_contact_ns,
+                a.last_contact_ns,
+                a.silent,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("agent-a", 2, 3, 1, 1_000, 4_000, false),
+            ("agent-b", 1, 1, 0, 2_000, 2_000, false),
+        ]
+    );
+    assert_eq!(store.agents(1).unwrap().len(), 1);
+    let events = store.agent_events(0).unwrap();
+    assert_eq!(events.len(), 2, "one first contact per agent: {events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind() == AgentEventKind::FirstContact)
+    );
+}
+
+fn status(instance: &str, dropped: u64, spool: u64) -> AgentStatus {
+    AgentStatus {
+        version: "0.1.0".to_owned(),
+        instance_id: instance.to_owned(),
+        host: "runner-1".to_owned(),
+        spool_deviations: spool,
+        dropped_total: dropped,
+        kernel_lost_total: 3,
+        heartbeat_interval_millis: 30_000,
+    }
+}
+
+fn heartbeats_record_status_and_count_drops_once(db: &Db) {
+    let store = db.open();
+    let events = store
+        .heartbeat("agent-h", &status("run-1", 0, 5), 1_000)
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind(), AgentEventKind::FirstContact);
+    let events = store
+        .heartbeat("agent-h", &status("run-1", 40, 9), 2_000)
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].kind(), events[0].count),
+        (AgentEventKind::Dropped, 40)
+    );
+    // The same report again (a resent heartbeat, or one through another replica).
+    assert!(
+        store
+            .heartbeat("agent-h", &status("run-1", 40, 9), 3_000)
+            .unwrap()
+            .is_empty()
+    );
+    // A restarted agent counts from 0 again.
+    let events = store
+        .heartbeat("agent-h", &status("run-2", 2, 0), 4_000)
+        .unwrap();
+    assert_eq!(events[0].count, 2);
+    let agent = &store.agents(0).unwrap()[0];
+    assert_eq!(
+        (
+            agent.host.as_str(),
+            agent.version.as_str(),
+            agent.last_contact_ns,
+            agent.last_heartbeat_ns,
+            agent.spool_deviations,
+            agent.kernel_lost_total,
+            agent.dropped_total,
+            agent.batches,
+        ),
+        ("runner-1", "0.1.0", 4_000, 4_000, 0, 3, 42, 0)
+    );
+    // Durable: another handle (another collector) sees the events, newest first.
+    let events = db.open().agent_events(0).unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| (e.kind(), e.count)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (AgentEventKind::Dropped, 2),
+            (AgentEventKind::Dropped, 40),
+            (AgentEventKind::FirstContact, 0)
+        ]
+    );
+}
+
+fn silence_is_recorded_once_and_cleared_by_contact(db: &Db) {
+    let s = 1_000_000_000i64;
+    let (one, two) = (db.open(), db.open());
+    one.heartbeat("quiet", &status("r", 0, 0), 10 * s).unwrap();
+    one.heartbeat("chatty", &status("r", 0, 0), 100 * s)
+        .unwrap();
+    // Two collectors check at the same moment: one SILENT event.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| one.mark_silent(50 * s, 110 * s).unwrap());
+        let b = scope.spawn(|| two.mark_silent(50 * s, 110 * s).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let silenced: Vec<_> = a.iter().chain(&b).collect();
+    assert_eq!(silenced.len(), 1, "{silenced:?}");
+    assert_eq!(
+        (
+            silenced[0].agent_id.as_str(),
+            silenced[0].kind(),
+            silenced[0].count
+        ),
+        ("quiet", AgentEventKind::Silent, 100)
+    );
+    assert!(
+        one.mark_silent(60 * s, 120 * s).unwrap().is_empty(),
+        "already silent"
+    );
+    let silent = one
+        .agents_matching(AgentFilter {
+            limit: 0,
+            silent_only: true,
+        })
+        .unwrap();
+    assert_eq!(silent.len(), 1);
+    assert_eq!(silent[0].agent_id, "quiet");
+    // It comes back with a batch.
+    let back = BatchKey {
+        agent_id: "quiet",
+        ..key(1)
+    };
+    two.store_batch(back, &[simple("q", 1)], 130 * s).unwrap();
+    let agents = one.agents(0).unwrap();
+    assert!(agents.iter().all(|a| !a.silent), "{agents:?}");
+    let latest = &one.agent_events(1).unwrap()[0];
+    assert_eq!((latest.kind(), latest.count), (AgentEventKind::Back, 120));
+}
+
+fn retention_deletes_old_rows_in_chunks(db: &Db) {
+    let store = db.open();
+    let old: Vec<Deviation> = (0..PRUNE_CHUNK + 7)
+        .map(|i| simple(&format!("old-{i}"), 100 + i64::from(i)))
+        .collect();
+    store.store_batch(key(1), &old, 1_000).unwrap();
+    store
+        .store_batch(key(2), &[simple("new", 1_000_000)], 1_000_000)
+        .unwrap();
+    assert_eq!(store.prune(500_000).unwrap(), u64::from(PRUNE_CHUNK));
+    assert_eq!(store.prune(500_000).unwrap(), 7);
+    assert_eq!(store.prune(500_000).unwrap(), 0);
+    assert_eq!(ids(&store, &ListDeviationsRequest::default()), ["new"]);
+    // The old batch's key went with it; the agent's totals stay.
+    let agent = &store.agents(0).unwrap()[0];
+    assert_eq!(
+        (agent.batches, agent.stored),
+        (2, u64::from(PRUNE_CHUNK) + 8)
+    );
+    assert!(
+        store.agent_events(0).unwrap().is_empty(),
+        "events before the cutoff are gone"
+    );
+}
+
+/// Several collectors store the same batches at the same time, each agent's batches in a
+/// different order: every deviation is stored exactly once, every batch is stored by one and
+/// acknowledged as resent by the others.
+fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
+    const BATCHES: u64 = 30;
+    const HANDLES: usize = 3;
+    let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(db.open())).collect();
+    let batch = |sequence: u64| -> Vec<Deviation> {
+        // Neighbouring batches share a deviation, as an agent's resend after a restart could.
+        (0..4)
+            .map(|i| simple(&format!("d-{}", sequence * 3 + i), 1))
+            .collect()
+    };
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(n, store)| {
+                scope.spawn(move || {
+                    let mut order: Vec<u64> = (1..=BATCHES).collect();
+                    if n % 2 == 1 {
+                        order.reverse();
+                    }
+                    order
+                        .into_iter()
+                        .map(|seq| store.store_batch(key(seq), &batch(seq), 1).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let unique = (BATCHES * 3 + 4) as usize;
+    let stored: u32 = outcomes.iter().map(|o| o.stored).sum();
+    let first_stores = outcomes.iter().filter(|o| !o.resent).count();
+    assert_eq!(
+        first_stores as u64, BATCHES,
+        "each batch stored by exactly one handle"
+    );
+    assert_eq!(stored as usize, unique - 3, "ids 0..2 are in no batch");
+    let all = ids(
+        &stores[0],
+        &ListDeviationsRequest {
+            limit: 10_000,
+            ..ListDeviationsRequest::default()
+        },
+    );
+    let mut distinct = all.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(all.len(), distinct.len(), "no deviation stored twice");
+    assert_eq!(all.len(), unique - 3);
+    let agent = &stores[1].agents(0).unwrap()[0];
+    assert_eq!((agent.batches, agent.stored), (BATCHES, u64::from(stored)));
+}
+
+fn reopening_keeps_data_and_schema(db: &Db) {
+    let store = db.open();
+    store.store_batch(key(1), &[simple("kept", 1)], 1).unwrap();
+    drop(store);
+    let store = db.open();
+    assert_eq!(ids(&store, &ListDeviationsRequest::default()), ["kept"]);
+    let again = store.store_batch(key(1), &[simple("kept", 1)], 2).unwrap();
+    assert!(again.resent, "the batch memory survived");
+}
+
+#[test]
+fn sqlite_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let err = Store::open(&path).err().expect("garbage must not open");
+    assert!(err.to_string().contains("not a database"), "{err}");
+}
+
+#[test]
+fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    drop(Store::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open(&path)
+        .err()
+        .expect("newer schema must be refused");
+    assert!(
+        err.to_string().contains("newer than this collector knows"),
+        "{err}"
+    );
+}
+
+/// A database written by the first schema (deviations and batches only) gains the agents table,
+/// filled from its batches.
+#[test]
+fn sqlite_migration_carries_agents_over_from_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE deviations (id TEXT PRIMARY KEY NOT NULL, time_ns INTEGER NOT NULL,
+            host TEXT NOT NULL, workload_id TEXT NOT NULL, workload_kind INTEGER NOT NULL,
+            run_id TEXT NOT NULL, kind INTEGER NOT NULL, severity INTEGER NOT NULL,
+            summary TEXT NOT NULL, executable TEXT NOT NULL, agent_id TEXT NOT NULL,
+            received_ns INTEGER NOT NULL, proto BLOB NOT NULL);
+         CREATE TABLE batches (agent_id TEXT NOT NULL, spool_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL, stored INTEGER NOT NULL,
+            duplicates INTEGER NOT NULL, PRIMARY KEY (agent_id, spool_id, sequence))
+            WITHOUT ROWID;
+         INSERT INTO batches VALUES ('old', 's', 1, 100, 3, 0), ('old', 's', 2, 200, 1, 1);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let agent = &store.agents(0).unwrap()[0];
+    assert_eq!(
+        (
+            agent.agent_id.as_str(),
+            agent.batches,
+            agent.stored,
+            agent.duplicates
+        ),
+        ("old", 2, 4, 1)
+    );
+    assert_eq!((agent.first_contact_ns, agent.last_contact_ns), (100, 200));
+}
+
+/// Collectors starting together on an empty database migrate it once; the others wait for that
+/// and start on the migrated schema.
+#[test]
+fn postgres_replicas_starting_together_migrate_once() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("migrate");
+    let stores: Vec<Store> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| Store::connect(&url).unwrap_or_else(|e| panic!("{e}"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(stores.len(), 4);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2], "each migration applied once");
+    client
+        .batch_execute("INSERT INTO schema_migrations VALUES (99, 0)")
+        .unwrap();
+    let err = Store::connect(&url)
+        .err()
+        .expect("newer schema must be refused");
+    assert!(
+        err.to_string().contains("newer than this collector knows"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postgres_unreachable_is_a_clear_error() {
+    let err = Store::connect("postgres://postgres@127.0.0.1:1/nothing")
+        .err()
+        .expect("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot connect to PostgreSQL at postgres://postgres@127.0.0.1:1/nothing"),
+        "{text}"
+    );
+}
