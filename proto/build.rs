@@ -4,7 +4,7 @@
 use prost::Message as _;
 
 fn main() -> anyhow::Result<()> {
-    let files = ["sensor/v1/collector.proto"];
+    let files = ["sensor/v1/collector.proto", "sensor/v1/baseline.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -1,6 +1,7 @@
 //! Generated types and services of the `sensor.v1` package (see `sensor/v1/collector.proto`).
 
-/// `sensor.v1`: ingest and query services, deviations and their parts.
+/// `sensor.v1`: ingest and query services, deviations and their parts; shared baselines
+/// (`sensor/v1/baseline.proto`).
 pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
