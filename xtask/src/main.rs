@@ -2,6 +2,7 @@
 
 mod bench;
 mod detect;
+mod ingest_bench;
 mod peers;
 mod portability;
 
@@ -19,6 +20,9 @@ enum Command {
     /// Measure the sensor's cost on syscall-heavy workloads, as ratios against the same run
     /// without it, and write the results as a markdown table.
     Bench(bench::Args),
+    /// Measure the collector's ingest rate (deviations stored per second, per core) with real
+    /// gRPC clients streaming batches, and write it to its section of BENCHMARKS.md.
+    BenchIngest(ingest_bench::Args),
     /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
     Portability(portability::Args),
     /// Run benign CI jobs and injected attacks against the real sensor and collector, and write
@@ -30,13 +34,21 @@ enum Command {
         /// Where to write the report, relative to the workspace root.
         #[arg(long, default_value = "DETECTION.md")]
         out: std::path::PathBuf,
+        /// Use the sensor, collector and actor already built in target/debug.
+        #[arg(long)]
+        no_build: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
+        Command::BenchIngest(args) => ingest_bench::run(&args),
         Command::Portability(args) => portability::run(&args),
-        Command::Detect { quick, out } => detect::run(quick, &out),
+        Command::Detect {
+            quick,
+            out,
+            no_build,
+        } => detect::run(quick, &out, no_build),
     }
 }
