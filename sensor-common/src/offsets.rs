@@ -55,6 +55,11 @@ pub struct KernelOffsets {
     pub sock_common_skc_family: u64,
     pub sock_common_skc_v6_daddr: u64,
     pub sock_common_skc_v6_rcv_saddr: u64,
+    /// Saved user registers (x86_64 names); 0 where the kernel's `pt_regs` has other members,
+    /// which disables the raw `sys_exit` open hook.
+    pub pt_regs_orig_ax: u64,
+    pub pt_regs_si: u64,
+    pub pt_regs_dx: u64,
 }
 
 #[cfg(feature = "user")]

@@ -51,6 +51,9 @@ pub enum Command {
     /// Remove the systemd unit and the binary that `install` wrote (`--purge`: also the config
     /// and the state directory).
     Uninstall(UninstallArgs),
+    /// Inspect and operate baselines: list, show, export, import, diff, accept, reset, freeze.
+    /// Safe while the agent runs (it applies the change itself).
+    Baseline(crate::baseline_cli::BaselineArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +113,11 @@ pub struct RunArgs {
     /// image (for measurements; costs more).
     #[arg(long)]
     pub no_kernel_filter: bool,
+
+    /// How opens are hooked: `auto` uses one raw `sys_exit` tracepoint where the kernel allows
+    /// it (much cheaper per open), `tracepoint` the classic per-syscall tracepoints.
+    #[arg(long, value_enum, default_value_t = crate::kernel::OpenHook::Auto)]
+    pub open_hook: crate::kernel::OpenHook,
 
     /// An extra credential-store path pattern, added to the built-in list (repeatable): a
     /// directory ends in `/` (`/opt/ci/secrets/`), anything else matches as a path suffix

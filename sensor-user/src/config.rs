@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub host: Option<String>,
     /// `false`: send every open and connect to userspace (`--no-kernel-filter`).
     pub kernel_filter: Option<bool>,
+    /// `auto` or `tracepoint` (`--open-hook`).
+    pub open_hook: Option<crate::kernel::OpenHook>,
     /// Extra credential-store path patterns (`--secret-path`), added to the built-in list.
     pub secret_paths: Option<Vec<String>>,
     /// The cgroup v2 mount.
@@ -174,6 +176,7 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             {
                 args.no_kernel_filter = !on;
             }
+            set(m, "open_hook", &mut args.open_hook, &file.open_hook);
             if unset(m, "secret_paths")
                 && let Some(paths) = &file.secret_paths
             {
@@ -191,6 +194,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
         }
         Command::Status(args) => {
             let Some(("status", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "state_dir", &mut args.state_dir, &file.state_dir);
+        }
+        Command::Baseline(args) => {
+            let Some(("baseline", m)) = matches.subcommand() else {
                 return;
             };
             set(m, "state_dir", &mut args.state_dir, &file.state_dir);

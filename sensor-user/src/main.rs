@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Install(args) => return install(&args.root),
         Command::Uninstall(args) => return uninstall(&args.root, args.purge),
-        Command::Run(_) | Command::Status(_) => {}
+        Command::Run(_) | Command::Status(_) | Command::Baseline(_) => {}
     }
     let explicit = matches.value_source("config") != Some(clap::parser::ValueSource::DefaultValue);
     match config::load(explicit.then_some(cli.config.as_path())) {
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                     cgroup_root: args.cgroup_root.unwrap_or_else(default_cgroup_root),
                     load: sensor_user::kernel::LoadOptions {
                         filter_repeats: !args.no_kernel_filter,
+                        open_hook: args.open_hook,
                     },
                     metrics_listen: args.metrics_listen.0,
                     secrets: sensor_user::deviation::SecretPaths::with_extra(args.secret_paths),
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                 agent::run(config, cancel).await.map_err(|e| e.to_string())
             }
             Command::Install(_) | Command::Uninstall(_) => Ok(()),
+            Command::Baseline(args) => sensor_user::baseline_cli::run(&args),
             Command::Status(args) => {
                 let status =
                     sensor_user::status::read(&args.state_dir).map_err(|e| e.to_string())?;

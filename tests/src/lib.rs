@@ -15,6 +15,8 @@ pub struct KernelHarness {
     events: mpsc::Receiver<Event>,
     stop: tokio_util::sync::CancellationToken,
     thread: Option<thread::JoinHandle<()>>,
+    /// The programs the loader attached.
+    pub attached: Vec<&'static str>,
 }
 
 impl KernelHarness {
@@ -54,7 +56,7 @@ impl KernelHarness {
                         return;
                     }
                 };
-                ready_tx.send(Ok(())).unwrap();
+                ready_tx.send(Ok(sensor.attached.clone())).unwrap();
                 let clock = BootClock::now();
                 loop {
                     tokio::select! {
@@ -70,14 +72,15 @@ impl KernelHarness {
                 }
             });
         });
-        match ready_rx.recv().expect("sensor thread died") {
-            Ok(()) => {}
+        let attached = match ready_rx.recv().expect("sensor thread died") {
+            Ok(attached) => attached,
             Err(e) => panic!("loading the sensor failed: {e}"),
-        }
+        };
         KernelHarness {
             events: rx,
             stop,
             thread: Some(thread),
+            attached,
         }
     }
 

@@ -212,6 +212,61 @@ fn repeats_are_filtered_in_the_kernel() {
 fn without_the_filter_every_open_arrives() {
     let k = KernelHarness::start_with(LoadOptions {
         filter_repeats: false,
+        ..LoadOptions::default()
     });
     assert_eq!(opens_of_repeated_file(&k), 3);
+}
+
+/// Runs each open-family syscall with creation flags and checks path and intent: the flags
+/// travel from the call (O_CREAT/O_TRUNC are gone from the opened file by then).
+fn every_open_syscall_reports_create_intent(k: &KernelHarness) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::fs::canonicalize(dir.path()).unwrap();
+    for (how, name, truncate) in [
+        ("open-create", "by-open", false),
+        ("creat", "by-creat", true),
+        ("openat2-create", "by-openat2", true),
+    ] {
+        let pid = run(Command::new(ACTOR).args([how, name]).current_dir(&d));
+        let path = d.join(name);
+        let e = k.expect(how, |e| {
+            e.pid == pid && matches!(&e.kind, EventKind::Open { path: p, .. } if std::path::Path::new(p) == path)
+        });
+        let EventKind::Open { intent, .. } = e.kind else {
+            unreachable!()
+        };
+        assert!(intent.write && intent.create, "{how}: {intent:?}");
+        assert_eq!(intent.truncate, truncate, "{how}: {intent:?}");
+    }
+    // And a plain read still reports read intent (flags read back from the opened file).
+    let pid = run(Command::new(ACTOR)
+        .args(["read", "by-open"])
+        .current_dir(&d));
+    let path = d.join("by-open");
+    let e = k.expect("read", |e| {
+        e.pid == pid
+            && matches!(&e.kind, EventKind::Open { path: p, .. } if std::path::Path::new(p) == path)
+    });
+    assert!(
+        matches!(e.kind, EventKind::Open { intent, .. } if intent.read && !intent.write && !intent.create)
+    );
+}
+
+#[test]
+fn raw_sys_exit_hook_is_the_default_and_sees_every_open_syscall() {
+    let k = KernelHarness::shared();
+    assert!(k.attached.contains(&"file_sys_exit"), "{:?}", k.attached);
+    assert!(!k.attached.contains(&"file_openat"), "{:?}", k.attached);
+    every_open_syscall_reports_create_intent(&k);
+}
+
+#[test]
+fn classic_open_tracepoints_see_every_open_syscall() {
+    let k = KernelHarness::start_with(LoadOptions {
+        open_hook: sensor_user::kernel::OpenHook::Tracepoint,
+        ..LoadOptions::default()
+    });
+    assert!(k.attached.contains(&"file_openat"), "{:?}", k.attached);
+    assert!(!k.attached.contains(&"file_sys_exit"), "{:?}", k.attached);
+    every_open_syscall_reports_create_intent(&k);
 }

@@ -18,7 +18,7 @@ use sensor_common::{COUNTERS_LEN, CgroupCounts, Counter};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub use decode::{BootClock, DecodeError, decode};
-use programs::{Hook, PROGRAMS};
+use programs::{Hook, OpenPath, PROGRAMS};
 
 /// The embedded eBPF object, built by `build.rs` (empty in stub builds).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -28,14 +28,29 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/se
 pub struct LoadOptions {
     /// Filter exact repeats (same process image, same object) in the kernel.
     pub filter_repeats: bool,
+    /// How opens are hooked.
+    pub open_hook: OpenHook,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             filter_repeats: true,
+            open_hook: OpenHook::Auto,
         }
     }
+}
+
+/// How opens are hooked (`--open-hook`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpenHook {
+    /// The raw `sys_exit` tracepoint where the kernel allows it (x86_64 with BTF `pt_regs`),
+    /// the classic syscall tracepoints otherwise.
+    #[default]
+    Auto,
+    /// Always the classic `syscalls:sys_{enter,exit}_open*` tracepoints.
+    Tracepoint,
 }
 
 /// How often the ring buffer is drained when the kernel sends no wakeup (see `submit_flags` in
@@ -114,7 +129,32 @@ impl Sensor {
 
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
+        let raw_open = options.open_hook == OpenHook::Auto
+            && cfg!(target_arch = "x86_64")
+            && offsets.pt_regs_orig_ax != 0
+            && offsets.pt_regs_si != 0
+            && offsets.pt_regs_dx != 0;
+        let mut open_path = OpenPath::Classic;
+        if raw_open {
+            for p in PROGRAMS.iter().filter(|p| p.open_path == OpenPath::Raw) {
+                match attach(&mut ebpf, p, &btf) {
+                    Ok(()) => {
+                        attached.push(p.name);
+                        open_path = OpenPath::Raw;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(program = p.name, %reason, "raw open hook unavailable; using the classic open tracepoints");
+                        skipped.push((p.name, reason));
+                    }
+                }
+            }
+        }
         for p in PROGRAMS {
+            if p.open_path == OpenPath::Raw
+                || (p.open_path == OpenPath::Classic && open_path == OpenPath::Raw)
+            {
+                continue;
+            }
             match attach(&mut ebpf, p, &btf) {
                 Ok(()) => attached.push(p.name),
                 Err(reason) if !p.required => {

@@ -84,6 +84,10 @@ pub fn load(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         sock_common_skc_family: o("sock_common", "skc_family")?,
         sock_common_skc_v6_daddr: o("sock_common", "skc_v6_daddr")?,
         sock_common_skc_v6_rcv_saddr: o("sock_common", "skc_v6_rcv_saddr")?,
+        // Optional: only x86_64's pt_regs has these names; 0 turns the raw open hook off.
+        pt_regs_orig_ax: o("pt_regs", "orig_ax").unwrap_or(0),
+        pt_regs_si: o("pt_regs", "si").unwrap_or(0),
+        pt_regs_dx: o("pt_regs", "dx").unwrap_or(0),
     })
 }
 
@@ -142,6 +146,13 @@ mod tests {
         assert_eq!(o.mm_struct_env_end, o.mm_struct_env_start + 8);
         assert_eq!(o.path_mnt, 0, "struct path starts with mnt on every kernel");
         assert_eq!(o.qstr_name, 8, "qstr: 8-byte hash/len union, then name");
+        if cfg!(target_arch = "x86_64") {
+            // The kernel's ABI: struct pt_regs is the saved register frame, fixed for x86_64.
+            assert_eq!(
+                (o.pt_regs_dx, o.pt_regs_si, o.pt_regs_orig_ax),
+                (96, 104, 120)
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,18 @@ pub enum Hook {
     Tracepoints(&'static [(&'static str, &'static str)]),
 }
 
+/// Which way of watching opens a program belongs to: the loader attaches the raw `sys_exit`
+/// program where it can (see `sensor-ebpf/src/file.rs`) and the classic ones otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenPath {
+    /// Not an open program: always attached.
+    Any,
+    /// The raw `sys_exit` program.
+    Raw,
+    /// The classic `sys_enter_open*`/`sys_exit_open*` programs.
+    Classic,
+}
+
 /// One program of the embedded object.
 #[derive(Clone, Copy, Debug)]
 pub struct Program {
@@ -18,6 +30,7 @@ pub struct Program {
     /// A required program that fails to load or attach stops the sensor; an optional one is
     /// logged and skipped (its syscall may not exist on this architecture or kernel).
     pub required: bool,
+    pub open_path: OpenPath,
 }
 
 const fn tp(
@@ -29,31 +42,45 @@ const fn tp(
         name,
         hook: Hook::Tracepoints(tps),
         required,
+        open_path: OpenPath::Any,
+    }
+}
+
+const fn btf(name: &'static str, tracepoint: &'static str) -> Program {
+    Program {
+        name,
+        hook: Hook::BtfTracepoint(tracepoint),
+        required: true,
+        open_path: OpenPath::Any,
+    }
+}
+
+/// A classic open program.
+const fn open_tp(
+    name: &'static str,
+    tps: &'static [(&'static str, &'static str)],
+    required: bool,
+) -> Program {
+    Program {
+        open_path: OpenPath::Classic,
+        ..tp(name, tps, required)
     }
 }
 
 pub const PROGRAMS: &[Program] = &[
+    btf("process_exec", "sched_process_exec"),
+    btf("process_fork", "sched_process_fork"),
+    btf("process_exit", "sched_process_exit"),
     Program {
-        name: "process_exec",
-        hook: Hook::BtfTracepoint("sched_process_exec"),
-        required: true,
+        open_path: OpenPath::Raw,
+        ..btf("file_sys_exit", "sys_exit")
     },
-    Program {
-        name: "process_fork",
-        hook: Hook::BtfTracepoint("sched_process_fork"),
-        required: true,
-    },
-    Program {
-        name: "process_exit",
-        hook: Hook::BtfTracepoint("sched_process_exit"),
-        required: true,
-    },
-    tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
-    tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),
+    open_tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
+    open_tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),
     // open(2) and creat(2) exist on x86_64 but not on arm64.
-    tp("file_open", &[("syscalls", "sys_enter_open")], false),
-    tp("file_creat", &[("syscalls", "sys_enter_creat")], false),
-    tp(
+    open_tp("file_open", &[("syscalls", "sys_enter_open")], false),
+    open_tp("file_creat", &[("syscalls", "sys_enter_creat")], false),
+    open_tp(
         "file_open_exit",
         &[
             ("syscalls", "sys_exit_openat"),

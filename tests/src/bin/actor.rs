@@ -35,6 +35,28 @@ fn main() {
                 );
                 libc::close(fd as i32);
             }
+            "creat" => {
+                libc::close(check(libc::creat(c(a(0)).as_ptr(), 0o644) as i64, "creat") as i32);
+            }
+            "openat2-create" => {
+                // struct open_how { u64 flags, mode, resolve } (libc's is non-exhaustive).
+                let how: [u64; 3] = [
+                    (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64,
+                    0o644,
+                    0,
+                ];
+                let fd = check(
+                    libc::syscall(
+                        libc::SYS_openat2,
+                        libc::AT_FDCWD,
+                        c(a(0)).as_ptr(),
+                        how.as_ptr(),
+                        std::mem::size_of_val(&how),
+                    ),
+                    "openat2",
+                );
+                libc::close(fd as i32);
+            }
             "read" => {
                 for path in rest {
                     std::fs::read(path).expect("read");
