@@ -1,0 +1,503 @@
+//! `cargo xtask detect`: detection quality, measured with the real binaries.
+//!
+//! Benign workloads built with real tools run as GitHub-Actions-like jobs, each run with a new
+//! `GITHUB_RUN_ID` (`workloads`, `jobs`): a C project with make + gcc, a Rust crate with
+//! dependencies from crates.io, a Node project installed from npm and tested, a Python package set
+//! installed from PyPI into a venv and tested. Plus a long-running service, nginx under load
+//! (`service`), learnt by time. The sensor learns from the first runs (or the first period); then
+//! benign runs count false alarms (medium or higher) and attack runs, one injected behaviour per
+//! run in an otherwise identical job (`attacks`), count detections: a HIGH or CRITICAL deviation
+//! of that run naming the action, as stored by the real collector (`store`).
+//!
+//! Extra sensors with fewer learning runs (and shorter periods) watch the same runs side by side,
+//! under other host names, to show how much learning it takes before false alarms reach zero.
+//!
+//! This module uses only std, anyhow, serde_json, tempfile and libc so that the privileged test
+//! `tests/tests/detection.rs` can include it and run the quick subset in CI.
+
+mod attacks;
+mod cache;
+mod jobs;
+mod listeners;
+mod report;
+mod service;
+mod store;
+mod workloads;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+pub use attacks::{ATTACKS, Attack, Listener};
+pub use jobs::{Guard, JobRunner, tool_env, wait_until, workload_id};
+pub use report::markdown;
+pub use store::Run;
+pub use workloads::Workload;
+
+/// How much to run.
+pub struct Plan {
+    /// Directory holding the `sensor`, `collector` and `actor` binaries.
+    pub bin_dir: PathBuf,
+    /// Where the registry caches live (filled by a real fetch on first use).
+    pub cache_dir: PathBuf,
+    /// CI-job workloads to run.
+    pub jobs: Vec<Workload>,
+    /// Whether to run the nginx service workload.
+    pub service: bool,
+    pub learning_runs: u32,
+    pub benign_runs: u32,
+    /// The main sensor's learning period, for the service.
+    pub learning_period: Duration,
+    /// The service's time windows: each starts with a log rotation and reload.
+    pub window: Duration,
+    /// Benign windows of the service after the main sensor's learning period.
+    pub benign_windows: u32,
+    /// Only the first variant of each family.
+    pub one_per_family: bool,
+    /// Extra sensors for the learning curve: (learning runs, learning period).
+    pub curve: Vec<(u32, Duration)>,
+}
+
+impl Plan {
+    /// The full suite, or with `quick` the C and Rust jobs, one benign run and one variant per
+    /// family, without the service and the learning curve.
+    pub fn new(bin_dir: PathBuf, quick: bool) -> Plan {
+        Plan {
+            cache_dir: cache::default_dir(&bin_dir),
+            bin_dir,
+            jobs: if quick {
+                vec![Workload::C, Workload::Rust]
+            } else {
+                Workload::JOBS.to_vec()
+            },
+            service: !quick,
+            learning_runs: 5,
+            benign_runs: if quick { 1 } else { 5 },
+            learning_period: Duration::from_secs(30),
+            window: Duration::from_secs(5),
+            benign_windows: 4,
+            one_per_family: quick,
+            curve: if quick {
+                Vec::new()
+            } else {
+                vec![
+                    (1, Duration::from_secs(5)),
+                    (2, Duration::from_secs(10)),
+                    (3, Duration::from_secs(20)),
+                ]
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AttackResult {
+    pub family: &'static str,
+    pub name: &'static str,
+    pub workload: Workload,
+    /// The run id, or the service window's offset from the service's start.
+    pub run: String,
+    /// The strongest deviation of the run naming the action ("severity kind: summary").
+    pub evidence: Option<String>,
+    pub detected: bool,
+    /// Collector `received` minus deviation `time` for the detecting deviation, in ms.
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+pub struct BenignResult {
+    pub workload: Workload,
+    pub run: String,
+    /// Medium-or-higher deviations of the run ("severity kind: summary").
+    pub alarms: Vec<String>,
+}
+
+/// False alarms of one sensor configuration on one workload, over the runs it judged.
+#[derive(Debug)]
+pub struct CurvePoint {
+    pub workload: Workload,
+    pub learning_runs: u32,
+    pub learning_period: Duration,
+    /// Benign runs (or service windows) after this sensor's learning.
+    pub judged: usize,
+    pub alarms: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub attacks: Vec<AttackResult>,
+    pub benign: Vec<BenignResult>,
+    pub curve: Vec<CurvePoint>,
+    /// Every deviation the main sensor stored for the suite's workloads: received minus time, ms.
+    pub all_latencies_ms: Vec<f64>,
+    pub learning_runs: u32,
+    pub learning_period: Duration,
+    pub window: Duration,
+    /// Requests the service answered during the suite.
+    pub service_requests: u64,
+    pub elapsed: Duration,
+}
+
+const MAIN_HOST: &str = "detect-main";
+
+fn curve_host(runs: u32) -> String {
+    format!("detect-learn-{runs}")
+}
+
+/// An attack run waiting to be judged.
+struct AttackRun {
+    workload: Workload,
+    attack: &'static Attack,
+    run: Run,
+    needles: Vec<String>,
+}
+
+/// Everything the suite ran, to be judged from what the collector stored.
+#[derive(Default)]
+struct Runs {
+    /// Per workload: the learning and benign runs (or windows), in order.
+    benign: BTreeMap<Workload, Vec<Run>>,
+    attacks: Vec<AttackRun>,
+    service_id: Option<String>,
+    service_start_ns: i128,
+}
+
+fn start_sensor(
+    bin_dir: &Path,
+    server: &str,
+    state: &Path,
+    host: &str,
+    runs: u32,
+    period: Duration,
+) -> anyhow::Result<Guard> {
+    let sensor = Guard(
+        Command::new(bin_dir.join("sensor"))
+            .args(["run", "--collector", server, "--host", host])
+            .args(["--learning-runs", &runs.to_string()])
+            .args(["--learning-period", &format!("{}s", period.as_secs())])
+            .arg("--state-dir")
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the sensor")?,
+    );
+    wait_until("the sensor to attach", Duration::from_secs(60), || {
+        std::fs::read_to_string(state.join("status.json")).ok()
+    })?;
+    Ok(sensor)
+}
+
+/// Runs the plan: collector and sensors on loopback, every workload learned, benign runs, then
+/// one attack per run; judged from the collector's store.
+pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let collector_bin = plan.bin_dir.join("collector");
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = format!("http://127.0.0.1:{port}");
+    let _collector = Guard(
+        Command::new(&collector_bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(tmp.path().join("collector.db"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the collector")?,
+    );
+    wait_until("the collector to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })?;
+    let mut runner = JobRunner {
+        root: tmp.path().join("jobs"),
+        actor: plan.bin_dir.join("actor"),
+        known_port: listeners::start(Listener::Http)?,
+        cache: cache::Cache {
+            dir: plan.cache_dir.clone(),
+        },
+        tools: tool_env(),
+        next_run: 1000,
+    };
+    // Fill the registry caches before any sensor watches: the first fetch is not a job run.
+    for &w in &plan.jobs {
+        runner.prepare(w)?;
+    }
+    let mut sensors = vec![start_sensor(
+        &plan.bin_dir,
+        &server,
+        &tmp.path().join("state-main"),
+        MAIN_HOST,
+        plan.learning_runs,
+        plan.learning_period,
+    )?];
+    for &(runs, period) in &plan.curve {
+        sensors.push(start_sensor(
+            &plan.bin_dir,
+            &server,
+            &tmp.path().join(format!("state-{runs}")),
+            &curve_host(runs),
+            runs,
+            period,
+        )?);
+    }
+
+    let mut runs = Runs::default();
+    for &w in &plan.jobs {
+        let mut benign = Vec::new();
+        for _ in 0..plan.learning_runs + plan.benign_runs {
+            benign.push(runner.run(w, "", None)?);
+        }
+        runs.benign.insert(w, benign);
+        for attack in chosen_attacks(plan) {
+            let exfil = listeners::start(attack.listener)?;
+            let run = runner.run(w, attack.script, Some(exfil))?;
+            runs.attacks.push(attack_run(w, attack, run, exfil));
+        }
+        eprintln!("[detect] {} done ({:.0?})", w.job(), started.elapsed());
+    }
+    let mut service_requests = 0;
+    if plan.service {
+        let svc = service::Service::start(&runner.root)?;
+        runs.service_id = Some(svc.workload_id());
+        runs.service_start_ns = store::now_ns();
+        let windows = plan
+            .learning_period
+            .as_secs()
+            .div_ceil(plan.window.as_secs().max(1))
+            + 1
+            + u64::from(plan.benign_windows);
+        let mut benign = Vec::new();
+        for _ in 0..windows {
+            let t = Instant::now();
+            let start_ns = store::now_ns();
+            svc.operate()?;
+            std::thread::sleep(plan.window.saturating_sub(t.elapsed()));
+            benign.push(Run {
+                run_id: None,
+                start_ns,
+                end_ns: store::now_ns(),
+            });
+        }
+        runs.benign.insert(Workload::Service, benign);
+        for attack in chosen_attacks(plan) {
+            let exfil = listeners::start(attack.listener)?;
+            let env = [
+                ("ACTOR", runner.actor.display().to_string()),
+                ("EXFIL_PORT", exfil.to_string()),
+            ];
+            let run = svc.exec_in(attack.script, &env)?;
+            runs.attacks
+                .push(attack_run(Workload::Service, attack, run, exfil));
+        }
+        service_requests = svc.served.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("[detect] service done ({:.0?})", started.elapsed());
+    }
+
+    let stored = collect(plan, &collector_bin, &server, &runs)?;
+    drop(sensors);
+    let mut report = judge(plan, &runs, &stored);
+    report.service_requests = service_requests;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn chosen_attacks(plan: &Plan) -> Vec<&'static Attack> {
+    let mut families = BTreeSet::new();
+    ATTACKS
+        .iter()
+        .filter(|a| !plan.one_per_family || families.insert(a.family))
+        .collect()
+}
+
+fn attack_run(w: Workload, attack: &'static Attack, run: Run, exfil: u16) -> AttackRun {
+    let needles = attack
+        .needles
+        .iter()
+        .map(|n| {
+            n.replace("{port}", &exfil.to_string())
+                .replace("{artifact}", w.artifact())
+        })
+        .collect();
+    AttackRun {
+        workload: w,
+        attack,
+        run,
+        needles,
+    }
+}
+
+fn id_of(runs: &Runs, w: Workload) -> String {
+    match w {
+        Workload::Service => runs.service_id.clone().unwrap_or_default(),
+        _ => workload_id(w),
+    }
+}
+
+/// Deviations per (workload, host), once every attack run is detected by the main sensor or
+/// nothing new has arrived for 5 s.
+fn collect(
+    plan: &Plan,
+    collector: &Path,
+    server: &str,
+    runs: &Runs,
+) -> anyhow::Result<BTreeMap<(Workload, String), Vec<Value>>> {
+    let mut hosts = vec![MAIN_HOST.to_owned()];
+    hosts.extend(plan.curve.iter().map(|(r, _)| curve_host(*r)));
+    let mut stored = BTreeMap::new();
+    let mut last_change = Instant::now();
+    let mut last_count = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut count = 0;
+        for &w in runs.benign.keys() {
+            for host in &hosts {
+                let all = store::deviations(collector, server, &id_of(runs, w), host)?;
+                count += all.len();
+                stored.insert((w, host.clone()), all);
+            }
+        }
+        let undetected = runs.attacks.iter().any(|a| {
+            store::best_match(
+                &stored[&(a.workload, MAIN_HOST.to_owned())],
+                &a.run,
+                &a.needles,
+            )
+            .is_none_or(|d| store::severity(d) < 3)
+        });
+        if count != last_count {
+            last_count = count;
+            last_change = Instant::now();
+        }
+        if !undetected || last_change.elapsed() > Duration::from_secs(5) {
+            return Ok(stored);
+        }
+        if Instant::now() > deadline {
+            bail!("the collector's store was still changing after 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn alarms(stored: &[Value], run: &Run) -> Vec<String> {
+    stored
+        .iter()
+        .filter(|d| run.contains(d) && store::severity(d) >= 2)
+        .map(store::describe)
+        .collect()
+}
+
+fn judge(plan: &Plan, runs: &Runs, stored: &BTreeMap<(Workload, String), Vec<Value>>) -> Report {
+    let main = |w: Workload| stored[&(w, MAIN_HOST.to_owned())].as_slice();
+    let mut report = Report {
+        learning_runs: plan.learning_runs,
+        learning_period: plan.learning_period,
+        window: plan.window,
+        ..Report::default()
+    };
+    // Which benign runs a sensor with (runs, period) judges: CI runs past its learning runs;
+    // service windows starting a second after its learning period.
+    let judged = |w: Workload, learn_runs: u32, period: Duration| -> Vec<&Run> {
+        let all = &runs.benign[&w];
+        match w {
+            Workload::Service => all
+                .iter()
+                .filter(|r| {
+                    r.start_ns >= runs.service_start_ns + period.as_nanos() as i128 + 1_000_000_000
+                })
+                .collect(),
+            _ => all.iter().skip(learn_runs as usize).collect(),
+        }
+    };
+    for &w in runs.benign.keys() {
+        for run in judged(w, plan.learning_runs, plan.learning_period) {
+            report.benign.push(BenignResult {
+                workload: w,
+                run: run.label(runs.service_start_ns),
+                alarms: alarms(main(w), run),
+            });
+        }
+        let sensors = plan
+            .curve
+            .iter()
+            .map(|&(r, p)| (r, p, curve_host(r)))
+            .chain([(
+                plan.learning_runs,
+                plan.learning_period,
+                MAIN_HOST.to_owned(),
+            )]);
+        for (learn_runs, period, host) in sensors {
+            let judged = judged(w, learn_runs, period);
+            report.curve.push(CurvePoint {
+                workload: w,
+                learning_runs: learn_runs,
+                learning_period: period,
+                judged: judged.len(),
+                alarms: judged
+                    .iter()
+                    .map(|r| alarms(&stored[&(w, host.clone())], r).len())
+                    .sum(),
+            });
+        }
+    }
+    for a in &runs.attacks {
+        let best = store::best_match(main(a.workload), &a.run, &a.needles);
+        let detected = best.is_some_and(|d| store::severity(d) >= 3);
+        report.attacks.push(AttackResult {
+            family: a.attack.family,
+            name: a.attack.name,
+            workload: a.workload,
+            run: a.run.label(runs.service_start_ns),
+            evidence: best.map(store::describe),
+            detected,
+            latency_ms: best.filter(|_| detected).and_then(store::latency_ms),
+        });
+    }
+    report.all_latencies_ms = runs
+        .benign
+        .keys()
+        .flat_map(|&w| main(w))
+        .filter_map(store::latency_ms)
+        .collect();
+    report
+}
+
+/// `cargo xtask detect`: builds the binaries, measures, writes `out`.
+pub fn run(quick: bool, out: &Path, no_build: bool) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    if !no_build {
+        build(root)?;
+    }
+    let report = measure(&Plan::new(root.join("target/debug"), quick))?;
+    let md = markdown(&report, quick);
+    std::fs::write(root.join(out), &md)?;
+    print!("{md}");
+    Ok(())
+}
+
+fn build(root: &Path) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bin",
+            "sensor",
+            "--bin",
+            "collector",
+            "--bin",
+            "actor",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building sensor, collector and actor failed");
+    }
+    Ok(())
+}

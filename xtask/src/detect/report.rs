@@ -1,0 +1,250 @@
+//! DETECTION.md: detection per family and workload, false alarms, the learning curve, latency,
+//! and every attack with the deviation that caught (or failed to catch) it.
+
+use super::store::percentile;
+use super::{AttackResult, BenignResult, Report, Workload};
+
+/// What each workload is, for the report.
+fn about(w: Workload) -> &'static str {
+    match w {
+        Workload::C => "make + gcc, run the binary",
+        Workload::Rust => {
+            "cargo build + test of a crate using anyhow, fastrand, itoa, memchr (crates.io)"
+        }
+        Workload::Node => "`npm ci` of ms + semver (npm registry), `npm test` (node --test)",
+        Workload::Python => {
+            "venv, `pip install` of pytest + packaging (PyPI wheelhouse), pytest, run a script"
+        }
+        Workload::Service => {
+            "nginx in its own cgroup under 50 req/s, log rotation + reload every window"
+        }
+    }
+}
+
+/// Why the misses happen, from reading the deviations against the severity rules
+/// (`sensor-user/src/deviation/severity.rs`). Update when the rules change.
+const NOTES: &str = "
+## Reading the misses
+
+- A miss is listed above with the strongest deviation that named the action: when it is MEDIUM,
+  the sensor saw the behaviour but its severity rules do not rank it as an attack (see the
+  README's severity table); `none` means nothing in the run named it.
+- **Exfiltration**: a new destination is MEDIUM whatever the volume or what was read before it;
+  DNS exfiltration counts when the query name is ranked as tunnelling-shaped.
+- **Tool chains**: the reverse shell and the archive-then-POST are each a new destination plus
+  new executables (`/usr/bin/id`, `/usr/bin/tar`, MEDIUM as they live in `/usr/bin`); the chain
+  is not correlated.
+- **Tampering with a build output**: a write to a path the job writes anyway, by another
+  executable, is a new (path, intent) only when the intent differs.
+- **Service**: attacks run as new processes inside the service's cgroup; `bash`, `cat` and the
+  other tools are new executables for nginx, so several families are caught as MEDIUM
+  new-executable before their specific action.
+";
+
+fn rate(runs: &[&AttackResult]) -> String {
+    let hit = runs.iter().filter(|a| a.detected).count();
+    format!(
+        "{hit}/{} ({:.0}%)",
+        runs.len(),
+        100.0 * hit as f64 / runs.len().max(1) as f64
+    )
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.1} ms"))
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The markdown report.
+pub fn markdown(report: &Report, quick: bool) -> String {
+    let mut s = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    s += "# Detection quality\n\n";
+    s += &format!(
+        "Produced by `cargo xtask detect{}` on Linux {} ({cores} cores) in {:.0} s. Each attack is \
+         one run of an otherwise identical CI job after {} learning runs (for the service: a \
+         process in the service's cgroup after a {} s learning period); detected = a HIGH or \
+         CRITICAL deviation of that run, as stored by the collector, naming the action. False \
+         alarms = deviations of medium or higher severity in a benign run after learning.\n\n",
+        if quick { " --quick" } else { "" },
+        kernel.trim(),
+        report.elapsed.as_secs_f64(),
+        report.learning_runs,
+        report.learning_period.as_secs(),
+    );
+    let mut workloads: Vec<Workload> = report.attacks.iter().map(|a| a.workload).collect();
+    workloads.sort();
+    workloads.dedup();
+
+    s += "## Workloads\n\n| workload | what runs | learning |\n|---|---|---|\n";
+    for w in &workloads {
+        let learning = if *w == Workload::Service {
+            format!(
+                "{} s of time; benign windows of {} s",
+                report.learning_period.as_secs(),
+                report.window.as_secs()
+            )
+        } else {
+            format!(
+                "{} runs, each with a new GITHUB_RUN_ID",
+                report.learning_runs
+            )
+        };
+        s += &format!("| {} | {} | {learning} |\n", w.job(), about(*w));
+    }
+    if report.service_requests > 0 {
+        s += &format!(
+            "\nThe service answered {} requests during the suite.\n",
+            report.service_requests
+        );
+    }
+    s += "\n";
+
+    s += "## Detection per family\n\n| family |";
+    for w in &workloads {
+        s += &format!(" {} |", w.job());
+    }
+    s += " all |\n|---|";
+    s += &"---|".repeat(workloads.len() + 1);
+    s += "\n";
+    let mut families: Vec<&str> = Vec::new();
+    for a in &report.attacks {
+        if !families.contains(&a.family) {
+            families.push(a.family);
+        }
+    }
+    for f in families.iter().map(Some).chain([None]) {
+        let in_family = |a: &&AttackResult| f.is_none_or(|f| a.family == *f);
+        s += &format!("| {} |", f.map_or("**overall**", |f| f));
+        for w in &workloads {
+            let runs: Vec<&AttackResult> = report
+                .attacks
+                .iter()
+                .filter(|a| a.workload == *w)
+                .filter(in_family)
+                .collect();
+            s += &format!(" {} |", rate(&runs));
+        }
+        let runs: Vec<&AttackResult> = report.attacks.iter().filter(in_family).collect();
+        s += &format!(" **{}** |\n", rate(&runs));
+    }
+    s += "\n";
+
+    let alarms: usize = report.benign.iter().map(|b| b.alarms.len()).sum();
+    let det: Vec<f64> = report.attacks.iter().filter_map(|a| a.latency_ms).collect();
+    s += "## False alarms and latency\n\n| measure | value |\n|---|---|\n";
+    s += &format!(
+        "| false alarms (medium+) per benign run after learning | {:.2} ({alarms} in {} runs/windows) |\n",
+        alarms as f64 / report.benign.len().max(1) as f64,
+        report.benign.len()
+    );
+    s += &format!(
+        "| action → stored deviation, detecting deviations, p50 | {} |\n",
+        ms(percentile(&det, 50.0))
+    );
+    s += &format!(
+        "| action → stored deviation, detecting deviations, p99 | {} |\n",
+        ms(percentile(&det, 99.0))
+    );
+    s += &format!(
+        "| action → stored deviation, all {} deviations, p50 | {} |\n",
+        report.all_latencies_ms.len(),
+        ms(percentile(&report.all_latencies_ms, 50.0))
+    );
+    s += &format!(
+        "| action → stored deviation, all deviations, p99 | {} |\n\n",
+        ms(percentile(&report.all_latencies_ms, 99.0))
+    );
+    s += "Latency is the collector's `received` minus the deviation's `time` (the kernel event time).\n\n";
+
+    if report
+        .curve
+        .iter()
+        .any(|c| c.learning_runs != report.learning_runs)
+    {
+        s += "## How much learning before false alarms reach zero\n\n";
+        s += "Sensors with less learning watched the same runs side by side (same kernel, same \
+              collector, another host name). Each cell: medium+ deviations per benign run judged \
+              by that sensor (CI jobs: every non-attack run after its learning runs; service: \
+              every window starting 1 s after its learning period), and how many it judged.\n\n";
+        s += "| learning (CI runs / service time) |";
+        for w in &workloads {
+            s += &format!(" {} |", w.job());
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(workloads.len());
+        s += "\n";
+        let mut configs: Vec<(u32, u64)> = report
+            .curve
+            .iter()
+            .map(|c| (c.learning_runs, c.learning_period.as_secs()))
+            .collect();
+        configs.sort();
+        configs.dedup();
+        for (runs, secs) in configs {
+            s += &format!("| {runs} runs / {secs} s |");
+            for w in &workloads {
+                match report.curve.iter().find(|c| {
+                    c.workload == *w
+                        && c.learning_runs == runs
+                        && c.learning_period.as_secs() == secs
+                }) {
+                    Some(c) => {
+                        s += &format!(
+                            " {:.2} ({} runs) |",
+                            c.alarms as f64 / c.judged.max(1) as f64,
+                            c.judged
+                        )
+                    }
+                    None => s += " – |",
+                }
+            }
+            s += "\n";
+        }
+        s += "\n";
+    }
+
+    s += "## Per attack\n\n| family | attack | workload | run | detected | strongest deviation naming it |\n|---|---|---|---|---|---|\n";
+    for a in &report.attacks {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            a.family,
+            cell(a.name),
+            a.workload.job(),
+            a.run,
+            if a.detected { "yes" } else { "**no**" },
+            cell(a.evidence.as_deref().unwrap_or("none"))
+        );
+    }
+    s += "\n## False alarms per benign run\n\n| workload | benign runs | medium+ per run | examples |\n|---|---|---|---|\n";
+    for w in &workloads {
+        let runs: Vec<&BenignResult> = report.benign.iter().filter(|b| b.workload == *w).collect();
+        let total: usize = runs.iter().map(|b| b.alarms.len()).sum();
+        let examples: Vec<String> = runs
+            .iter()
+            .flat_map(|b| b.alarms.iter().map(|a| format!("run {}: {a}", b.run)))
+            .take(3)
+            .collect();
+        s += &format!(
+            "| {} | {} | {:.2} | {} |\n",
+            w.job(),
+            runs.len(),
+            total as f64 / runs.len().max(1) as f64,
+            if examples.is_empty() {
+                "none".to_owned()
+            } else {
+                cell(&examples.join("<br>"))
+            }
+        );
+    }
+    s += NOTES;
+    s += "\nReproduce: `sudo cargo xtask detect` (about 10 minutes; the first run fetches the \
+          registry dependencies into `target/detect-cache`). `--quick`: the C and Rust jobs, one \
+          benign run, one attack per family, as the CI test `tests/tests/detection.rs` runs. \
+          Needs root: the sensor loads eBPF programs; the service needs nginx (scripts/setup).\n";
+    s
+}
