@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod attribute;
 pub mod baseline;
+pub mod baseline_cli;
 pub mod cli;
 pub mod config;
 pub mod deviation;

@@ -63,6 +63,11 @@ impl Learned {
     pub(crate) fn len(&self) -> usize {
         self.set.len()
     }
+
+    /// Every learnt behaviour, in order (for versions, diffs and exports).
+    pub(crate) fn behaviours(&self) -> &BTreeSet<Behaviour> {
+        &self.set
+    }
 }
 
 impl From<BTreeSet<Behaviour>> for Learned {

@@ -38,6 +38,9 @@ pub(crate) struct WorkloadBaseline {
     /// existed start counting from 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reported_per_dimension: BTreeMap<Dimension, usize>,
+    /// Frozen by an operator (`sensor baseline freeze`): learns nothing, every event is judged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 /// The result of [`WorkloadBaseline::report`].
@@ -70,6 +73,7 @@ impl WorkloadBaseline {
             time
         });
         let phase = match run_id {
+            _ if self.frozen => Phase::Detecting,
             Some(run) if self.learning_runs.iter().any(|r| r == run) => Phase::Learning,
             Some(run) if self.learning_runs.len() < config.learning_runs as usize => {
                 self.learning_runs.push(run.to_owned());

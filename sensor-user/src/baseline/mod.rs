@@ -21,6 +21,13 @@ mod bounded;
 mod generalize;
 mod learned;
 mod store;
+// Operator actions, versions and exports (`sensor baseline ...`).
+pub mod export;
+mod novelties;
+pub mod ops;
+pub mod requests;
+pub mod version;
+mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -126,6 +133,10 @@ pub struct Engine {
     workloads: HashMap<String, Tracked>,
     newest_event: Option<SystemTime>,
     secrets: SecretPaths,
+    /// Reported deviations' behaviours, for `sensor baseline accept <id>`.
+    novelties: novelties::Novelties,
+    /// What was shared with the collector (`wire.rs`).
+    shared: wire::Shared,
 }
 
 #[derive(Debug)]
@@ -164,6 +175,8 @@ impl Engine {
             workloads,
             newest_event: None,
             secrets: SecretPaths::default(),
+            novelties: novelties::Novelties::default(),
+            shared: wire::Shared::default(),
         })
     }
 
@@ -188,6 +201,7 @@ impl Engine {
                 dirty: true,
             };
             self.workloads.insert(workload.id.clone(), tracked);
+            self.shared.started.push(workload.id.clone());
         }
         let Some(tracked) = self.workloads.get_mut(&workload.id) else {
             return Vec::new();
@@ -216,6 +230,7 @@ impl Engine {
                         Report::Already => false,
                         Report::New => {
                             tracked.dirty = true;
+                            self.novelties.record(&id, &workload.id, &behaviour);
                             deviations.push(report::build(
                                 &self.host,
                                 event,
@@ -256,6 +271,9 @@ impl Engine {
     /// returned.
     pub fn persist(&mut self) -> Result<(), BaselineError> {
         let mut first_error = None;
+        if let Err(error) = self.novelties.flush(&self.dir) {
+            tracing::warn!(%error, "cannot record reported deviations for `sensor baseline accept`");
+        }
         for (id, tracked) in self.workloads.iter_mut().filter(|(_, t)| t.dirty) {
             match store::save(&self.dir, &tracked.file_name, id, &tracked.baseline) {
                 Ok(()) => tracked.dirty = false,

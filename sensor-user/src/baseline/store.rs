@@ -62,15 +62,50 @@ pub enum BaselineError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "baselines in {} are in use by another sensor (it holds {}); one agent per state directory",
+        dir.display(),
+        lock.display()
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The on-disk form of one workload's baseline.
 #[derive(Serialize, Deserialize)]
-struct BaselineFile {
-    version: u32,
-    workload: String,
+pub(crate) struct BaselineFile {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    pub workload: String,
+    /// Version of the baseline itself, see `version.rs` (0 in files written before it existed).
+    #[serde(default)]
+    pub baseline_version: u64,
     #[serde(flatten)]
-    baseline: WorkloadBaseline,
+    pub baseline: WorkloadBaseline,
+}
+
+/// Reads and checks one baseline file.
+pub(crate) fn read_file(path: &Path) -> Result<BaselineFile, BaselineError> {
+    let text = std::fs::read(path).map_err(|source| BaselineError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: BaselineFile =
+        serde_json::from_slice(&text).map_err(|source| BaselineError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+    if file.version != FORMAT_VERSION {
+        return Err(BaselineError::UnsupportedVersion {
+            path: path.to_owned(),
+            version: file.version,
+        });
+    }
+    Ok(file)
 }
 
 /// The file name of `workload`'s baseline: its id with every character other than
@@ -155,7 +190,63 @@ pub(crate) fn save(
     workload: &str,
     baseline: &WorkloadBaseline,
 ) -> Result<(), BaselineError> {
+    save_versioned(dir, name, workload, baseline, "learned").map(|_| ())
+}
+
+/// As [`save`], and returns the baseline's version: the file's previous version, plus one when
+/// the behaviours or the frozen flag changed (that change is logged with `reason`, see
+/// `version.rs`).
+pub(crate) fn save_versioned(
+    dir: &Path,
+    name: &str,
+    workload: &str,
+    baseline: &WorkloadBaseline,
+    reason: &str,
+) -> Result<u64, BaselineError> {
     let path = dir.join(name);
+    let previous = read_file(&path).ok();
+    let empty = std::collections::BTreeSet::new();
+    let (old_version, old_set, old_frozen) = previous.as_ref().map_or((0, &empty, false), |f| {
+        (
+            f.baseline_version,
+            f.baseline.learned.behaviours(),
+            f.baseline.frozen,
+        )
+    });
+    let (added, removed) = super::version::changes(old_set, baseline.learned.behaviours());
+    let changed = !added.is_empty() || !removed.is_empty() || old_frozen != baseline.frozen;
+    let baseline_version = old_version + u64::from(changed);
+    if changed {
+        let change = super::version::Change {
+            version: baseline_version,
+            unix_nanos: crate::deviation::report::unix_nanos(std::time::SystemTime::now()),
+            reason: reason.to_owned(),
+            added,
+            removed,
+            frozen: (old_frozen != baseline.frozen).then_some(baseline.frozen),
+        };
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        // The log only serves diffs: a baseline that cannot log is still saved.
+        if let Err(error) = super::version::append(dir, name, &change, size) {
+            tracing::warn!(workload, %error, "cannot append to the baseline change log");
+        }
+    }
+    write_file(&path, workload, baseline_version, baseline)?;
+    Ok(baseline_version)
+}
+
+fn write_file(
+    path: &Path,
+    workload: &str,
+    baseline_version: u64,
+    baseline: &WorkloadBaseline,
+) -> Result<(), BaselineError> {
+    let path = path.to_owned();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("baseline.json");
     let tmp = dir.join(format!("{name}.tmp"));
     let write_err = |source| BaselineError::Write {
         path: path.clone(),
@@ -164,6 +255,7 @@ pub(crate) fn save(
     let file = BaselineFile {
         version: FORMAT_VERSION,
         workload: workload.to_owned(),
+        baseline_version,
         baseline: baseline.clone(),
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| write_err(e.into()))?;

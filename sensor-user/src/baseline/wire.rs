@@ -1,0 +1,255 @@
+//! Baselines shared through the collector (`sensor.v1.Baselines`): the conversion of a workload's
+//! baseline to and from the wire `Baseline`, and what the engine reports and adopts.
+//!
+//! On the wire each behaviour is its compact serde JSON (`{"executable":"/usr/bin/make"}`), the
+//! same form as in exports, grouped by dimension. The collector compares them as strings, so a
+//! collector never needs to know the behaviour kinds of the agents it serves; an agent skips
+//! behaviours it cannot parse (reported by a newer agent).
+//!
+//! The engine reports a workload's baseline when what it learnt (behaviours or runs) grew since
+//! its last report, and asks for the merged baseline of each workload it sees start while still
+//! learning (once per workload and agent life). Adopting a *mature* merged baseline replaces what
+//! the workload learnt locally (the current run's first moments included: they are not trusted
+//! into the baseline) and makes it judged from then on; an immature one is merged in and learning
+//! goes on, so ephemeral runners accumulate runs at the collector until it is mature.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::SystemTime;
+
+use proto::v1::{Baseline, BaselineDimension};
+
+use super::behaviour::Behaviour;
+use super::bounded::Learned;
+use super::learned::WorkloadBaseline;
+use super::{Engine, LearningConfig, Tracked, store};
+
+/// What was shared with the collector, per workload.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Workload → (behaviours, runs) at its last report.
+    reported: HashMap<String, (usize, usize)>,
+    /// Workloads whose merged baseline was asked for already.
+    asked: HashSet<String>,
+    /// Workloads first seen since the last [`Engine::baselines_to_fetch`].
+    pub(crate) started: Vec<String>,
+    /// Whether the workloads loaded from disk were considered.
+    scanned: bool,
+}
+
+/// The wire form of `b`.
+pub(crate) fn to_wire(workload: &str, b: &WorkloadBaseline, mature: bool) -> Baseline {
+    let mut dimensions: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for behaviour in b.learned.behaviours() {
+        if let Ok(json) = serde_json::to_string(behaviour) {
+            dimensions
+                .entry(behaviour.dimension().as_str())
+                .or_default()
+                .push(json);
+        }
+    }
+    Baseline {
+        workload_id: workload.to_owned(),
+        runs: b.learning_runs.clone(),
+        mature,
+        dimensions: dimensions
+            .into_iter()
+            .map(|(name, behaviours)| BaselineDimension {
+                name: name.to_owned(),
+                behaviours,
+            })
+            .collect(),
+        version: 0,
+        agents: 0,
+    }
+}
+
+/// The behaviours of a wire baseline, and how many were skipped as unknown to this agent.
+pub(crate) fn behaviours(wire: &Baseline) -> (BTreeSet<Behaviour>, usize) {
+    let mut set = BTreeSet::new();
+    let mut skipped = 0;
+    for text in wire.dimensions.iter().flat_map(|d| &d.behaviours) {
+        match serde_json::from_str::<Behaviour>(text) {
+            Ok(b) => {
+                set.insert(b);
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    (set, skipped)
+}
+
+/// Whether a workload's baseline is complete: judged already, or its CI runs are all learnt, or
+/// its learning period is over (from `now`).
+fn mature(b: &WorkloadBaseline, config: &LearningConfig, now: i64) -> bool {
+    if b.detecting_since_unix_nanos.is_some() {
+        return true;
+    }
+    if !b.learning_runs.is_empty() {
+        return b.learning_runs.len() >= config.learning_runs as usize;
+    }
+    let period = i64::try_from(config.learning_period.as_nanos()).unwrap_or(i64::MAX);
+    b.first_seen_unix_nanos
+        .is_some_and(|first| now.saturating_sub(first) >= period)
+}
+
+impl Engine {
+    /// The baselines that learnt something since they were last reported, in wire form; they
+    /// count as reported (reports are idempotent at the collector, so the caller retries a
+    /// failed one as it likes).
+    pub fn baselines_to_report(&mut self) -> Vec<Baseline> {
+        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let mut out = Vec::new();
+        for (id, t) in &self.workloads {
+            let sizes = (t.baseline.learned.len(), t.baseline.learning_runs.len());
+            if sizes.0 == 0 || self.shared.reported.get(id) == Some(&sizes) {
+                continue;
+            }
+            self.shared.reported.insert(id.clone(), sizes);
+            out.push(to_wire(
+                id,
+                &t.baseline,
+                mature(&t.baseline, &self.config, now),
+            ));
+        }
+        out
+    }
+
+    /// Workloads still learning whose merged baseline was not asked for yet: the ones that
+    /// started since the last call (and, the first time, those loaded from disk). Each is
+    /// returned once per engine. Cheap enough to call after every batch of events.
+    pub fn baselines_to_fetch(&mut self) -> Vec<String> {
+        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let mut candidates = std::mem::take(&mut self.shared.started);
+        if !self.shared.scanned {
+            self.shared.scanned = true;
+            candidates.extend(self.workloads.keys().cloned());
+        }
+        let mut out = Vec::new();
+        for id in candidates {
+            let Some(t) = self.workloads.get(&id) else {
+                continue;
+            };
+            if !mature(&t.baseline, &self.config, now) && self.shared.asked.insert(id.clone()) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// Adopts the collector's merged baseline for its workload (see the module documentation).
+    /// Returns whether the workload is now judged against it.
+    pub fn adopt(&mut self, wire: &Baseline) -> bool {
+        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let workload = wire.workload_id.clone();
+        let config = self.config.clone();
+        let tracked = self
+            .workloads
+            .entry(workload.clone())
+            .or_insert_with(|| Tracked {
+                file_name: store::file_name(&workload),
+                baseline: WorkloadBaseline::default(),
+                dirty: true,
+            });
+        let b = &mut tracked.baseline;
+        if b.frozen || mature(b, &config, now) {
+            // Frozen by an operator, or complete locally: the local baseline wins.
+            return false;
+        }
+        let (merged, skipped) = behaviours(wire);
+        if wire.mature {
+            b.learned = Learned::from(merged);
+            if wire.runs.is_empty() {
+                // A workload learning for a period: its period counts as over.
+                let period = i64::try_from(config.learning_period.as_nanos()).unwrap_or(i64::MAX);
+                b.first_seen_unix_nanos = Some(now.saturating_sub(period));
+            } else {
+                b.learning_runs = wire.runs.clone();
+            }
+        } else {
+            let mut all = b.learned.behaviours().clone();
+            all.extend(merged);
+            b.learned = Learned::from(all);
+            let mut runs = wire.runs.clone();
+            for run in &b.learning_runs {
+                if !runs.contains(run) {
+                    runs.push(run.clone());
+                }
+            }
+            b.learning_runs = runs;
+        }
+        tracked.dirty = true;
+        let sizes = (b.learned.len(), b.learning_runs.len());
+        let judged = mature(b, &config, now) || wire.mature;
+        // What came from the collector need not go back to it.
+        self.shared.reported.insert(workload.clone(), sizes);
+        tracing::info!(
+            %workload,
+            behaviours = sizes.0,
+            runs = sizes.1,
+            version = wire.version,
+            agents = wire.agents,
+            skipped,
+            judged,
+            "adopted the collector's merged baseline"
+        );
+        judged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exe(p: &str) -> Behaviour {
+        Behaviour::Executable(p.into())
+    }
+
+    #[test]
+    fn wire_round_trip_groups_by_dimension() {
+        let mut b = WorkloadBaseline::default();
+        b.learned.learn(exe("/bin/a"), 10);
+        b.learned.learn(
+            Behaviour::File {
+                path: "/etc/hosts".into(),
+                intent: "read".into(),
+            },
+            10,
+        );
+        b.learning_runs = vec!["1".into()];
+        let w = to_wire("w", &b, false);
+        let names: Vec<&str> = w.dimensions.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["executable", "file-access"]);
+        assert_eq!(w.dimensions[0].behaviours, [r#"{"executable":"/bin/a"}"#]);
+        let mut wire = w.clone();
+        wire.dimensions[0]
+            .behaviours
+            .push(r#"{"from_the_future":1}"#.into());
+        let (set, skipped) = behaviours(&wire);
+        assert_eq!((set, skipped), (b.learned.behaviours().clone(), 1));
+    }
+
+    #[test]
+    fn a_fresh_engine_adopts_a_mature_merged_baseline_and_judges_against_it() {
+        let state = tempfile::tempdir().unwrap();
+        let config = LearningConfig {
+            learning_runs: 2,
+            ..LearningConfig::default()
+        };
+        let mut engine = Engine::open(state.path(), config, "h".into()).unwrap();
+        let mut merged = WorkloadBaseline::default();
+        merged.learned.learn(exe("/bin/a"), 10);
+        merged.learning_runs = vec!["1".into(), "2".into()];
+        let wire = to_wire("github:a/b/ci/c", &merged, true);
+        assert!(engine.adopt(&wire));
+        assert_eq!(
+            engine.summary()[0].status,
+            super::super::LearningStatus::LearningRuns { seen: 2, needed: 2 }
+        );
+        // Nothing new to report: it came from the collector.
+        assert!(engine.baselines_to_report().is_empty());
+        assert!(
+            engine.baselines_to_fetch().is_empty(),
+            "mature: nothing to ask"
+        );
+    }
+}
