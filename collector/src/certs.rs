@@ -179,15 +179,21 @@ fn ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, Vec<PathBuf>), CertsError
             Issuer::from_ca_cert_pem(&cert, key).map_err(|e| bad(format!("ca.pem: {e}")))?;
         return Ok((issuer, Vec::new()));
     }
+    let key = KeyPair::generate()?;
+    // A name of its own (from its random key), so that a certificate from another deployment's
+    // CA is reported as from an unknown CA rather than as a bad signature.
+    let tag: String = key.public_key_raw()[1..7]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, "sensor collector CA");
+        .push(DnType::CommonName, format!("sensor collector CA {tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     set_validity(&mut params, CA_VALIDITY);
-    let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;

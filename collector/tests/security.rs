@@ -1,0 +1,611 @@
+//! The collector's security over real TLS sockets, with certificates made by `collector certs`'
+//! code: who is refused, who may send as whom, who may query; health, reflection, hostile
+//! messages next to a healthy stream, and the web API's token off loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector::certs::{CertsPlan, create};
+use collector::credentials::ClientArgs;
+use collector::metrics::Metrics;
+use collector::query::{QueryError, list_with};
+use collector::server::{Security, SecuritySettings, serve_secure};
+use collector::store::Store;
+use collector::tls::ServerTlsFiles;
+use common::{batch, deviation, temp_db};
+use prost::Message as _;
+use prost::bytes::BufMut as _;
+use proto::v1::{
+    BatchAck, DeviationBatch, DeviationKind, ListDeviationsRequest, Severity,
+    ingest_client::IngestClient,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+const TOKEN: &str = "query-token-0123456789";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A deployment's certificates: the server, agents a and b, query client "ops".
+fn deployment(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    create(&CertsPlan {
+        dir: certs.clone(),
+        server_names: vec!["collector.test".to_owned()],
+        agents: vec!["agent-a".to_owned(), "agent-b".to_owned()],
+        query_clients: vec!["ops".to_owned()],
+        validity: Duration::from_secs(86_400),
+    })
+    .expect("create certificates");
+    certs
+}
+
+/// A TLS collector on loopback requiring client certificates from `certs/ca.pem`.
+struct TlsCollector {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TlsCollector {
+    async fn start(db: &Path, certs: &Path) -> TlsCollector {
+        let token_file = certs.join("query-tokens");
+        std::fs::write(&token_file, format!("# test\n{TOKEN}\n")).unwrap();
+        let settings = SecuritySettings {
+            tls: Some(ServerTlsFiles {
+                cert: certs.join("server.pem"),
+                key: certs.join("server.key"),
+                client_ca: certs.join("ca.pem"),
+            }),
+            query_token_file: Some(token_file),
+            query_clients: vec!["ops".to_owned()],
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let security = Security::load(&settings, addr).expect("security settings load");
+        let store = Arc::new(Store::open(db).expect("open store"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve_secure(
+            listener,
+            store,
+            Arc::new(Metrics::new()),
+            security,
+            shutdown.clone(),
+        ));
+        TlsCollector {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The URL by the name every server certificate carries.
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("server stops")
+            .expect("server task")
+            .expect("server result");
+    }
+}
+
+/// Credentials trusting `certs/ca.pem`, presenting `certs/<who>.pem` if given.
+fn client(certs: &Path, who: Option<&str>) -> ClientArgs {
+    ClientArgs {
+        server_ca: Some(certs.join("ca.pem")),
+        client_cert: who.map(|w| certs.join(format!("{w}.pem"))),
+        client_key: who.map(|w| certs.join(format!("{w}.key"))),
+        ..ClientArgs::default()
+    }
+}
+
+async fn connect(url: &str, credentials: &ClientArgs) -> Result<Channel, String> {
+    let endpoint = credentials
+        .endpoint(url)
+        .expect("endpoint")
+        .connect_timeout(DEADLINE);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| collector::one_line(&e))
+}
+
+/// An agent stream over `channel`.
+struct Agent {
+    tx: mpsc::Sender<DeviationBatch>,
+    acks: Streaming<BatchAck>,
+}
+
+impl Agent {
+    async fn open(channel: Channel) -> Result<Agent, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let acks = tokio::time::timeout(
+            DEADLINE,
+            IngestClient::new(channel).stream_deviations(ReceiverStream::new(rx)),
+        )
+        .await
+        .expect("stream opens or fails in time")?
+        .into_inner();
+        Ok(Agent { tx, acks })
+    }
+
+    async fn send(&mut self, batch: DeviationBatch) -> Result<BatchAck, Status> {
+        self.tx.send(batch).await.expect("stream open");
+        tokio::time::timeout(DEADLINE, self.acks.message())
+            .await
+            .expect("answer in time")?
+            .ok_or_else(|| Status::unknown("ack stream ended"))
+    }
+}
+
+fn one(id: &str, agent: &str, sequence: u64) -> DeviationBatch {
+    batch(
+        agent,
+        sequence,
+        vec![deviation(
+            id,
+            1_700_000_000 + sequence as i64,
+            "unit:build.service",
+            DeviationKind::NewExecutable,
+            Severity::High,
+        )],
+    )
+}
+
+/// Every stored deviation, asked with the query token over an agent's certificate.
+async fn stored(url: &str, certs: &Path) -> Vec<(String, String)> {
+    let credentials = ClientArgs {
+        token: Some(TOKEN.to_owned()),
+        ..client(certs, Some("agent-agent-a"))
+    };
+    list_with(url, ListDeviationsRequest::default(), &credentials)
+        .await
+        .unwrap_or_else(|e| panic!("query with token: {e}"))
+        .into_iter()
+        .map(|d| (d.agent_id, d.deviation.expect("body").id))
+        .collect()
+}
+
+/// How an agent with `credentials` is refused: at the handshake, opening its stream, or at its
+/// first batch. Panics if the batch is acknowledged.
+async fn refusal(url: &str, credentials: &ClientArgs) -> String {
+    let channel = match connect(url, credentials).await {
+        Err(e) => return e,
+        Ok(channel) => channel,
+    };
+    let mut agent = match Agent::open(channel).await {
+        Err(status) => return format!("{status:?}"),
+        Ok(agent) => agent,
+    };
+    match agent.send(one("intruder", "agent-a", 1)).await {
+        Err(status) => format!("{status:?}"),
+        Ok(ack) => panic!("acknowledged: {ack:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_without_a_valid_certificate_is_refused() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+
+    // No client certificate: TLS 1.3 lets the client finish its side of the handshake; the
+    // server's alert arrives with the first call.
+    let refused = refusal(&server.url(), &client(&certs, None)).await;
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+
+    // A certificate for the same name from another deployment's CA.
+    let other = deployment(&dir.path().join("other"));
+    let foreign = ClientArgs {
+        server_ca: Some(certs.join("ca.pem")),
+        ..client(&other, Some("agent-agent-a"))
+    };
+    let refused = refusal(&server.url(), &foreign).await;
+    assert!(refused.contains("UnknownCA"), "{refused}");
+
+    // And an agent refuses a collector whose certificate another CA signed.
+    let distrusting = client(&other, Some("agent-agent-a"));
+    let refused = refusal(&server.url(), &distrusting).await;
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+
+    assert!(stored(&server.url(), &certs).await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_cannot_claim_another_identity_and_is_stored_under_its_own() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+    let channel = connect(&server.url(), &client(&certs, Some("agent-agent-a")))
+        .await
+        .expect("agent-a connects");
+
+    let mut agent = Agent::open(channel.clone()).await.expect("stream opens");
+    let status = agent.send(one("forged", "agent-b", 1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("\"agent-b\"") && status.message().contains("\"agent-a\""),
+        "names both identities: {}",
+        status.message()
+    );
+    assert!(
+        status.metadata().get("sensor-rejected-sequence").is_none(),
+        "not a bad batch to drop: the agent keeps it until its identity is fixed"
+    );
+
+    let mut agent = Agent::open(channel).await.expect("stream reopens");
+    let ack = agent.send(one("honest", "agent-a", 1)).await.expect("ack");
+    assert_eq!((ack.sequence, ack.stored), (1, 1));
+    assert_eq!(
+        stored(&server.url(), &certs).await,
+        [("agent-a".to_owned(), "honest".to_owned())],
+        "only the honest batch, under the certificate's identity"
+    );
+
+    // A query client's certificate may not send deviations at all.
+    let ops = connect(&server.url(), &client(&certs, Some("query-ops")))
+        .await
+        .expect("ops connects");
+    let status = match Agent::open(ops).await {
+        Err(status) => status,
+        Ok(mut agent) => agent.send(one("ops", "ops", 1)).await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(stored(&server.url(), &certs).await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_query_api_refuses_an_unauthenticated_caller() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+    let url = server.url();
+    let code = |result: Result<_, QueryError>| match result {
+        Ok(_) => Code::Ok,
+        Err(QueryError::Status { status, .. }) => status.code(),
+        Err(other) => panic!("unexpected error: {other}"),
+    };
+    let request = ListDeviationsRequest::default;
+
+    // An agent's certificate without a token, or with a wrong one.
+    let agent = client(&certs, Some("agent-agent-a"));
+    let result = list_with(&url, request(), &agent).await;
+    let Err(QueryError::Status { status, .. }) = &result else {
+        panic!("expected a refusal, got {result:?}");
+    };
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("query_clients"), "{status:?}");
+    let wrong = ClientArgs {
+        token: Some("guess".to_owned()),
+        ..agent.clone()
+    };
+    assert_eq!(
+        code(list_with(&url, request(), &wrong).await),
+        Code::Unauthenticated
+    );
+
+    // The token, or a query client's certificate, is enough.
+    let with_token = ClientArgs {
+        token: Some(TOKEN.to_owned()),
+        ..agent
+    };
+    assert_eq!(
+        code(list_with(&url, request(), &with_token).await),
+        Code::Ok
+    );
+    let ops = client(&certs, Some("query-ops"));
+    assert_eq!(code(list_with(&url, request(), &ops).await), Code::Ok);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_stock_clients_over_mtls() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+    let channel = connect(&server.url(), &client(&certs, Some("agent-agent-b")))
+        .await
+        .expect("connects");
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "sensor.v1.Ingest", "sensor.v1.Query"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("check {service:?}: {e}"))
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+    }
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "sensor.v1.Ingest".to_owned(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.unwrap().expect("first status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list, got {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "sensor.v1.Ingest",
+        "sensor.v1.Query",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+
+    // Shutting down, the collector tells its watchers first.
+    server.shutdown.cancel();
+    let next = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .expect("a status in time");
+    if let Ok(Some(next)) = next {
+        assert_eq!(next.status(), ServingStatus::NotServing);
+    } else {
+        panic!("expected NOT_SERVING before the stream ends, got {next:?}");
+    }
+    server.stop().await;
+}
+
+/// Sends raw bytes as messages of `StreamDeviations`, to play a hostile agent.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct AckDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = BatchAck;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for AckDecoder {
+    type Item = BatchAck;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<BatchAck>, Status> {
+        BatchAck::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// Opens a stream over `channel`, sends `messages` as they are and answers how it ended.
+async fn hostile(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/sensor.v1.Ingest/StreamDeviations");
+    let response = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            path,
+            RawCodec,
+        )
+        .await;
+    let mut acks = match response {
+        Err(status) => return status,
+        Ok(response) => response.into_inner(),
+    };
+    loop {
+        match tokio::time::timeout(DEADLINE, acks.message())
+            .await
+            .expect("the hostile stream ends in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("hostile stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_messages_end_their_stream_only() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+    let good = connect(&server.url(), &client(&certs, Some("agent-agent-b")))
+        .await
+        .unwrap();
+    let bad = connect(&server.url(), &client(&certs, Some("agent-agent-a")))
+        .await
+        .unwrap();
+    let mut agent = Agent::open(good).await.unwrap();
+    let mut sequence = 0;
+    let mut send_good = async || {
+        sequence += 1;
+        let ack = agent
+            .send(one(&format!("good-{sequence}"), "agent-b", sequence))
+            .await
+            .expect("the healthy agent is still acknowledged");
+        assert_eq!(ack.sequence, sequence);
+    };
+    send_good().await;
+
+    // Not protobuf: a field tag with wire type 7.
+    let status = hostile(bad.clone(), vec![vec![0x0f, 0xff, 0xff]]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("not a valid sensor.v1.DeviationBatch"),
+        "{status:?}"
+    );
+    send_good().await;
+
+    // A length prefix far past the end of the message.
+    let mut huge_len = vec![0x1a]; // field 3 (deviations), length-delimited
+    huge_len.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    huge_len.extend([0u8; 16]);
+    let status = hostile(bad.clone(), vec![huge_len]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    send_good().await;
+
+    // Larger than the collector decodes (16 MiB).
+    let oversized = vec![0u8; collector::ingest::MAX_DECODE_BYTES + 1];
+    let status = hostile(bad.clone(), vec![oversized]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("larger than"), "{status:?}");
+    send_good().await;
+
+    // A valid batch after a good one on the same hostile stream is stored; the garbage after it
+    // ends the stream.
+    let honest = one("hostile-honest", "agent-a", 1).encode_to_vec();
+    let status = hostile(bad, vec![honest, vec![0xff; 64]]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    send_good().await;
+
+    let mut ids: Vec<String> = stored(&server.url(), &certs)
+        .await
+        .into_iter()
+        .map(|(agent, id)| format!("{agent}/{id}"))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "agent-a/hostile-honest",
+            "agent-b/good-1",
+            "agent-b/good-2",
+            "agent-b/good-3",
+            "agent-b/good-4",
+            "agent-b/good-5"
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_off_loopback_and_allowed_on_it() {
+    let settings = SecuritySettings::default();
+    let e = Security::load(&settings, "0.0.0.0:50051".parse().unwrap())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("refusing to serve plain text on 0.0.0.0:50051") && e.contains("tls_cert"),
+        "{e}"
+    );
+    let loopback = Security::load(&settings, "127.0.0.1:50051".parse().unwrap()).unwrap();
+    assert!(loopback.tls.is_none());
+    assert!(loopback.access.queries_open());
+}
+
+#[tokio::test]
+async fn the_web_api_needs_the_token_off_loopback() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (dir, db) = temp_db();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let store = Arc::new(Store::open(&db).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+    let open = collector::auth::Access::default();
+    assert!(
+        collector::web::Web::new(Arc::clone(&store), Arc::clone(&metrics), any)
+            .with_access(Arc::new(open))
+            .is_err(),
+        "an open API off loopback is refused"
+    );
+    let access = collector::auth::Access::new(
+        false,
+        collector::auth::read_tokens(&token_file).unwrap(),
+        [],
+    );
+    let web = collector::web::Web::new(store, metrics, any)
+        .with_access(Arc::new(access))
+        .unwrap();
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(collector::web::serve(
+        listener,
+        Arc::new(web),
+        cancel.clone(),
+    ));
+    let get = async |path: &str, auth: Option<&str>| {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let head = format!("GET {path} HTTP/1.1\r\nHost: collector.example\r\n{auth}\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_owned()
+    };
+    assert!(get("/api/deviations", None).await.contains(" 401 "));
+    assert!(
+        get("/api/deviations", Some("Bearer wrong"))
+            .await
+            .contains(" 401 ")
+    );
+    assert!(
+        get("/api/deviations", Some(&format!("Bearer {TOKEN}")))
+            .await
+            .contains(" 200 ")
+    );
+    assert!(get("/", None).await.contains(" 200 "), "the page itself");
+    cancel.cancel();
+}
