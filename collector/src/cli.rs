@@ -42,6 +42,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// List stored deviations, newest first.
     Deviations(DeviationsArgs),
+    /// List workloads with deviations matching the filters (counts per severity, runs, hosts),
+    /// latest deviation first.
+    Workloads(DeviationsArgs),
+    /// List agents: last contact, version, spool, drops, and whether silent; or, with --events,
+    /// their latest events (first contact, silent, back, dropped).
+    Agents(AgentsArgs),
     /// Export stored deviations for a SIEM: OCSF Detection Findings (class 2004), one JSON
     /// object per line, oldest first.
     Export(ExportArgs),
@@ -108,9 +114,29 @@ pub struct ServeArgs {
     /// Address to listen on for agents and queries.
     #[arg(long, default_value = "127.0.0.1:50051", env = "COLLECTOR_LISTEN")]
     pub listen: SocketAddr,
-    /// SQLite database file, created (with its directory) if missing.
-    #[arg(long, default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
-    pub db: PathBuf,
+    /// Database: a SQLite file (a path or sqlite:///path; created with its directory if
+    /// missing), or PostgreSQL (postgres://user:password@host:port/database) for several
+    /// collector replicas sharing one database.
+    #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
+    pub db: String,
+    /// An agent not heard from (no batch, no heartbeat) for this long is marked silent, logged,
+    /// counted and recorded as an agent event. Agents send heartbeats every 30 s by default.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = crate::upkeep::DEFAULT_AGENT_SILENCE,
+        env = "COLLECTOR_AGENT_SILENCE"
+    )]
+    pub agent_silence: crate::upkeep::Span,
+    /// Delete deviations (and batch records and agent events) older than this, e.g. "30d";
+    /// "forever" keeps everything.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = crate::upkeep::DEFAULT_RETENTION,
+        env = "COLLECTOR_RETENTION"
+    )]
+    pub retention: crate::upkeep::Retention,
     /// Serve the web page (http://ADDR/, with its JSON API under /api/) and Prometheus metrics
     /// (http://ADDR/metrics); "" for none. No authentication: keep it on loopback or a
     /// management network.
@@ -140,6 +166,27 @@ pub struct ServeArgs {
     /// certificate may not send deviations.
     #[arg(long = "query-client", value_name = "NAME")]
     pub query_clients: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Collector to ask.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
+    pub server: String,
+    /// Only agents marked silent.
+    #[arg(long)]
+    pub silent: bool,
+    /// The latest agent events instead of the agents.
+    #[arg(long)]
+    pub events: bool,
+    /// At most this many (the collector caps it at 10000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
 }
 
 #[derive(Debug, Args)]

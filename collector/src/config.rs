@@ -1,7 +1,8 @@
 //! The collector's configuration file (TOML, default [`DEFAULT_PATH`]) and how it merges with the
 //! command line.
 //!
-//! Keys are the flags' names with `_` for `-`: `log_format`, `listen`, `db`, `metrics_listen`
+//! Keys are the flags' names with `_` for `-`: `log_format`, `listen`, `db`, `agent_silence`,
+//! `retention`, `metrics_listen`
 //! (for `serve`) and `server` (the collector `deviations` asks). The filters of `deviations`
 //! (`--workload`, `--kind`...) are per query and stay on the command line. Precedence, highest
 //! first: a flag, its environment variable, the file, the built-in default. The shipped example,
@@ -32,8 +33,12 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// gRPC address `serve` listens on.
     pub listen: Option<SocketAddr>,
-    /// SQLite database file.
-    pub db: Option<PathBuf>,
+    /// Database: SQLite file path (or sqlite:///path), or a postgres:// URL.
+    pub db: Option<String>,
+    /// `serve`: how long without contact before an agent is marked silent.
+    pub agent_silence: Option<crate::upkeep::Span>,
+    /// `serve`: how long deviations are kept, or "forever".
+    pub retention: Option<crate::upkeep::Retention>,
     /// Web page, JSON API and Prometheus endpoint of `serve`, "" for none.
     pub metrics_listen: Option<ListenAddr>,
     /// Collector `deviations` asks.
@@ -166,6 +171,8 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             };
             set(m, "listen", &mut args.listen, &file.listen);
             set(m, "db", &mut args.db, &file.db);
+            set(m, "agent_silence", &mut args.agent_silence, &file.agent_silence);
+            set(m, "retention", &mut args.retention, &file.retention);
             set(
                 m,
                 "metrics_listen",
@@ -185,6 +192,20 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
         }
         Command::Deviations(args) => {
             let Some(("deviations", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
+        }
+        Command::Workloads(args) => {
+            let Some(("workloads", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
+        }
+        Command::Agents(args) => {
+            let Some(("agents", m)) = matches.subcommand() else {
                 return;
             };
             set(m, "server", &mut args.server, &file.server);
@@ -237,7 +258,7 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Json);
         let args = serve(cli);
         assert_eq!(args.listen, "0.0.0.0:7000".parse().unwrap());
-        assert_eq!(args.db, Path::new("/tmp/x.db"), "the flag wins");
+        assert_eq!(args.db, "/tmp/x.db", "the flag wins");
         assert_eq!(args.metrics_listen, ListenAddr(None));
 
         let Command::Deviations(args) = cli_deviations(&config).command else {
@@ -297,6 +318,8 @@ mod tests {
             config.log_format.is_some()
                 && config.listen.is_some()
                 && config.db.is_some()
+                && config.agent_silence.is_some()
+                && config.retention.is_some()
                 && config.metrics_listen.is_some()
                 && config.server.is_some(),
             "the example shows every key: {config:?}"

@@ -122,7 +122,11 @@ async fn receive(
                 return Err(crate::decode_error::describe(status));
             }
         };
-        let ack = store_batch(store, metrics, batch).await?;
+        let ack = if batch.sequence == 0 && batch.status.is_some() {
+            heartbeat(store, metrics, batch).await?
+        } else {
+            store_batch(store, metrics, batch).await?
+        };
         if acks.send(Ok(ack)).await.is_err() {
             break; // The agent hung up.
         }
@@ -180,6 +184,45 @@ async fn store_batch(
     })
 }
 
+/// Validates and records a heartbeat (sequence 0 with a status): the agent's contact and status.
+/// Answers an acknowledgement of sequence 0.
+async fn heartbeat(
+    store: &Arc<Store>,
+    metrics: &Metrics,
+    batch: DeviationBatch,
+) -> Result<BatchAck, Status> {
+    validate(&batch).map_err(|status| {
+        metrics.error(IngestError::Invalid);
+        rejected(status, 0)
+    })?;
+    let store = Arc::clone(store);
+    let received_ns = unix_nanos(SystemTime::now());
+    let agent_id = batch.agent_id.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        let status = batch.status.unwrap_or_default();
+        store.heartbeat(&batch.agent_id, &status, received_ns)
+    })
+    .await
+    .map_err(|e| {
+        metrics.error(IngestError::Store);
+        Status::internal(format!("recording the heartbeat failed: {e}"))
+    })?
+    .map_err(|e| {
+        metrics.error(IngestError::Store);
+        tracing::error!(agent_id, error = %e, "cannot record a heartbeat");
+        Status::unavailable(format!("cannot record the heartbeat: {e}"))
+    })?;
+    metrics.heartbeat(&events);
+    for event in &events {
+        crate::upkeep::log_event(event);
+    }
+    Ok(BatchAck {
+        sequence: 0,
+        stored: 0,
+        duplicates: 0,
+    })
+}
+
 /// Checks what the store relies on. Errors name the offending batch or deviation.
 pub fn validate(batch: &DeviationBatch) -> Result<(), Status> {
     let sequence = batch.sequence;
@@ -188,9 +231,14 @@ pub fn validate(batch: &DeviationBatch) -> Result<(), Status> {
             "batch {sequence}: agent_id is empty"
         )));
     }
-    if sequence == 0 {
+    if sequence == 0 && batch.status.is_none() {
         return Err(Status::invalid_argument(
-            "batch sequence 0: sequences start at 1",
+            "batch sequence 0: sequences start at 1 (0 is a heartbeat, which carries a status)",
+        ));
+    }
+    if sequence == 0 && !batch.deviations.is_empty() {
+        return Err(Status::invalid_argument(
+            "heartbeat (sequence 0) carries deviations; send them in a numbered batch",
         ));
     }
     let count = batch.deviations.len();

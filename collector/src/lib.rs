@@ -27,6 +27,7 @@ pub mod ocsf;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod upkeep;
 pub mod tls;
 pub mod web;
 
@@ -45,6 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Deviations(args) => Ok(query::run(&args).await?),
+        Command::Workloads(args) => Ok(listing::run_workloads(&args).await?),
+        Command::Agents(args) => Ok(listing::run_agents(&args).await?),
         Command::Export(args) => Ok(query::export(&args).await?),
         Command::Certs(args) => certs::run(&args),
         Command::Install(args) => install::run_install(&args.root),
@@ -60,13 +63,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let db = args.db.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db))
+    let store = tokio::task::spawn_blocking(move || Store::connect(&db))
         .await
         .context("opening the database")??;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let store = Arc::new(store);
     let metrics = Arc::new(metrics::Metrics::new());
+    let upkeep = upkeep::Upkeep {
+        agent_silence: args.agent_silence.0,
+        retention: args.retention.0,
+    };
+    tokio::spawn(upkeep::run(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        upkeep,
+        shutdown.clone(),
+    ));
     if let Some(addr) = args.metrics_listen.0 {
         // Unlike the sensor, which watches on without metrics, a collector that cannot bind
         // refuses to start: a port clash is a deployment mistake to see at once.

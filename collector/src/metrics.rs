@@ -9,6 +9,11 @@
 //! | `collector_duplicates_total` | | deviations not stored because they already were |
 //! | `collector_ingest_errors_total` | `reason` (invalid, store, stream) | batches refused as invalid, batches the database could not store, agent streams that broke |
 //! | `collector_agents_connected` | | agent streams open |
+//! | `collector_heartbeats_total` | | agent heartbeats recorded |
+//! | `collector_agent_silences_total` | | agents this collector marked silent (no batch or heartbeat for `agent_silence`) |
+//! | `collector_agents_silent` | | agents marked silent now (all replicas' view, as of the last check) |
+//! | `collector_agent_dropped_deviations_total` | | deviations agents reported they dropped (spool full or refused) |
+//! | `collector_retention_deleted_total` | | deviations deleted past `retention` |
 
 use std::sync::Arc;
 
@@ -45,6 +50,11 @@ pub struct Metrics {
     duplicates: Counter,
     errors: Family<ReasonLabel, Counter>,
     agents: Gauge,
+    heartbeats: Counter,
+    silences: Counter,
+    silent: Gauge,
+    agent_dropped: Counter,
+    pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +74,11 @@ impl Metrics {
             duplicates: Counter::default(),
             errors: Family::default(),
             agents: Gauge::default(),
+            heartbeats: Counter::default(),
+            silences: Counter::default(),
+            silent: Gauge::default(),
+            agent_dropped: Counter::default(),
+            pruned: Counter::default(),
         };
         registry.register(
             "deviations_ingested",
@@ -91,6 +106,31 @@ impl Metrics {
             m.errors.clone(),
         );
         registry.register("agents_connected", "Agent streams open", m.agents.clone());
+        registry.register(
+            "heartbeats",
+            "Agent heartbeats recorded",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "agent_silences",
+            "Agents this collector marked silent (no batch or heartbeat for agent_silence)",
+            m.silences.clone(),
+        );
+        registry.register(
+            "agents_silent",
+            "Agents marked silent now, as of the last check",
+            m.silent.clone(),
+        );
+        registry.register(
+            "agent_dropped_deviations",
+            "Deviations agents reported they dropped (spool full or refused)",
+            m.agent_dropped.clone(),
+        );
+        registry.register(
+            "retention_deleted",
+            "Deviations deleted past retention",
+            m.pruned.clone(),
+        );
         // Every reason shows from the start, at 0, so rates and alerts need no special case.
         for reason in [
             IngestError::Invalid,
@@ -110,6 +150,27 @@ impl Metrics {
         }
         self.ingested.inc_by(u64::from(outcome.stored));
         self.duplicates.inc_by(u64::from(outcome.duplicates));
+    }
+
+    /// Counts a recorded heartbeat and the drops it reported.
+    pub fn heartbeat(&self, events: &[proto::v1::AgentEvent]) {
+        self.heartbeats.inc();
+        for event in events {
+            if event.kind() == proto::v1::AgentEventKind::Dropped {
+                self.agent_dropped.inc_by(event.count);
+            }
+        }
+    }
+
+    /// Counts agents newly marked silent, and sets how many are silent now.
+    pub fn silence(&self, newly: u64, silent_now: i64) {
+        self.silences.inc_by(newly);
+        self.silent.set(silent_now);
+    }
+
+    /// Counts deviations deleted past retention.
+    pub fn pruned(&self, deleted: u64) {
+        self.pruned.inc_by(deleted);
     }
 
     /// Counts a failure.

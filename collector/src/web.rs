@@ -7,7 +7,7 @@
 //! | `/api/deviations` | newest deviations, each as `collector deviations --json` prints it |
 //! | `/api/incidents` | deviations grouped by workload and run: count, highest severity, first/last |
 //! | `/api/workloads` | workloads with deviations: count per severity, runs, hosts, first/last |
-//! | `/api/agents` | agents: batches, deviations, first/last contact; agent streams open now |
+//! | `/api/agents` | agents: batches, deviations, first/last contact, heartbeat status, silent; their latest events; agent streams open now |
 //! | `/metrics` | OpenMetrics text ([`crate::metrics`]) |
 //!
 //! The API takes the filters of `collector deviations` in the query string: `workload`, `host`,
@@ -42,6 +42,8 @@ const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
 
+/// Latest agent events (silent, back, dropped, first contact) `/api/agents` includes.
+const AGENT_EVENTS_SHOWN: u32 = 20;
 /// Deviations (or groups) an API answer holds when the request sets no limit.
 pub const DEFAULT_API_LIMIT: u32 = 200;
 /// The page's Content-Security-Policy: its own script and style only, no inline script, no
@@ -276,6 +278,11 @@ fn api_json(web: &Web, api: Api, request: &ListDeviationsRequest) -> Result<Valu
             "limit": request.limit,
             "connected": web.metrics.agents_connected(),
             "agents": store.agents(request.limit)?.iter().map(agent_json).collect::<Vec<_>>(),
+            "events": store
+                .agent_events(AGENT_EVENTS_SHOWN)?
+                .iter()
+                .map(crate::listing::event_json)
+                .collect::<Vec<_>>(),
         }),
     })
 }
@@ -361,6 +368,12 @@ fn agent_json(a: &AgentSummary) -> Value {
         "duplicates": a.duplicates,
         "first_contact": rfc3339_nanos(a.first_contact_ns),
         "last_contact": rfc3339_nanos(a.last_contact_ns),
+        "silent": a.silent,
+        "host": a.host,
+        "version": a.version,
+        "last_heartbeat": (a.last_heartbeat_ns != 0).then(|| rfc3339_nanos(a.last_heartbeat_ns)),
+        "dropped": a.dropped_total,
+        "spool": a.spool_deviations,
     })
 }
 

@@ -211,14 +211,27 @@ function drawWorkloads(data) {
     timeCell(w.last))), "No workload has reported a deviation.", 8);
 }
 
+/// The latest agent events (silent, back, dropped), as one sentence.
+function silenceSummary(data) {
+  const events = (data.events || []).filter((e) => e.event !== "first-contact").slice(0, 5);
+  if (events.length === 0) return "";
+  return " Latest agent events: " +
+    events.map((e) => e.agent_id + " " + e.event + " (" + e.detail + ", " + ago(e.time) + ")").join("; ") + ".";
+}
+
 function drawAgents(data) {
   const list = data.agents || [];
   setCount("agents-count", list.length, data.limit);
   document.getElementById("agents-connected").textContent =
-    "Agent streams open now: " + data.connected + ". Last contact is the last batch of " +
-    "deviations received; an idle agent that found nothing new sends none.";
+    "Agent streams open now: " + data.connected + ". Last contact is the last batch or " +
+    "heartbeat received (agents send one every 30 s by default); an agent not heard from " +
+    "for the collector's agent_silence is marked silent: a stopped sensor is itself a signal." +
+    silenceSummary(data);
   fill("agents-body", list.map((a) => el("tr", null,
-    el("td", null, el("span", { class: "agent" }, a.agent_id)),
+    el("td", null, el("span", { class: "agent" }, a.agent_id),
+      a.silent ? el("span", { class: "sev sev-high", title: "no contact for agent_silence" }, " silent") : null,
+      a.dropped ? el("span", { class: "sev sev-medium", title: "deviations the agent reported it dropped" },
+        " " + a.dropped + " dropped") : null),
     el("td", { class: "num" }, String(a.batches)),
     el("td", { class: "num" }, String(a.stored)),
     el("td", { class: "num" }, String(a.duplicates)),
