@@ -5,6 +5,8 @@
 //! loadgen open-many N    open+close of N different files (every open is new)
 //! loadgen forkexec N     spawn /bin/true and wait, N times
 //! loadgen connect N      TCP connect to a loopback listener and close, N times
+//! loadgen open-rate R S  open+close of one file at R per second (0: as fast as possible) for S
+//!                        seconds, paced in 1 ms slices
 
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
@@ -12,13 +14,28 @@ use std::time::Instant;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let workload = args.first().map(String::as_str).unwrap_or("");
-    let n: u64 = args
+    let mut n: u64 = args
         .get(1)
         .and_then(|s| s.parse().ok())
         .expect("usage: loadgen WORKLOAD N");
     let dir = tempfile::tempdir().expect("temp dir");
     let start;
     match workload {
+        "open-rate" => {
+            let secs: f64 = args
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .expect("usage: loadgen open-rate RATE SECONDS");
+            let path = dir.path().join("f");
+            std::fs::write(&path, "x").unwrap();
+            n = open_paced(&path, n, secs);
+            // Report the achieved rate over the requested duration.
+            println!(
+                "{{\"workload\":\"{workload}\",\"ops\":{n},\"seconds\":{secs:.6},\"ops_per_sec\":{:.1}}}",
+                n as f64 / secs
+            );
+            return;
+        }
         "open" => {
             let path = dir.path().join("f");
             std::fs::write(&path, "x").unwrap();
@@ -64,6 +81,28 @@ fn main() {
         "{{\"workload\":\"{workload}\",\"ops\":{n},\"seconds\":{secs:.6},\"ops_per_sec\":{:.1}}}",
         n as f64 / secs
     );
+}
+
+/// Opens and closes `path` at `rate` per second (0: unpaced) for `secs`; returns how many.
+fn open_paced(path: &std::path::Path, rate: u64, secs: f64) -> u64 {
+    let start = Instant::now();
+    let slice = std::time::Duration::from_millis(1);
+    let per_slice = rate.div_ceil(1000).max(1);
+    let mut done = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..if rate == 0 { 1000 } else { per_slice } {
+            drop(std::fs::File::open(path).unwrap());
+            done += 1;
+        }
+        if rate > 0 {
+            // Sleep until the schedule says the next slice is due.
+            let due = slice * (done / per_slice) as u32;
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    done
 }
 
 /// Closes with a reset instead of a FIN: no TIME_WAIT, so tens of thousands of connects in a row

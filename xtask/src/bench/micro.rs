@@ -1,0 +1,151 @@
+//! Syscall-heavy micro workloads (`loadgen`): each runs without the sensor and with it (kernel
+//! filter on, and off so every event reaches userspace), and beside the peers, interleaved over
+//! several rounds so that a noisy neighbour hits every configuration alike.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use super::monitor::{Config, median, watched};
+use crate::peers;
+
+/// (workload, operations in a full run, what it shows)
+const WORKLOADS: &[(&str, u64, &str)] = &[
+    (
+        "open",
+        200_000,
+        "open+close of one file (repeats: the kernel filter's case)",
+    ),
+    (
+        "open-many",
+        50_000,
+        "open+close of distinct files (every open is new)",
+    ),
+    ("forkexec", 3_000, "spawn /bin/true and wait"),
+    ("connect", 20_000, "TCP connect to loopback and close"),
+];
+
+/// One measured run.
+struct Sample {
+    ops_per_sec: f64,
+    /// Sensor CPU seconds per wall second of the workload.
+    cpu: f64,
+    rss_kib: u64,
+    lost: u64,
+}
+
+fn measure(bin: &Path, workload: &str, ops: u64, config: Config) -> anyhow::Result<Sample> {
+    let w = watched(bin, config, || {
+        let out = Command::new(bin.join("loadgen"))
+            .args([workload, &ops.to_string()])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "loadgen {workload} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        result["ops_per_sec"].as_f64().context("ops/s")
+    })?;
+    Ok(Sample {
+        ops_per_sec: w.value,
+        cpu: w.monitor_cpu,
+        rss_kib: w.monitor_rss_kib,
+        lost: w.lost,
+    })
+}
+
+/// The micro-benchmark section: the table and the added overhead against auditd.
+pub fn section(
+    bin: &Path,
+    configs: &[Config],
+    rounds: usize,
+    quick: bool,
+) -> anyhow::Result<String> {
+    let mut report = String::new();
+    let mut summary = String::new();
+    writeln!(report, "## Syscall-heavy micro workloads\n")?;
+    writeln!(
+        report,
+        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *monitor CPU* is the agent's (or the peer's) CPU time per wall second of the load generator's run (setup included, plus 0.3 s to catch up); *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
+    )?;
+    writeln!(
+        report,
+        "| workload | config | ops/s | ratio | monitor CPU | monitor RSS | lost |"
+    )?;
+    writeln!(report, "|---|---|---:|---:|---:|---:|---:|")?;
+    for (workload, full_ops, what) in WORKLOADS {
+        let ops = if quick {
+            (full_ops / 100).max(10)
+        } else {
+            *full_ops
+        };
+        let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for (i, config) in configs.iter().enumerate() {
+                eprintln!(
+                    "[bench] {workload} x{ops}: {} (round {}/{rounds})",
+                    config.name(),
+                    round + 1
+                );
+                samples[i].push(measure(bin, workload, ops, *config)?);
+            }
+        }
+        let base = median(samples[0].iter().map(|s| s.ops_per_sec));
+        for (i, config) in configs.iter().enumerate() {
+            let s = &samples[i];
+            let ops_s = median(s.iter().map(|s| s.ops_per_sec));
+            let (cpu, rss, lost) = if *config == Config::Without {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
+            } else {
+                (
+                    format!("{:.3} core", median(s.iter().map(|s| s.cpu))),
+                    format!(
+                        "{} MiB",
+                        s.iter().map(|s| s.rss_kib).max().unwrap_or(0) / 1024
+                    ),
+                    s.iter().map(|s| s.lost).sum::<u64>().to_string(),
+                )
+            };
+            writeln!(
+                report,
+                "| {workload} ({what}) | {} | {ops_s:.0} | {:.3} | {cpu} | {rss} | {lost} |",
+                config.name(),
+                base / ops_s
+            )?;
+        }
+        // Added overhead (ratio - 1) of the sensor against auditd's, the "10x less".
+        let ratio = |c: Config| {
+            configs
+                .iter()
+                .position(|x| *x == c)
+                .map(|i| base / median(samples[i].iter().map(|s| s.ops_per_sec)))
+        };
+        if let (Some(ours), Some(audit)) = (
+            ratio(Config::Filtered),
+            ratio(Config::Peer(peers::Kind::Auditd)),
+        ) {
+            writeln!(
+                summary,
+                "| {workload} | {:+.1}% | {:+.1}% | {} |",
+                (ours - 1.0) * 100.0,
+                (audit - 1.0) * 100.0,
+                if ours > 1.0 && audit > 1.0 {
+                    format!("{:.1}x", (audit - 1.0) / (ours - 1.0))
+                } else {
+                    "n/a (within noise)".to_owned()
+                }
+            )?;
+        }
+    }
+    if !summary.is_empty() {
+        writeln!(
+            report,
+            "\n### Added overhead: sensor (filter on) vs auditd\n\n| workload | sensor | auditd | auditd / sensor |\n|---|---:|---:|---:|\n{summary}"
+        )?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,331 @@
+//! `cargo xtask bench`: the sensor's cost, as ratios against the same work without it, measured
+//! in one run with every configuration interleaved round by round (a noisy neighbour hits every
+//! configuration alike). Four parts, one module each:
+//!
+//! - `ci_build`: a realistic CI job, a real project from crates.io built from clean;
+//! - `server`: nginx under wrk on loopback, requests/s and p99 latency;
+//! - `loss`: the event rate at which the first loss occurs with full userspace processing, and the
+//!   agent's CPU per 100k events/s;
+//! - `micro`: syscall-heavy loops (open, fork+exec, connect) against auditd and bpftrace.
+//!
+//! The report goes between `<!-- bench:start -->` and `<!-- bench:end -->` in BENCHMARKS.md, so
+//! the other sections of that file (ingest, memory) are left as they are.
+
+mod ci_build;
+mod loss;
+mod micro;
+mod monitor;
+mod server;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::peers;
+use monitor::{Config, median, watched};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Small operation counts and one round: checks the harness, not the numbers.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per configuration for the micro workloads (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Rounds per configuration for the CI build and the server (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    job_rounds: usize,
+    /// Seconds of wrk load per server run.
+    #[arg(long, default_value_t = 10)]
+    server_seconds: u64,
+    /// Parts to run, comma-separated: ci-build, server, loss, micro.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ci-build,server,loss,micro"
+    )]
+    only: Vec<String>,
+    /// Skip the peers (auditd, bpftrace), which are otherwise installed with apt if missing.
+    #[arg(long)]
+    no_peers: bool,
+    /// Where the markdown report goes (its section is replaced, the rest of the file kept).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+}
+
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+/// One row of the realistic-workload table.
+struct Row {
+    workload: &'static str,
+    config: Config,
+    /// ops/s (builds/s or requests/s), its ratio (without / with), p99 latency and its ratio.
+    ops: f64,
+    ratio: f64,
+    p99_ms: Option<f64>,
+    p99_ratio: Option<f64>,
+    lost: u64,
+    cpu: f64,
+    rss_kib: u64,
+}
+
+/// One measured run: (ops/s, p99 ms, monitor CPU, monitor RSS KiB, lost).
+type Sample = (f64, Option<f64>, f64, u64, u64);
+
+/// Runs `measure` for every config over `rounds` interleaved rounds; returns per config the
+/// samples (ops, p99, cpu, rss, lost).
+fn interleaved(
+    bin: &Path,
+    what: &str,
+    configs: &[Config],
+    rounds: usize,
+    mut measure: impl FnMut() -> anyhow::Result<(f64, Option<f64>)>,
+) -> anyhow::Result<Vec<Vec<Sample>>> {
+    let mut samples: Vec<Vec<_>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (i, config) in configs.iter().enumerate() {
+            eprintln!(
+                "[bench] {what}: {} (round {}/{rounds})",
+                config.name(),
+                round + 1
+            );
+            let w = watched(bin, *config, &mut measure)?;
+            samples[i].push((
+                w.value.0,
+                w.value.1,
+                w.monitor_cpu,
+                w.monitor_rss_kib,
+                w.lost,
+            ));
+        }
+    }
+    Ok(samples)
+}
+
+fn rows(workload: &'static str, configs: &[Config], samples: &[Vec<Sample>]) -> Vec<Row> {
+    let ops = |i: usize| median(samples[i].iter().map(|s| s.0));
+    let p99 = |i: usize| {
+        let v: Vec<f64> = samples[i].iter().filter_map(|s| s.1).collect();
+        (!v.is_empty()).then(|| median(v.into_iter()))
+    };
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, &config)| Row {
+            workload,
+            config,
+            ops: ops(i),
+            ratio: ops(0) / ops(i),
+            p99_ms: p99(i),
+            p99_ratio: p99(i).zip(p99(0)).map(|(p, base)| p / base),
+            lost: samples[i].iter().map(|s| s.4).sum(),
+            cpu: median(samples[i].iter().map(|s| s.2)),
+            rss_kib: samples[i].iter().map(|s| s.3).max().unwrap_or(0),
+        })
+        .collect()
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| workload | config | ops/s | ratio | p99 latency | p99 ratio | lost | monitor CPU | monitor RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let without = r.config == Config::Without;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.config.name(),
+            if r.ops < 1.0 {
+                format!("{:.4} ({:.1} s per build)", r.ops, 1.0 / r.ops)
+            } else {
+                format!("{:.0}", r.ops)
+            },
+            r.ratio,
+            r.p99_ms.map_or("-".to_owned(), |p| format!("{p:.2} ms")),
+            r.p99_ratio.map_or("-".to_owned(), |p| format!("{p:.3}")),
+            if without {
+                "-".to_owned()
+            } else {
+                r.lost.to_string()
+            },
+            if without {
+                "-".to_owned()
+            } else {
+                format!("{:.3} core", r.cpu)
+            },
+            if without {
+                "-".to_owned()
+            } else {
+                format!("{} MiB", r.rss_kib / 1024)
+            },
+        );
+    }
+    s
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--workspace",
+            "--bin",
+            "sensor",
+            "--bin",
+            "collector",
+            "--bin",
+            "loadgen",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the release binaries failed");
+    }
+    let bin = root.join("target/release");
+    let cache = root.join("target/bench-cache");
+    let part = |p: &str| args.only.iter().any(|o| o == p);
+    let mut peer_configs = Vec::new();
+    if !args.no_peers {
+        peers::install()?;
+        peer_configs.extend([
+            Config::Peer(peers::Kind::Auditd),
+            Config::Peer(peers::Kind::Bpftrace),
+        ]);
+    }
+    // Realistic workloads: the sensor as deployed (filter on) and the peers; quick: sensor only.
+    let mut job_configs = vec![Config::Without, Config::Filtered];
+    if !args.quick {
+        job_configs.extend(peer_configs.iter().copied());
+    }
+    let job_rounds = if args.quick { 1 } else { args.job_rounds };
+
+    let mut report = String::new();
+    writeln!(report, "{START}")?;
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(
+        report,
+        "Produced by `cargo xtask bench{}` on {} (release binaries).\n",
+        if args.quick { " --quick" } else { "" },
+        monitor::machine()
+    )?;
+
+    let mut realistic = Vec::new();
+    if part("ci-build") {
+        ci_build::prepare(&cache)?;
+        let samples = interleaved(&bin, "ci-build", &job_configs, job_rounds, || {
+            Ok((1.0 / ci_build::build(&cache)?, None))
+        })?;
+        realistic.extend(rows("ci-build", &job_configs, &samples));
+    }
+    if part("server") {
+        let dir = tempfile::tempdir()?;
+        let nginx = server::Nginx::start(dir.path())?;
+        let secs = if args.quick { 2 } else { args.server_seconds };
+        let samples = interleaved(&bin, "nginx+wrk", &job_configs, job_rounds, || {
+            let (rps, p99) = server::wrk(nginx.port, secs)?;
+            Ok((rps, Some(p99)))
+        })?;
+        realistic.extend(rows("nginx+wrk", &job_configs, &samples));
+    }
+    if !realistic.is_empty() {
+        writeln!(report, "## Realistic workloads\n")?;
+        writeln!(
+            report,
+            "*ci-build*: `cargo install --locked --debug --offline {}` into a fresh target \
+             directory (a real project and its dependencies, fetched once from crates.io into \
+             `target/bench-cache`), ops/s = builds per second. *nginx+wrk*: nginx (one worker, \
+             access log on) serving a 600-byte page on loopback, `wrk -t1 -c32 -d{}s --latency` \
+             with keep-alive; p99 is wrk's. Configurations interleaved over {job_rounds} round(s), \
+             median shown; *ratio* = ops/s without ÷ ops/s with (target ≤ 1.02), *p99 ratio* = p99 \
+             with ÷ p99 without (target ≤ 1.02). *monitor CPU* is the agent's (or peer's) CPU \
+             seconds per wall second of the workload, *RSS* its peak resident memory, *lost* the \
+             records the kernel could not deliver.\n",
+            ci_build::PROJECT,
+            if args.quick { 2 } else { args.server_seconds }
+        )?;
+        writeln!(report, "{}", table(&realistic))?;
+    }
+    if part("loss") {
+        report += &loss::section(&bin, args.quick)?;
+    }
+    if part("micro") {
+        let mut configs = vec![Config::Without, Config::Filtered, Config::Unfiltered];
+        if !args.no_peers {
+            configs.extend(peer_configs.iter().copied());
+            configs.push(Config::Peer(peers::Kind::HookFloor));
+        }
+        let rounds = if args.quick { 1 } else { args.rounds };
+        report += &micro::section(&bin, &configs, rounds, args.quick)?;
+    }
+    writeln!(
+        report,
+        "\nReproduce: `sudo cargo xtask bench` (about 20 minutes; `--quick` for a smoke run, \
+         `--only ci-build,server,loss,micro` for some parts). Needs root: the sensor loads eBPF \
+         programs.\n{END}"
+    )?;
+    let path = root.join(&args.out);
+    write_section(&path, &report)?;
+    eprintln!("[bench] wrote {}", args.out.display());
+    print!("{report}");
+    Ok(())
+}
+
+/// Replaces the text between the markers in `path` (or, without markers, puts the section first
+/// and keeps the rest of the file after it).
+fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(START), old.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!(
+                "{}{}{}",
+                &old[..a],
+                section.trim_end(),
+                &old[b + END.len()..]
+            )
+        }
+        _ => format!("{}\n\n{}", section.trim_end(), old.trim_start()),
+    };
+    std::fs::write(path, new.trim_end().to_owned() + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_is_replaced_between_markers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("B.md");
+        std::fs::write(
+            &p,
+            format!("{START}\nold\n{END}\n\n<!-- other:start -->\nkeep\n<!-- other:end -->\n"),
+        )
+        .unwrap();
+        write_section(&p, &format!("{START}\nnew\n{END}")).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("new") && !text.contains("old") && text.contains("keep"),
+            "{text}"
+        );
+        let fresh = dir.path().join("C.md");
+        write_section(&fresh, &format!("{START}\nx\n{END}")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&fresh).unwrap(),
+            format!("{START}\nx\n{END}\n")
+        );
+    }
+}
