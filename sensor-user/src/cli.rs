@@ -39,6 +39,10 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only complicate the clap derive"
+)]
 pub enum Command {
     /// Watch this host in the foreground until SIGINT/SIGTERM, streaming deviations.
     Run(RunArgs),
