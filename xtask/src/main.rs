@@ -34,7 +34,7 @@ enum Command {
         /// Where to write the report, relative to the workspace root.
         #[arg(long, default_value = "DETECTION.md")]
         out: std::path::PathBuf,
-        /// Use the sensor, collector and actor already built in target/debug.
+        /// Use the sensor, collector and actor already built in target/release.
         #[arg(long)]
         no_build: bool,
     },
