@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub secrets: crate::deviation::SecretPaths,
     /// Longest wait of a deviation for its batch.
     pub flush_interval: Duration,
+    /// Time between two heartbeats to the collector.
+    pub heartbeat_interval: Duration,
     /// Append the id of every spooled deviation to this file (`--record-deviations`).
     pub record_deviations: Option<PathBuf>,
 }
@@ -84,6 +86,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     )?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_listen {
+            heartbeat_interval: config.heartbeat_interval,
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
     }
     let mut sensor = Sensor::load(&config.load)?;
@@ -270,6 +273,7 @@ fn deliver(
     metrics: &Metrics,
     mut found: Vec<proto::v1::Deviation>,
     record: Option<&mut DeviationRecord>,
+    transport.set_kernel_lost(lost_total(sensor));
 ) {
     if found.is_empty() {
         return;

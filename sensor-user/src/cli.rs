@@ -153,6 +153,18 @@ pub struct RunArgs {
     )]
     pub flush_interval: Duration,
 
+    /// Time between two heartbeats to the collector (version, spool depth, deviations dropped,
+    /// kernel losses), so that it can tell a quiet agent from a stopped one. Keep it well under
+    /// the collector's agent_silence (default 2m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        env = "SENSOR_HEARTBEAT_INTERVAL"
+    )]
+    pub heartbeat_interval: Duration,
+
     /// Debugging and tests: append the id of every deviation the agent produces to FILE, one
     /// per line, once the delivery spool has taken it (the agent's own account of what it
     /// produced, to compare with what the collector stored).

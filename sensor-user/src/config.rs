@@ -42,6 +42,9 @@ pub struct FileConfig {
     pub learning_period: Option<Duration>,
     /// Host name reported with every deviation.
     pub host: Option<String>,
+    /// Time between two heartbeats to the collector, e.g. "30s".
+    #[serde(default, deserialize_with = "duration")]
+    pub heartbeat_interval: Option<Duration>,
     /// `false`: send every open and connect to userspace (`--no-kernel-filter`).
     pub kernel_filter: Option<bool>,
     /// `auto` or `tracepoint` (`--open-hook`).
@@ -159,6 +162,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             set(
                 m,
                 "learning_runs",
+            set(
+                m,
+                "heartbeat_interval",
+                &mut args.heartbeat_interval,
+                &file.heartbeat_interval,
+            );
                 &mut args.learning_runs,
                 &file.learning_runs,
             );

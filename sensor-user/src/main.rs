@@ -56,6 +56,7 @@ fn main() -> ExitCode {
                     metrics_listen: args.metrics_listen.0,
                     secrets: sensor_user::deviation::SecretPaths::with_extra(args.secret_paths),
                     flush_interval: args.flush_interval,
+                    heartbeat_interval: args.heartbeat_interval,
                     record_deviations: args.record_deviations,
                 };
                 agent::run(config, cancel).await.map_err(|e| e.to_string())

@@ -56,7 +56,22 @@ const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contac
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 pub struct Postgres {
-    pool: Pool,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool>,
+}
+
+impl Drop for Postgres {
+    /// Closing a synchronous client blocks on its own runtime, which panics on an async worker
+    /// thread (where the last `Arc<Store>` is often dropped, e.g. when the server stops): the
+    /// pool is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::spawn(move || drop(pool));
+            if closing.join().is_err() {
+                tracing::warn!("closing the PostgreSQL connections panicked");
+            }
+        }
+    }
 }
 
 impl Postgres {
@@ -80,7 +95,7 @@ impl Postgres {
                 location: redact(url),
                 reason: e.to_string(),
             })?;
-        let db = Postgres { pool };
+        let db = Postgres { pool: Some(pool) };
         db.migrate(url)?;
         Ok(db)
     }
@@ -88,7 +103,8 @@ impl Postgres {
     fn client(
         &self,
     ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        self.pool.get().map_err(|e| StoreError::Connect {
+        let pool = self.pool.as_ref().expect("the pool lives until drop");
+        pool.get().map_err(|e| StoreError::Connect {
             location: "the pool".to_owned(),
             reason: e.to_string(),
         })

@@ -82,11 +82,23 @@ impl PgCluster {
                 }
             })
             .collect();
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connect to the test server: {e}\n{}", self.log()));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .unwrap_or_else(|e| panic!("create database {db}: {e}"));
+        // On a thread of its own: the synchronous client runs a runtime, which an async test's
+        // thread cannot.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut admin =
+                        postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+                            .unwrap_or_else(|e| {
+                                panic!("connect to the test server: {e}\n{}", self.log())
+                            });
+                    admin
+                        .batch_execute(&format!("CREATE DATABASE {db}"))
+                        .unwrap_or_else(|e| panic!("create database {db}: {e}"));
+                })
+                .join()
+                .expect("creating the test database failed");
+        });
         self.url(&db)
     }
 

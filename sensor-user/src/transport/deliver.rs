@@ -17,7 +17,7 @@ use tonic::transport::{Endpoint, Uri};
 use super::{Inner, TransportError, spool};
 
 /// Batches sent but not yet acknowledged, at most.
-const WINDOW: usize = 8;
+pub(super) const WINDOW: usize = 8;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A stream whose oldest batch waits longer than this for its acknowledgement is reopened.
@@ -216,7 +216,7 @@ impl Delivery {
             Some(Err(e)) => return failed(error_chain(&e)),
             Some(Ok(channel)) => channel,
         };
-        let (batches, outbound) = mpsc::channel(WINDOW);
+        let (batches, outbound) = mpsc::channel(WINDOW + super::heartbeat::QUEUE);
         let mut client = IngestClient::new(channel);
         let mut acks = match self
             .drain
@@ -263,6 +263,7 @@ impl Delivery {
                 if in_flight.is_empty() {
                     waiting_since = Instant::now();
                 }
+        let mut heartbeat = super::heartbeat::timer(self.inner.heartbeat_interval);
                 in_flight.push_back(sequence);
             }
             if draining && in_flight.is_empty() && self.inner.spool().is_empty() {
@@ -299,6 +300,10 @@ impl Delivery {
                         };
                     }
                 },
+                    // A heartbeat's acknowledgement: nothing to delete.
+                    Ok(Some(ack)) if ack.sequence == 0 => {
+                        tracing::trace!("heartbeat acknowledged");
+                    }
                 () = self.inner.wake.notified() => {}
                 () = sleep_until(flush_at), if !draining => {}
                 () = sleep_until(ack_deadline) => return Ended::Failed {
@@ -321,6 +326,9 @@ impl Delivery {
             () = sleep_until(self.drain.deadline) => false,
         }
     }
+                _ = heartbeat.tick(), if !draining => {
+                    super::heartbeat::send(&self.inner, &batches, in_flight.len());
+                }
 
     /// Seals the pending deviations into a batch when their flush interval is over (or `now`).
     fn seal(&mut self, now: bool) {

@@ -8,6 +8,7 @@
 //! what it already stored. Nothing here blocks on the network.
 
 mod deliver;
+mod heartbeat;
 mod record;
 mod spool;
 #[cfg(test)]
@@ -39,6 +40,8 @@ const MAX_BATCH_BYTES: u64 = 2 * 1024 * 1024;
 const MAX_DEVIATION_BYTES: usize = 1024 * 1024;
 /// Spool-full errors are logged at most this often (with the running count).
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time between two heartbeats to the collector.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = heartbeat::DEFAULT_INTERVAL;
 
 /// Where and how to deliver deviations.
 #[derive(Debug, Clone)]
@@ -57,6 +60,11 @@ pub struct TransportConfig {
     pub spool_max_bytes: u64,
 }
 
+    /// Time between two heartbeats (agent status, so the collector knows this agent is alive
+    /// and what it dropped).
+    pub heartbeat_interval: Duration,
+    /// TLS files for an `https://` collector.
+    pub tls: Option<ClientTls>,
 impl TransportConfig {
     /// A configuration with the defaults: host name as agent id, batches of 256, 200 ms flush,
     /// 256 MiB spool.
@@ -70,6 +78,8 @@ impl TransportConfig {
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
         }
     }
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            tls: None,
 }
 
 /// This machine's host name (as `uname -n`), or "localhost" if it cannot be read.
@@ -135,6 +145,11 @@ struct Inner {
     connected: AtomicBool,
     /// When a spool-full error was last logged.
     last_drop_log: Mutex<Option<Instant>>,
+    /// Random identity of this run, sent in heartbeats (their counters count from its start).
+    instance_id: String,
+    heartbeat_interval: Duration,
+    /// Kernel records lost since start, as last told by [`Transport::set_kernel_lost`].
+    kernel_lost: AtomicU64,
 }
 
 impl Inner {
@@ -209,6 +224,9 @@ impl Transport {
             connected: AtomicBool::new(false),
             last_drop_log: Mutex::new(None),
         });
+            instance_id: heartbeat::instance_id(),
+            heartbeat_interval: config.heartbeat_interval,
+            kernel_lost: AtomicU64::new(0),
         let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
         Ok((Transport { inner }, task))
     }
@@ -242,6 +260,11 @@ impl Transport {
 
     /// Snapshot for logs/status.
     pub fn stats(&self) -> TransportStats {
+    /// Records the kernel's lost-record total, reported in the next heartbeats.
+    pub fn set_kernel_lost(&self, total: u64) {
+        self.inner.kernel_lost.store(total, Ordering::Relaxed);
+    }
+
         TransportStats {
             unacknowledged: self.inner.spool().unacknowledged(),
             acknowledged: self.inner.acknowledged.load(Ordering::Relaxed),

@@ -28,6 +28,8 @@ struct Received {
     stored_batches: HashSet<(String, u64)>,
     /// Ids of stored deviations, in arrival order.
     ids: Vec<String>,
+    /// Heartbeats (sequence 0 with a status), apart from the batches.
+    heartbeats: Vec<DeviationBatch>,
 }
 
 #[derive(Clone, Default)]
@@ -74,6 +76,10 @@ impl Ingest for TestIngest {
 impl TestIngest {
     fn handle(&self, batch: DeviationBatch) -> Result<BatchAck, Status> {
         let sequence = batch.sequence;
+        if sequence == 0 && batch.status.is_some() {
+            self.received.lock().unwrap().heartbeats.push(batch);
+            return Ok(BatchAck::default());
+        }
         if self.reject == Some(sequence) {
             let mut status = Status::invalid_argument("test: refused");
             status.metadata_mut().insert(
@@ -444,6 +450,62 @@ async fn refused_batch_is_dropped_and_delivery_continues() {
     assert_eq!((stats.dropped, stats.unacknowledged), (50, 0));
     let expected: Vec<String> = ids(0..50).into_iter().chain(ids(100..150)).collect();
     assert_eq!(server.ids(), expected);
+    stop(cancel, task).await;
+    server.stop().await;
+}
+
+/// The agent says it is alive when its stream opens and then at its interval, and reports what
+/// it dropped while the collector was away once it is back.
+#[tokio::test]
+async fn heartbeats_report_status_and_drops_once_connected() {
+    let url = closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let small = TransportConfig {
+        spool_max_bytes: 2048,
+        heartbeat_interval: Duration::from_millis(100),
+        ..config(&url, dir.path())
+    };
+    let (transport, task) = Transport::start(small, cancel.clone()).unwrap();
+    transport.set_kernel_lost(7);
+    transport.send(deviations(0..100)).unwrap();
+    let dropped = transport.stats().dropped;
+    assert!(dropped > 0, "the spool overflowed");
+
+    let addr = url.trim_start_matches("http://");
+    let server = TestServer::start(addr, TestIngest::default()).await;
+    let heartbeats = || server.ingest.received.lock().unwrap().heartbeats.clone();
+    wait_for("3 heartbeats", || heartbeats().len() >= 3).await;
+    wait_for("everything spooled acknowledged", || {
+        transport.stats().unacknowledged == 0
+    })
+    .await;
+    let first = heartbeats()[0].clone();
+    let status = first.status.clone().unwrap();
+    assert_eq!((first.sequence, first.agent_id.as_str()), (0, "agent-test"));
+    assert!(first.deviations.is_empty());
+    assert_eq!(status.dropped_total, dropped, "drops reported once back");
+    assert_eq!(status.kernel_lost_total, 7);
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(status.heartbeat_interval_millis, 100);
+    assert!(!status.instance_id.is_empty() && !status.host.is_empty());
+    assert_eq!(
+        status.spool_deviations,
+        100 - dropped,
+        "the spool at the first heartbeat"
+    );
+    wait_for("a heartbeat with an empty spool", || {
+        heartbeats()
+            .last()
+            .is_some_and(|h| h.status.as_ref().unwrap().spool_deviations == 0)
+    })
+    .await;
+    // Later heartbeats keep the run's identity.
+    let last = heartbeats().last().unwrap().status.clone().unwrap();
+    assert_eq!(last.instance_id, status.instance_id);
+    // Heartbeats are not batches: every batch is numbered from 1, none was lost.
+    assert!(server.batches().iter().all(|b| b.sequence > 0));
+    assert_eq!(server.ids().len() as u64, 100 - dropped);
     stop(cancel, task).await;
     server.stop().await;
 }
