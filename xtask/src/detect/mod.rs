@@ -140,6 +140,8 @@ pub struct Report {
     pub window: Duration,
     /// Requests the service answered during the suite.
     pub service_requests: u64,
+    /// Per sensor (host name): events decoded and kernel records lost, from its status file.
+    pub sensors: Vec<(String, u64, u64)>,
     pub elapsed: Duration,
 }
 
@@ -300,8 +302,29 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
 
     let stored = collect(plan, &collector_bin, &server, &runs)?;
     drop(sensors);
+    // Their final status (written at exit): a lost record is an event nobody judged.
+    let mut counts = Vec::new();
+    let hosts = [(MAIN_HOST.to_owned(), "state-main".to_owned())]
+        .into_iter()
+        .chain(
+            plan.curve
+                .iter()
+                .map(|(r, _)| (curve_host(*r), format!("state-{r}"))),
+        );
+    for (host, state) in hosts {
+        let status: Value = std::fs::read_to_string(tmp.path().join(state).join("status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        counts.push((
+            host,
+            status["events"].as_u64().unwrap_or(0),
+            status["lost"].as_u64().unwrap_or(0),
+        ));
+    }
     let mut report = judge(plan, &runs, &stored);
     report.service_requests = service_requests;
+    report.sensors = counts;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -339,7 +362,7 @@ fn id_of(runs: &Runs, w: Workload) -> String {
 }
 
 /// Deviations per (workload, host), once every attack run is detected by the main sensor or
-/// nothing new has arrived for 5 s.
+/// nothing new has arrived for 10 s.
 fn collect(
     plan: &Plan,
     collector: &Path,
@@ -373,7 +396,7 @@ fn collect(
             last_count = count;
             last_change = Instant::now();
         }
-        if !undetected || last_change.elapsed() > Duration::from_secs(5) {
+        if !undetected || last_change.elapsed() > Duration::from_secs(10) {
             return Ok(stored);
         }
         if Instant::now() > deadline {

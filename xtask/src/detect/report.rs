@@ -160,6 +160,13 @@ pub fn markdown(report: &Report, quick: bool) -> String {
         ms(percentile(&report.all_latencies_ms, 99.0))
     );
     s += "Latency is the collector's `received` minus the deviation's `time` (the kernel event time).\n\n";
+    if !report.sensors.is_empty() {
+        s += "| sensor (host name) | events decoded | kernel records lost |\n|---|---:|---:|\n";
+        for (host, events, lost) in &report.sensors {
+            s += &format!("| {host} | {events} | {lost} |\n");
+        }
+        s += "\n";
+    }
 
     if report
         .curve
