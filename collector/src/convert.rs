@@ -50,6 +50,12 @@ pub fn kind_name(kind: i32) -> &'static str {
         Ok(DeviationKind::NewListener) => "new-listener",
         Ok(DeviationKind::NewFileOperation) => "new-file-operation",
         Ok(DeviationKind::CardinalityExploded) => "cardinality-exploded",
+        Ok(DeviationKind::NewSequence) => "new-sequence",
+        Ok(DeviationKind::RateSpike) => "rate-spike",
+        Ok(DeviationKind::Enumeration) => "enumeration",
+        Ok(DeviationKind::UnusualTime) => "unusual-time",
+        Ok(DeviationKind::NewHost) => "new-host",
+        Ok(DeviationKind::Aggregated) => "aggregated",
         Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
     }
 }
@@ -129,6 +135,18 @@ pub fn to_json(stored: &StoredDeviation) -> Value {
         },
         "novelty": novelty_json(d),
         "signals": d.signals,
+        "incident_id": d.incident_id,
+        "tags": d.tags,
+        "score": d.score,
+        // Older agents leave count at 0: one occurrence.
+        "count": d.count.max(1),
+        "related": d.related.iter().map(|e| json!({
+            "deviation_id": e.deviation_id,
+            "kind": kind_name(e.kind),
+            "summary": e.summary,
+            "time": rfc3339_nanos(e.time_unix_nanos),
+        })).collect::<Vec<_>>(),
+        "samples": d.samples,
         "agent_id": stored.agent_id,
         "received": rfc3339_nanos(stored.received_unix_nanos),
     })
@@ -165,6 +183,31 @@ fn novelty_json(d: &Deviation) -> Value {
             "detail": f.detail,
         }),
         Some(What::Cardinality(c)) => json!({ "dimension": c.dimension, "limit": c.limit }),
+        Some(What::Sequence(q)) => json!({
+            "parent_executable": q.parent_executable,
+            "steps": q.steps,
+        }),
+        Some(What::Rate(r)) => json!({
+            "dimension": r.dimension,
+            "count": r.count,
+            "window_seconds": r.window_seconds,
+            "learned_peak": r.learned_peak,
+            "threshold": r.threshold,
+        }),
+        Some(What::Enumeration(e)) => json!({
+            "dimension": e.dimension,
+            "distinct": e.distinct,
+            "window_seconds": e.window_seconds,
+            "threshold": e.threshold,
+            "samples": e.samples,
+        }),
+        Some(What::Time(t)) => json!({ "weekday": t.weekday, "hour": t.hour }),
+        Some(What::Host(host)) => json!({ "host": host }),
+        Some(What::Aggregate(a)) => json!({
+            "kind": kind_name(a.kind),
+            "budget": a.budget,
+            "sample_ids": a.sample_ids,
+        }),
         None => Value::Null,
     }
 }
@@ -219,6 +262,7 @@ pub(crate) mod tests {
                     child_executable: "/usr/bin/nc".to_owned(),
                 })),
             }),
+            ..Deviation::default()
         }
     }
 

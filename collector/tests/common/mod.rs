@@ -139,6 +139,7 @@ pub fn deviation(
         novelty: Some(Novelty {
             what: Some(What::Executable("/usr/bin/curl".to_owned())),
         }),
+        ..Deviation::default()
     }
 }
 

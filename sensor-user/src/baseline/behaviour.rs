@@ -48,6 +48,13 @@ pub enum Behaviour {
         path: String,
         detail: String,
     },
+    /// `parent` started children running `steps` in this order (the last one just now): the
+    /// tool chain, as an n-gram of sibling execs (see `sequence`).
+    Sequence { parent: String, steps: Vec<String> },
+    /// The workload ran on this host (agent host name).
+    Host(String),
+    /// The workload was active in this hour of the week, UTC (`weekday` 0 = Monday).
+    ActiveTime { weekday: u8, hour: u8 },
 }
 
 /// First port of Linux's default ephemeral range.
@@ -181,11 +188,29 @@ pub enum Dimension {
     DnsName,
     Listener,
     FileOperation,
+    Sequence,
+    Host,
+    ActiveTime,
 }
 
 impl Dimension {
     /// Number of dimensions.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
+
+    /// Every dimension, in index order.
+    pub const ALL: [Dimension; Dimension::COUNT] = [
+        Dimension::Executable,
+        Dimension::ExecEdge,
+        Dimension::FileAccess,
+        Dimension::NetworkDestination,
+        Dimension::PrivilegeUse,
+        Dimension::DnsName,
+        Dimension::Listener,
+        Dimension::FileOperation,
+        Dimension::Sequence,
+        Dimension::Host,
+        Dimension::ActiveTime,
+    ];
 
     /// Short name, as in the proto's `Cardinality.dimension`: `file-access`...
     pub fn as_str(self) -> &'static str {
@@ -198,6 +223,9 @@ impl Dimension {
             Dimension::DnsName => "dns-name",
             Dimension::Listener => "listener",
             Dimension::FileOperation => "file-operation",
+            Dimension::Sequence => "sequence",
+            Dimension::Host => "host",
+            Dimension::ActiveTime => "active-time",
         }
     }
 
@@ -212,6 +240,9 @@ impl Dimension {
             Dimension::DnsName => "DNS names",
             Dimension::Listener => "listeners",
             Dimension::FileOperation => "file operations",
+            Dimension::Sequence => "exec sequences",
+            Dimension::Host => "hosts",
+            Dimension::ActiveTime => "active hours",
         }
     }
 
@@ -233,6 +264,9 @@ impl Behaviour {
             Behaviour::DnsName(_) => Dimension::DnsName,
             Behaviour::Listener { .. } => Dimension::Listener,
             Behaviour::FileOperation { .. } => Dimension::FileOperation,
+            Behaviour::Sequence { .. } => Dimension::Sequence,
+            Behaviour::Host(_) => Dimension::Host,
+            Behaviour::ActiveTime { .. } => Dimension::ActiveTime,
         }
     }
 }

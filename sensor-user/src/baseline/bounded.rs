@@ -55,6 +55,18 @@ impl Learned {
         self.set.contains(behaviour)
     }
 
+    /// The intents `path` was learnt opened with (a range of the ordered set: no scan).
+    pub(crate) fn intents<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let start = Behaviour::File {
+            path: path.to_owned(),
+            intent: String::new(),
+        };
+        self.set.range(start..).map_while(move |b| match b {
+            Behaviour::File { path: p, intent } if p == path => Some(intent.as_str()),
+            _ => None,
+        })
+    }
+
     /// How many behaviours of `dimension` are learnt.
     pub(crate) fn count(&self, dimension: Dimension) -> usize {
         self.counts[dimension.index()]

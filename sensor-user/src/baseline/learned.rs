@@ -38,6 +38,9 @@ pub(crate) struct WorkloadBaseline {
     /// existed start counting from 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reported_per_dimension: BTreeMap<Dimension, usize>,
+    /// Rate envelope, dimension growth and outputs (see `profile`).
+    #[serde(default, skip_serializing_if = "is_empty_profile")]
+    pub profile: super::profile::Profile,
     /// Frozen by an operator (`sensor baseline freeze`): learns nothing, every event is judged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub frozen: bool,
@@ -119,6 +122,10 @@ impl WorkloadBaseline {
         }
         match behaviour {
             Behaviour::ExecEdge { child, .. } => self.knows(&Behaviour::Executable(child.clone())),
+            // Likewise a sequence through a new executable.
+            Behaviour::Sequence { steps, .. } => steps
+                .iter()
+                .all(|s| self.knows(&Behaviour::Executable(s.clone()))),
             _ => true,
         }
     }
@@ -134,9 +141,18 @@ impl WorkloadBaseline {
             Dimension::NetworkDestination,
         ]
         .map(count);
-        let other = self.learned.len() - executables - edges - files - destinations;
+        let window_dimensions = [Dimension::Sequence, Dimension::Host, Dimension::ActiveTime]
+            .map(count)
+            .iter()
+            .sum::<usize>();
+        let other =
+            self.learned.len() - executables - edges - files - destinations - window_dimensions;
         [executables, edges, files, destinations, other]
     }
+}
+
+fn is_empty_profile(p: &super::profile::Profile) -> bool {
+    *p == super::profile::Profile::default()
 }
 
 /// The inverse of `deviation::report::unix_nanos` for non-negative values.

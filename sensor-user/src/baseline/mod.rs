@@ -19,7 +19,13 @@
 mod behaviour;
 mod bounded;
 mod generalize;
+mod judge;
 mod learned;
+mod live;
+mod profile;
+mod rates;
+mod sequence;
+mod stability;
 mod store;
 // Operator actions, versions and exports (`sensor baseline ...`).
 pub mod export;
@@ -37,17 +43,32 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use proto::v1::Severity;
+
 use crate::attribute::Attributed;
-use crate::deviation::SecretPaths;
 use crate::deviation::report::{self, cardinality_id, deviation_id, unix_nanos};
+use crate::deviation::{SecretPaths, findings};
+use crate::event::{EventKind, FileOperation};
 
 pub use behaviour::{Behaviour, Dimension};
 pub use bounded::MAX_BEHAVIOURS_PER_DIMENSION;
 pub use generalize::generalize_path;
+pub use rates::{
+    ENUMERATION_THRESHOLD, Enumerated, RateDim, Spike, WINDOW_SECONDS as RATE_WINDOW_SECONDS,
+};
+pub use stability::DimensionState;
 pub use store::BaselineError;
 
 use bounded::Learn;
 use learned::{Phase, Report, WorkloadBaseline, from_unix_nanos};
+use live::Live;
+
+/// How long a kind of deviation must be quiet before its aggregate goes out.
+pub const AGGREGATE_QUIET: Duration = Duration::from_secs(10);
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
 
 /// How long workloads learn before they are judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +113,12 @@ pub struct WorkloadSummary {
     pub other: usize,
     /// Deviations reported so far.
     pub reported: usize,
+    /// Exec sequences (tool chains), hosts and active hours of the week learnt.
+    pub sequences: usize,
+    pub hosts: usize,
+    pub active_hours: usize,
+    /// Learning state of each dimension, in `Dimension::ALL` order.
+    pub dimensions: Vec<(Dimension, DimensionState)>,
 }
 
 impl fmt::Display for WorkloadSummary {
@@ -120,7 +147,32 @@ impl fmt::Display for WorkloadSummary {
             self.destinations,
             self.other,
             self.reported
-        )
+        )?;
+        // Learning workloads: every dimension learns, the line stays short.
+        if self.status != LearningStatus::Detecting {
+            return Ok(());
+        }
+        write!(
+            f,
+            "; {} sequences, {} hosts, {} active hours",
+            self.sequences, self.hosts, self.active_hours
+        )?;
+        for state in [
+            DimensionState::Stable,
+            DimensionState::Unstable,
+            DimensionState::Learning,
+        ] {
+            let names: Vec<&str> = self
+                .dimensions
+                .iter()
+                .filter(|(_, s)| *s == state)
+                .map(|(d, _)| d.as_str())
+                .collect();
+            if !names.is_empty() {
+                write!(f, "; {state}: {}", names.join(" "))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +185,10 @@ pub struct Engine {
     workloads: HashMap<String, Tracked>,
     newest_event: Option<SystemTime>,
     secrets: SecretPaths,
+    /// In-memory state of each workload's current runs (see `live`).
+    live: HashMap<String, Live>,
+    /// The last children of each parent process, for tool-chain sequences.
+    siblings: sequence::Siblings,
     /// Reported deviations' behaviours, for `sensor baseline accept <id>`.
     novelties: novelties::Novelties,
     /// What was shared with the collector (`wire.rs`).
@@ -175,6 +231,8 @@ impl Engine {
             workloads,
             newest_event: None,
             secrets: SecretPaths::default(),
+            live: HashMap::new(),
+            siblings: sequence::Siblings::default(),
             novelties: novelties::Novelties::default(),
             shared: wire::Shared::default(),
         })
@@ -206,50 +264,173 @@ impl Engine {
         let Some(tracked) = self.workloads.get_mut(&workload.id) else {
             return Vec::new();
         };
-        let baseline = &mut tracked.baseline;
-        let (phase, changed) =
-            baseline.phase(workload.run_id.as_deref(), unix_nanos(time), &self.config);
+        let now = unix_nanos(time);
+        let run_id = workload.run_id.as_deref();
+        let judged_before = tracked.baseline.detecting_since_unix_nanos.is_some();
+        tracked.dirty |= tracked.baseline.profile.upgrade(judged_before, now);
+        let (phase, changed) = tracked.baseline.phase(run_id, now, &self.config);
         tracked.dirty |= changed;
+        let learning = phase == Phase::Learning;
+        let epoch = if learning {
+            stability::epoch(&tracked.baseline, run_id, now, &self.config)
+        } else {
+            0
+        };
 
         let limit = MAX_BEHAVIOURS_PER_DIMENSION;
         let mut deviations = Vec::new();
-        for behaviour in Behaviour::of(event) {
+        if !self.live.contains_key(&workload.id) {
+            self.live.insert(workload.id.clone(), Live::default());
+        }
+        let Some(live) = self.live.get_mut(&workload.id) else {
+            return deviations;
+        };
+        let profile = &tracked.baseline.profile;
+        let run = live.run(
+            &self.host,
+            &workload.id,
+            run_id,
+            now,
+            &|r| profile.peak(r),
+            &mut deviations,
+        );
+
+        // Windows: rates, the host and the hour of the week, tool chains, outputs.
+        let secs = now.div_euclid(1_000_000_000);
+        let (raised, spike) = run.rates.count(&event.event.kind, secs, learning);
+        for (rate, peak) in raised {
+            tracked.baseline.profile.peaks.insert(rate, peak);
+            tracked.dirty = true;
+        }
+        let mut behaviours = Behaviour::of(event);
+        match &event.event.kind {
+            EventKind::Exit { .. } => self.siblings.exit(event.event.pid),
+            EventKind::FileOp(
+                FileOperation::Link { new: path, .. } | FileOperation::Rename { to: path, .. },
+            ) if learning => {
+                tracked.dirty |= tracked.baseline.profile.add_output(&generalize_path(path));
+            }
+            _ => {}
+        }
+        if let [
+            Behaviour::Executable(child),
+            Behaviour::ExecEdge { parent, .. },
+        ] = behaviours.as_slice()
+            && let Some(sequence) = self.siblings.exec(event.event.ppid, parent, child)
+        {
+            behaviours.push(sequence);
+        }
+        if !run.host_checked {
+            run.host_checked = true;
+            behaviours.push(Behaviour::Host(self.host.clone()));
+        }
+        let (weekday, hour) = judge::active_time(now);
+        if run.active != Some((weekday, hour)) {
+            run.active = Some((weekday, hour));
+            behaviours.push(Behaviour::ActiveTime { weekday, hour });
+        }
+        if let Some(spike) = spike {
+            let mut d = findings::rate_spike(&self.host, event, &spike, &run.window());
+            let root = judge::tree_root(event);
+            let incident = run.incident(&self.host, &workload.id, root, now).id.clone();
+            judge::finish_finding(&mut d, &incident, &self.secrets);
+            deviations.extend(run.budget.admit(d));
+        }
+
+        for behaviour in behaviours {
             let dimension = behaviour.dimension();
-            let full = match phase {
-                Phase::Learning => match baseline.learned.learn(behaviour, limit) {
+            // Hours of the week learn on until the workload has been seen for a week, and
+            // dimensions an upgraded baseline never had learn for a learning period.
+            let judged = !learning
+                && (!matches!(
+                    dimension,
+                    Dimension::ActiveTime | Dimension::Sequence | Dimension::Host
+                ) || stability::state(&tracked.baseline, dimension, &self.config, now)
+                    != DimensionState::Learning);
+            let full = if !judged {
+                match tracked.baseline.learned.learn(behaviour, limit) {
                     Learn::Known => false,
                     Learn::Added => {
                         tracked.dirty = true;
+                        if learning {
+                            tracked.baseline.profile.grew(dimension, epoch);
+                        }
                         false
                     }
                     Learn::Full => true,
-                },
-                Phase::Detecting if baseline.is_novel(&behaviour) => {
-                    let id = deviation_id(&self.host, &workload.id, &behaviour);
-                    match baseline.report(&id, dimension, limit) {
-                        Report::Already => false,
-                        Report::New => {
+                }
+            } else if judge::is_novel(&tracked.baseline, &behaviour) {
+                let id = deviation_id(&self.host, &workload.id, &behaviour);
+                let name = || report::object_name(&behaviour);
+                if let Some(e) = run.novelties.count(&behaviour, name, secs) {
+                    let mut d = findings::enumeration(&self.host, event, &e, &run.window());
+                    let incident = run.incident.id.clone();
+                    judge::finish_finding(&mut d, &incident, &self.secrets);
+                    deviations.extend(run.budget.admit(d));
+                }
+                tracked.dirty |= tracked
+                    .baseline
+                    .profile
+                    .novel_in(dimension, run.window_hash());
+                let root = judge::tree_root(event);
+                let incident = run.incident(&self.host, &workload.id, root, now);
+                let scored = judge::score(
+                    &tracked.baseline,
+                    &self.config,
+                    &behaviour,
+                    event,
+                    incident,
+                    now,
+                    &self.secrets,
+                );
+                let credential = crate::deviation::is_credential_access(&behaviour, &self.secrets);
+                incident.record(&behaviour, credential, || {
+                    judge::evidence(&id, &behaviour, event, now)
+                });
+                let reported = tracked.baseline.report(&id, dimension, limit);
+                if reported == Report::New {
+                    incident.reported(&id);
+                }
+                let escalate = reported == Report::Already
+                    && scored.chained
+                    && scored.severity >= Severity::High
+                    && !incident.is_fresh(&id)
+                    && incident.has_fresh(&scored.related);
+                let incident = incident.id.clone();
+                match reported {
+                    // Reported before, maybe at a lower severity, but this incident's new chain
+                    // makes it severe: report it again, once per incident, under its own id.
+                    Report::Already if escalate => {
+                        let id = report::hash_fields(&[id.as_str(), &incident, "escalated"]);
+                        if tracked.baseline.report(&id, dimension, limit) == Report::New {
                             tracked.dirty = true;
                             self.novelties.record(&id, &workload.id, &behaviour);
-                            deviations.push(report::build(
-                                &self.host,
-                                event,
-                                &behaviour,
-                                id,
-                                &self.secrets,
-                            ));
-                            false
+                            let mut d =
+                                report::build(&self.host, event, &behaviour, id, &self.secrets);
+                            d.signals.push("escalated".to_owned());
+                            judge::finish(&mut d, scored, &incident, &behaviour, &self.secrets);
+                            deviations.push(d);
                         }
-                        Report::Full => true,
+                        false
                     }
+                    Report::Already => false,
+                    Report::New => {
+                        tracked.dirty = true;
+                        self.novelties.record(&id, &workload.id, &behaviour);
+                        let mut d = report::build(&self.host, event, &behaviour, id, &self.secrets);
+                        judge::finish(&mut d, scored, &incident, &behaviour, &self.secrets);
+                        deviations.extend(run.budget.admit(d));
+                        false
+                    }
+                    Report::Full => true,
                 }
-                Phase::Detecting => false,
+            } else {
+                false
             };
             if full {
                 let id = cardinality_id(&self.host, &workload.id, dimension);
-                if baseline.reported.insert(id.clone()) {
+                if tracked.baseline.reported.insert(id.clone()) {
                     tracked.dirty = true;
-                    let learning = phase == Phase::Learning;
                     tracing::warn!(
                         workload = %workload.id,
                         dimension = dimension.as_str(),
@@ -257,13 +438,29 @@ impl Engine {
                         learning,
                         "baseline dimension full"
                     );
-                    deviations.push(report::cardinality(
-                        &self.host, event, dimension, limit, learning, id,
-                    ));
+                    let mut d =
+                        report::cardinality(&self.host, event, dimension, limit, learning, id);
+                    let root = judge::tree_root(event);
+                    let incident = run.incident(&self.host, &workload.id, root, now).id.clone();
+                    judge::finish_finding(&mut d, &incident, &self.secrets);
+                    deviations.push(d);
                 }
             }
         }
         deviations
+    }
+
+    /// The aggregated deviations (see `deviation::budget`) whose kind has been quiet for
+    /// [`AGGREGATE_QUIET`] at `now`, or all of them when `now` is `None` (at shutdown).
+    pub fn flush_aggregates(&mut self, now: Option<SystemTime>) -> Vec<proto::v1::Deviation> {
+        let quiet_since = now.map(|t| unix_nanos(t).saturating_sub(nanos(AGGREGATE_QUIET)));
+        let mut out: Vec<proto::v1::Deviation> = self
+            .live
+            .values_mut()
+            .flat_map(|l| l.flush(quiet_since))
+            .collect();
+        out.sort_by_key(|d| d.time_unix_nanos);
+        out
     }
 
     /// Writes every baseline changed since the last call (crash-safely). On failure the others
@@ -289,6 +486,7 @@ impl Engine {
     /// Every workload's learning status and baseline sizes, by workload id.
     pub fn summary(&self) -> Vec<WorkloadSummary> {
         let reference = self.newest_event.unwrap_or_else(SystemTime::now);
+        let now = unix_nanos(reference);
         let mut out: Vec<WorkloadSummary> = self
             .workloads
             .iter()
@@ -304,6 +502,13 @@ impl Engine {
                     destinations,
                     other,
                     reported: t.baseline.reported.len(),
+                    sequences: t.baseline.learned.count(Dimension::Sequence),
+                    hosts: t.baseline.learned.count(Dimension::Host),
+                    active_hours: t.baseline.learned.count(Dimension::ActiveTime),
+                    dimensions: Dimension::ALL
+                        .iter()
+                        .map(|d| (*d, stability::state(&t.baseline, *d, &self.config, now)))
+                        .collect(),
                 }
             })
             .collect();

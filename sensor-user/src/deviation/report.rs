@@ -36,6 +36,15 @@ pub fn build(
             what: Some(novelty(event, behaviour)),
         }),
         signals: signals(event, behaviour, secrets),
+        ..single()
+    }
+}
+
+/// The fields scoring and correlation fill in (`crate::deviation::score`), for one finding.
+pub(crate) fn single() -> v1::Deviation {
+    v1::Deviation {
+        count: 1,
+        ..v1::Deviation::default()
     }
 }
 
@@ -78,6 +87,7 @@ pub fn cardinality(
             })),
         }),
         signals: Vec::new(),
+        ..single()
     }
 }
 
@@ -133,6 +143,14 @@ pub fn deviation_id(host: &str, workload_id: &str, behaviour: &Behaviour) -> Str
             path,
             detail,
         } => fields.extend([operation.clone(), path.clone(), detail.clone()]),
+        Behaviour::Sequence { parent, steps } => {
+            fields.push(parent.clone());
+            fields.extend(steps.iter().cloned());
+        }
+        Behaviour::Host(name) => fields.push(name.clone()),
+        Behaviour::ActiveTime { weekday, hour } => {
+            fields.extend([weekday.to_string(), hour.to_string()])
+        }
     }
     hash_fields(&fields)
 }
@@ -146,7 +164,7 @@ pub fn cardinality_id(host: &str, workload_id: &str, dimension: Dimension) -> St
 }
 
 /// Lowercase hex SHA-256 of [`ID_DOMAIN`] and the length-prefixed fields.
-fn hash_fields<S: AsRef<str>>(fields: &[S]) -> String {
+pub(crate) fn hash_fields<S: AsRef<str>>(fields: &[S]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(ID_DOMAIN);
     for field in fields.iter().map(AsRef::as_ref) {
@@ -171,6 +189,9 @@ pub fn deviation_kind(behaviour: &Behaviour) -> DeviationKind {
         Behaviour::DnsName(_) => DeviationKind::NewDnsName,
         Behaviour::Listener { .. } => DeviationKind::NewListener,
         Behaviour::FileOperation { .. } => DeviationKind::NewFileOperation,
+        Behaviour::Sequence { .. } => DeviationKind::NewSequence,
+        Behaviour::Host(_) => DeviationKind::NewHost,
+        Behaviour::ActiveTime { .. } => DeviationKind::UnusualTime,
     }
 }
 
@@ -181,7 +202,7 @@ pub fn unix_nanos(time: SystemTime) -> i64 {
 }
 
 /// One line, e.g. `new executable /usr/bin/nc run by /bin/bash in github:acme/app/ci/build`.
-fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
+pub(crate) fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
     let workload = &event.workload.id;
     let exe = &event.process.executable;
     let by = if exe.is_empty() {
@@ -241,6 +262,44 @@ fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
         } => {
             format!("new file operation {operation} {path} {detail}{by} in {workload}")
         }
+        Behaviour::Sequence { parent, steps } => {
+            format!(
+                "new exec sequence {} (children of {parent}) in {workload}",
+                steps.join(" -> ")
+            )
+        }
+        Behaviour::Host(name) => format!("new host {name} for {workload}"),
+        Behaviour::ActiveTime { weekday, hour } => {
+            let day = WEEKDAYS.get(usize::from(*weekday)).copied().unwrap_or("?");
+            format!("unusual time: {workload} active on {day} {hour:02}:00-{hour:02}:59 UTC{by}")
+        }
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// A short name of what `behaviour` is about (its path, address, name...), for samples.
+pub(crate) fn object_name(behaviour: &Behaviour) -> String {
+    match behaviour {
+        Behaviour::Executable(path) | Behaviour::File { path, .. } => path.clone(),
+        Behaviour::ExecEdge { parent, child } => format!("{parent} -> {child}"),
+        Behaviour::Destination {
+            address,
+            port,
+            protocol,
+        }
+        | Behaviour::Listener {
+            address,
+            port,
+            protocol,
+        } => format!("{}/{protocol}", SocketAddr::new(*address, *port)),
+        Behaviour::Privilege { operation, detail } => format!("{operation} {detail}"),
+        Behaviour::DnsName(name) | Behaviour::Host(name) => name.clone(),
+        Behaviour::FileOperation {
+            operation, path, ..
+        } => format!("{operation} {path}"),
+        Behaviour::Sequence { steps, .. } => steps.join(" -> "),
+        Behaviour::ActiveTime { weekday, hour } => format!("day {weekday} hour {hour}"),
     }
 }
 
@@ -297,6 +356,15 @@ fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
             operation,
             path,
             detail,
+        }),
+        Behaviour::Sequence { parent, steps } => What::Sequence(v1::Sequence {
+            parent_executable: parent,
+            steps,
+        }),
+        Behaviour::Host(name) => What::Host(name),
+        Behaviour::ActiveTime { weekday, hour } => What::Time(v1::ActiveTime {
+            weekday: weekday.into(),
+            hour: hour.into(),
         }),
     }
 }

@@ -1,4 +1,5 @@
-//! Severity of a new behaviour, first version.
+//! Base severity of a new behaviour: what it means alone. `super::score` turns it into a score
+//! and adjusts it with the deviation's context (rarity, incident chain, privilege, breadth).
 //!
 //! | deviation              | severity                                                          |
 //! |------------------------|-------------------------------------------------------------------|
@@ -9,12 +10,15 @@
 //! | new file access        | LOW for reads; MEDIUM when it writes, creates or truncates; HIGH  |
 //! |                        | for any access to a credential-looking path (see below)           |
 //! | new network destination| MEDIUM                                                            |
-//! | new privilege use      | HIGH for ptrace, other processes' memory, bpf and module loads;   |
-//! |                        | MEDIUM otherwise (uid/gid changes, capset, mount, namespaces)     |
+//! | new privilege use      | HIGH for ptrace, other processes' memory, bpf and module loads,   |
+//! |                        | unshare and setns (new namespaces); MEDIUM otherwise (uid/gid     |
+//! |                        | changes, capset, mount)                                           |
 //! | new DNS name           | LOW; HIGH for tunnelling-shaped names (a label over 40 characters |
 //! |                        | or a name over 100)                                               |
 //! | new listener           | MEDIUM                                                            |
 //! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
+//! | new exec sequence      | LOW (the chain's context raises it, see `score`)                  |
+//! | new host, unusual time | LOW                                                               |
 //! | cardinality exploded   | HIGH: the dimension stops growing, so from then on that dimension |
 //! |                        | of the workload is blind (and a flood may be meant to blind it)   |
 //!
@@ -116,7 +120,8 @@ fn is_other_process_memory(path: &str) -> bool {
     path.starts_with("/proc/<pid>/") && (path.ends_with("/environ") || path.ends_with("/mem"))
 }
 
-fn modifies(intent: &str) -> bool {
+/// Whether an open intent (`read|write|…`) changes the file.
+pub(crate) fn modifies(intent: &str) -> bool {
     intent.split('|').any(|part| MODIFYING.contains(&part))
 }
 
@@ -172,6 +177,10 @@ const INTRUSIVE_PRIVILEGES: &[&str] = &[
     "write-process-memory",
     "bpf-program-load",
     "kernel-module-load",
+    // New namespaces: what sandbox escapes and container breakouts start with, and an
+    // unprivileged CI job never needs unless its baseline says so.
+    "unshare",
+    "setns",
 ];
 
 /// The severity of reporting `behaviour` as new in `context` (see the module table).
@@ -231,6 +240,9 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
             Severity::High
         }
         Behaviour::FileOperation { .. } => Severity::Low,
+        Behaviour::Sequence { .. } => Severity::Low,
+        Behaviour::Host(_) => Severity::Low,
+        Behaviour::ActiveTime { .. } => Severity::Low,
     }
 }
 

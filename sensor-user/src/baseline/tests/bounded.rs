@@ -100,11 +100,30 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
     let flood: Vec<Attributed> = (0..MAX_BEHAVIOURS_PER_DIMENSION + 10)
         .map(|i| read(&w, at(6 * 3600), i))
         .collect();
-    let deviations = feed(&mut engine, &flood);
-    assert_eq!(deviations.len(), MAX_BEHAVIOURS_PER_DIMENSION + 1);
-    let (last, new) = deviations.split_last().expect("deviations");
-    assert!(new.iter().all(|d| d.kind() == DeviationKind::NewFileAccess));
-    assert_eq!(last.kind(), DeviationKind::CardinalityExploded);
+    let mut deviations = feed(&mut engine, &flood);
+    // Past the budget, the new file accesses are counted into one aggregate; with them come a
+    // rate spike and an enumeration (thousands of new files within a minute).
+    deviations.extend(engine.flush_aggregates(None));
+    let of = |kind| {
+        deviations
+            .iter()
+            .filter(|d| d.kind() == kind)
+            .collect::<Vec<_>>()
+    };
+    let singles = of(DeviationKind::NewFileAccess);
+    let aggregates = of(DeviationKind::Aggregated);
+    assert_eq!(singles.len(), crate::deviation::budget::BUDGET as usize);
+    assert_eq!(aggregates.len(), 1);
+    assert_eq!(
+        singles.len() as u64 + aggregates[0].count,
+        MAX_BEHAVIOURS_PER_DIMENSION as u64,
+        "none dropped silently"
+    );
+    assert_eq!(of(DeviationKind::RateSpike).len(), 1);
+    assert_eq!(of(DeviationKind::Enumeration).len(), 1);
+    let cardinality = of(DeviationKind::CardinalityExploded);
+    assert_eq!(cardinality.len(), 1);
+    let last = cardinality[0];
     assert_eq!(
         last.summary,
         format!(

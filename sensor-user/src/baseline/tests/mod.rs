@@ -2,6 +2,7 @@
 
 mod bounded;
 mod noise;
+mod scoring;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -286,6 +287,30 @@ fn novelties(w: &Workload, time: SystemTime) -> Vec<Attributed> {
             "/bin/bash",
             connect("203.0.113.9", 4444, ConnectResult::Failed(111)),
         ),
+        ev(
+            w,
+            time,
+            52,
+            "/usr/bin/curl",
+            "/bin/bash",
+            EventKind::Exit { exit_code: 0 },
+        ),
+        ev(
+            w,
+            time,
+            51,
+            "/bin/bash",
+            "/usr/bin/curl",
+            EventKind::Exit { exit_code: 0 },
+        ),
+        ev(
+            w,
+            time,
+            50,
+            "/tmp/payload",
+            "/bin/bash",
+            EventKind::Exit { exit_code: 0 },
+        ),
     ]
 }
 
@@ -342,8 +367,10 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
             Some(file("/home/runner/.ssh/id_ed25519", "read")),
         ),
         (
+            // After the new credential read of the same run, to an address not resolved from a
+            // name, in a stable network dimension: exfiltration-shaped.
             DeviationKind::NewNetworkDestination,
-            Severity::Medium,
+            Severity::Critical,
             Some(What::Destination(v1::NetworkDestination {
                 dns_name: String::new(),
                 address: "203.0.113.9".into(),
@@ -353,6 +380,36 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
         ),
     ];
     assert_eq!(got, want);
+    // One incident, the run's; the exfiltration carries the credential read as evidence.
+    let incident = &deviations[0].incident_id;
+    assert_eq!(incident.len(), 64);
+    assert!(deviations.iter().all(|d| d.incident_id == *incident));
+    let (ssh, exfil) = (&deviations[4], &deviations[5]);
+    assert!(
+        exfil.signals.iter().any(|s| s == "after-credential-access"),
+        "{:?}",
+        exfil.signals
+    );
+    assert_eq!(exfil.related.len(), 1);
+    assert_eq!(exfil.related[0].deviation_id, ssh.id);
+    assert_eq!(exfil.related[0].kind(), DeviationKind::NewFileAccess);
+    assert!(
+        exfil.tags.contains(&"mitre:T1041".to_owned()),
+        "{:?}",
+        exfil.tags
+    );
+    assert!(
+        ssh.tags.contains(&"mitre:T1552.001".to_owned()),
+        "{:?}",
+        ssh.tags
+    );
+    assert!(
+        deviations
+            .iter()
+            .all(|d| d.tags.contains(&"nist-csf:DE.CM-01".to_owned())
+                && d.count == 1
+                && d.score > 0)
+    );
     let first = &deviations[0];
     assert_eq!(first.host, HOST);
     assert_eq!(

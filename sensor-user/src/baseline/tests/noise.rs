@@ -136,7 +136,7 @@ fn runs_differing_in_generated_names_learn_the_same_behaviours() {
     let d = engine.observe(&novel);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].severity(), Severity::High);
-    assert_eq!(d[0].signals, ["credential"]);
+    assert_eq!(d[0].signals, ["credential", "stable-dimension"]);
     let dropped = ev(
         &w,
         at(4 * 3600),

@@ -1,0 +1,195 @@
+//! What the engine keeps in memory per workload between events, and loses on restart: the state
+//! of its current runs (CI jobs: one per run id, the last [`MAX_RUNS`]) or of its current hour
+//! (other workloads): rate and novelty windows, budgets, and incidents (per run, or per process
+//! tree for other workloads).
+
+use std::collections::VecDeque;
+
+use crate::deviation::budget::Budget;
+use crate::deviation::incident::Incident;
+
+use super::rates::{NoveltyWindow, RateDim, RateWindow};
+
+/// Runs of one CI job tracked at once (concurrent or recent runs).
+pub const MAX_RUNS: usize = 8;
+/// Process-tree incidents tracked per non-CI workload.
+pub const MAX_TREES: usize = 64;
+const HOUR_NANOS: i64 = 3_600_000_000_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Most recently used last.
+    runs: Vec<RunState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RunState {
+    /// The CI run; `None` for other workloads.
+    pub run: Option<String>,
+    /// Other workloads: the hour (event time, hours since the epoch) of this window.
+    pub hour: i64,
+    /// The CI run's incident.
+    pub incident: Incident,
+    /// Other workloads: incidents per process-tree root, most recent last.
+    trees: VecDeque<(u32, Incident)>,
+    pub rates: RateWindow,
+    pub novelties: NoveltyWindow,
+    pub budget: Budget,
+    /// The hour of the week last checked against the active-time profile.
+    pub active: Option<(u8, u8)>,
+    /// Whether the host was checked against the baseline's hosts.
+    pub host_checked: bool,
+}
+
+impl RunState {
+    fn new(
+        host: &str,
+        workload: &str,
+        run: Option<&str>,
+        hour: i64,
+        peak: &dyn Fn(RateDim) -> u32,
+    ) -> Self {
+        RunState {
+            run: run.map(str::to_owned),
+            hour,
+            incident: run.map_or_else(Incident::default, |r| Incident::for_run(host, workload, r)),
+            trees: VecDeque::new(),
+            rates: RateWindow::new(peak),
+            novelties: NoveltyWindow::default(),
+            budget: Budget::default(),
+            active: None,
+            host_checked: false,
+        }
+    }
+
+    /// The key of this window in ids: the run id, or `hour-<n>`.
+    pub fn window(&self) -> String {
+        match &self.run {
+            Some(run) => run.clone(),
+            None => format!("hour-{}", self.hour),
+        }
+    }
+
+    /// A hash of [`Self::window`], for counting distinct runs.
+    pub fn window_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.window().hash(&mut h);
+        h.finish()
+    }
+
+    /// The incident of an event of process `root`'s tree (other workloads) or of the run.
+    pub fn incident(&mut self, host: &str, workload: &str, root: u32, time: i64) -> &mut Incident {
+        if self.run.is_some() {
+            return &mut self.incident;
+        }
+        let index = match self.trees.iter().position(|(r, _)| *r == root) {
+            Some(i) => i,
+            None => {
+                if self.trees.len() >= MAX_TREES {
+                    self.trees.pop_front();
+                }
+                self.trees
+                    .push_back((root, Incident::for_tree(host, workload, root, time)));
+                self.trees.len() - 1
+            }
+        };
+        &mut self.trees[index].1
+    }
+}
+
+impl Live {
+    /// The state of run `run` (or of the workload's current hour) at event time `time`, created
+    /// when new. Aggregates of windows that end here (an evicted run, a past hour) go to `out`.
+    pub(crate) fn run(
+        &mut self,
+        host: &str,
+        workload: &str,
+        run: Option<&str>,
+        time: i64,
+        peak: &dyn Fn(RateDim) -> u32,
+        out: &mut Vec<proto::v1::Deviation>,
+    ) -> &mut RunState {
+        let hour = time.div_euclid(HOUR_NANOS);
+        let found = self.runs.iter().position(|r| r.run.as_deref() == run);
+        let index = match found {
+            Some(i) => {
+                let state = &mut self.runs[i];
+                if run.is_none() && hour > state.hour {
+                    // A new hour for a workload without runs: new window, same incidents.
+                    out.extend(state.budget.reset(&state.window()));
+                    state.hour = hour;
+                    state.rates = RateWindow::new(peak);
+                    state.novelties = NoveltyWindow::default();
+                    state.active = None;
+                }
+                i
+            }
+            None => {
+                if self.runs.len() >= MAX_RUNS {
+                    let mut old = self.runs.remove(0);
+                    out.extend(old.budget.reset(&old.window()));
+                }
+                self.runs
+                    .push(RunState::new(host, workload, run, hour, peak));
+                self.runs.len() - 1
+            }
+        };
+        // Most recently used last, so eviction takes the least recent.
+        let last = self.runs.len() - 1;
+        if index != last {
+            let state = self.runs.remove(index);
+            self.runs.push(state);
+        }
+        &mut self.runs[last]
+    }
+
+    /// Aggregates quiet since `quiet_since` (event time), or all of them.
+    pub(crate) fn flush(&mut self, quiet_since: Option<i64>) -> Vec<proto::v1::Deviation> {
+        let mut out = Vec::new();
+        for state in &mut self.runs {
+            let window = state.window();
+            out.extend(state.budget.flush(&window, quiet_since));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_bounded_and_hours_roll() {
+        let mut live = Live::default();
+        let mut out = Vec::new();
+        for i in 0..(MAX_RUNS + 2) {
+            live.run("h", "w", Some(&i.to_string()), 0, &|_| 0, &mut out);
+        }
+        assert_eq!(live.runs.len(), MAX_RUNS);
+        assert_eq!(live.runs[0].run.as_deref(), Some("2"));
+        let id = live
+            .run("h", "w", Some("5"), 0, &|_| 0, &mut out)
+            .incident
+            .id
+            .clone();
+        assert_eq!(id, Incident::for_run("h", "w", "5").id);
+        assert_eq!(
+            live.runs[MAX_RUNS - 1].run.as_deref(),
+            Some("5"),
+            "most recent last"
+        );
+
+        let s = live.run("h", "svc", None, HOUR_NANOS + 5, &|_| 0, &mut out);
+        assert_eq!(s.window(), "hour-1");
+        let tree = s.incident("h", "svc", 42, HOUR_NANOS + 5).id.clone();
+        let s = live.run("h", "svc", None, 3 * HOUR_NANOS, &|_| 0, &mut out);
+        assert_eq!(s.window(), "hour-3");
+        assert_eq!(
+            s.incident("h", "svc", 42, 0).id,
+            tree,
+            "incidents outlive the hour"
+        );
+        assert_ne!(s.incident("h", "svc", 43, 0).id, tree);
+    }
+}

@@ -1,0 +1,117 @@
+//! What a baseline learns besides its behaviours: the burst envelope (peak events per minute of
+//! each rate), how each dimension grew while learning (its stability), and the files the workload
+//! produces by link or rename (its outputs, with the files it writes).
+//!
+//! All of it is small (a few numbers per dimension, outputs bounded like a dimension) and lives in
+//! the baseline file under `profile`; files written before it existed load with an empty profile.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::behaviour::Dimension;
+use super::bounded::MAX_BEHAVIOURS_PER_DIMENSION;
+use super::rates::RateDim;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Profile {
+    /// Most events of each rate in one window while learning.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peaks: BTreeMap<RateDim, u32>,
+    /// Per dimension: in how many learning epochs it grew, and the last one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub growth: BTreeMap<Dimension, Growth>,
+    /// Per dimension: in how many judged runs (or hours) it showed new behaviour.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub novel_runs: BTreeMap<Dimension, NovelRuns>,
+    /// Generalised paths the workload created by link or rename while learning (build outputs
+    /// moved into place, like cargo's uplifted binaries).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub outputs: BTreeSet<String>,
+    /// [`PROFILE_VERSION`] once the engine saw this baseline; 0 in files written before the
+    /// profile existed.
+    #[serde(default)]
+    pub version: u32,
+    /// For a baseline that was already judged when it got its profile (an upgrade): when the
+    /// dimensions it never learnt ([`LATE_DIMENSIONS`]) started learning, ns since the epoch.
+    /// They learn for the learning period from then on instead of reporting everything as new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<i64>,
+}
+
+/// Version of the profile written by this build.
+pub(crate) const PROFILE_VERSION: u32 = 1;
+
+/// Dimensions that baselines written before the profile did not learn.
+pub(crate) const LATE_DIMENSIONS: [Dimension; 3] =
+    [Dimension::Sequence, Dimension::Host, Dimension::ActiveTime];
+
+/// Growth of one dimension while learning. An epoch is one learning run for CI jobs, one fifth of
+/// the learning period for other workloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Growth {
+    pub epochs: u32,
+    pub last_epoch: u32,
+}
+
+/// Judged runs (or hours) with new behaviour in one dimension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NovelRuns {
+    pub runs: u32,
+    /// Hash of the last such run's key, so each run counts once.
+    pub last: u64,
+}
+
+impl Profile {
+    /// Upgrades a profile seen for the first time at `now`; `judged`: the baseline was already
+    /// judged (so its late dimensions start learning now). True when it changed.
+    pub(crate) fn upgrade(&mut self, judged: bool, now: i64) -> bool {
+        if self.version >= PROFILE_VERSION {
+            return false;
+        }
+        self.version = PROFILE_VERSION;
+        if judged {
+            self.late_since = Some(now);
+        }
+        true
+    }
+
+    /// Whether `dimension` is still learning at `now` because the baseline got it late.
+    pub(crate) fn learning_late(&self, dimension: Dimension, now: i64, period: i64) -> bool {
+        self.late_since
+            .is_some_and(|t| now < t.saturating_add(period) && LATE_DIMENSIONS.contains(&dimension))
+    }
+
+    pub(crate) fn peak(&self, rate: RateDim) -> u32 {
+        self.peaks.get(&rate).copied().unwrap_or(0)
+    }
+
+    /// Records that `dimension` learnt something new in `epoch`.
+    pub(crate) fn grew(&mut self, dimension: Dimension, epoch: u32) {
+        let g = self.growth.entry(dimension).or_default();
+        if g.last_epoch != epoch {
+            g.epochs += 1;
+            g.last_epoch = epoch;
+        }
+    }
+
+    /// Records new behaviour of `dimension` in the judged run (or hour) `run`; true when that run
+    /// had none before (the profile changed).
+    pub(crate) fn novel_in(&mut self, dimension: Dimension, run: u64) -> bool {
+        let n = self.novel_runs.entry(dimension).or_default();
+        if n.runs > 0 && n.last == run {
+            return false;
+        }
+        n.runs += 1;
+        n.last = run;
+        true
+    }
+
+    /// Learns `path` as an output; false when known or the bound is reached.
+    pub(crate) fn add_output(&mut self, path: &str) -> bool {
+        if self.outputs.len() >= MAX_BEHAVIOURS_PER_DIMENSION || self.outputs.contains(path) {
+            return false;
+        }
+        self.outputs.insert(path.to_owned())
+    }
+}

@@ -1,0 +1,218 @@
+//! Framework tags on deviations, each `scheme:id`, so exports (OCSF, SIEM rules) can map them:
+//!
+//! - `mitre:<technique>`: the MITRE ATT&CK (Enterprise) technique the behaviour is evidence of;
+//! - `owasp-nhi:NHI<n>`: the OWASP Non-Human Identities Top 10 (2025) risk it shows for the
+//!   workload's identity: NHI2 secret leakage, NHI5 overprivileged NHI, NHI8 environment
+//!   isolation, NHI10 human use of an NHI;
+//! - `nist-csf:DE.CM-01`: every deviation is a behavioural anomaly of a non-human identity found
+//!   by continuous monitoring (NIST CSF 2.0 DE.CM-01); host-side ones (processes, files,
+//!   privileges) also `nist-csf:DE.CM-09` (computing environments monitored).
+//!
+//! Only techniques the behaviour itself shows are named; none is guessed from severity alone.
+
+use proto::v1::DeviationKind;
+
+use crate::baseline::Behaviour;
+
+use super::SecretPaths;
+use super::severity::is_persistence;
+
+/// Tags of a deviation of `kind` about `behaviour` (when it is one) with `signals`.
+pub fn tags(
+    kind: DeviationKind,
+    behaviour: Option<&Behaviour>,
+    signals: &[String],
+    secrets: &SecretPaths,
+) -> Vec<String> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let has = |s: &str| signals.iter().any(|x| x == s);
+    match behaviour {
+        Some(Behaviour::Executable(path)) => {
+            out.push("mitre:T1059");
+            if has("dropped-then-executed") {
+                out.push("mitre:T1105");
+            }
+            if has("fileless") || path.starts_with("memfd:") {
+                out.push("mitre:T1620");
+            }
+            if path.starts_with("/dev/shm/")
+                || path.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
+            {
+                out.push("mitre:T1036");
+            }
+        }
+        Some(Behaviour::ExecEdge { .. } | Behaviour::Sequence { .. }) => out.push("mitre:T1059"),
+        Some(Behaviour::File { path, intent }) => {
+            if path.ends_with("/etc/shadow") || path.ends_with("/etc/gshadow") {
+                out.extend(["mitre:T1003.008", "owasp-nhi:NHI2"]);
+            } else if secrets.matches(path) {
+                out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
+            } else if path.starts_with("/proc/<pid>/") {
+                out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
+            }
+            if intent != "read" && is_persistence(path) {
+                out.push(persistence_technique(path));
+            }
+            if has("output-tampering") {
+                out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
+            }
+            if path.contains("/.git/hooks/") {
+                out.push("mitre:T1195.002");
+            }
+        }
+        Some(Behaviour::Destination { .. }) => out.push("mitre:T1071"),
+        Some(Behaviour::DnsName(_)) => out.push("mitre:T1071.004"),
+        Some(Behaviour::Listener { .. }) => out.push("mitre:T1571"),
+        Some(Behaviour::Privilege { operation, .. }) => {
+            out.push(match operation.as_str() {
+                "ptrace-attach" => "mitre:T1055.008",
+                "read-process-memory" | "write-process-memory" => "mitre:T1055",
+                "bpf-program-load" => "mitre:T1014",
+                "kernel-module-load" => "mitre:T1547.006",
+                "unshare" | "setns" | "mount" | "umount" => "mitre:T1611",
+                _ => "mitre:T1548",
+            });
+            out.push(match operation.as_str() {
+                "unshare"
+                | "setns"
+                | "mount"
+                | "umount"
+                | "ptrace-attach"
+                | "read-process-memory"
+                | "write-process-memory" => "owasp-nhi:NHI8",
+                _ => "owasp-nhi:NHI5",
+            });
+        }
+        Some(Behaviour::FileOperation {
+            operation,
+            detail,
+            path,
+        }) => {
+            let setid = operation == "chmod"
+                && u32::from_str_radix(detail, 8).is_ok_and(|m| m & 0o6000 != 0);
+            if setid {
+                out.extend(["mitre:T1548.001", "owasp-nhi:NHI5"]);
+            } else if secrets.matches(path) {
+                out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
+            } else {
+                out.push("mitre:T1222.002");
+            }
+        }
+        Some(Behaviour::Host(_)) => {}
+        Some(Behaviour::ActiveTime { .. }) => out.extend(["mitre:T1078", "owasp-nhi:NHI10"]),
+        None => {}
+    }
+    if has("after-credential-access") {
+        out.extend(["mitre:T1041", "owasp-nhi:NHI2"]);
+    }
+    if has("after-archive") {
+        out.extend(["mitre:T1560.001", "mitre:T1041"]);
+    }
+    if has("new-tool-to-new-host") {
+        out.push("mitre:T1105");
+    }
+    match kind {
+        DeviationKind::Enumeration => out.push("mitre:T1083"),
+        DeviationKind::RateSpike => out.push("mitre:T1030"),
+        DeviationKind::CardinalityExploded => out.push("mitre:T1562"),
+        _ => {}
+    }
+    out.push("nist-csf:DE.CM-01");
+    let network = matches!(
+        kind,
+        DeviationKind::NewNetworkDestination
+            | DeviationKind::NewDnsName
+            | DeviationKind::NewListener
+    );
+    if !network {
+        out.push("nist-csf:DE.CM-09");
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(out.len());
+    for t in out {
+        if !tags.iter().any(|x| x == t) {
+            tags.push(t.to_owned());
+        }
+    }
+    tags
+}
+
+/// The persistence technique of a write to `path` (one of `severity`'s persistence points).
+fn persistence_technique(path: &str) -> &'static str {
+    if path.contains("cron") {
+        "mitre:T1053.003"
+    } else if path.contains("/systemd/") {
+        "mitre:T1543.002"
+    } else if path.ends_with("/etc/ld.so.preload") {
+        "mitre:T1574.006"
+    } else if path.contains("sudoers") {
+        "mitre:T1548.003"
+    } else if path.contains("/autostart/") {
+        "mitre:T1547.013"
+    } else if path.contains("/.git/hooks/") {
+        "mitre:T1546"
+    } else {
+        "mitre:T1546.004"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(kind: DeviationKind, b: &Behaviour, signals: &[&str]) -> Vec<String> {
+        let signals: Vec<String> = signals.iter().map(|s| (*s).to_owned()).collect();
+        tags(kind, Some(b), &signals, &SecretPaths::default())
+    }
+
+    #[test]
+    fn credential_exfiltration_and_persistence() {
+        let ssh = Behaviour::File {
+            path: "/home/u/.ssh/id_rsa".into(),
+            intent: "read".into(),
+        };
+        assert_eq!(
+            t(DeviationKind::NewFileAccess, &ssh, &["credential"]),
+            [
+                "mitre:T1552.001",
+                "owasp-nhi:NHI2",
+                "nist-csf:DE.CM-01",
+                "nist-csf:DE.CM-09"
+            ]
+        );
+        let dest = Behaviour::Destination {
+            address: "127.0.0.1".parse().expect("ip"),
+            port: 9,
+            protocol: "tcp".into(),
+        };
+        assert_eq!(
+            t(
+                DeviationKind::NewNetworkDestination,
+                &dest,
+                &["after-credential-access", "after-archive"]
+            ),
+            [
+                "mitre:T1071",
+                "mitre:T1041",
+                "owasp-nhi:NHI2",
+                "mitre:T1560.001",
+                "nist-csf:DE.CM-01"
+            ]
+        );
+        let bashrc = Behaviour::File {
+            path: "/home/u/.bashrc".into(),
+            intent: "write|create".into(),
+        };
+        assert!(t(DeviationKind::NewFileAccess, &bashrc, &[]).contains(&"mitre:T1546.004".into()));
+        let unshare = Behaviour::Privilege {
+            operation: "unshare".into(),
+            detail: "0x4000000".into(),
+        };
+        let tags = t(DeviationKind::NewPrivilegeUse, &unshare, &[]);
+        assert!(tags.contains(&"mitre:T1611".into()) && tags.contains(&"owasp-nhi:NHI8".into()));
+        // Every tag is scheme:id.
+        for tag in tags {
+            let (scheme, id) = tag.split_once(':').expect("scheme:id");
+            assert!(!scheme.is_empty() && !id.is_empty());
+        }
+    }
+}
