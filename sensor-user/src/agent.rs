@@ -139,6 +139,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                     &mut hashes, &metrics, found, record.as_mut());
             }
             _ = tick.tick() => {
+                // Deviations held past their budget go out once their kind is quiet.
+                let aggregates = engine.flush_aggregates(Some(std::time::SystemTime::now()));
+                deliver(&transport, &sensor, &mut losses,
+                    &mut hashes, &metrics, aggregates, record.as_mut());
                 housekeeping(&mut engine, &sensor, &mut last_counters, events);
                 status::write(&config, &sensor, &engine, &transport.stats(), events);
                 metrics.workloads(&engine.summary());
@@ -155,6 +159,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             found.extend(engine.observe(&attributor.attribute(event)));
         }
     });
+    found.extend(engine.flush_aggregates(None));
     deliver(
         &transport,
         &sensor,
