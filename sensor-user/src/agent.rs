@@ -67,6 +67,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         path: config.state_dir.display().to_string(),
         source,
     })?;
+    // Held for the agent's life: one agent per state directory, and `sensor baseline` hands
+    // its changes to this agent instead of editing files behind its back.
+    let _baseline_lock =
+        crate::baseline::requests::lock_for_agent(&config.state_dir, Duration::from_secs(5))?;
     let mut engine = Engine::open(
         &config.state_dir,
         config.learning.clone(),
@@ -147,7 +151,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                 status::write(&config, &sensor, &engine, &transport.stats(), events);
                 metrics.workloads(&engine.summary());
             }
-            _ = refresh.tick() => refresh_metrics(&metrics, &sensor, &transport),
+            _ = refresh.tick() => {
+                refresh_metrics(&metrics, &sensor, &transport);
+                engine.serve_requests();
+            }
         }
     }
 

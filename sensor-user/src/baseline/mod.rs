@@ -34,6 +34,8 @@ pub mod ops;
 pub mod requests;
 pub mod version;
 mod wire;
+#[cfg(test)]
+mod crash_tests;
 
 #[cfg(test)]
 mod tests;
@@ -404,7 +406,7 @@ impl Engine {
                         let id = report::hash_fields(&[id.as_str(), &incident, "escalated"]);
                         if tracked.baseline.report(&id, dimension, limit) == Report::New {
                             tracked.dirty = true;
-                            self.novelties.record(&id, &workload.id, &behaviour);
+                            self.novelties.record(&id, &workload.id, &behaviour, event);
                             let mut d =
                                 report::build(&self.host, event, &behaviour, id, &self.secrets);
                             d.signals.push("escalated".to_owned());
@@ -416,7 +418,7 @@ impl Engine {
                     Report::Already => false,
                     Report::New => {
                         tracked.dirty = true;
-                        self.novelties.record(&id, &workload.id, &behaviour);
+                        self.novelties.record(&id, &workload.id, &behaviour, event);
                         let mut d = report::build(&self.host, event, &behaviour, id, &self.secrets);
                         judge::finish(&mut d, scored, &incident, &behaviour, &self.secrets);
                         deviations.extend(run.budget.admit(d));

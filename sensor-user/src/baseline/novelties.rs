@@ -23,6 +23,10 @@ pub struct Novelty {
     pub id: String,
     pub workload: String,
     pub behaviour: Behaviour,
+    /// The other behaviours of the same event (a new executable's exec edge), accepted with it:
+    /// once the executable is accepted its edge would be new in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Behaviour>,
 }
 
 /// Novelties not yet written, and how many lines the file holds.
@@ -34,11 +38,35 @@ pub(crate) struct Novelties {
 }
 
 impl Novelties {
-    pub(crate) fn record(&mut self, id: &str, workload: &str, behaviour: &Behaviour) {
+    /// Remembers deviation `id` of `workload`, showing `behaviour` in `event`. Only called
+    /// for reported deviations, so recomputing the event's behaviours here costs nothing on the
+    /// hot path.
+    pub(crate) fn record(
+        &mut self,
+        id: &str,
+        workload: &str,
+        behaviour: &Behaviour,
+        event: &crate::attribute::Attributed,
+    ) {
+        let also = Behaviour::of(event)
+            .into_iter()
+            .filter(|b| b != behaviour)
+            .collect();
         self.pending.push(Novelty {
             id: id.to_owned(),
             workload: workload.to_owned(),
             behaviour: behaviour.clone(),
+            also,
+        });
+    }
+
+    #[cfg(test)]
+    fn record_plain(&mut self, id: &str, workload: &str, behaviour: &Behaviour) {
+        self.pending.push(Novelty {
+            id: id.to_owned(),
+            workload: workload.to_owned(),
+            behaviour: behaviour.clone(),
+            also: Vec::new(),
         });
     }
 
@@ -134,12 +162,12 @@ mod tests {
         let dir = Baselines(tmp.path().join("baselines"));
         let mut n = Novelties::default();
         let exe = Behaviour::Executable("/usr/bin/id".into());
-        n.record("d1", "w", &exe);
+        n.record_plain("d1", "w", &exe);
         assert_eq!(n.find(dir.path(), "d1").unwrap().behaviour, exe);
         n.flush(dir.path()).unwrap();
         assert_eq!(find(dir.path(), "d1").unwrap().workload, "w");
         for i in 0..(2 * KEEP + 5) {
-            n.record(&format!("x{i}"), "w", &exe);
+            n.record_plain(&format!("x{i}"), "w", &exe);
         }
         n.flush(dir.path()).unwrap();
         let all = read_all(dir.path());

@@ -117,7 +117,7 @@ impl Operation {
             Operation::AcceptDeviation { id } => match lookup(&id) {
                 Some(n) => Ok(Operation::Accept {
                     workload: n.workload,
-                    behaviours: vec![n.behaviour],
+                    behaviours: std::iter::once(n.behaviour).chain(n.also).collect(),
                 }),
                 None => Err(OpsError::UnknownDeviation(id)),
             },
