@@ -111,6 +111,13 @@ function details(d) {
       code(a.executable || "?"), el("span", { class: "muted" }, " pid " + a.pid))));
   const novelty = d.novelty && typeof d.novelty === "object" ? Object.entries(d.novelty) : [];
   const signals = (d.signals || []).map((s) => el("span", { class: "signal" }, s));
+  // Framework tags are "scheme:id" (mitre:T1552.001, owasp-nhi:NHI2, nist-csf:DE.CM-01).
+  const tags = (d.tags || []).map((t) => el("span", { class: "signal tag" }, t));
+  // Earlier deviations of the incident that raised this one, and samples of an aggregate.
+  const related = (d.related || []).map((e) =>
+    el("li", null, el("span", { class: "kind" }, e.kind + " "), e.summary,
+      el("span", { class: "muted" }, " " + shortTime(e.time) + " UTC")));
+  const samples = (d.samples || []).map((s) => el("li", null, s));
   return el("div", { class: "details" },
     el("div", null,
       el("h3", null, "Process"),
@@ -124,13 +131,19 @@ function details(d) {
       el("h3", null, "What was new"),
       el("dl", { class: "novelty" },
         ...novelty.flatMap(([name, value]) => field(name.replace(/_/g, " "), code(value))),
-        ...field("signals", ...(signals.length ? signals : [el("span", { class: "muted" }, "none")])))),
+        ...field("signals", ...(signals.length ? signals : [el("span", { class: "muted" }, "none")])),
+        ...field("score", String(d.score || 0) + " / 100"),
+        ...field("tags", ...(tags.length ? tags : [el("span", { class: "muted" }, "none")])),
+        ...(d.count > 1 ? field("count", String(d.count)) : []),
+        ...(related.length ? field("evidence", el("ol", { class: "related" }, ...related)) : []),
+        ...(samples.length ? field("samples", el("ol", { class: "samples" }, ...samples)) : []))),
     el("div", null,
       el("h3", null, "Identity"),
       el("dl", null,
         ...field("id", code(d.id)),
         ...field("host", d.host),
         ...field("run", d.run_id || "—"),
+        ...field("incident", d.incident_id ? code(d.incident_id.slice(0, 16)) : "—"),
         ...field("agent", d.agent_id),
         ...field("time", shortTime(d.time) + " UTC"),
         ...field("received", shortTime(d.received) + " UTC"))));
@@ -146,7 +159,8 @@ function deviationRows(d) {
   el("td", null, severityBadge(d.severity)),
   el("td", null, workloadLink(d.workload)),
   el("td", { class: "kind" }, d.kind),
-  el("td", { class: "summary" }, d.summary),
+  el("td", { class: "summary" }, d.summary,
+    d.count > 1 ? el("span", { class: "muted" }, " ×" + d.count) : null),
   el("td", { class: "host" }, d.host));
   // Which rows are open survives the periodic refresh.
   const toggle = (open) => {
