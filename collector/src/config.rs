@@ -17,6 +17,7 @@ use clap::parser::ValueSource;
 use serde::Deserialize;
 
 use crate::cli::{Cli, Command, LogFormat};
+use crate::credentials::ClientArgs;
 
 /// Where the configuration is read from when `--config` is not given. A missing file there is
 /// fine; a missing `--config` file is an error.
@@ -153,11 +154,22 @@ fn set_path(matches: &ArgMatches, id: &str, arg: &mut Option<PathBuf>, file: &Op
 }
 
 /// The TLS and token settings of a query client.
-fn set_client(matches: &ArgMatches, client: &mut crate::credentials::ClientArgs, file: &FileConfig) {
-    set_path(matches, "server_ca", &mut client.server_ca, &file.server_ca);
-    set_path(matches, "client_cert", &mut client.client_cert, &file.client_cert);
-    set_path(matches, "client_key", &mut client.client_key, &file.client_key);
-    set_path(matches, "token_file", &mut client.token_file, &file.token_file);
+fn set_client(
+    matches: &ArgMatches,
+    client: &mut crate::credentials::ClientArgs,
+    file: &FileConfig,
+) {
+    let ClientArgs {
+        server_ca,
+        client_cert,
+        client_key,
+        token_file,
+        ..
+    } = client;
+    set_path(matches, "server_ca", server_ca, &file.server_ca);
+    set_path(matches, "client_cert", client_cert, &file.client_cert);
+    set_path(matches, "client_key", client_key, &file.client_key);
+    set_path(matches, "token_file", token_file, &file.token_file);
 }
 
 /// Fills every option the command line left to its default from the file. `matches` are the
@@ -181,14 +193,24 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             );
             set_path(m, "tls_cert", &mut args.tls_cert, &file.tls_cert);
             set_path(m, "tls_key", &mut args.tls_key, &file.tls_key);
-            set_path(m, "tls_client_ca", &mut args.tls_client_ca, &file.tls_client_ca);
+            set_path(
+                m,
+                "tls_client_ca",
+                &mut args.tls_client_ca,
+                &file.tls_client_ca,
+            );
             set_path(
                 m,
                 "query_token_file",
                 &mut args.query_token_file,
                 &file.query_token_file,
             );
-            set(m, "query_clients", &mut args.query_clients, &file.query_clients);
+            set(
+                m,
+                "query_clients",
+                &mut args.query_clients,
+                &file.query_clients,
+            );
         }
         Command::Deviations(args) => {
             let Some(("deviations", m)) = matches.subcommand() else {

@@ -95,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_access(Arc::clone(&security.access))?;
         tokio::spawn(web::serve(web_listener, Arc::new(web), shutdown.clone()));
     }
+    security.log_warnings(args.listen);
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         db = %store.location(),

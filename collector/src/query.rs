@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 use proto::v1::{
     DeviationKind, ListDeviationsRequest, Severity, StoredDeviation, query_client::QueryClient,
 };
-use crate::credentials::ClientArgs;
 
 use crate::cli::{DeviationsArgs, ExportArgs};
 use crate::convert::{table_cells, to_json, unix_nanos};
+use crate::credentials::ClientArgs;
 use crate::ocsf::detection_finding;
 use crate::server::MAX_RESPONSE_BYTES;
 
@@ -30,7 +30,7 @@ pub enum QueryError {
     BadSince { value: String },
     #[error("cannot reach collector at {url}: {reason}; is `collector serve` running?")]
     Unreachable { url: String, reason: String },
-    #[error("collector at {url} answered: {status}")]
+    #[error("collector at {url} answered {:?}: {}", status.code(), status.message())]
     Status { url: String, status: tonic::Status },
     #[error("cannot write output: {0}")]
     Output(io::Error),
@@ -97,9 +97,7 @@ pub async fn list_with(
     request: ListDeviationsRequest,
     credentials: &ClientArgs,
 ) -> Result<Vec<StoredDeviation>, QueryError> {
-    let endpoint = credentials
-        .endpoint(url)?
-        .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = credentials.endpoint(url)?.connect_timeout(CONNECT_TIMEOUT);
     let bearer = credentials.interceptor()?;
     let channel = endpoint
         .connect()

@@ -89,27 +89,32 @@ impl Security {
             None => None,
         };
         let access = Access::new(tls.is_some(), tokens, settings.query_clients.clone());
-        if tls.is_none() {
+        Ok(Security {
+            tls,
+            access: Arc::new(access),
+        })
+    }
+
+    /// Warns about what these settings leave open (logged once serving, so that a refused start
+    /// prints only its error).
+    pub fn log_warnings(&self, listen: SocketAddr) {
+        if self.tls.is_none() {
             tracing::warn!(
                 %listen,
                 "serving gRPC in plain text (loopback only): no TLS, agent identities are not \
                  checked; set tls_cert, tls_key and tls_client_ca to require certificates"
             );
         }
-        if access.queries_open() {
+        if self.access.queries_open() {
             tracing::warn!(
                 "the Query service answers without authentication (plain text on loopback, no \
                  query_token_file)"
             );
-        } else if !access.queries_possible() {
+        } else if !self.access.queries_possible() {
             tracing::warn!(
                 "no query_token_file and no query_clients: the Query service refuses every caller"
             );
         }
-        Ok(Security {
-            tls,
-            access: Arc::new(access),
-        })
     }
 }
 

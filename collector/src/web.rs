@@ -111,8 +111,12 @@ async fn answer(web: Arc<Web>, request: Request) -> Response {
                 !crate::auth::header_ok(access, request.authorization.as_deref())
             }) =>
         {
-            error(401, "Unauthorized", "this API needs `Authorization: Bearer <token>`")
-                .header("WWW-Authenticate", "Bearer")
+            error(
+                401,
+                "Unauthorized",
+                "this API needs `Authorization: Bearer <token>`",
+            )
+            .header("WWW-Authenticate", "Bearer")
         }
         Route::Api(api) => {
             let query = request.query;

@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Append the id of every spooled deviation to this file (`--record-deviations`).
     pub record_deviations: Option<PathBuf>,
+    /// TLS files for an `https://` collector.
+    pub collector_tls: Option<crate::transport::ClientTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +86,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             agent_id: config.host.clone(),
             max_batch: 256,
             flush_interval: config.flush_interval,
+            heartbeat_interval: config.heartbeat_interval,
             spool_max_bytes: 256 * 1024 * 1024,
+            tls: config.collector_tls.clone(),
         },
         cancel.clone(),
     )?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_listen {
-            heartbeat_interval: config.heartbeat_interval,
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
     }
     let mut sensor = Sensor::load(&config.load)?;
@@ -275,6 +278,7 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>, cancel: Cancella
 fn refresh_metrics(metrics: &Metrics, sensor: &Sensor, transport: &Transport) {
     metrics.kernel_counters(&sensor.counters());
     metrics.transport(transport.stats());
+    transport.set_kernel_lost(lost_total(sensor));
 }
 
 fn deliver(
@@ -285,7 +289,6 @@ fn deliver(
     metrics: &Metrics,
     mut found: Vec<proto::v1::Deviation>,
     record: Option<&mut DeviationRecord>,
-    transport.set_kernel_lost(lost_total(sensor));
 ) {
     if found.is_empty() {
         return;

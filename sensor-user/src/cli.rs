@@ -170,4 +170,17 @@ pub struct RunArgs {
     /// produced, to compare with what the collector stored).
     #[arg(long, value_name = "FILE", env = "SENSOR_RECORD_DEVIATIONS")]
     pub record_deviations: Option<PathBuf>,
+
+    /// CA that signed the collector's certificate (PEM); needed for an https:// collector.
+    #[arg(long, value_name = "PATH", env = "SENSOR_COLLECTOR_CA")]
+    pub collector_ca: Option<PathBuf>,
+
+    /// This agent's certificate (PEM), issued for its host name (`collector certs --agent`):
+    /// the collector stores its deviations under that identity.
+    #[arg(long, value_name = "PATH", env = "SENSOR_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Key of --client-cert (PEM).
+    #[arg(long, value_name = "PATH", env = "SENSOR_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 }

@@ -55,6 +55,10 @@ pub struct FileConfig {
     pub cgroup_root: Option<PathBuf>,
     /// Prometheus endpoint, "" for none.
     pub metrics_listen: Option<ListenAddr>,
+    /// TLS to an https:// collector: its CA, this agent's certificate and key.
+    pub collector_ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// A local address to serve on, or none (written `""`).
@@ -158,16 +162,16 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 return;
             };
             set(m, "collector", &mut args.collector, &file.collector);
-            set(m, "state_dir", &mut args.state_dir, &file.state_dir);
-            set(
-                m,
-                "learning_runs",
             set(
                 m,
                 "heartbeat_interval",
                 &mut args.heartbeat_interval,
                 &file.heartbeat_interval,
             );
+            set(m, "state_dir", &mut args.state_dir, &file.state_dir);
+            set(
+                m,
+                "learning_runs",
                 &mut args.learning_runs,
                 &file.learning_runs,
             );
@@ -193,6 +197,15 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             }
             if unset(m, "cgroup_root") && file.cgroup_root.is_some() {
                 args.cgroup_root.clone_from(&file.cgroup_root);
+            }
+            for (id, arg, value) in [
+                ("collector_ca", &mut args.collector_ca, &file.collector_ca),
+                ("client_cert", &mut args.client_cert, &file.client_cert),
+                ("client_key", &mut args.client_key, &file.client_key),
+            ] {
+                if unset(m, id) && value.is_some() {
+                    arg.clone_from(value);
+                }
             }
             set(
                 m,

@@ -58,6 +58,11 @@ fn main() -> ExitCode {
                     flush_interval: args.flush_interval,
                     heartbeat_interval: args.heartbeat_interval,
                     record_deviations: args.record_deviations,
+                    collector_tls: sensor_user::transport::ClientTls::from_options(
+                        args.collector_ca,
+                        args.client_cert,
+                        args.client_key,
+                    ),
                 };
                 agent::run(config, cancel).await.map_err(|e| e.to_string())
             }

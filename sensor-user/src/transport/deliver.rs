@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Endpoint, Uri};
 
-use super::{Inner, TransportError, spool};
+use super::{ClientTls, Inner, TransportError, spool};
 
 /// Batches sent but not yet acknowledged, at most.
 pub(super) const WINDOW: usize = 8;
@@ -35,8 +35,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Trailer with which the collector names a batch it will never accept (see the proto).
 const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";
 
-/// Checks the collector URL and prepares the connection settings.
-pub fn endpoint(url: &str) -> Result<Endpoint, TransportError> {
+/// Checks the collector URL and prepares the connection settings: TLS (with `tls`) for
+/// `https://`, plain HTTP/2 for `http://`.
+pub fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, TransportError> {
     let invalid = |reason: &str| TransportError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -44,15 +45,38 @@ pub fn endpoint(url: &str) -> Result<Endpoint, TransportError> {
     let uri: Uri = url
         .parse()
         .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(invalid("https is not supported by this build; use http://")),
-        _ => return Err(invalid("expected http://HOST:PORT")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
         return Err(invalid("no host"));
+    };
+    // `[::1]` in a URL is the name `::1` in a certificate.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let https = match uri.scheme_str() {
+        Some("http") if tls.is_some() => {
+            return Err(invalid(
+                "collector_ca, client_cert and client_key need an https:// collector URL",
+            ));
+        }
+        Some("http") => false,
+        Some("https") if tls.is_none() => {
+            return Err(invalid(
+                "https:// needs collector_ca (--collector-ca), the CA that signed the \
+                 collector's certificate, and this agent's client_cert and client_key",
+            ));
+        }
+        Some("https") => true,
+        _ => return Err(invalid("expected http://HOST:PORT or https://HOST:PORT")),
+    };
+    let mut endpoint = Endpoint::from(uri);
+    if https {
+        let config = tls.cloned().unwrap_or_default().load(&host)?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| invalid(&error_chain(&e)))?;
     }
-    Ok(Endpoint::from(uri)
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -242,6 +266,7 @@ impl Delivery {
         let mut progressed = false;
         // When the oldest batch in flight was sent, or last acknowledged.
         let mut waiting_since = Instant::now();
+        let mut heartbeat = super::heartbeat::timer(self.inner.heartbeat_interval);
         loop {
             let draining = self.drain.draining();
             self.seal(draining);
@@ -263,7 +288,6 @@ impl Delivery {
                 if in_flight.is_empty() {
                     waiting_since = Instant::now();
                 }
-        let mut heartbeat = super::heartbeat::timer(self.inner.heartbeat_interval);
                 in_flight.push_back(sequence);
             }
             if draining && in_flight.is_empty() && self.inner.spool().is_empty() {
@@ -279,6 +303,10 @@ impl Delivery {
             let cancel = self.drain.cancel.clone();
             tokio::select! {
                 message = acks.message() => match message {
+                    // A heartbeat's acknowledgement: nothing to delete.
+                    Ok(Some(ack)) if ack.sequence == 0 => {
+                        tracing::trace!("heartbeat acknowledged");
+                    }
                     Ok(Some(ack)) => {
                         if let Err(reason) = self.acknowledge(&ack, &mut in_flight) {
                             return failed(reason);
@@ -300,11 +328,10 @@ impl Delivery {
                         };
                     }
                 },
-                    // A heartbeat's acknowledgement: nothing to delete.
-                    Ok(Some(ack)) if ack.sequence == 0 => {
-                        tracing::trace!("heartbeat acknowledged");
-                    }
                 () = self.inner.wake.notified() => {}
+                _ = heartbeat.tick(), if !draining => {
+                    super::heartbeat::send(&self.inner, &batches, in_flight.len());
+                }
                 () = sleep_until(flush_at), if !draining => {}
                 () = sleep_until(ack_deadline) => return Ended::Failed {
                     reason: format!("no acknowledgement for {ACK_TIMEOUT:?}"),
@@ -326,9 +353,6 @@ impl Delivery {
             () = sleep_until(self.drain.deadline) => false,
         }
     }
-                _ = heartbeat.tick(), if !draining => {
-                    super::heartbeat::send(&self.inner, &batches, in_flight.len());
-                }
 
     /// Seals the pending deviations into a batch when their flush interval is over (or `now`).
     fn seal(&mut self, now: bool) {

@@ -13,6 +13,7 @@ mod record;
 mod spool;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use spool::Spool;
+pub use tls::ClientTls;
 
 /// Default largest number of deviations in one batch.
 pub const DEFAULT_MAX_BATCH: usize = 256;
@@ -38,10 +40,10 @@ const MAX_BATCH_LIMIT: usize = 10_000;
 const MAX_BATCH_BYTES: u64 = 2 * 1024 * 1024;
 /// Largest single deviation accepted by [`Transport::send`].
 const MAX_DEVIATION_BYTES: usize = 1024 * 1024;
-/// Spool-full errors are logged at most this often (with the running count).
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Default time between two heartbeats to the collector.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = heartbeat::DEFAULT_INTERVAL;
+/// Spool-full errors are logged at most this often (with the running count).
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where and how to deliver deviations.
 #[derive(Debug, Clone)]
@@ -58,13 +60,13 @@ pub struct TransportConfig {
     pub flush_interval: Duration,
     /// Size limit of the spool; deviations beyond it are dropped (counted and logged).
     pub spool_max_bytes: u64,
-}
-
     /// Time between two heartbeats (agent status, so the collector knows this agent is alive
     /// and what it dropped).
     pub heartbeat_interval: Duration,
     /// TLS files for an `https://` collector.
     pub tls: Option<ClientTls>,
+}
+
 impl TransportConfig {
     /// A configuration with the defaults: host name as agent id, batches of 256, 200 ms flush,
     /// 256 MiB spool.
@@ -76,10 +78,10 @@ impl TransportConfig {
             max_batch: DEFAULT_MAX_BATCH,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
-        }
-    }
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             tls: None,
+        }
+    }
 }
 
 /// This machine's host name (as `uname -n`), or "localhost" if it cannot be read.
@@ -143,13 +145,13 @@ struct Inner {
     acknowledged: AtomicU64,
     dropped: AtomicU64,
     connected: AtomicBool,
-    /// When a spool-full error was last logged.
-    last_drop_log: Mutex<Option<Instant>>,
     /// Random identity of this run, sent in heartbeats (their counters count from its start).
     instance_id: String,
     heartbeat_interval: Duration,
     /// Kernel records lost since start, as last told by [`Transport::set_kernel_lost`].
     kernel_lost: AtomicU64,
+    /// When a spool-full error was last logged.
+    last_drop_log: Mutex<Option<Instant>>,
 }
 
 impl Inner {
@@ -186,7 +188,7 @@ impl Transport {
         config: TransportConfig,
         cancel: CancellationToken,
     ) -> Result<(Transport, tokio::task::JoinHandle<()>), TransportError> {
-        let endpoint = deliver::endpoint(&config.collector_url)?;
+        let endpoint = deliver::endpoint(&config.collector_url, config.tls.as_ref())?;
         if config.agent_id.is_empty() {
             return Err(TransportError::InvalidConfig(
                 "agent_id is empty".to_owned(),
@@ -222,11 +224,11 @@ impl Transport {
             acknowledged: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             connected: AtomicBool::new(false),
-            last_drop_log: Mutex::new(None),
-        });
             instance_id: heartbeat::instance_id(),
             heartbeat_interval: config.heartbeat_interval,
             kernel_lost: AtomicU64::new(0),
+            last_drop_log: Mutex::new(None),
+        });
         let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
         Ok((Transport { inner }, task))
     }
@@ -258,13 +260,13 @@ impl Transport {
         Ok(())
     }
 
-    /// Snapshot for logs/status.
-    pub fn stats(&self) -> TransportStats {
     /// Records the kernel's lost-record total, reported in the next heartbeats.
     pub fn set_kernel_lost(&self, total: u64) {
         self.inner.kernel_lost.store(total, Ordering::Relaxed);
     }
 
+    /// Snapshot for logs/status.
+    pub fn stats(&self) -> TransportStats {
         TransportStats {
             unacknowledged: self.inner.spool().unacknowledged(),
             acknowledged: self.inner.acknowledged.load(Ordering::Relaxed),
