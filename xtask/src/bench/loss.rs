@@ -18,6 +18,8 @@ use super::monitor::{SensorUnderTest, cpu_seconds, free_port, peak_rss_kib};
 /// One rate step.
 struct Step {
     offered: u64,
+    /// Load generator processes, each offering `offered`.
+    procs: usize,
     /// open+close per second the load generator achieved.
     achieved: f64,
     /// Events the agent decoded per second over the step.
@@ -51,28 +53,39 @@ fn step(
     bin: &Path,
     sensor: &SensorUnderTest,
     metrics: u16,
-    rate: u64,
+    (rate, procs): (u64, usize),
     secs: f64,
 ) -> anyhow::Result<Step> {
     let (events0, lost0) = counters(metrics)?;
     let cpu0 = cpu_seconds(sensor.sensor.id());
-    let out = Command::new(bin.join("loadgen"))
-        .args(["open-rate", &rate.to_string(), &secs.to_string()])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "loadgen open-rate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let children = (0..procs)
+        .map(|_| {
+            Command::new(bin.join("loadgen"))
+                .args(["open-rate", &rate.to_string(), &secs.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut achieved = 0.0;
+    for child in children {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "loadgen open-rate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        achieved += result["ops_per_sec"].as_f64().context("ops/s")?;
     }
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     // The agent drains every few ms; its metrics refresh every second.
     std::thread::sleep(Duration::from_millis(1500));
     let cpu = cpu_seconds(sensor.sensor.id()) - cpu0;
     let (events1, lost1) = counters(metrics)?;
     Ok(Step {
         offered: rate,
-        achieved: result["ops_per_sec"].as_f64().context("ops/s")?,
+        procs,
+        achieved,
         decoded: (events1 - events0) / secs,
         lost: (lost1 - lost0) as u64,
         cpu: cpu / secs,
@@ -82,10 +95,20 @@ fn step(
 
 /// The loss section: rate steps until the first loss (0 = unpaced, as fast as one core opens).
 pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
-    let rates: &[u64] = if quick {
-        &[10_000, 0]
+    // (opens/s per process, processes); 0 = unpaced. Two unpaced processes use both cores.
+    let rates: &[(u64, usize)] = if quick {
+        &[(10_000, 1), (0, 1)]
     } else {
-        &[25_000, 50_000, 100_000, 150_000, 200_000, 300_000, 0]
+        &[
+            (25_000, 1),
+            (50_000, 1),
+            (100_000, 1),
+            (150_000, 1),
+            (200_000, 1),
+            (300_000, 1),
+            (0, 1),
+            (0, 2),
+        ]
     };
     let secs = if quick { 1.0 } else { 3.0 };
     let dir = tempfile::tempdir()?;
@@ -96,7 +119,10 @@ pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
     })?;
     let mut steps = Vec::new();
     for &rate in rates {
-        eprintln!("[bench] loss sweep: offering {rate} opens/s (0 = unpaced)");
+        eprintln!(
+            "[bench] loss sweep: {} x {} opens/s (0 = unpaced)",
+            rate.1, rate.0
+        );
         let s = step(bin, &sensor, metrics, rate, secs)?;
         let lost = s.lost;
         steps.push(s);
@@ -106,6 +132,12 @@ pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
     }
     sensor.stop()?;
 
+    let offered = |s: &Step| match (s.offered, s.procs) {
+        (0, 1) => "unpaced".to_owned(),
+        (0, n) => format!("unpaced x {n} processes"),
+        (r, 1) => r.to_string(),
+        (r, n) => format!("{r} x {n} processes"),
+    };
     let mut r = String::new();
     writeln!(
         r,
@@ -115,7 +147,7 @@ pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
         r,
         "`sensor run --no-kernel-filter` (every open reaches the agent: decode, attribution, \
          baseline) while `loadgen open-rate` offers open+close of one file at paced rates for \
-         {secs} s per step; 0 = unpaced (one core opening as fast as it can). *decoded* is events \
+         {secs} s per step; 0 = unpaced (each load generator opening as fast as it can; the last step runs two, one per core). *decoded* is events \
          per second the agent decoded (its `sensor_events_total`), *lost* the records the kernel \
          could not deliver (`sensor_kernel_losses_total{{reason=lost_*}}`), *agent CPU* its cores \
          in use over the step.\n"
@@ -129,11 +161,7 @@ pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
         writeln!(
             r,
             "| {} | {:.0} | {:.0} | {} | {:.2} core | {} | {} MiB |",
-            if s.offered == 0 {
-                "unpaced".to_owned()
-            } else {
-                s.offered.to_string()
-            },
+            offered(s),
             s.achieved,
             s.decoded,
             s.lost,
@@ -152,16 +180,12 @@ pub fn section(bin: &Path, quick: bool) -> anyhow::Result<String> {
         "\n{}\n",
         match first_loss {
             Some(s) => format!(
-                "First loss at {:.0} decoded events/s (offered {}).",
+                "First loss at {:.0} decoded events/s (offered opens/s: {}).",
                 s.decoded,
-                if s.offered == 0 {
-                    "unpaced".to_owned()
-                } else {
-                    format!("{}/s", s.offered)
-                }
+                offered(s)
             ),
             None => format!(
-                "No loss up to the highest rate one core could offer ({:.0} events/s decoded).",
+                "No loss up to the highest rate the load generators could offer ({:.0} events/s decoded).",
                 steps.iter().map(|s| s.decoded).fold(0.0, f64::max)
             ),
         }
