@@ -51,6 +51,17 @@ impl Cache {
     /// Makes sure the cache holds everything `w` needs: offline check first, a real fetch from
     /// the registry when that fails. `tools` is the PATH and rustup environment of the jobs.
     pub fn prepare(&self, w: Workload, tools: &[(String, String)]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Another suite may be preparing the same cache right now.
+        let lock = std::fs::File::create(self.dir.join(".lock"))?;
+        // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                self.dir.display(),
+                std::io::Error::last_os_error()
+            );
+        }
         let seed = self.dir.join(match w {
             Workload::Rust => "rust",
             Workload::Node => "node",

@@ -16,8 +16,12 @@ use super::cache::Cache;
 use super::store::{Run, now_ns};
 use super::workloads::Workload;
 
-/// The repository every job claims to be from.
-pub const REPO: &str = "detect/suite";
+/// The repository every job of this suite claims to be from. The pid keeps two suites running at
+/// once on one host (each with its own sensors, all of which see every job) from sharing
+/// workloads and run ids.
+pub fn repo() -> String {
+    format!("detect/suite-{}", std::process::id())
+}
 
 /// The job script: checkout and cache restore are done by the runner; build and test, report to a
 /// known endpoint, then the (empty or malicious) extra step.
@@ -25,7 +29,7 @@ const JOB: &str = "set -eu\ncd \"$WS\"\n__BUILD__exec 3<>\"/dev/tcp/127.0.0.1/$K
 
 /// The sensor's workload id for a job.
 pub fn workload_id(w: Workload) -> String {
-    format!("github:{REPO}/ci/{}", w.job())
+    format!("github:{}/ci/{}", repo(), w.job())
 }
 
 /// Kills a child on drop so a failure leaves nothing running.
@@ -136,7 +140,7 @@ impl JobRunner {
             .envs(self.cache.env())
             .env("CI", "true")
             .env("GITHUB_ACTIONS", "true")
-            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_REPOSITORY", repo())
             .env("GITHUB_WORKFLOW", "ci")
             .env("GITHUB_JOB", w.job())
             .env("GITHUB_RUN_ID", &run_id)
