@@ -366,7 +366,8 @@ impl Engine {
                 let name = || report::object_name(&behaviour);
                 if let Some(e) = run.novelties.count(&behaviour, name, secs) {
                     let mut d = findings::enumeration(&self.host, event, &e, &run.window());
-                    let incident = run.incident.id.clone();
+                    let root = judge::tree_root(event);
+                    let incident = run.incident(&self.host, &workload.id, root, now).id.clone();
                     judge::finish_finding(&mut d, &incident, &self.secrets);
                     deviations.extend(run.budget.admit(d));
                 }

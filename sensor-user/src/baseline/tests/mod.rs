@@ -2,6 +2,7 @@
 
 mod bounded;
 mod noise;
+mod perf;
 mod scoring;
 
 use std::net::IpAddr;

@@ -750,3 +750,42 @@ fn baseline_files_without_the_new_dimensions_still_load() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn a_service_has_one_incident_per_process_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = service_engine(dir.path());
+    let w = unit();
+    for minute in 0..50 {
+        assert_eq!(feed(&mut engine, &reads(&w, minute, 10, 0)), []);
+        assert_eq!(feed(&mut engine, &connects(&w, minute, 2)), []);
+    }
+    // Two requests handled by two worker trees (each a child of the service's main process).
+    let t = monday(11 * 3600);
+    let tree = |root: u32, kind: EventKind| {
+        let mut e = ev(&w, t, root + 1, "/usr/bin/app", "/usr/bin/app", kind);
+        e.process.ancestry = vec![(root, "/usr/bin/app".into()), (1, "/sbin/init".into())];
+        e
+    };
+    let read = tree(
+        700,
+        open("/var/run/secrets/kubernetes.io/serviceaccount/token", false),
+    );
+    let mut post_a = tree(700, connect("203.0.113.80", 443, ConnectResult::Connected));
+    post_a.context.dns_name = Some("a.example".into());
+    let mut post_b = tree(800, connect("203.0.113.81", 443, ConnectResult::Connected));
+    post_b.context.dns_name = Some("b.example".into());
+    let d = feed(&mut engine, &[read, post_a, post_b]);
+    assert_eq!(
+        kinds(&d),
+        [
+            (DeviationKind::NewFileAccess, Severity::High),
+            (DeviationKind::NewNetworkDestination, Severity::High),
+            (DeviationKind::NewNetworkDestination, Severity::Medium),
+        ],
+        "{d:#?}"
+    );
+    assert_eq!(d[0].incident_id, d[1].incident_id);
+    assert_ne!(d[1].incident_id, d[2].incident_id);
+    assert!(has(&d[1], "after-credential-access") && !has(&d[2], "after-credential-access"));
+}
