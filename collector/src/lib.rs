@@ -13,6 +13,7 @@
 //! acknowledged without storing, and deviations are unique by id.
 
 pub mod auth;
+pub mod baselines;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -152,6 +152,10 @@ pub async fn serve_secure(
             .with_access(Arc::clone(&access)),
     )
     .max_decoding_message_size(MAX_DECODE_BYTES);
+    let baselines = proto::v1::baselines_server::BaselinesServer::new(
+        crate::baselines::BaselinesService::new(Arc::clone(&store), Arc::clone(&access)),
+    )
+    .max_decoding_message_size(crate::baselines::MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
     let query = InterceptedService::new(query, move |request: Request<()>| {
@@ -182,6 +186,7 @@ pub async fn serve_secure(
     let server = builder
         .add_service(ingest)
         .add_service(query)
+        .add_service(baselines)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -72,6 +72,7 @@ suite!(
     retention_deletes_old_rows_in_chunks,
     concurrent_handles_store_every_batch_exactly_once,
     reopening_keeps_data_and_schema,
+    merged_baselines_lose_no_concurrent_report,
 );
 
 fn key(sequence: u64) -> BatchKey<'static> {
@@ -500,6 +501,68 @@ fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
     assert_eq!((agent.batches, agent.stored), (BATCHES, u64::from(stored)));
 }
 
+/// Agents report baselines of one workload through several collectors at once: the merged
+/// baseline holds every run and behaviour, each report counted once.
+fn merged_baselines_lose_no_concurrent_report(db: &Db) {
+    use collector::baselines::merge;
+    use proto::v1::{Baseline, BaselineDimension};
+    const HANDLES: usize = 3;
+    const REPORTS: usize = 10;
+    let report = |agent: usize, n: usize| Baseline {
+        workload_id: "github:a/b/ci/build".into(),
+        runs: vec![format!("{agent}-{n}")],
+        mature: false,
+        dimensions: vec![BaselineDimension {
+            name: "executable".into(),
+            behaviours: vec![
+                r#"{"executable":"/usr/bin/make"}"#.into(),
+                format!(r#"{{"executable":"/opt/{agent}/{n}"}}"#),
+            ],
+        }],
+        version: 0,
+        agents: 0,
+    };
+    let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(db.open())).collect();
+    assert_eq!(stores[0].baseline("github:a/b/ci/build").unwrap(), None);
+    std::thread::scope(|scope| {
+        for (agent, store) in stores.iter().enumerate() {
+            scope.spawn(move || {
+                for n in 0..REPORTS {
+                    let r = report(agent, n);
+                    let id = format!("runner-{agent}");
+                    store
+                        .update_baseline(&r.workload_id, &mut |old| merge(old, &id, &r), 1)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let merged = stores[1].baseline("github:a/b/ci/build").unwrap().unwrap();
+    assert_eq!(merged.baseline.runs.len(), HANDLES * REPORTS);
+    assert_eq!(
+        merged.baseline.dimensions[0].behaviours.len(),
+        HANDLES * REPORTS + 1
+    );
+    assert_eq!(merged.baseline.version, (HANDLES * REPORTS) as u64);
+    assert_eq!(merged.agent_ids, ["runner-0", "runner-1", "runner-2"]);
+    assert_eq!(merged.baseline.agents, 3);
+    // A repeated report changes nothing, and the merge survives reopening.
+    let again = report(0, 0);
+    let after = stores[2]
+        .update_baseline(
+            &again.workload_id,
+            &mut |old| merge(old, "runner-0", &again),
+            2,
+        )
+        .unwrap();
+    assert_eq!(after, merged);
+    drop(stores);
+    assert_eq!(
+        db.open().baseline("github:a/b/ci/build").unwrap(),
+        Some(merged)
+    );
+}
+
 fn reopening_keeps_data_and_schema(db: &Db) {
     let store = db.open();
     store.store_batch(key(1), &[simple("kept", 1)], 1).unwrap();
@@ -595,7 +658,7 @@ fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied once");
     client
         .batch_execute("INSERT INTO schema_migrations VALUES (99, 0)")
         .unwrap();

@@ -472,6 +472,52 @@ impl Store {
     pub fn agent_events(&self, limit: u32) -> Result<Vec<AgentEvent>, StoreError> {
         dispatch!(self.agent_events(limit))
     }
+
+    /// Replaces the merged baseline of `workload_id` with `merge(current)`, reading and writing
+    /// in one transaction under the workload's lock (see `baselines.rs`). Returns the new one.
+    pub fn update_baseline(
+        &self,
+        workload_id: &str,
+        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        now_ns: i64,
+    ) -> Result<StoredBaseline, StoreError> {
+        dispatch!(self.update_baseline(workload_id, merge, now_ns))
+    }
+
+    /// The merged baseline of `workload_id`, if any agent reported one.
+    pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
+        dispatch!(self.baseline(workload_id))
+    }
+}
+
+/// A workload's baseline merged across agents, as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredBaseline {
+    /// The merged baseline (its `version` and `agents` filled in).
+    pub baseline: proto::v1::Baseline,
+    /// The agents that reported it, sorted.
+    pub agent_ids: Vec<String>,
+}
+
+/// A `merged_baselines` row's columns as a [`StoredBaseline`].
+fn decode_baseline(
+    workload_id: &str,
+    body: &[u8],
+    agent_ids: &str,
+) -> Result<StoredBaseline, StoreError> {
+    use prost::Message as _;
+    let baseline = proto::v1::Baseline::decode(body).map_err(|source| StoreError::Decode {
+        id: format!("merged baseline of {workload_id}"),
+        source,
+    })?;
+    Ok(StoredBaseline {
+        baseline,
+        agent_ids: agent_ids
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// The limit a query applies for a requested `limit` (0 for the default).

@@ -35,6 +35,7 @@ use super::{
     StoreError, WorkloadSummary, contact, count, filter_conditions, limit, redact, sequence_to_sql,
     silent_event,
 };
+use super::{StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
 use migrations::MIGRATIONS;
 
@@ -612,4 +613,66 @@ fn retryable(error: &postgres::Error) -> bool {
     error.code().is_some_and(|c| {
         *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
     })
+}
+
+/// Merged baselines (`baselines.rs`).
+impl Postgres {
+    pub fn update_baseline(
+        &self,
+        workload_id: &str,
+        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        now_ns: i64,
+    ) -> Result<StoredBaseline, StoreError> {
+        self.transaction(|tx| {
+            // The row exists (empty the first time) and is locked: replicas merging the same
+            // workload at once take turns.
+            tx.execute(
+                "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns)
+                 VALUES ($1, ''::bytea, '', 0) ON CONFLICT (workload_id) DO NOTHING",
+                &[&workload_id],
+            )?;
+            let row = tx.query_one(
+                "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = $1 FOR UPDATE",
+                &[&workload_id],
+            )?;
+            let body: Vec<u8> = row.get(0);
+            let agents: String = row.get(1);
+            let old = if body.is_empty() {
+                None
+            } else {
+                Some(decode_baseline(workload_id, &body, &agents)?)
+            };
+            let merged = merge(old);
+            tx.execute(
+                "UPDATE merged_baselines SET body = $2, agent_ids = $3, updated_ns = $4
+                 WHERE workload_id = $1",
+                &[
+                    &workload_id,
+                    &merged.baseline.encode_to_vec(),
+                    &merged.agent_ids.join("\n"),
+                    &now_ns,
+                ],
+            )?;
+            Ok(merged)
+        })
+    }
+
+    pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
+        let mut client = self.client()?;
+        let row = client.query_opt(
+            "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = $1",
+            &[&workload_id],
+        )?;
+        match row {
+            Some(row) => {
+                let body: Vec<u8> = row.get(0);
+                let agents: String = row.get(1);
+                if body.is_empty() {
+                    return Ok(None);
+                }
+                decode_baseline(workload_id, &body, &agents).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
 }

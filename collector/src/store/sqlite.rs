@@ -21,6 +21,7 @@ use super::{
     StoreError, WorkloadSummary, contact, count, filter_conditions, limit, sequence_to_sql,
     silent_event,
 };
+use super::{StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
 use migrations::MIGRATIONS;
 
@@ -466,4 +467,55 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// rolls back on drop), so a poisoned mutex is still safe to use.
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Merged baselines (`baselines.rs`).
+impl Sqlite {
+    pub fn update_baseline(
+        &self,
+        workload_id: &str,
+        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        now_ns: i64,
+    ) -> Result<StoredBaseline, StoreError> {
+        let mut conn = lock(&self.writer);
+        // IMMEDIATE: the write lock is taken before the read, so no merge is lost.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old = tx
+            .query_row(
+                "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
+                [workload_id],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()?
+            .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
+            .transpose()?;
+        let merged = merge(old);
+        tx.execute(
+            "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (workload_id) DO UPDATE
+             SET body = excluded.body, agent_ids = excluded.agent_ids,
+                 updated_ns = excluded.updated_ns",
+            params![
+                workload_id,
+                merged.baseline.encode_to_vec(),
+                merged.agent_ids.join("\n"),
+                now_ns
+            ],
+        )?;
+        tx.commit()?;
+        Ok(merged)
+    }
+
+    pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
+            [workload_id],
+            |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
+        )
+        .optional()?
+        .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
+        .transpose()
+    }
 }

@@ -62,4 +62,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX agent_events_time ON agent_events (time_ns);
     CREATE INDEX batches_received ON batches (received_ns);",
+    // 3: baselines merged across agents per workload (`baselines.rs`): the merged
+    // `sensor.v1.Baseline` protobuf and the agents that reported it, one per line.
+    "CREATE TABLE merged_baselines (
+        workload_id TEXT    PRIMARY KEY NOT NULL,
+        body        BLOB    NOT NULL,
+        agent_ids   TEXT    NOT NULL,
+        updated_ns  INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
