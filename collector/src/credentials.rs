@@ -47,6 +47,8 @@ pub enum CredentialError {
     BadToken,
     #[error("--server-ca, --client-cert and --client-key need an https:// server URL, not {url}")]
     TlsOnPlainUrl { url: String },
+    #[error("TLS settings are unusable: {0}")]
+    TlsConfig(String),
     #[error("invalid server URL {url:?}: expected http://HOST:PORT or https://HOST:PORT")]
     BadUrl { url: String },
 }
@@ -82,7 +84,9 @@ impl ClientArgs {
         };
         let endpoint = Endpoint::from(uri.clone());
         match uri.scheme_str() {
-            Some("https") => Ok(endpoint.tls_config(files.load(&host)?).map_err(|_| bad())?),
+            Some("https") => endpoint
+                .tls_config(files.load(&host)?)
+                .map_err(|e| CredentialError::TlsConfig(crate::one_line(&e))),
             Some("http") if files.is_set() => Err(CredentialError::TlsOnPlainUrl {
                 url: url.to_owned(),
             }),
@@ -117,6 +121,24 @@ fn first_token(path: &Path) -> Result<String, CredentialError> {
         .ok_or_else(|| CredentialError::NoToken {
             path: path.to_owned(),
         })
+}
+
+/// A status on one line: its code, its message, and the transport error under it (where a TLS
+/// refusal shows), with a hint for the refusal a missing client certificate causes.
+pub fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(cause) = std::error::Error::source(status) {
+        let cause = crate::one_line(cause);
+        if !text.contains(&cause) {
+            text.push_str(&format!(" ({cause})"));
+        }
+    }
+    if text.contains("CertificateRequired") {
+        text.push_str(
+            "; the collector requires a client certificate (--client-cert, --client-key)",
+        );
+    }
+    text
 }
 
 /// Adds `authorization: Bearer <token>` to each request when a token is set.

@@ -30,7 +30,7 @@ pub enum QueryError {
     BadSince { value: String },
     #[error("cannot reach collector at {url}: {reason}; is `collector serve` running?")]
     Unreachable { url: String, reason: String },
-    #[error("collector at {url} answered {:?}: {}", status.code(), status.message())]
+    #[error("collector at {url} answered {}", crate::credentials::describe(status))]
     Status { url: String, status: tonic::Status },
     #[error("cannot write output: {0}")]
     Output(io::Error),

@@ -77,10 +77,20 @@ impl ServerTlsFiles {
         let cert = read_certificates("server certificate (tls_cert)", &self.cert)?;
         let key = read_private_key("server key (tls_key)", &self.key)?;
         let ca = read_certificates("client CA (tls_client_ca)", &self.client_ca)?;
-        Ok(ServerTlsConfig::new()
+        let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(cert, key))
             .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(false))
+            .client_auth_optional(false);
+        // rustls checks that the key matches the certificate when the server is built: do it
+        // now, so that a mismatch stops the start instead of the running server.
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(|e| TlsError::Invalid {
+                what: "server certificate and key (tls_cert, tls_key)",
+                path: self.key.clone(),
+                reason: crate::one_line(&e),
+            })?;
+        Ok(config)
     }
 }
 
