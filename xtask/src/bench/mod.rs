@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Rounds per configuration for the micro workloads (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Rounds per configuration for the CI build and the server (the median is reported).
     #[arg(long, default_value_t = 3)]
