@@ -96,6 +96,23 @@ pub fn submit_flags() -> u64 {
     }
 }
 
+/// Sends the first `used` bytes of `record` (built in scratch space), rounded up to 8 and
+/// bounded by the record's size; a full ring counts as `lost`.
+#[inline(always)]
+pub fn output_prefix<T>(record: &T, used: usize, lost: Counter) {
+    let size = (used + 7) & !7;
+    // The explicit bound is what lets the verifier accept a variable length.
+    if size > size_of::<T>() {
+        count(lost);
+        return;
+    }
+    // SAFETY: `size` bytes of `record` are in bounds (checked above).
+    let bytes = unsafe { core::slice::from_raw_parts(record as *const T as *const u8, size) };
+    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+        count(lost);
+    }
+}
+
 /// True when the current process image already reported this object: the caller then sends
 /// nothing and the repeat is counted as suppressed. The first occurrence is remembered.
 #[inline(always)]

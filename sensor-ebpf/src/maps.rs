@@ -7,9 +7,11 @@ use aya_ebpf::{
 use sensor_common::{COUNTERS_LEN, CgroupCounts, KernelOffsets, SeenKey};
 
 /// All records to userspace. One ring for all CPUs keeps causal order (a fork is always read
-/// before the child's first event), which the agent's process tree relies on.
+/// before the child's first event), which the agent's process tree relies on. 8 MiB: opens, the
+/// bulk of the traffic, are sent at their used size (~100-300 bytes), so it holds tens of
+/// thousands of records; its pages are mapped twice into the agent, so it counts double in RSS.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Loss and error counters, indexed by `sensor_common::Counter`.
 #[map]
@@ -47,6 +49,11 @@ pub static PENDING_PRIVS: LruHashMap<u64, crate::creds::PendingPriv> =
 /// Scratch space to build a `PendingPriv` (larger than the BPF stack allows).
 #[map]
 pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space to build an open record before sending the part of it that is used.
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<sensor_common::OpenEvent> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// Lost and suppressed records per cgroup id, per CPU (userspace sums them).

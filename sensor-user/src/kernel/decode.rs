@@ -93,7 +93,11 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             exit_code: read::<ExitEvent>(bytes, 0)?.exit_code,
         },
         Kind::Open => {
-            need(bytes, size_of::<OpenEvent>())?;
+            // Sent without the unused tail of the path (see `output_prefix` in sensor-ebpf).
+            need(
+                bytes,
+                offset_of!(OpenEvent, path) + offset_of!(PathRecord, data),
+            )?;
             let flags = read::<u32>(bytes, offset_of!(OpenEvent, open_flags))?;
             EventKind::Open {
                 path: path(bytes, offset_of!(OpenEvent, path))?,
@@ -370,7 +374,13 @@ fn read<T: Copy>(bytes: &[u8], offset: usize) -> Result<T, DecodeError> {
 fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     let len = read::<u32>(bytes, offset + offset_of!(PathRecord, len))? as usize;
     let flags = read::<u32>(bytes, offset + offset_of!(PathRecord, flags))?;
-    let data = &bytes[offset + offset_of!(PathRecord, data)..][..len.min(PATH_DATA)];
+    let start = offset + offset_of!(PathRecord, data);
+    let data = bytes
+        .get(start..start + len.min(PATH_DATA))
+        .ok_or(DecodeError::Short {
+            got: bytes.len(),
+            need: start + len.min(PATH_DATA),
+        })?;
     let components: Vec<String> = strings(data)
         .into_iter()
         .filter(|c| !c.is_empty())
@@ -555,6 +565,26 @@ mod tests {
         assert!(
             matches!(mk(path_record(&["memfd:x"], PATH_UNLINKED)), EventKind::Open { path, .. } if path == "memfd:x")
         );
+    }
+
+    /// The kernel sends open records without the unused tail of the path.
+    #[test]
+    fn open_record_cut_after_its_path() {
+        let mut ev: Box<OpenEvent> = Box::new(unsafe { std::mem::zeroed() });
+        ev.header = header(Kind::Open);
+        ev.path = path_record(&["x", "tmp"], 0);
+        let full = bytes_of(&*ev);
+        let used =
+            offset_of!(OpenEvent, path) + offset_of!(PathRecord, data) + ev.path.len as usize;
+        let kind = decode(&full[..used.next_multiple_of(8)], &clock())
+            .unwrap()
+            .kind;
+        assert!(matches!(kind, EventKind::Open { path, .. } if path == "/tmp/x"));
+        // A record cut inside its path is an error, not a panic or a shorter path.
+        assert!(matches!(
+            decode(&full[..used - 1], &clock()),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]
