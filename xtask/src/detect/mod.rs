@@ -180,19 +180,37 @@ fn start_sensor(
     let sensor = Guard(
         Command::new(bin_dir.join("sensor"))
             .args(["run", "--collector", server, "--host", host])
+            // No metrics endpoint: several sensors run side by side (the default port is fixed).
+            .args(["--metrics-listen", ""])
             .args(["--learning-runs", &runs.to_string()])
             .args(["--learning-period", &format!("{}s", period.as_secs())])
             .arg("--state-dir")
             .arg(state)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(state)?)
             .spawn()
             .context("starting the sensor")?,
     );
     wait_until("the sensor to attach", Duration::from_secs(60), || {
         std::fs::read_to_string(state.join("status.json")).ok()
-    })?;
+    })
+    .with_context(|| log_tail(state))?;
     Ok(sensor)
+}
+
+/// The sensor's log, beside its state directory.
+fn log_file(state: &Path) -> anyhow::Result<std::fs::File> {
+    Ok(std::fs::File::create(state.with_extension("log"))?)
+}
+
+/// The end of the sensor's log, for an error message.
+fn log_tail(state: &Path) -> String {
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "sensor log:\n{}",
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    )
 }
 
 /// Runs the plan: collector and sensors on loopback, every workload learned, benign runs, then
