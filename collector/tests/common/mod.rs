@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod postgres;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

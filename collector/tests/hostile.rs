@@ -1,0 +1,232 @@
+//! Hostile agents over real mutual-TLS sockets: undecodable, oversized and mixed messages end
+//! only their own stream, with a clear status, while another agent's stream keeps being
+//! acknowledged. Also measures what TLS costs (ignored test).
+
+mod common;
+
+use collector::credentials::ClientArgs;
+use common::tls::{Agent, DEADLINE, TlsCollector, client, connect, deployment, one, stored};
+use common::{batch, deviation, temp_db};
+use prost::Message as _;
+use prost::bytes::BufMut as _;
+use proto::v1::{BatchAck, DeviationKind, Severity, ingest_client::IngestClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Sends raw bytes as messages of `StreamDeviations`, to play a hostile agent.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct AckDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = BatchAck;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for AckDecoder {
+    type Item = BatchAck;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<BatchAck>, Status> {
+        BatchAck::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// Opens a stream over `channel`, sends `messages` as they are and answers how it ended.
+async fn hostile(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/sensor.v1.Ingest/StreamDeviations");
+    let response = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            path,
+            RawCodec,
+        )
+        .await;
+    let mut acks = match response {
+        Err(status) => return status,
+        Ok(response) => response.into_inner(),
+    };
+    loop {
+        match tokio::time::timeout(DEADLINE, acks.message())
+            .await
+            .expect("the hostile stream ends in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("hostile stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_messages_end_their_stream_only() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    let server = TlsCollector::start(&db, &certs).await;
+    let good = connect(&server.url(), &client(&certs, Some("agent-agent-b")))
+        .await
+        .unwrap();
+    let bad = connect(&server.url(), &client(&certs, Some("agent-agent-a")))
+        .await
+        .unwrap();
+    let mut agent = Agent::open(good).await.unwrap();
+    let mut sequence = 0;
+    let mut send_good = async || {
+        sequence += 1;
+        let ack = agent
+            .send(one(&format!("good-{sequence}"), "agent-b", sequence))
+            .await
+            .expect("the healthy agent is still acknowledged");
+        assert_eq!(ack.sequence, sequence);
+    };
+    send_good().await;
+
+    // Not protobuf: a field tag with wire type 7.
+    let status = hostile(bad.clone(), vec![vec![0x0f, 0xff, 0xff]]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("not a valid sensor.v1.DeviationBatch"),
+        "{status:?}"
+    );
+    send_good().await;
+
+    // A length prefix far past the end of the message.
+    let mut huge_len = vec![0x1a]; // field 3 (deviations), length-delimited
+    huge_len.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    huge_len.extend([0u8; 16]);
+    let status = hostile(bad.clone(), vec![huge_len]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    send_good().await;
+
+    // Larger than the collector decodes (16 MiB).
+    let oversized = vec![0u8; collector::ingest::MAX_DECODE_BYTES + 1];
+    let status = hostile(bad.clone(), vec![oversized]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("larger than"), "{status:?}");
+    send_good().await;
+
+    // A valid batch after a good one on the same hostile stream is stored; the garbage after it
+    // ends the stream.
+    let honest = one("hostile-honest", "agent-a", 1).encode_to_vec();
+    let status = hostile(bad, vec![honest, vec![0xff; 64]]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    send_good().await;
+
+    let mut ids: Vec<String> = stored(&server.url(), &certs)
+        .await
+        .into_iter()
+        .map(|(agent, id)| format!("{agent}/{id}"))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "agent-a/hostile-honest",
+            "agent-b/good-1",
+            "agent-b/good-2",
+            "agent-b/good-3",
+            "agent-b/good-4",
+            "agent-b/good-5"
+        ]
+    );
+    server.stop().await;
+}
+
+/// Measures what mutual TLS costs: connection setup and streaming throughput, plain text and
+/// TLS side by side on loopback. Run: `cargo test --release -p collector --test hostile --
+/// --ignored --nocapture measure_tls_cost`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check"]
+async fn measure_tls_cost() {
+    const CONNECTS: u32 = 50;
+    const BATCHES: u64 = 2000;
+    const PER_BATCH: usize = 50;
+    let (dir, _) = temp_db();
+    let certs = deployment(dir.path());
+    let tls = TlsCollector::start(&dir.path().join("tls.db"), &certs).await;
+    let plain_db = dir.path().join("plain.db");
+    let plain = common::Collector::start(&plain_db).await;
+    let agent = client(&certs, Some("agent-agent-a"));
+    for (name, url, credentials) in [
+        ("plain", plain.url(), ClientArgs::default()),
+        ("mtls", tls.url(), agent.clone()),
+    ] {
+        let started = std::time::Instant::now();
+        for _ in 0..CONNECTS {
+            let channel = connect(&url, &credentials).await.unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+        let per_connect = started.elapsed() / CONNECTS;
+
+        let channel = connect(&url, &credentials).await.unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let mut acks = IngestClient::new(channel)
+            .stream_deviations(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let started = std::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            for sequence in 1..=BATCHES {
+                let deviations = (0..PER_BATCH)
+                    .map(|i| {
+                        deviation(
+                            &format!("{sequence}-{i}"),
+                            1_700_000_000,
+                            "unit:bench.service",
+                            DeviationKind::NewFileAccess,
+                            Severity::Low,
+                        )
+                    })
+                    .collect();
+                tx.send(batch("agent-a", sequence, deviations))
+                    .await
+                    .unwrap();
+            }
+        });
+        for _ in 0..BATCHES {
+            acks.message().await.unwrap().expect("ack");
+        }
+        sender.await.unwrap();
+        let elapsed = started.elapsed();
+        let rate = (BATCHES as f64 * PER_BATCH as f64) / elapsed.as_secs_f64();
+        eprintln!(
+            "{name}: connect+first call {per_connect:?}; {BATCHES} batches of {PER_BATCH} \
+             stored and acknowledged in {elapsed:?} ({rate:.0} deviations/s)"
+        );
+    }
+    plain.stop().await;
+    tls.stop().await;
+}
