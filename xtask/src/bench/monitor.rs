@@ -105,9 +105,12 @@ impl SensorUnderTest {
         if unfiltered {
             cmd.arg("--no-kernel-filter");
         }
-        // Metrics only when asked for: the default port is fixed and may be taken.
-        let metrics = metrics.map_or(String::new(), |m| format!("127.0.0.1:{m}"));
-        cmd.args(["--metrics-listen", &metrics]);
+        // A port of its own: the default one is fixed and may be taken by another sensor.
+        let metrics = match metrics {
+            Some(m) => m,
+            None => free_port()?,
+        };
+        cmd.args(["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
         let sensor = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !state.join("status.json").exists() {

@@ -180,8 +180,8 @@ fn start_sensor(
     let sensor = Guard(
         Command::new(bin_dir.join("sensor"))
             .args(["run", "--collector", server, "--host", host])
-            // No metrics endpoint: several sensors run side by side (the default port is fixed).
-            .args(["--metrics-listen", ""])
+            // Its own metrics port: several sensors run side by side (the default is fixed).
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--learning-runs", &runs.to_string()])
             .args(["--learning-period", &format!("{}s", period.as_secs())])
             .arg("--state-dir")
@@ -196,6 +196,10 @@ fn start_sensor(
     })
     .with_context(|| log_tail(state))?;
     Ok(sensor)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The sensor's log, beside its state directory.
