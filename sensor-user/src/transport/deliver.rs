@@ -269,7 +269,10 @@ impl Delivery {
         let mut heartbeat = super::heartbeat::timer(self.inner.heartbeat_interval);
         loop {
             let draining = self.drain.draining();
-            self.seal(draining);
+            // Nothing in flight: what is pending goes out at once (a lone deviation is not held
+            // back for the flush interval); while a batch awaits its acknowledgement, new
+            // deviations gather into the next one. Batches thus grow with the load by themselves.
+            self.seal(draining || in_flight.is_empty());
             while in_flight.len() < WINDOW {
                 let Some(sequence) = self.next_batch(last_sent) else {
                     break;

@@ -56,7 +56,8 @@ pub struct TransportConfig {
     pub agent_id: String,
     /// Most deviations per batch (1..=10000).
     pub max_batch: usize,
-    /// Longest time a deviation waits for its batch to fill before it is sent.
+    /// Longest time a deviation waits for its batch to fill before it is sent. Only while a
+    /// batch is awaiting its acknowledgement: on an idle stream a deviation is sent at once.
     pub flush_interval: Duration,
     /// Size limit of the spool; deviations beyond it are dropped (counted and logged).
     pub spool_max_bytes: u64,
@@ -145,8 +146,6 @@ struct Inner {
     acknowledged: AtomicU64,
     dropped: AtomicU64,
     connected: AtomicBool,
-    /// Random identity of this run, sent in heartbeats (their counters count from its start).
-    instance_id: String,
     heartbeat_interval: Duration,
     /// Kernel records lost since start, as last told by [`Transport::set_kernel_lost`].
     kernel_lost: AtomicU64,
@@ -165,6 +164,8 @@ impl Inner {
     /// Counts dropped deviations; logs an error at most every [`DROP_LOG_INTERVAL`].
     fn count_dropped(&self, count: u64, why: &str) {
         let total = self.dropped.fetch_add(count, Ordering::Relaxed) + count;
+        // Kept in the spool until a heartbeat tells the collector, across restarts.
+        self.spool().add_dropped(count);
         let mut last = self
             .last_drop_log
             .lock()
@@ -224,7 +225,6 @@ impl Transport {
             acknowledged: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             connected: AtomicBool::new(false),
-            instance_id: heartbeat::instance_id(),
             heartbeat_interval: config.heartbeat_interval,
             kernel_lost: AtomicU64::new(0),
             last_drop_log: Mutex::new(None),
