@@ -339,7 +339,7 @@ fn heartbeats_record_status_and_count_drops_once(db: &Db) {
             .unwrap()
             .is_empty()
     );
-    // A restarted agent counts from 0 again.
+    // A new instance (a wiped state directory, a new spool) counts from 0 again.
     let events = store
         .heartbeat("agent-h", &status("run-2", 2, 0), 4_000)
         .unwrap();

@@ -628,7 +628,7 @@ mod tests {
         // The same heartbeat again (resent, or through another replica): nothing new.
         let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r1", 5)), 30);
         assert!(events.is_empty());
-        // A restart: its count starts again from 0.
+        // A new instance (a new spool): its count starts again from 0.
         let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r2", 2)), 40);
         assert_eq!(events[0].count, 2);
         assert_eq!((row.dropped_total, row.last_contact_ns), (7, 40));

@@ -3,7 +3,9 @@
 //! dropped and kernel records lost since it started). The collector records the contact, so it
 //! can tell a quiet agent (nothing new to report) from a stopped one, and learns of drops once the
 //! agent reaches it again. Heartbeats take no spool space and no window slot: a lost one is
-//! simply superseded by the next, whose counters are cumulative.
+//! simply superseded by the next, whose drop count is cumulative over the spool's life (kept in
+//! the spool, so drops before a restart are still reported after it). The spool's id names that
+//! count (`AgentStatus.instance_id`): a wiped state directory starts a new one.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,20 +28,13 @@ pub fn timer(interval: Duration) -> Interval {
     timer
 }
 
-/// A random identity for this run of the agent (the kernel's UUID generator).
-pub fn instance_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|id| id.trim().to_owned())
-        .unwrap_or_else(|_| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            format!("{}-{}", std::process::id(), now.as_nanos())
-        })
-}
-
 /// The heartbeat message for the agent's current state.
 pub fn message(inner: &Inner) -> DeviationBatch {
+    // One lock for both: two `inner.spool()` in one expression would deadlock.
+    let (spool_deviations, dropped_total) = {
+        let mut spool = inner.spool();
+        (spool.unacknowledged(), spool.dropped_total())
+    };
     DeviationBatch {
         agent_id: inner.agent_id.clone(),
         sequence: 0,
@@ -47,10 +42,10 @@ pub fn message(inner: &Inner) -> DeviationBatch {
         spool_id: inner.spool_id.clone(),
         status: Some(AgentStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            instance_id: inner.instance_id.clone(),
+            instance_id: inner.spool_id.clone(),
             host: super::default_agent_id(),
-            spool_deviations: inner.spool().unacknowledged(),
-            dropped_total: inner.dropped.load(Ordering::Relaxed),
+            spool_deviations,
+            dropped_total,
             kernel_lost_total: inner.kernel_lost.load(Ordering::Relaxed),
             heartbeat_interval_millis: u32::try_from(inner.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),

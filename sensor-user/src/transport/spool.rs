@@ -6,6 +6,9 @@
 //! - `next-sequence`: the sequence the next sealed batch gets.
 //! - `pending.log`: deviations not yet in a batch, appended by `send` (see `record` for the format).
 //! - `batch-<sequence>.log`: sealed batches, same format, immutable, deleted when acknowledged.
+//! - `dropped`: how many deviations this spool ever lost (spool full, refused, unreadable), so
+//!   that drops survive an agent restart until a heartbeat reports them. Saved at most once a
+//!   second while drops happen, and always before a heartbeat reports the count.
 //!
 //! Sealing renames `pending.log` to the next batch file, so a batch's content is fixed before it is
 //! first sent and a resent batch is always identical to the first attempt. Crash safety:
@@ -33,6 +36,9 @@ use super::record::{self, MAGIC, Records};
 const PENDING: &str = "pending.log";
 const NEXT_SEQUENCE: &str = "next-sequence";
 const ID: &str = "id";
+const DROPPED: &str = "dropped";
+/// The `dropped` file is rewritten at most this often while deviations are being dropped.
+const DROPPED_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A sealed batch waiting for its acknowledgement.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +73,10 @@ pub struct Spool {
     max_batch: u64,
     max_batch_bytes: u64,
     max_bytes: u64,
+    /// Deviations this spool ever dropped, and what the `dropped` file holds.
+    dropped_total: u64,
+    dropped_saved: u64,
+    dropped_saved_at: Option<Instant>,
 }
 
 impl Spool {
@@ -112,8 +122,13 @@ impl Spool {
             max_batch: max_batch as u64,
             max_batch_bytes,
             max_bytes,
+            dropped_total: 0,
+            dropped_saved: 0,
+            dropped_saved_at: None,
         };
         spool.id = spool.read_or_create_id()?;
+        spool.dropped_total = spool.read_dropped();
+        spool.dropped_saved = spool.dropped_total;
         spool.recover()?;
         Ok(spool)
     }
@@ -134,6 +149,55 @@ impl Spool {
         TransportError::SpoolIo {
             path: self.dir.clone(),
             source,
+        }
+    }
+
+    /// The saved drop count; a missing file is 0, a damaged one too (with a warning: losing a
+    /// count must not stop the agent).
+    fn read_dropped(&self) -> u64 {
+        let path = self.dir.join(DROPPED);
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(path = %path.display(), "drop count unreadable; counting from 0");
+                0
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "drop count unreadable; counting from 0");
+                0
+            }
+        }
+    }
+
+    /// Counts `count` more dropped deviations, saving the total at most once a second.
+    pub fn add_dropped(&mut self, count: u64) {
+        self.dropped_total += count;
+        if self
+            .dropped_saved_at
+            .is_none_or(|at| at.elapsed() >= DROPPED_SAVE_INTERVAL)
+        {
+            self.save_dropped();
+        }
+    }
+
+    /// Deviations this spool ever dropped, saved first so that a reported count survives a
+    /// restart.
+    pub fn dropped_total(&mut self) -> u64 {
+        if self.dropped_saved != self.dropped_total {
+            self.save_dropped();
+        }
+        self.dropped_total
+    }
+
+    fn save_dropped(&mut self) {
+        self.dropped_saved_at = Some(Instant::now());
+        match write_atomically(
+            &self.dir,
+            DROPPED,
+            self.dropped_total.to_string().as_bytes(),
+        ) {
+            Ok(()) => self.dropped_saved = self.dropped_total,
+            Err(e) => tracing::warn!(error = %e, "cannot save the drop count"),
         }
     }
 

@@ -393,6 +393,26 @@ async fn spool_and_sequence_survive_a_transport_restart() {
 }
 
 #[tokio::test]
+async fn idle_stream_sends_a_lone_deviation_at_once() {
+    let server = TestServer::start("127.0.0.1:0", TestIngest::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let slow_flush = TransportConfig {
+        flush_interval: Duration::from_secs(60),
+        ..config(&server.url(), dir.path())
+    };
+    let (transport, task) = Transport::start(slow_flush, cancel.clone()).unwrap();
+    transport.send(deviations(0..1)).unwrap();
+    let started = Instant::now();
+    while server.ids().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.ids(), ids(0..1), "not sent within 10 s");
+    stop(cancel, task).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn cancellation_delivers_what_is_spooled_then_ends() {
     let server = TestServer::start("127.0.0.1:0", TestIngest::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -506,6 +526,52 @@ async fn heartbeats_report_status_and_drops_once_connected() {
     // Heartbeats are not batches: every batch is numbered from 1, none was lost.
     assert!(server.batches().iter().all(|b| b.sequence > 0));
     assert_eq!(server.ids().len() as u64, 100 - dropped);
+    stop(cancel, task).await;
+    server.stop().await;
+}
+
+/// Drops while the collector is away survive an agent restart: the next run reports them, under
+/// the same spool identity, added to its own.
+#[tokio::test]
+async fn drops_before_a_restart_are_reported_after_it() {
+    let url = closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let small = || TransportConfig {
+        spool_max_bytes: 2048,
+        heartbeat_interval: Duration::from_millis(50),
+        ..config(&url, dir.path())
+    };
+    let cancel = CancellationToken::new();
+    let (transport, task) = Transport::start(small(), cancel.clone()).unwrap();
+    transport.send(deviations(0..100)).unwrap();
+    let first_run = transport.stats().dropped;
+    assert!(first_run > 0);
+    stop(cancel, task).await;
+    drop(transport); // Releases the spool.
+
+    let cancel = CancellationToken::new();
+    let (transport, task) = Transport::start(small(), cancel.clone()).unwrap();
+    assert_eq!(
+        transport.stats().dropped,
+        0,
+        "the process's own count starts at 0"
+    );
+    transport.send(deviations(100..200)).unwrap();
+    let second_run = transport.stats().dropped;
+    assert!(second_run > 0);
+    let addr = url.trim_start_matches("http://");
+    let server = TestServer::start(addr, TestIngest::default()).await;
+    wait_for("a heartbeat", || {
+        !server.ingest.received.lock().unwrap().heartbeats.is_empty()
+    })
+    .await;
+    let heartbeat = server.ingest.received.lock().unwrap().heartbeats[0].clone();
+    let status = heartbeat.status.unwrap();
+    assert_eq!(status.dropped_total, first_run + second_run);
+    assert_eq!(
+        status.instance_id, heartbeat.spool_id,
+        "the count is the spool's"
+    );
     stop(cancel, task).await;
     server.stop().await;
 }
