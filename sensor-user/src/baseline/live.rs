@@ -39,6 +39,8 @@ pub(crate) struct RunState {
     pub active: Option<(u8, u8)>,
     /// Whether the host was checked against the baseline's hosts.
     pub host_checked: bool,
+    /// Whether this window was counted as a judged run.
+    pub counted: bool,
 }
 
 impl RunState {
@@ -59,6 +61,7 @@ impl RunState {
             budget: Budget::default(),
             active: None,
             host_checked: false,
+            counted: false,
         }
     }
 
@@ -122,6 +125,7 @@ impl Live {
                     state.rates = RateWindow::new(peak);
                     state.novelties = NoveltyWindow::default();
                     state.active = None;
+                    state.counted = false;
                 }
                 i
             }

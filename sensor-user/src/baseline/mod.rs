@@ -297,6 +297,10 @@ impl Engine {
             &mut deviations,
         );
 
+        if !learning && !run.counted {
+            run.counted = true;
+            tracked.dirty |= tracked.baseline.profile.judged(run.window_hash());
+        }
         // Windows: rates, the host and the hour of the week, tool chains, outputs.
         let secs = now.div_euclid(1_000_000_000);
         let (raised, spike) = run.rates.count(&event.event.kind, secs, learning);

@@ -28,6 +28,11 @@ pub(crate) struct Profile {
     /// moved into place, like cargo's uplifted binaries).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub outputs: BTreeSet<String>,
+    /// Judged runs (or hours) seen, and a hash of the last one, so each counts once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub judged_runs: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub last_judged: u64,
     /// [`PROFILE_VERSION`] once the engine saw this baseline; 0 in files written before the
     /// profile existed.
     #[serde(default)]
@@ -37,6 +42,14 @@ pub(crate) struct Profile {
     /// They learn for the learning period from then on instead of reporting everything as new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_since: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Version of the profile written by this build.
@@ -104,6 +117,16 @@ impl Profile {
         }
         n.runs += 1;
         n.last = run;
+        true
+    }
+
+    /// Counts the judged run (or hour) `run`; true when it is new.
+    pub(crate) fn judged(&mut self, run: u64) -> bool {
+        if self.judged_runs > 0 && self.last_judged == run {
+            return false;
+        }
+        self.judged_runs = self.judged_runs.saturating_add(1);
+        self.last_judged = run;
         true
     }
 

@@ -3,8 +3,9 @@
 //! A dimension is *learning* while its workload learns. After that it is *stable* when it stopped
 //! growing before the last learning epoch (one run for CI jobs, a fifth of the learning period for
 //! other workloads), and *unstable* when it still grew in the last epoch or, once judged, showed
-//! new behaviour in [`UNSTABLE_RUNS`] or more runs (hours, for other workloads): new behaviour there
-//! is less surprising, and scoring lowers it. The time dimension learns on until the workload has
+//! new behaviour in [`UNSTABLE_RUNS`] or more runs (hours, for other workloads) that are more than
+//! half of its judged runs: new behaviour there is less surprising, and scoring lowers it. (A few
+//! runs with novelties are what attacks look like; they do not make a dimension unstable.) The time dimension learns on until the workload has
 //! been seen for [`TIME_SPAN`], since hours of the week need a week to mean anything.
 
 use std::fmt;
@@ -17,7 +18,7 @@ use super::learned::WorkloadBaseline;
 /// Learning epochs of a workload that learns for a period.
 pub const PERIOD_EPOCHS: u32 = 5;
 /// Judged runs with new behaviour in a dimension that make it unstable.
-pub const UNSTABLE_RUNS: u32 = 3;
+pub const UNSTABLE_RUNS: u32 = 5;
 /// How long a workload must have been seen before its active hours are judged.
 pub const TIME_SPAN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -105,10 +106,11 @@ pub(crate) fn state(
         .growth
         .get(&dimension)
         .is_some_and(|g| last > 1 && g.last_epoch >= last);
-    let keeps_changing = profile
-        .novel_runs
-        .get(&dimension)
-        .is_some_and(|n| n.runs >= UNSTABLE_RUNS);
+    // New behaviour in most judged runs, not just in a few: a few runs with novelties are what
+    // attacks look like, and must not teach the engine to expect them.
+    let keeps_changing = profile.novel_runs.get(&dimension).is_some_and(|n| {
+        n.runs >= UNSTABLE_RUNS && u64::from(n.runs) * 2 > u64::from(profile.judged_runs)
+    });
     if still_growing || keeps_changing {
         DimensionState::Unstable
     } else {
@@ -164,12 +166,23 @@ mod tests {
         assert_eq!(st(&b, Dimension::FileAccess), DimensionState::Stable);
         assert_eq!(st(&b, Dimension::DnsName), DimensionState::Unstable);
         assert_eq!(st(&b, Dimension::Executable), DimensionState::Stable);
-        for run in [7, 7, 8] {
+        for run in [7, 7, 8, 9, 10] {
+            b.profile.judged(run);
             b.profile.novel_in(Dimension::FileAccess, run);
         }
-        assert_eq!(st(&b, Dimension::FileAccess), DimensionState::Stable);
-        b.profile.novel_in(Dimension::FileAccess, 9);
+        assert_eq!(
+            st(&b, Dimension::FileAccess),
+            DimensionState::Stable,
+            "4 runs"
+        );
+        b.profile.judged(11);
+        b.profile.novel_in(Dimension::FileAccess, 11);
         assert_eq!(st(&b, Dimension::FileAccess), DimensionState::Unstable);
+        // Five runs with novelties among many quiet ones: stable again.
+        for run in 12..20 {
+            b.profile.judged(run);
+        }
+        assert_eq!(st(&b, Dimension::FileAccess), DimensionState::Stable);
         assert_eq!(st(&b, Dimension::ActiveTime), DimensionState::Learning);
         assert_eq!(
             state(&b, Dimension::ActiveTime, &config, 7 * 24 * HOUR),

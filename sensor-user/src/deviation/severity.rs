@@ -11,8 +11,8 @@
 //! |                        | for any access to a credential-looking path (see below)           |
 //! | new network destination| MEDIUM                                                            |
 //! | new privilege use      | HIGH for ptrace, other processes' memory, bpf and module loads,   |
-//! |                        | unshare and setns (new namespaces); MEDIUM otherwise (uid/gid     |
-//! |                        | changes, capset, mount)                                           |
+//! |                        | unshare and setns (new namespaces), mount; MEDIUM otherwise       |
+//! |                        | (uid/gid changes, capset, umount)                                 |
 //! | new DNS name           | LOW; HIGH for tunnelling-shaped names (a label over 40 characters |
 //! |                        | or a name over 100)                                               |
 //! | new listener           | MEDIUM                                                            |
@@ -181,6 +181,8 @@ const INTRUSIVE_PRIVILEGES: &[&str] = &[
     // unprivileged CI job never needs unless its baseline says so.
     "unshare",
     "setns",
+    // A new mount: hiding files, escaping a sandbox, or reaching the host's devices.
+    "mount",
 ];
 
 /// The severity of reporting `behaviour` as new in `context` (see the module table).

@@ -789,3 +789,44 @@ fn a_service_has_one_incident_per_process_tree() {
     assert_ne!(d[1].incident_id, d[2].incident_id);
     assert!(has(&d[1], "after-credential-access") && !has(&d[2], "after-credential-access"));
 }
+
+#[test]
+fn a_few_attack_runs_do_not_make_a_dimension_unstable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = learned_ci(dir.path());
+    let shell_to = |run: u32, address: &str| {
+        let t = at(u64::from(run) * 3600);
+        of(
+            &job(&run.to_string()),
+            t,
+            1000 * run,
+            1000 * run - 1,
+            "/bin/bash",
+            connect(address, 4444, ConnectResult::Connected),
+        )
+    };
+    // Runs 7-9: a reverse shell each, to a new address, reached without DNS: high.
+    for (run, address) in [(7, "192.0.2.7"), (8, "192.0.2.8"), (9, "192.0.2.9")] {
+        let d = engine.observe(&shell_to(run, address));
+        assert_eq!(
+            kinds(&d),
+            [(DeviationKind::NewNetworkDestination, Severity::High)]
+        );
+    }
+    // Clean runs, then another one: the destinations are still a stable dimension.
+    for run in 10..13 {
+        assert_eq!(feed(&mut engine, &ci_run(run)), []);
+    }
+    let d = engine.observe(&shell_to(13, "192.0.2.13"));
+    assert_eq!(
+        kinds(&d),
+        [(DeviationKind::NewNetworkDestination, Severity::High)]
+    );
+    assert!(has(&d[0], "stable-dimension"), "{:?}", d[0].signals);
+    // Novelties in most judged runs are another matter: after a few more, it is unstable.
+    for run in 14..17 {
+        engine.observe(&shell_to(run, &format!("192.0.2.{run}")));
+    }
+    let d = engine.observe(&shell_to(17, "192.0.2.17"));
+    assert!(has(&d[0], "unstable-dimension"), "{:?}", d[0].signals);
+}
