@@ -5,7 +5,9 @@
 //! PostgreSQL refuses to run as root, so the server runs as the `postgres` OS user (through
 //! `runuser`, when the tests run as root). No server binaries is a failure telling to run
 //! `scripts/setup`, never a silent skip. `fsync` is off: the data is thrown away at the end, and
-//! nothing tested depends on surviving a power cut.
+//! nothing tested depends on surviving a power cut. A watchdog process stops the server and
+//! deletes its directory if the test process dies without dropping the cluster (an abort, a
+//! kill), so no server outlives its tests.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ impl PgCluster {
             .arg("-l")
             .arg(dir.path().join("server.log"))
             .args(["-o", &options, "start"]));
+        watch(&bin, dir.path(), as_root);
         PgCluster {
             dir,
             bin,
@@ -128,6 +131,33 @@ impl Drop for PgCluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+}
+
+/// Starts a detached shell that waits for this process to end, then stops the server in `dir`
+/// (a no-op when `Drop` already did) and deletes the directory.
+fn watch(bin: &Path, dir: &Path, as_root: bool) {
+    let runuser = if as_root {
+        "runuser -u postgres --"
+    } else {
+        ""
+    };
+    let script = format!(
+        "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; \
+         {runuser} \"$2/pg_ctl\" -D \"$3/data\" -m immediate -w stop >/dev/null 2>&1; \
+         rm -rf \"$3\""
+    );
+    let spawned = Command::new("sh")
+        .args(["-c", &script, "pg-watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(bin)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("cannot start the PostgreSQL watchdog (the server may outlive a crash): {e}");
     }
 }
 
