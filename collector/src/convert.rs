@@ -306,6 +306,64 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn scoring_fields_convert() {
+        let mut d = deviation("agg", 1);
+        d.kind = DeviationKind::Aggregated.into();
+        d.incident_id = "inc-1".to_owned();
+        d.tags = vec!["mitre:T1041".to_owned(), "nist-csf:DE.CM-01".to_owned()];
+        d.score = 72;
+        d.count = 41;
+        d.samples = vec!["new file access /etc/a".to_owned()];
+        d.related = vec![proto::v1::Evidence {
+            deviation_id: "cred".to_owned(),
+            kind: DeviationKind::NewFileAccess.into(),
+            summary: "ssh key read".to_owned(),
+            time_unix_nanos: 0,
+        }];
+        d.novelty = Some(Novelty {
+            what: Some(What::Aggregate(proto::v1::Aggregate {
+                kind: DeviationKind::NewFileAccess.into(),
+                budget: 20,
+                sample_ids: vec!["a".to_owned()],
+            })),
+        });
+        let v = to_json(&StoredDeviation {
+            deviation: Some(d),
+            ..StoredDeviation::default()
+        });
+        assert_eq!(v["kind"], "aggregated");
+        assert_eq!(
+            (
+                v["incident_id"].clone(),
+                v["score"].clone(),
+                v["count"].clone()
+            ),
+            ("inc-1".into(), 72.into(), 41.into())
+        );
+        assert_eq!(v["tags"][0], "mitre:T1041");
+        assert_eq!(v["related"][0]["kind"], "new-file-access");
+        assert_eq!(v["related"][0]["deviation_id"], "cred");
+        assert_eq!(v["samples"][0], "new file access /etc/a");
+        assert_eq!(v["novelty"]["kind"], "new-file-access");
+        assert_eq!(v["novelty"]["budget"], 20);
+        // Deviations from older agents count once.
+        let old = to_json(&StoredDeviation {
+            deviation: Some(deviation("old", 1)),
+            ..StoredDeviation::default()
+        });
+        assert_eq!(old["count"], 1);
+        for (kind, name) in [
+            (DeviationKind::NewSequence, "new-sequence"),
+            (DeviationKind::RateSpike, "rate-spike"),
+            (DeviationKind::Enumeration, "enumeration"),
+            (DeviationKind::UnusualTime, "unusual-time"),
+            (DeviationKind::NewHost, "new-host"),
+        ] {
+            assert_eq!(kind_name(kind.into()), name);
+        }
+    }
+
+    #[test]
     fn times_before_the_epoch_do_not_panic() {
         assert_eq!(rfc3339_nanos(-5), "1970-01-01T00:00:00.000000000Z");
         assert!(rfc3339_nanos(i64::MAX).starts_with("2262-"));
