@@ -316,3 +316,143 @@ async fn a_silent_agent_is_marked_once_and_cleared_when_it_is_back() {
     one.stop().await;
     two.stop().await;
 }
+
+/// A `collector serve` child on PostgreSQL, killed if the test ends without stopping it.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Serve {
+    /// The real binary, `serve --db <url>` on an ephemeral port (read from its JSON log).
+    fn start(db: &str, config: &std::path::Path) -> Serve {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "", "--db", db])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn collector serve");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("collector did not log that it serves");
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(
+                !line.contains("s3cret"),
+                "the password is never logged: {line}"
+            );
+            if entry["fields"]["message"] == "collector serving" {
+                let listen = entry["fields"]["listen"].as_str().unwrap().to_owned();
+                assert!(
+                    entry["fields"]["db"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("postgres://"),
+                    "{line}"
+                );
+                return Serve {
+                    child,
+                    url: format!("http://{listen}"),
+                    log,
+                };
+            }
+        }
+    }
+
+    /// SIGTERM; the exit status and the rest of the log.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.log.try_iter().collect();
+        (status, rest.join("\n"))
+    }
+}
+
+/// The shipped binary, twice, on one PostgreSQL: both start (one migrates), a batch sent to one
+/// and resent to the other is stored once, `collector agents` reads it from either, and both stop
+/// cleanly on SIGTERM (the connection pools are closed off the async threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_from_postgres_and_stops_cleanly() {
+    let cluster = PgCluster::start();
+    // Trust authentication ignores the password; it is here to check that it is never logged.
+    let db = cluster
+        .database("binary")
+        .replace("postgres@", "postgres:s3cret@");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, "").unwrap();
+    let (one, two) = {
+        let (db, config) = (db.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                let a = scope.spawn(|| Serve::start(&db, &config));
+                let b = scope.spawn(|| Serve::start(&db, &config));
+                (a.join().unwrap(), b.join().unwrap())
+            })
+        })
+        .await
+        .unwrap()
+    };
+
+    let mut a = AgentStream::open(&one.url).await;
+    let mut b = AgentStream::open(&two.url).await;
+    a.send(heartbeat("bin-agent", "r", 0)).await.unwrap();
+    let first = a.send(agent_batch(7, 1)).await.unwrap();
+    let again = b.send(agent_batch(7, 1)).await.unwrap();
+    assert_eq!((first.stored, again.stored), (PER_BATCH as u32, 0));
+
+    let url = two.url.clone();
+    let agents = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+            .arg("--config")
+            .arg(&config)
+            .args(["agents", "--json", "--server", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(agents.status.success(), "{agents:?}");
+    let text = String::from_utf8(agents.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "bin-agent and agent-7: {text}");
+    assert!(text.contains("\"agent_id\":\"bin-agent\"") && text.contains("\"version\":\"9.9.9\""));
+
+    drop((a, b));
+    for serve in [one, two] {
+        let (status, log) = tokio::task::spawn_blocking(move || serve.stop())
+            .await
+            .unwrap();
+        assert!(status.success(), "collector exited {status}: {log}");
+        assert!(
+            !log.contains("panicked") && !log.contains("s3cret"),
+            "{log}"
+        );
+    }
+}
