@@ -348,6 +348,12 @@ impl Serve {
             .expect("spawn collector serve");
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let (tx, log) = std::sync::mpsc::channel();
+        // From here the child is killed and reaped on drop, whatever fails below.
+        let mut serve = Serve {
+            child,
+            url: String::new(),
+            log,
+        };
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -355,7 +361,8 @@ impl Serve {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let line = log
+            let line = serve
+                .log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("collector did not log that it serves");
             let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -372,11 +379,8 @@ impl Serve {
                         .starts_with("postgres://"),
                     "{line}"
                 );
-                return Serve {
-                    child,
-                    url: format!("http://{listen}"),
-                    log,
-                };
+                serve.url = format!("http://{listen}");
+                return serve;
             }
         }
     }
