@@ -183,7 +183,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             };
             set(m, "listen", &mut args.listen, &file.listen);
             set(m, "db", &mut args.db, &file.db);
-            set(m, "agent_silence", &mut args.agent_silence, &file.agent_silence);
+            set(
+                m,
+                "agent_silence",
+                &mut args.agent_silence,
+                &file.agent_silence,
+            );
             set(m, "retention", &mut args.retention, &file.retention);
             set(
                 m,

@@ -21,15 +21,15 @@ pub mod convert;
 pub mod credentials;
 pub mod decode_error;
 pub mod ingest;
-pub mod listing;
 pub mod install;
+pub mod listing;
 pub mod metrics;
 pub mod ocsf;
 pub mod query;
 pub mod server;
 pub mod store;
-pub mod upkeep;
 pub mod tls;
+pub mod upkeep;
 pub mod web;
 
 use std::io::IsTerminal as _;
