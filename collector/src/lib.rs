@@ -1,10 +1,13 @@
 //! The collector: receives deviations from sensor agents over gRPC (`sensor.v1.Ingest`), stores
-//! them in SQLite and answers operators' queries (`sensor.v1.Query`).
+//! them in SQLite or, for several replicas, PostgreSQL (`store`), and answers operators' queries
+//! (`sensor.v1.Query`).
 //!
 //! `cli` is the command line and `config` its TOML file; `serve` runs `server` (the gRPC
 //! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus), and
 //! `web` (the HTTP endpoint: a page over what is stored, its JSON API, `/metrics`); `query` is the
-//! `deviations` client; `convert` holds every mapping of protobuf types to rows, names and JSON.
+//! `deviations` client; `convert` holds every mapping of protobuf types to rows, names and JSON;
+//! `listing` answers and prints `workloads` and `agents`; `upkeep` marks silent agents and applies
+//! retention in the background.
 //!
 //! The database defaults to `/var/lib/sensor-collector/collector.db` (its directory is created;
 //! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
