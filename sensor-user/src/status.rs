@@ -42,6 +42,11 @@ pub(crate) fn write(
         "lost": lost,
         "counters": counters.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "workloads": engine.summary().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        // Learning state of each baseline dimension, per workload, for machines.
+        "dimensions": engine.summary().iter().map(|w| (
+            w.workload.clone(),
+            serde_json::Value::Object(w.dimensions.iter().map(|(d, s)| (d.as_str().to_owned(), serde_json::json!(s.as_str()))).collect()),
+        )).collect::<serde_json::Map<_, _>>(),
     });
     let path = path(&config.state_dir);
     let tmp = config.state_dir.join("status.json.tmp");
