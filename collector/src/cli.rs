@@ -209,6 +209,10 @@ pub struct DeviationsArgs {
     /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only deviations older than this (with --since, a time range): a duration ago ("1h") or
+    /// an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
     /// At most this many (the collector caps it at 10000).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,

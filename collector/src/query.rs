@@ -28,6 +28,8 @@ pub enum QueryError {
     Credentials(#[from] crate::credentials::CredentialError),
     #[error("invalid --since {value:?}: expected a duration like 1h or 30m, or an RFC 3339 time")]
     BadSince { value: String },
+    #[error("invalid --until {value:?}: expected a duration like 1h or 30m, or an RFC 3339 time")]
+    BadUntil { value: String },
     #[error("cannot reach collector at {url}: {reason}; is `collector serve` running?")]
     Unreachable { url: String, reason: String },
     #[error("collector at {url} answered {}", crate::credentials::describe(status))]
@@ -71,7 +73,14 @@ pub fn request(
         kind: args.kind.map_or(0, |k| DeviationKind::from(k).into()),
         min_severity: args.min_severity.map_or(0, |s| Severity::from(s).into()),
         since_unix_nanos,
-        until_unix_nanos: 0,
+        until_unix_nanos: match &args.until {
+            None => 0,
+            Some(value) => {
+                unix_nanos(parse_since(value, now).ok_or_else(|| QueryError::BadUntil {
+                    value: value.clone(),
+                })?)
+            }
+        },
         limit: args.limit,
     })
 }
@@ -134,6 +143,7 @@ pub async fn export(args: &ExportArgs) -> Result<(), QueryError> {
         kind: args.kind,
         min_severity: args.min_severity,
         since: args.since.clone(),
+        until: None,
         limit: args.limit,
         json: true,
         client: args.client.clone(),

@@ -229,6 +229,41 @@ async fn the_workloads_and_agents_commands_print_tables_and_json() {
         .await
         .unwrap();
 
+    let url3 = url.clone();
+    let (before, within) = tokio::task::spawn_blocking(move || {
+        (
+            collector(&[
+                "deviations",
+                "--server",
+                &url3,
+                "--until",
+                "2023-01-01T00:00:00Z",
+            ]),
+            collector(&[
+                "deviations",
+                "--server",
+                &url3,
+                "--json",
+                "--since",
+                "2023-11-14T00:00:00Z",
+                "--until",
+                "2023-11-15T00:00:00Z",
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        before.trim(),
+        "no deviations",
+        "a time range: nothing before 2023"
+    );
+    assert_eq!(
+        within.lines().count(),
+        3,
+        "all three are on 2023-11-14: {within}"
+    );
+
     let url2 = url.clone();
     let (workloads, json, agents, events, severe) = tokio::task::spawn_blocking(move || {
         (
