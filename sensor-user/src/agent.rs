@@ -190,9 +190,16 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
 }
 
 /// `--record-deviations`: the agent's own account of what it produced, for tests that check
-/// delivery end to end. Each id is written (one `write` per batch, no buffering in the process)
-/// right after the spool took its deviation, so a SIGKILL cannot leave an id recorded that was
-/// not spooled. Errors are logged, never fatal: it is a debugging aid.
+/// delivery end to end. Text, appended by each agent process in turn:
+///
+/// - `start`: an agent process opened the file;
+/// - `spooling <id>`: one line per deviation, written before they are handed to the spool;
+/// - `spooled` / `failed`: the spool took (or refused) the `spooling` lines above it.
+///
+/// A group of `spooling` lines followed by `start` or the end of the file was interrupted (the
+/// agent was killed while spooling it): those deviations may or may not be in the spool. Each
+/// line is one `write` with no buffering in the process, so a SIGKILL loses nothing written.
+/// Errors are logged, never fatal: it is a debugging aid.
 struct DeviationRecord {
     file: std::fs::File,
     path: PathBuf,
@@ -200,26 +207,27 @@ struct DeviationRecord {
 
 impl DeviationRecord {
     fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
+        std::io::Write::write_all(&mut file, b"start\n")?;
         Ok(DeviationRecord {
             file,
             path: path.to_owned(),
         })
     }
 
-    fn append(&mut self, ids: &[String]) {
+    fn write(&mut self, text: &str) {
         use std::io::Write as _;
-        let mut text = String::new();
-        for id in ids {
-            text.push_str(id);
-            text.push('\n');
-        }
         if let Err(e) = self.file.write_all(text.as_bytes()) {
             tracing::error!(path = %self.path.display(), error = %e, "cannot record deviations");
         }
+    }
+
+    fn spooling(&mut self, ids: impl Iterator<Item = String>) {
+        let text: String = ids.map(|id| format!("spooling {id}\n")).collect();
+        self.write(&text);
     }
 }
 
@@ -308,14 +316,21 @@ fn deliver(
         metrics.deviation(d);
         tracing::info!(workload = d.workload.as_ref().map(|w| w.id.as_str()).unwrap_or(""), summary = %d.summary, "deviation");
     }
-    let ids: Vec<String> = match record {
-        Some(_) => found.iter().map(|d| d.id.clone()).collect(),
-        None => Vec::new(),
-    };
-    if let Err(e) = transport.send(found) {
+    let mut record = record;
+    if let Some(record) = record.as_deref_mut() {
+        record.spooling(found.iter().map(|d| d.id.clone()));
+    }
+    let sent = transport.send(found);
+    if let Some(record) = record {
+        let outcome = if sent.is_ok() {
+            "spooled\n"
+        } else {
+            "failed\n"
+        };
+        record.write(outcome);
+    }
+    if let Err(e) = sent {
         tracing::error!(error = %e, "could not queue deviations for delivery");
-    } else if let Some(record) = record {
-        record.append(&ids);
     }
 }
 

@@ -165,9 +165,9 @@ pub struct RunArgs {
     )]
     pub heartbeat_interval: Duration,
 
-    /// Debugging and tests: append the id of every deviation the agent produces to FILE, one
-    /// per line, once the delivery spool has taken it (the agent's own account of what it
-    /// produced, to compare with what the collector stored).
+    /// Debugging and tests: append to FILE the id of every deviation the agent produces
+    /// (`spooling <id>` lines, then `spooled` once the delivery spool has them; `start` when an
+    /// agent opens it): the agent's own account, to compare with what the collector stored.
     #[arg(long, value_name = "FILE", env = "SENSOR_RECORD_DEVIATIONS")]
     pub record_deviations: Option<PathBuf>,
 
