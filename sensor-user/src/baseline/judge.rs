@@ -55,15 +55,27 @@ pub(crate) fn tree_root(event: &Attributed) -> u32 {
         .map_or(event.event.pid, |(pid, _)| *pid)
 }
 
-/// Whether `behaviour` modifies a file the workload produces: written while learning, or moved
-/// into place by link or rename.
-fn writes_output(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> bool {
+/// What a new modifying access does to a file the workload knows: `(output, input)`: it
+/// modifies a file the workload produces (written while learning, or moved into place by link or
+/// rename), or one it only ever read (a served page, a checked-out source).
+fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     let Behaviour::File { path, intent } = behaviour else {
-        return false;
+        return (false, false);
     };
-    severity::modifies(intent)
-        && (baseline.profile.outputs.contains(path)
-            || baseline.learned.intents(path).any(severity::modifies))
+    if !severity::modifies(intent) {
+        return (false, false);
+    }
+    if baseline.profile.outputs.contains(path) {
+        return (true, false);
+    }
+    let mut known = false;
+    for intent in baseline.learned.intents(path) {
+        if severity::modifies(intent) {
+            return (true, false);
+        }
+        known = true;
+    }
+    (false, known)
 }
 
 /// Scores the new `behaviour` of `event` in `incident`.
@@ -86,12 +98,14 @@ pub(crate) fn score(
             .map(|name| baseline.knows(&Behaviour::DnsName(name.clone()))),
         _ => Some(false),
     };
+    let (output, input) = tampers(baseline, behaviour);
     let facts = Facts {
         state: stability::state(baseline, dimension, config, now),
         incident,
         executable: &executable,
         dns_known,
-        output: writes_output(baseline, behaviour),
+        output,
+        input,
         privileged: event.event.euid == 0 && event.event.uid != 0,
         breadth: incident.breadth_with(dimension),
     };

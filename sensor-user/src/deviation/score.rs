@@ -12,6 +12,7 @@
 //! | destination not from a name the workload resolved | +10           | `no-dns`                  |
 //! | destination from a DNS name the baseline knows (address rotation) | −15 | `known-name`        |
 //! | new kind of write to a file the workload produces | +25, at least 70 | `output-tampering`     |
+//! | write to a file the workload only ever read | +15                 | `input-tampering`         |
 //! | process has euid 0 and a non-zero uid     | +10                   | `privileged`              |
 //! | base medium or more, and the incident deviated in 3 or more dimensions | +5 | `breadth:<n>` |
 //!
@@ -36,6 +37,8 @@ pub struct Facts<'a> {
     pub dns_known: Option<bool>,
     /// A modifying access to a file the workload produces (writes or links into place).
     pub output: bool,
+    /// A modifying access to a file the workload only ever read.
+    pub input: bool,
     /// euid 0 with a non-zero uid.
     pub privileged: bool,
     /// Dimensions of the incident with new behaviour, this one included.
@@ -136,6 +139,10 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
         s.signals.push("output-tampering".into());
         s.chained = true;
     }
+    if facts.input {
+        score += 15;
+        s.signals.push("input-tampering".into());
+    }
     if facts.privileged {
         score += 10;
         s.signals.push("privileged".into());
@@ -171,6 +178,7 @@ mod tests {
             executable: "/usr/bin/curl",
             dns_known: Some(false),
             output: false,
+            input: false,
             privileged: false,
             breadth: 1,
         }

@@ -56,6 +56,9 @@ pub fn tags(
             if has("output-tampering") {
                 out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
             }
+            if has("input-tampering") {
+                out.push("mitre:T1565.001");
+            }
             if path.contains("/.git/hooks/") {
                 out.push("mitre:T1195.002");
             }

@@ -365,6 +365,7 @@ fn tampering_with_a_build_output_is_high() {
             append(OUTPUT),
             append("/home/runner/work/app/dist/app"),
             append("/home/runner/work/app/notes.txt"),
+            append("/home/runner/work/app/.git/HEAD"),
         ],
     );
     assert_eq!(
@@ -374,11 +375,14 @@ fn tampering_with_a_build_output_is_high() {
             (DeviationKind::NewFileAccess, Severity::High),
             // Not an output: an ordinary new write.
             (DeviationKind::NewFileAccess, Severity::Medium),
+            // A file the build only ever read.
+            (DeviationKind::NewFileAccess, Severity::High),
         ],
         "{d:#?}"
     );
     assert!(has(&d[0], "output-tampering") && has(&d[1], "output-tampering"));
-    assert!(!has(&d[2], "output-tampering"));
+    assert!(!has(&d[2], "output-tampering") && !has(&d[2], "input-tampering"));
+    assert!(has(&d[3], "input-tampering"), "{:?}", d[3].signals);
     assert!(d[0].tags.contains(&"mitre:T1565.001".to_owned()));
 }
 
