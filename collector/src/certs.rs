@@ -36,7 +36,7 @@ pub const LOCAL_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 pub struct CertsPlan {
     pub dir: PathBuf,
     /// Names and addresses of the collector (besides [`LOCAL_SERVER_NAMES`]); a server certificate
-    /// is made when this is non-empty or no other certificate is asked for.
+    /// is made when this is non-empty or the directory has none yet.
     pub server_names: Vec<String>,
     pub agents: Vec<String>,
     pub query_clients: Vec<String>,
@@ -70,8 +70,8 @@ pub struct CertsArgs {
     #[arg(long, value_name = "DIR", default_value = "/etc/sensor/tls")]
     pub dir: PathBuf,
     /// A name or address agents use to reach the collector (repeatable); localhost, 127.0.0.1
-    /// and ::1 are always included. A server certificate is made when this is given, or when no
-    /// --agent and no --query-client are.
+    /// and ::1 are always included. A server certificate is made when this is given or when the
+    /// directory has none yet.
     #[arg(long = "server-name", value_name = "NAME")]
     pub server_names: Vec<String>,
     /// An agent identity, normally its host name (repeatable): writes agent-NAME.pem/.key.
@@ -121,8 +121,7 @@ pub fn create(plan: &CertsPlan) -> Result<Vec<PathBuf>, CertsError> {
     let mut written = Vec::new();
     let (issuer, ca_written) = ca(&plan.dir)?;
     written.extend(ca_written);
-    let make_server =
-        !plan.server_names.is_empty() || (plan.agents.is_empty() && plan.query_clients.is_empty());
+    let make_server = !plan.server_names.is_empty() || !plan.dir.join("server.pem").exists();
     if make_server {
         let mut names: Vec<String> = plan.server_names.clone();
         names.extend(LOCAL_SERVER_NAMES.map(str::to_owned));

@@ -25,11 +25,23 @@ impl Drop for Guard {
     }
 }
 
+/// Runs the collector binary to completion, killed (and the test failed) after 30 s.
 fn collector(args: &[&str]) -> Output {
-    Command::new(workspace_bin("collector"))
+    let mut child = Command::new(workspace_bin("collector"))
         .args(args)
-        .output()
-        .expect("run collector")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run collector");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("collector {args:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collector output")
 }
 
 fn deviation(id: &str) -> Deviation {
