@@ -460,3 +460,84 @@ async fn the_binary_serves_from_postgres_and_stops_cleanly() {
         );
     }
 }
+
+/// Ingest rate through the real gRPC server, SQLite (one collector) against PostgreSQL (two
+/// replicas, agents split between them). A measurement, not a check: run with
+/// `cargo test --release -p collector --test store_replicas -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; prints deviations per second"]
+async fn measure_ingest_rate() {
+    const AGENTS: usize = 4;
+    const BATCHES: u64 = 40;
+    const SIZE: usize = 256;
+    async fn run(urls: Vec<String>) -> (u64, Duration) {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..AGENTS)
+            .map(|agent| {
+                let url = urls[agent % urls.len()].clone();
+                tokio::spawn(async move {
+                    let mut stream = AgentStream::open(&url).await;
+                    let mut stored = 0u64;
+                    for sequence in 1..=BATCHES {
+                        let deviations = (0..SIZE)
+                            .map(|i| {
+                                deviation(
+                                    &format!("m{agent}-{sequence}-{i}"),
+                                    1_700_000_000,
+                                    &format!("unit:m{agent}.service"),
+                                    DeviationKind::NewFileAccess,
+                                    Severity::Low,
+                                )
+                            })
+                            .collect();
+                        let ack = stream
+                            .send(batch(&format!("m{agent}"), sequence, deviations))
+                            .await
+                            .unwrap();
+                        stored += u64::from(ack.stored);
+                    }
+                    stored
+                })
+            })
+            .collect();
+        let mut stored = 0;
+        for task in tasks {
+            stored += task.await.unwrap();
+        }
+        (stored, started.elapsed())
+    }
+    let (_dir, path) = common::temp_db();
+    let sqlite = common::Collector::start(&path).await;
+    let (n, t) = run(vec![sqlite.url()]).await;
+    println!(
+        "sqlite, 1 collector: {n} deviations in {t:?}: {:.0}/s",
+        n as f64 / t.as_secs_f64()
+    );
+    sqlite.stop().await;
+
+    let cluster = PgCluster::start();
+    let db = cluster.database("measure");
+    let (one, two) = tokio::join!(
+        Replica::start(&db, Duration::from_secs(600)),
+        Replica::start(&db, Duration::from_secs(600))
+    );
+    let (n, t) = run(vec![one.url.clone()]).await;
+    println!(
+        "postgres, 1 replica: {n} deviations in {t:?}: {:.0}/s",
+        n as f64 / t.as_secs_f64()
+    );
+    let db2 = cluster.database("measure2");
+    one.stop().await;
+    two.stop().await;
+    let (one, two) = tokio::join!(
+        Replica::start(&db2, Duration::from_secs(600)),
+        Replica::start(&db2, Duration::from_secs(600))
+    );
+    let (n, t) = run(vec![one.url.clone(), two.url.clone()]).await;
+    println!(
+        "postgres, 2 replicas: {n} deviations in {t:?}: {:.0}/s",
+        n as f64 / t.as_secs_f64()
+    );
+    one.stop().await;
+    two.stop().await;
+}
