@@ -413,9 +413,10 @@ pub struct FileOpEvent {
     /// `FILEOP_*` bits.
     pub flags: u32,
     pub args: [u64; 2],
-    pub dir: PathRecord,
     pub name: [u8; NAME_DATA],
     pub name2: [u8; NAME_DATA],
+    /// Last, so the record can be sent without the unused tail of the path.
+    pub dir: PathRecord,
 }
 const _: () = assert!(size_of::<FileOpEvent>().is_multiple_of(8));
 

@@ -7,14 +7,15 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated, macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
     Counter, EventKind, FILEOP_DIR_IS_FILE, FILEOP_NAME2_OTHER_DIR, FileOp, FileOpEvent, NAME_DATA,
-    PATH_TRUNCATED,
+    PATH_TRUNCATED, PathRecord,
 };
 
 use crate::{
     kernel::{
-        arg, count, current_task, file_of_fd, fill_header, is_self, off, read_ptr, walk_path,
+        arg, current_task, file_of_fd, fill_header, is_self, off, output_prefix, read_ptr,
+        walk_path,
     },
-    maps::EVENTS,
+    maps::FILEOP_SCRATCH,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -49,12 +50,12 @@ fn emit(op: FileOp, base: Base, name: u64, name2: u64, name2_dfd: i64, args: [u6
     if is_self() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<FileOpEvent>(0) else {
-        count(Counter::LostFileOp);
+    // Built in per-CPU scratch, sent without the unused tail of `dir` (as opens are).
+    let Some(ev) = FILEOP_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: the reservation is sized for FileOpEvent; every field the reader trusts is written.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    // SAFETY: this CPU's scratch slot; programs on one CPU do not preempt each other.
+    let ev = unsafe { &mut *ev };
     let task = current_task();
     fill_header(&mut ev.header, EventKind::FileOp as u32, task);
     ev.op = op as u32;
@@ -92,9 +93,14 @@ fn emit(op: FileOp, base: Base, name: u64, name2: u64, name2_dfd: i64, args: [u6
             }
         }
     }
-    entry.submit(crate::kernel::submit_flags());
+    let used = DIR_IN_FILEOP + ev.dir.len as usize;
+    output_prefix(ev, used, Counter::LostFileOp);
     0
 }
+
+/// Where the directory path's bytes start in a [`FileOpEvent`].
+const DIR_IN_FILEOP: usize =
+    core::mem::offset_of!(FileOpEvent, dir) + core::mem::offset_of!(PathRecord, data);
 
 const CWD: Base = Base::Dir(AT_FDCWD);
 

@@ -56,6 +56,11 @@ pub static PRIV_SCRATCH: PerCpuArray<crate::creds::PendingPriv> =
 pub static OPEN_SCRATCH: PerCpuArray<sensor_common::OpenEvent> =
     PerCpuArray::with_max_entries(1, 0);
 
+/// Scratch space to build a file-operation record (see `OPEN_SCRATCH`).
+#[map]
+pub static FILEOP_SCRATCH: PerCpuArray<sensor_common::FileOpEvent> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Lost and suppressed records per cgroup id, per CPU (userspace sums them).
 #[map]
 pub static CGROUP_COUNTS: LruPerCpuHashMap<u64, CgroupCounts> =
