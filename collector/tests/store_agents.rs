@@ -329,3 +329,66 @@ async fn the_workloads_and_agents_commands_print_tables_and_json() {
     assert_eq!(events[0]["count"], 3);
     server.stop().await;
 }
+
+/// GET `path` from the web endpoint at `addr`; the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The web page's API shows silence, drops and the latest agent events.
+#[tokio::test]
+async fn the_web_api_shows_silent_agents_and_their_events() {
+    let (_dir, db) = temp_db();
+    let store = Arc::new(Store::open(&db).unwrap());
+    let long_ago = collector::convert::unix_nanos(SystemTime::now()) - 3_600 * 1_000_000_000;
+    let status = heartbeat("quiet", 9).status.unwrap();
+    store.heartbeat("quiet", &status, long_ago).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    collector::upkeep::check_silence(&store, &metrics, Duration::from_secs(120)).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let web = collector::web::Web::new(Arc::clone(&store), metrics, addr.ip());
+    let cancel = CancellationToken::new();
+    tokio::spawn(collector::web::serve(
+        listener,
+        Arc::new(web),
+        cancel.clone(),
+    ));
+    let body = http_get(addr, "/api/agents").await;
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let agent = &api["agents"][0];
+    assert_eq!(
+        (
+            &agent["agent_id"],
+            &agent["silent"],
+            &agent["dropped"],
+            &agent["version"]
+        ),
+        (
+            &serde_json::json!("quiet"),
+            &serde_json::json!(true),
+            &serde_json::json!(9),
+            &serde_json::json!("1.2.3")
+        ),
+        "{api}"
+    );
+    let events: Vec<&str> = api["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["silent", "dropped", "first-contact"], "{api}");
+    cancel.cancel();
+}
