@@ -191,7 +191,10 @@ fn ip(family: u16, addr: [u8; 16]) -> IpAddr {
 
 fn file_op(bytes: &[u8]) -> Result<EventKind, DecodeError> {
     // Sent without the unused tail of `dir` (see `output_prefix` in sensor-ebpf).
-    need(bytes, offset_of!(FileOpEvent, dir) + offset_of!(PathRecord, data))?;
+    need(
+        bytes,
+        offset_of!(FileOpEvent, dir) + offset_of!(PathRecord, data),
+    )?;
     let op = read::<u32>(bytes, offset_of!(FileOpEvent, op))?;
     let op = FileOp::try_from(op).map_err(|op| DecodeError::UnknownOp(op, "file"))?;
     let flags = read::<u32>(bytes, offset_of!(FileOpEvent, flags))?;
