@@ -138,8 +138,8 @@ pub struct ServeArgs {
     )]
     pub retention: crate::upkeep::Retention,
     /// Serve the web page (http://ADDR/, with its JSON API under /api/) and Prometheus metrics
-    /// (http://ADDR/metrics); "" for none. No authentication: keep it on loopback or a
-    /// management network.
+    /// (http://ADDR/metrics); "" for none. Off loopback the JSON API requires a token from
+    /// --query-token-file (refused at start without one).
     #[arg(
         long,
         value_name = "ADDR",

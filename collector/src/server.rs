@@ -159,7 +159,16 @@ pub async fn serve_secure(
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
     let query = InterceptedService::new(query, move |request: Request<()>| {
-        access.authorize_query(&request)?;
+        if let Err(status) = access.authorize_query(&request) {
+            // An audit trail of refused callers; legitimate clients are not logged.
+            tracing::info!(
+                peer = ?request.remote_addr(),
+                identity = crate::tls::peer_identity(&request),
+                reason = status.message(),
+                "query refused"
+            );
+            return Err(status);
+        }
         Ok(request)
     });
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -16,9 +16,11 @@
 //! page. Everything the page shows comes from agents: it builds its DOM with `textContent` only,
 //! and a Content-Security-Policy allows no inline script.
 //!
-//! No authentication. When the endpoint listens on loopback, the page and the API answer only
-//! requests whose `Host` is a loopback name or address, so that a web site the operator visits
-//! cannot read them through DNS rebinding. The HTTP plumbing is in `web/http.rs`.
+//! On loopback there is no authentication: the page and the API answer only requests whose
+//! `Host` is a loopback name or address, so that a web site the operator visits cannot read them
+//! through DNS rebinding. On any other address the API requires a query token
+//! (`Authorization: Bearer <token>`, see [`Web::with_access`]); the page and `/metrics` carry no
+//! stored data and stay open. The HTTP plumbing is in `web/http.rs`.
 
 mod http;
 
