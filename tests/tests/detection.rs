@@ -16,13 +16,9 @@ use tests::workspace_bin;
 
 /// Families whose quick-subset variant is not detected at HIGH or above, with the reason. Their
 /// runs are still executed and printed; DETECTION.md reports them. Remove a family from here once
-/// the sensor catches it.
-const KNOWN_MISSES: &[(&str, &str)] = &[(
-    "exfiltration",
-    "a new network destination is MEDIUM by design (README severity table): the baseline \
-         learns destinations but nothing marks one as exfiltration (no volume, no preceding \
-         secret read in the same process)",
-)];
+/// the sensor catches it (exfiltration was here until scoring linked new destinations to their
+/// context).
+const KNOWN_MISSES: &[(&str, &str)] = &[];
 
 #[test]
 fn attacks_are_detected_and_benign_runs_stay_quiet() {

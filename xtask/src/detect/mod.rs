@@ -126,6 +126,8 @@ pub struct CurvePoint {
     /// Benign runs (or service windows) after this sensor's learning.
     pub judged: usize,
     pub alarms: usize,
+    /// A few of the alarms ("severity kind: summary").
+    pub examples: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -477,15 +479,17 @@ fn judge(plan: &Plan, runs: &Runs, stored: &BTreeMap<(Workload, String), Vec<Val
             )]);
         for (learn_runs, period, host) in sensors {
             let judged = judged(w, learn_runs, period);
+            let all: Vec<String> = judged
+                .iter()
+                .flat_map(|r| alarms(&stored[&(w, host.clone())], r))
+                .collect();
             report.curve.push(CurvePoint {
                 workload: w,
                 learning_runs: learn_runs,
                 learning_period: period,
                 judged: judged.len(),
-                alarms: judged
-                    .iter()
-                    .map(|r| alarms(&stored[&(w, host.clone())], r).len())
-                    .sum(),
+                alarms: all.len(),
+                examples: all.into_iter().take(3).collect(),
             });
         }
     }
