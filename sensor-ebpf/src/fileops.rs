@@ -102,233 +102,129 @@ fn emit(op: FileOp, base: Base, name: u64, name2: u64, name2_dfd: i64, args: [u6
 const DIR_IN_FILEOP: usize =
     core::mem::offset_of!(FileOpEvent, dir) + core::mem::offset_of!(PathRecord, data);
 
-const CWD: Base = Base::Dir(AT_FDCWD);
-
-#[tracepoint]
-pub fn fs_rename(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Rename,
-        CWD,
-        arg(&ctx, 0),
-        arg(&ctx, 1),
-        AT_FDCWD,
-        [0; 2],
-    )
+/// Where one syscall keeps what [`emit`] needs: argument indexes, `None` when it has no such
+/// argument. A missing directory fd means the working directory.
+struct Args {
+    op: FileOp,
+    /// The directory fd `name` is resolved against.
+    dfd: Option<usize>,
+    /// The fd of the file itself (fchmod, fchown, ftruncate): no name.
+    fd: Option<usize>,
+    name: Option<usize>,
+    name2: Option<usize>,
+    /// The directory fd of `name2` when it has its own (renameat, linkat).
+    name2_dfd: Option<usize>,
+    /// Mode, owner ids or length.
+    extra: [Option<usize>; 2],
 }
 
-/// renameat and renameat2: `(olddfd, oldname, newdfd, newname[, flags])`.
-#[tracepoint]
-pub fn fs_renameat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
-    emit(
-        FileOp::Rename,
-        Base::Dir(dfd),
-        arg(&ctx, 1),
-        arg(&ctx, 3),
-        arg(&ctx, 2) as i64,
-        [0; 2],
-    )
+/// The usual shape: `name` (and `name2`) against the working directory, no extra arguments.
+const PLAIN: Args = Args {
+    op: FileOp::Unlink,
+    dfd: None,
+    fd: None,
+    name: Some(0),
+    name2: None,
+    name2_dfd: None,
+    extra: [None, None],
+};
+
+#[inline(always)]
+fn emit_args(ctx: &TracePointContext, a: Args) -> u32 {
+    let slot = |i: Option<usize>| i.map_or(0, |i| arg(ctx, i));
+    let dfd = a.dfd.map_or(AT_FDCWD, |i| arg(ctx, i) as i64);
+    let base = match a.fd {
+        Some(i) => Base::File(arg(ctx, i) as u32),
+        None => Base::Dir(dfd),
+    };
+    let name2_dfd = a.name2_dfd.map_or(dfd, |i| arg(ctx, i) as i64);
+    let extra = [slot(a.extra[0]), slot(a.extra[1])];
+    emit(a.op, base, slot(a.name), slot(a.name2), name2_dfd, extra)
 }
 
-#[tracepoint]
-pub fn fs_unlink(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Unlink, CWD, arg(&ctx, 0), 0, AT_FDCWD, [0; 2])
+/// One classic-tracepoint program per syscall, each reading its arguments as `Args` says.
+macro_rules! file_op_programs {
+    ($($(#[$doc:meta])* $program:ident => $args:expr;)*) => {$(
+        $(#[$doc])*
+        #[tracepoint]
+        pub fn $program(ctx: TracePointContext) -> u32 {
+            emit_args(&ctx, $args)
+        }
+    )*};
 }
 
-#[tracepoint]
-pub fn fs_rmdir(ctx: TracePointContext) -> u32 {
-    emit(FileOp::Rmdir, CWD, arg(&ctx, 0), 0, AT_FDCWD, [0; 2])
+file_op_programs! {
+    /// `rename(oldname, newname)`
+    fs_rename => Args { op: FileOp::Rename, name2: Some(1), ..PLAIN };
+    /// renameat and renameat2: `(olddfd, oldname, newdfd, newname[, flags])`.
+    fs_renameat => Args {
+        op: FileOp::Rename, dfd: Some(0), name: Some(1), name2: Some(3), name2_dfd: Some(2),
+        ..PLAIN
+    };
+    /// `unlink(pathname)`
+    fs_unlink => PLAIN;
+    /// `rmdir(pathname)`
+    fs_rmdir => Args { op: FileOp::Rmdir, ..PLAIN };
+    /// `link(oldname, newname)`
+    fs_link => Args { op: FileOp::Link, name2: Some(1), ..PLAIN };
+    /// `linkat(olddfd, oldname, newdfd, newname, flags)`
+    fs_linkat => Args {
+        op: FileOp::Link, dfd: Some(0), name: Some(1), name2: Some(3), name2_dfd: Some(2),
+        ..PLAIN
+    };
+    /// `symlink(target, linkpath)`: the target is text; the link is resolved against the cwd.
+    fs_symlink => Args { op: FileOp::Symlink, name2: Some(1), ..PLAIN };
+    /// `symlinkat(target, newdfd, linkpath)`
+    fs_symlinkat => Args { op: FileOp::Symlink, dfd: Some(1), name2: Some(2), ..PLAIN };
+    /// `chmod(filename, mode)`
+    fs_chmod => Args { op: FileOp::Chmod, extra: [Some(1), None], ..PLAIN };
+    /// fchmodat and fchmodat2: `(dfd, filename, mode[, flags])`.
+    fs_fchmodat => Args {
+        op: FileOp::Chmod, dfd: Some(0), name: Some(1), extra: [Some(2), None], ..PLAIN
+    };
+    /// `fchmod(fd, mode)`
+    fs_fchmod => Args {
+        op: FileOp::Chmod, fd: Some(0), name: None, extra: [Some(1), None], ..PLAIN
+    };
+    /// chown and lchown: `(filename, user, group)`.
+    fs_chown => Args { op: FileOp::Chown, extra: [Some(1), Some(2)], ..PLAIN };
+    /// `fchownat(dfd, filename, user, group, flag)`
+    fs_fchownat => Args {
+        op: FileOp::Chown, dfd: Some(0), name: Some(1), extra: [Some(2), Some(3)], ..PLAIN
+    };
+    /// `fchown(fd, user, group)`
+    fs_fchown => Args {
+        op: FileOp::Chown, fd: Some(0), name: None, extra: [Some(1), Some(2)], ..PLAIN
+    };
+    /// `truncate(path, length)`
+    fs_truncate => Args { op: FileOp::Truncate, extra: [Some(1), None], ..PLAIN };
+    /// `ftruncate(fd, length)`
+    fs_ftruncate => Args {
+        op: FileOp::Truncate, fd: Some(0), name: None, extra: [Some(1), None], ..PLAIN
+    };
+    /// `mkdir(pathname, mode)`
+    fs_mkdir => Args { op: FileOp::Mkdir, extra: [Some(1), None], ..PLAIN };
+    /// `mkdirat(dfd, pathname, mode)`
+    fs_mkdirat => Args {
+        op: FileOp::Mkdir, dfd: Some(0), name: Some(1), extra: [Some(2), None], ..PLAIN
+    };
 }
 
 /// `unlinkat(dfd, pathname, flag)`: AT_REMOVEDIR makes it an rmdir.
 #[tracepoint]
 pub fn fs_unlinkat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
     let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 {
         FileOp::Rmdir
     } else {
         FileOp::Unlink
     };
-    emit(op, Base::Dir(dfd), arg(&ctx, 1), 0, dfd, [0; 2])
-}
-
-#[tracepoint]
-pub fn fs_link(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Link,
-        CWD,
-        arg(&ctx, 0),
-        arg(&ctx, 1),
-        AT_FDCWD,
-        [0; 2],
-    )
-}
-
-/// `linkat(olddfd, oldname, newdfd, newname, flags)`
-#[tracepoint]
-pub fn fs_linkat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
-    emit(
-        FileOp::Link,
-        Base::Dir(dfd),
-        arg(&ctx, 1),
-        arg(&ctx, 3),
-        arg(&ctx, 2) as i64,
-        [0; 2],
-    )
-}
-
-/// `symlink(target, linkpath)`: the target is text; the link is resolved against the cwd.
-#[tracepoint]
-pub fn fs_symlink(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Symlink,
-        CWD,
-        arg(&ctx, 0),
-        arg(&ctx, 1),
-        AT_FDCWD,
-        [0; 2],
-    )
-}
-
-/// `symlinkat(target, newdfd, linkpath)`
-#[tracepoint]
-pub fn fs_symlinkat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 1) as i64;
-    emit(
-        FileOp::Symlink,
-        Base::Dir(dfd),
-        arg(&ctx, 0),
-        arg(&ctx, 2),
-        dfd,
-        [0; 2],
-    )
-}
-
-#[tracepoint]
-pub fn fs_chmod(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Chmod,
-        CWD,
-        arg(&ctx, 0),
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), 0],
-    )
-}
-
-/// fchmodat and fchmodat2: `(dfd, filename, mode[, flags])`.
-#[tracepoint]
-pub fn fs_fchmodat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
-    emit(
-        FileOp::Chmod,
-        Base::Dir(dfd),
-        arg(&ctx, 1),
-        0,
-        dfd,
-        [arg(&ctx, 2), 0],
-    )
-}
-
-#[tracepoint]
-pub fn fs_fchmod(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Chmod,
-        Base::File(arg(&ctx, 0) as u32),
-        0,
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), 0],
-    )
-}
-
-/// chown and lchown: `(filename, user, group)`.
-#[tracepoint]
-pub fn fs_chown(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Chown,
-        CWD,
-        arg(&ctx, 0),
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), arg(&ctx, 2)],
-    )
-}
-
-/// `fchownat(dfd, filename, user, group, flag)`
-#[tracepoint]
-pub fn fs_fchownat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
-    emit(
-        FileOp::Chown,
-        Base::Dir(dfd),
-        arg(&ctx, 1),
-        0,
-        dfd,
-        [arg(&ctx, 2), arg(&ctx, 3)],
-    )
-}
-
-#[tracepoint]
-pub fn fs_fchown(ctx: TracePointContext) -> u32 {
-    let fd = Base::File(arg(&ctx, 0) as u32);
-    emit(
-        FileOp::Chown,
-        fd,
-        0,
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), arg(&ctx, 2)],
-    )
-}
-
-#[tracepoint]
-pub fn fs_truncate(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Truncate,
-        CWD,
-        arg(&ctx, 0),
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), 0],
-    )
-}
-
-#[tracepoint]
-pub fn fs_ftruncate(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Truncate,
-        Base::File(arg(&ctx, 0) as u32),
-        0,
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), 0],
-    )
-}
-
-#[tracepoint]
-pub fn fs_mkdir(ctx: TracePointContext) -> u32 {
-    emit(
-        FileOp::Mkdir,
-        CWD,
-        arg(&ctx, 0),
-        0,
-        AT_FDCWD,
-        [arg(&ctx, 1), 0],
-    )
-}
-
-/// `mkdirat(dfd, pathname, mode)`
-#[tracepoint]
-pub fn fs_mkdirat(ctx: TracePointContext) -> u32 {
-    let dfd = arg(&ctx, 0) as i64;
-    emit(
-        FileOp::Mkdir,
-        Base::Dir(dfd),
-        arg(&ctx, 1),
-        0,
-        dfd,
-        [arg(&ctx, 2), 0],
+    emit_args(
+        &ctx,
+        Args {
+            op,
+            dfd: Some(0),
+            name: Some(1),
+            ..PLAIN
+        },
     )
 }
