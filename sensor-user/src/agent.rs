@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub record_deviations: Option<PathBuf>,
     /// TLS files for an `https://` collector.
     pub collector_tls: Option<crate::transport::ClientTls>,
+    /// Report learnt baselines to the collector and fetch merged ones (`baseline_sync`).
+    pub share_baselines: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         },
         cancel.clone(),
     )?;
+    let (sync, mut adopt, sync_task) =
+        crate::baseline_sync::BaselineSync::start(config.share_baselines.then(|| {
+            crate::baseline_sync::SyncConfig {
+                collector_url: config.collector_url.clone(),
+                tls: config.collector_tls.clone(),
+                agent_id: config.host.clone(),
+                learning_runs: config.learning.learning_runs,
+            }
+        }))?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
@@ -144,8 +155,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                 }) as u64;
                 deliver(&transport, &sensor, &mut losses,
                     &mut hashes, &metrics, found, record.as_mut());
+                sync.fetch(engine.baselines_to_fetch());
+            }
+            Some(merged) = adopt.recv() => {
+                engine.adopt(&merged);
             }
             _ = tick.tick() => {
+                sync.report(engine.baselines_to_report());
                 // Deviations held past their budget go out once their kind is quiet.
                 let aggregates = engine.flush_aggregates(Some(std::time::SystemTime::now()));
                 deliver(&transport, &sensor, &mut losses,
@@ -184,6 +200,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     if let Err(e) = engine.persist() {
         tracing::error!(error = %e, "could not save baselines at shutdown");
     }
+    // An ephemeral runner's agent stops with its job: what it learnt goes to the collector now.
+    sync.report(engine.baselines_to_report());
+    drop(sync);
+    let _ = sync_task.await;
     let _ = delivery.await;
     tracing::info!("sensor stopped");
     Ok(())

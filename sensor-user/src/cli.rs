@@ -183,4 +183,9 @@ pub struct RunArgs {
     /// Key of --client-cert (PEM).
     #[arg(long, value_name = "PATH", env = "SENSOR_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+
+    /// Do not share baselines through the collector: neither report what this agent learnt nor
+    /// fetch the merged baseline of a workload that starts here (`share_baselines = false`).
+    #[arg(long)]
+    pub no_share_baselines: bool,
 }

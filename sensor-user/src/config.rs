@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<Duration>,
     /// `false`: send every open and connect to userspace (`--no-kernel-filter`).
     pub kernel_filter: Option<bool>,
+    /// `false`: do not share baselines through the collector (`--no-share-baselines`).
+    pub share_baselines: Option<bool>,
     /// `auto` or `tracepoint` (`--open-hook`).
     pub open_hook: Option<crate::kernel::OpenHook>,
     /// Extra credential-store path patterns (`--secret-path`), added to the built-in list.
@@ -188,6 +190,11 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 && let Some(on) = file.kernel_filter
             {
                 args.no_kernel_filter = !on;
+            }
+            if unset(m, "no_share_baselines")
+                && let Some(on) = file.share_baselines
+            {
+                args.no_share_baselines = !on;
             }
             set(m, "open_hook", &mut args.open_hook, &file.open_hook);
             if unset(m, "secret_paths")

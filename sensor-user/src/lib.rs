@@ -9,6 +9,7 @@ pub mod agent;
 pub mod attribute;
 pub mod baseline;
 pub mod baseline_cli;
+pub mod baseline_sync;
 pub mod cli;
 pub mod config;
 pub mod deviation;

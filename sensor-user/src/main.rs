@@ -58,6 +58,7 @@ fn main() -> ExitCode {
                     flush_interval: args.flush_interval,
                     heartbeat_interval: args.heartbeat_interval,
                     record_deviations: args.record_deviations,
+                    share_baselines: !args.no_share_baselines,
                     collector_tls: sensor_user::transport::ClientTls::from_options(
                         args.collector_ca,
                         args.client_cert,

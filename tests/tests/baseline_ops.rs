@@ -29,13 +29,16 @@ fn sensor(state: &Path, server: &str) -> Guard {
         .args(["run", "--collector", server, "--learning-runs", "2"])
         .args(["--metrics-listen", "", "--state-dir"])
         .arg(state)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("sensor to attach", Duration::from_secs(30), || {
+    // Guarded before waiting: a sensor that fails to start is still stopped.
+    let guard = Guard(child);
+    wait_for("sensor to attach", Duration::from_secs(60), || {
         std::fs::read_to_string(state.join("status.json")).ok()
     });
-    Guard(child)
+    guard
 }
 
 fn baseline(state: &Path, args: &[&str]) -> Output {

@@ -3,6 +3,7 @@
 mod bench;
 mod detect;
 mod ingest_bench;
+mod memory_bench;
 mod peers;
 mod portability;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Measure the collector's ingest rate (deviations stored per second, per core) with real
     /// gRPC clients streaming batches, and write it to its section of BENCHMARKS.md.
     BenchIngest(ingest_bench::Args),
+    /// Measure baseline sizes of typical CI jobs learnt by the real sensor, and the agent's
+    /// memory with 1, 100 and 1000 workloads; write them to their section of BENCHMARKS.md.
+    BenchMemory(memory_bench::Args),
     /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
     Portability(portability::Args),
     /// Run benign CI jobs and injected attacks against the real sensor and collector, and write
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchIngest(args) => ingest_bench::run(&args),
+        Command::BenchMemory(args) => memory_bench::run(&args),
         Command::Portability(args) => portability::run(&args),
         Command::Detect {
             quick,

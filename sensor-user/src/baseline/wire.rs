@@ -180,8 +180,11 @@ impl Engine {
         tracked.dirty = true;
         let sizes = (b.learned.len(), b.learning_runs.len());
         let judged = mature(b, &config, now) || wire.mature;
-        // What came from the collector need not go back to it.
-        self.shared.reported.insert(workload.clone(), sizes);
+        if wire.mature {
+            // It came from the collector as it is: nothing to report back. (A merged-in
+            // immature baseline holds what this agent learnt too: that is reported.)
+            self.shared.reported.insert(workload.clone(), sizes);
+        }
         tracing::info!(
             %workload,
             behaviours = sizes.0,
@@ -251,5 +254,29 @@ mod tests {
             engine.baselines_to_fetch().is_empty(),
             "mature: nothing to ask"
         );
+    }
+
+    #[test]
+    fn an_immature_merged_baseline_is_merged_in_and_the_union_reported() {
+        let state = tempfile::tempdir().unwrap();
+        let config = LearningConfig {
+            learning_runs: 3,
+            ..LearningConfig::default()
+        };
+        let mut engine = Engine::open(state.path(), config, "h".into()).unwrap();
+        let w = "github:a/b/ci/c";
+        let mut local = WorkloadBaseline::default();
+        local.learned.learn(exe("/bin/local"), 10);
+        local.learning_runs = vec!["3".into()];
+        engine.adopt(&to_wire(w, &local, false));
+        let mut merged = WorkloadBaseline::default();
+        merged.learned.learn(exe("/bin/a"), 10);
+        merged.learning_runs = vec!["1".into(), "2".into()];
+        engine.adopt(&to_wire(w, &merged, false));
+        let reported = engine.baselines_to_report();
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].runs, ["1", "2", "3"]);
+        assert_eq!(behaviours(&reported[0]).0.len(), 2);
+        assert!(reported[0].mature, "3 of 3 runs");
     }
 }

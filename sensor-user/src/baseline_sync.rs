@@ -1,0 +1,226 @@
+//! Sharing baselines with the collector (`sensor.v1.Baselines`), off the event path.
+//!
+//! The agent hands this task the baselines that learnt something ([`BaselineSync::report`],
+//! every housekeeping tick and at shutdown) and the workloads that started without a mature
+//! baseline ([`BaselineSync::fetch`], after each batch of events). The task reports over gRPC,
+//! keeping failed reports to retry with the next tick (reports are idempotent at the collector),
+//! and sends each merged baseline it fetches back on a channel for the engine to adopt. When the
+//! agent drops the handle, the task makes a last attempt to deliver pending reports (bounded by
+//! [`FINAL_FLUSH`]), which is what an ephemeral runner's agent, stopped at the end of its job,
+//! relies on. A collector without the service (UNIMPLEMENTED) turns sharing off with one log line.
+//!
+//! Nothing here blocks the event loop; with the collector down, workloads simply learn locally.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proto::v1::baselines_client::BaselinesClient;
+use proto::v1::{Baseline, BaselineReport, FetchBaselineRequest};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::transport::{ClientTls, TransportError};
+
+/// Longest wait for one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest time spent delivering pending reports once the agent stops.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// Where and as whom to share baselines.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub collector_url: String,
+    pub tls: Option<ClientTls>,
+    pub agent_id: String,
+    /// The agent's `learning_runs`, sent with fetches (the collector answers `mature` by it).
+    pub learning_runs: u32,
+}
+
+enum Request {
+    Report(Vec<Baseline>),
+    Fetch(Vec<String>),
+}
+
+/// The agent's handle on the sharing task. Dropping it ends the task (after a final flush).
+pub struct BaselineSync {
+    requests: Option<mpsc::UnboundedSender<Request>>,
+}
+
+impl BaselineSync {
+    /// Starts the task (`None`: sharing off, requests are dropped). Returns the handle, the
+    /// channel of fetched baselines to adopt, and the task to await at shutdown.
+    pub fn start(
+        config: Option<SyncConfig>,
+    ) -> Result<
+        (
+            BaselineSync,
+            mpsc::UnboundedReceiver<Baseline>,
+            tokio::task::JoinHandle<()>,
+        ),
+        TransportError,
+    > {
+        let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
+        let Some(config) = config else {
+            let task = tokio::spawn(async move {
+                drop(adopt_tx);
+            });
+            return Ok((BaselineSync { requests: None }, adopt_rx, task));
+        };
+        let channel = endpoint(&config.collector_url, config.tls.as_ref())?.connect_lazy();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(config, BaselinesClient::new(channel), rx, adopt_tx));
+        Ok((BaselineSync { requests: Some(tx) }, adopt_rx, task))
+    }
+
+    /// Queues baselines to report (nothing when empty).
+    pub fn report(&self, baselines: Vec<Baseline>) {
+        if let (false, Some(tx)) = (baselines.is_empty(), &self.requests) {
+            let _ = tx.send(Request::Report(baselines));
+        }
+    }
+
+    /// Asks for the merged baselines of these workloads (nothing when empty).
+    pub fn fetch(&self, workloads: Vec<String>) {
+        if let (false, Some(tx)) = (workloads.is_empty(), &self.requests) {
+            let _ = tx.send(Request::Fetch(workloads));
+        }
+    }
+}
+
+/// The collector's gRPC endpoint, plain or TLS as the deviations' transport uses it.
+fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, TransportError> {
+    let invalid = |reason: String| TransportError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| invalid(e.to_string()))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        let host = endpoint
+            .uri()
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .ok_or_else(|| invalid("no host".into()))?;
+        endpoint = endpoint
+            .tls_config(tls.load(&host)?)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(endpoint)
+}
+
+async fn run(
+    config: SyncConfig,
+    mut client: BaselinesClient<Channel>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    adopt: mpsc::UnboundedSender<Baseline>,
+) {
+    let mut pending: HashMap<String, Baseline> = HashMap::new();
+    let mut enabled = true;
+    while let Some(request) = requests.recv().await {
+        if !enabled {
+            continue;
+        }
+        match request {
+            Request::Report(baselines) => {
+                for b in baselines {
+                    pending.insert(b.workload_id.clone(), b);
+                }
+                enabled = deliver(&config, &mut client, &mut pending).await;
+            }
+            Request::Fetch(workloads) => {
+                for workload in workloads {
+                    match fetch(&config, &mut client, &workload).await {
+                        Ok(Some(b)) => {
+                            let _ = adopt.send(b);
+                        }
+                        Ok(None) => {}
+                        Err(()) => {
+                            enabled = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if enabled && !pending.is_empty() {
+        let flushed =
+            tokio::time::timeout(FINAL_FLUSH, deliver(&config, &mut client, &mut pending)).await;
+        if flushed.is_err() || !pending.is_empty() {
+            tracing::warn!(
+                pending = pending.len(),
+                "could not report every learnt baseline to the collector before stopping"
+            );
+        }
+    }
+}
+
+/// Whether the collector offers the service at all.
+fn unimplemented(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::Unimplemented {
+        tracing::info!(
+            "the collector does not merge baselines (no sensor.v1.Baselines); sharing is off"
+        );
+        return true;
+    }
+    false
+}
+
+/// Reports every pending baseline, keeping the ones that fail. Returns `false` when the
+/// collector does not offer the service.
+async fn deliver(
+    config: &SyncConfig,
+    client: &mut BaselinesClient<Channel>,
+    pending: &mut HashMap<String, Baseline>,
+) -> bool {
+    let workloads: Vec<String> = pending.keys().cloned().collect();
+    for workload in workloads {
+        let Some(baseline) = pending.get(&workload).cloned() else {
+            continue;
+        };
+        let report = BaselineReport {
+            agent_id: config.agent_id.clone(),
+            baseline: Some(baseline),
+        };
+        match client.report(report).await {
+            Ok(ack) => {
+                let ack = ack.into_inner();
+                tracing::debug!(%workload, version = ack.version, runs = ack.runs, "baseline reported");
+                pending.remove(&workload);
+            }
+            Err(status) if unimplemented(&status) => return false,
+            Err(status) => {
+                tracing::debug!(%workload, error = %status.message(), "baseline report failed; retrying later");
+                // The collector is likely down: try the others at the next tick.
+                break;
+            }
+        }
+    }
+    true
+}
+
+/// The merged baseline of `workload`, if the collector has one. `Err` when the collector does
+/// not offer the service.
+async fn fetch(
+    config: &SyncConfig,
+    client: &mut BaselinesClient<Channel>,
+    workload: &str,
+) -> Result<Option<Baseline>, ()> {
+    let request = FetchBaselineRequest {
+        workload_id: workload.to_owned(),
+        agent_id: config.agent_id.clone(),
+        learning_runs: config.learning_runs,
+    };
+    match client.fetch(request).await {
+        Ok(b) => Ok(Some(b.into_inner())),
+        Err(status) if unimplemented(&status) => Err(()),
+        Err(status) => {
+            if status.code() != tonic::Code::NotFound {
+                tracing::debug!(%workload, error = %status.message(), "cannot fetch the merged baseline");
+            }
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Ephemeral runners share a baseline through the collector: real sensors (real eBPF), one after
+//! the other as on short-lived CI runners, each with a fresh state directory, and the real
+//! collector merging over gRPC on a real socket.
+//!
+//! Runner A learns runs 1 and 2 of a job and stops; runner B, fresh, fetches the merged (still
+//! immature) baseline, learns run 3 and stops: the collector's merged baseline now holds 3 runs
+//! from 2 agents, enough for agents learning from 3 runs. Runner C, fresh, judges from its first
+//! run on: a clean run stays silent, and a run with a new executable is reported.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::v1::FetchBaselineRequest;
+use proto::v1::baselines_client::BaselinesClient;
+use serde_json::Value;
+use tests::{free_port, wait_for, workspace_bin};
+
+const WORKLOAD: &str = "github:acme/shared/ci/build";
+const JOB: &str = "cat \"$WORK/input.txt\" > /dev/null\nls \"$WORK\" > /dev/null\n\
+                   sort \"$WORK/input.txt\" > /dev/null\n\
+                   if [ -n \"$EXTRA\" ]; then \"$EXTRA\" > /dev/null; fi\n";
+
+/// A sensor stopped with SIGTERM on drop (it reports its baselines on the way out).
+struct Sensor(Child);
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runner(name: &str, dir: &Path, server: &str) -> (Sensor, std::path::PathBuf) {
+    let state = dir.join(format!("state-{name}"));
+    let child = Command::new(workspace_bin("sensor"))
+        .args(["run", "--collector", server, "--learning-runs", "3"])
+        .args(["--host", name, "--metrics-listen", "", "--state-dir"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Guarded before waiting: a sensor that fails to start is still stopped.
+    let sensor = Sensor(child);
+    wait_for("sensor to attach", Duration::from_secs(60), || {
+        std::fs::read_to_string(state.join("status.json")).ok()
+    });
+    (sensor, state)
+}
+
+fn run_job(dir: &Path, run: u32, extra: &str) {
+    let status = Command::new("/bin/bash")
+        .arg(dir.join("job.sh"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GITHUB_REPOSITORY", "acme/shared")
+        .env("GITHUB_WORKFLOW", "ci")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_RUN_ID", run.to_string())
+        .env("WORK", dir.join("work"))
+        .env("EXTRA", extra)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn deviations(server: &str) -> Vec<Value> {
+    let out = Command::new(workspace_bin("collector"))
+        .args([
+            "deviations",
+            "--server",
+            server,
+            "--json",
+            "--workload",
+            WORKLOAD,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn merged(server: &str) -> proto::v1::Baseline {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetch = async {
+        let mut client = BaselinesClient::connect(server.to_owned()).await.unwrap();
+        client
+            .fetch(FetchBaselineRequest {
+                workload_id: WORKLOAD.into(),
+                agent_id: "test".into(),
+                learning_runs: 3,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), fetch).await })
+        .expect("the collector answers Fetch within 10 s")
+}
+
+fn listed(state: &Path) -> Value {
+    let out = Command::new(workspace_bin("sensor"))
+        .args(["baseline", "list", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|b| b["workload"] == WORKLOAD)
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn ephemeral_runners_share_a_merged_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    std::fs::write(dir.path().join("work/input.txt"), "b\na\n").unwrap();
+    std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let mut collector = Command::new(workspace_bin("collector"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", "", "--db"])
+        .arg(dir.path().join("collector.db"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("collector to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+
+    // Runner A: runs 1 and 2, then the runner goes away.
+    let (a, _) = runner("runner-a", dir.path(), &server);
+    run_job(dir.path(), 1, "");
+    run_job(dir.path(), 2, "");
+    drop(a);
+    let after_a = merged(&server);
+    assert_eq!(
+        (after_a.runs.len(), after_a.agents, after_a.mature),
+        (2, 1, false)
+    );
+
+    // Runner B, fresh: adopts the immature merged baseline, learns run 3, goes away.
+    let (b, state_b) = runner("runner-b", dir.path(), &server);
+    run_job(dir.path(), 3, "");
+    let on_b = wait_for(
+        "runner B's baseline on disk",
+        Duration::from_secs(15),
+        || Some(listed(&state_b)).filter(|l| l["runs"] == 3),
+    );
+    assert_eq!(on_b["state"], "learning", "{on_b}");
+    drop(b);
+    let after_b = merged(&server);
+    assert_eq!(
+        (after_b.runs.len(), after_b.agents, after_b.mature),
+        (3, 2, true),
+        "{after_b:?}"
+    );
+
+    // Runner C, fresh: judges from its first run on.
+    let (c, state_c) = runner("runner-c", dir.path(), &server);
+    run_job(dir.path(), 4, "");
+    run_job(dir.path(), 5, "");
+    run_job(dir.path(), 6, "/usr/bin/id");
+    let all = wait_for("run 6's new executable", Duration::from_secs(20), || {
+        let all = deviations(&server);
+        all.iter()
+            .any(|d| {
+                d["run_id"] == "6"
+                    && d["kind"] == "new-executable"
+                    && d["novelty"]["executable"] == "/usr/bin/id"
+                    && d["host"] == "runner-c"
+            })
+            .then_some(all)
+    });
+    let earlier: Vec<&Value> = all.iter().filter(|d| d["run_id"] != "6").collect();
+    assert!(
+        earlier.is_empty(),
+        "learning runs and runner C's clean runs stay silent: {earlier:#?}"
+    );
+    let on_c = wait_for(
+        "runner C's baseline on disk",
+        Duration::from_secs(15),
+        || Some(listed(&state_c)).filter(|l| l["state"] == "detecting"),
+    );
+    assert_eq!(on_c["runs"], 3, "{on_c}");
+    drop(c);
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    collector.wait().unwrap();
+}
