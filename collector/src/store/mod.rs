@@ -15,7 +15,7 @@
 //!
 //! Agents: every batch and heartbeat is a contact, recorded in the `agents` row (first/last
 //! contact, last status, counters). The decisions about an agent (first contact, back after a
-//! silence, deviations it reported dropped) are made once, here ([`contact`]), on the row read
+//! silence, deviations it reported dropped) are made once, in `agents` ([`contact`]), on the row read
 //! under the transaction's lock; the backends only read and write rows. [`Store::mark_silent`]
 //! flags agents not heard from for a while. Each of these leaves an `agent_events` row, so queries
 //! and the web page show them after the fact.
@@ -29,12 +29,16 @@
 //! 3. add the public method on [`Store`] below, dispatching to both;
 //! 4. add its test to `collector/tests/store.rs`, which runs every test on both backends.
 
+mod agents;
 mod postgres;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
 
-use proto::v1::{AgentEvent, AgentEventKind, AgentStatus, ListDeviationsRequest, StoredDeviation};
+use proto::v1::{AgentEvent, AgentStatus, ListDeviationsRequest, StoredDeviation};
+
+use agents::silent_event;
+pub use agents::{AgentFilter, AgentSummary, Contact, contact};
 
 /// Results returned by a query when the request does not set a limit.
 pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
@@ -196,145 +200,6 @@ pub struct IncidentSummary {
     pub host: String,
     pub first_ns: i64,
     pub last_ns: i64,
-}
-
-/// An agent as the collector knows it: its `agents` row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentSummary {
-    pub agent_id: String,
-    /// Batches stored (resent copies are acknowledged, not recorded).
-    pub batches: u64,
-    /// Deviations newly stored, and already stored ones, over those batches.
-    pub stored: u64,
-    pub duplicates: u64,
-    /// First and last contact (batch or heartbeat), ns since the epoch.
-    pub first_contact_ns: i64,
-    pub last_contact_ns: i64,
-    /// Last heartbeat, ns since the epoch (0 before the first).
-    pub last_heartbeat_ns: i64,
-    /// Not heard from for longer than the collector's `agent_silence`.
-    pub silent: bool,
-    /// From its last heartbeat.
-    pub host: String,
-    pub version: String,
-    pub instance_id: String,
-    pub spool_deviations: u64,
-    pub kernel_lost_total: u64,
-    /// Deviations the agent reported dropped, over all its runs.
-    pub dropped_total: u64,
-    /// The `dropped_total` of the last heartbeat of run `instance_id` (to count only increases).
-    pub dropped_seen: u64,
-}
-
-/// Which agents [`Store::agents_matching`] lists.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AgentFilter {
-    /// At most this many (0 for the default).
-    pub limit: u32,
-    /// Only agents marked silent.
-    pub silent_only: bool,
-}
-
-/// A contact from an agent: a stored batch or a heartbeat.
-#[derive(Debug, Clone, Copy)]
-pub enum Contact<'a> {
-    Batch(&'a BatchOutcome),
-    Heartbeat(&'a AgentStatus),
-}
-
-/// What an agent's contact changes: its new row and the events to record.
-///
-/// `row` is the agent's row as stored (read under the transaction's lock), `None` the first time.
-pub fn contact(
-    agent_id: &str,
-    row: Option<AgentSummary>,
-    what: Contact<'_>,
-    now_ns: i64,
-) -> (AgentSummary, Vec<AgentEvent>) {
-    let mut events = Vec::new();
-    let event = |kind: AgentEventKind, count: u64, detail: String| AgentEvent {
-        agent_id: agent_id.to_owned(),
-        time_unix_nanos: now_ns,
-        kind: kind.into(),
-        count,
-        detail,
-    };
-    let mut agent = match row {
-        Some(row) => row,
-        None => {
-            events.push(event(
-                AgentEventKind::FirstContact,
-                0,
-                "first contact".to_owned(),
-            ));
-            AgentSummary {
-                agent_id: agent_id.to_owned(),
-                first_contact_ns: now_ns,
-                ..AgentSummary::default()
-            }
-        }
-    };
-    if agent.silent {
-        let silence_s =
-            u64::try_from((now_ns - agent.last_contact_ns) / 1_000_000_000).unwrap_or(0);
-        events.push(event(
-            AgentEventKind::Back,
-            silence_s,
-            format!("heard from again after {silence_s} s of silence"),
-        ));
-        agent.silent = false;
-    }
-    // Replicas' clocks and out-of-order commits: contact times only move forward.
-    agent.last_contact_ns = agent.last_contact_ns.max(now_ns);
-    match what {
-        Contact::Batch(outcome) => {
-            if !outcome.resent {
-                agent.batches += 1;
-                agent.stored += u64::from(outcome.stored);
-                agent.duplicates += u64::from(outcome.duplicates);
-            }
-        }
-        Contact::Heartbeat(status) => {
-            let dropped = if status.instance_id == agent.instance_id {
-                status.dropped_total.saturating_sub(agent.dropped_seen)
-            } else {
-                status.dropped_total
-            };
-            if status.instance_id != agent.instance_id {
-                agent.dropped_seen = 0;
-            }
-            agent.dropped_seen = agent.dropped_seen.max(status.dropped_total);
-            if dropped > 0 {
-                agent.dropped_total += dropped;
-                events.push(event(
-                    AgentEventKind::Dropped,
-                    dropped,
-                    format!(
-                        "the agent dropped {dropped} deviations (spool full or refused as invalid)"
-                    ),
-                ));
-            }
-            agent.last_heartbeat_ns = agent.last_heartbeat_ns.max(now_ns);
-            agent.instance_id.clone_from(&status.instance_id);
-            agent.host.clone_from(&status.host);
-            agent.version.clone_from(&status.version);
-            agent.spool_deviations = status.spool_deviations;
-            agent.kernel_lost_total = status.kernel_lost_total;
-        }
-    }
-    (agent, events)
-}
-
-/// The `SILENT` event of an agent last heard from at `last_contact_ns`.
-fn silent_event(agent_id: &str, last_contact_ns: i64, now_ns: i64) -> AgentEvent {
-    let silence_s = u64::try_from((now_ns - last_contact_ns) / 1_000_000_000).unwrap_or(0);
-    AgentEvent {
-        agent_id: agent_id.to_owned(),
-        time_unix_nanos: now_ns,
-        kind: AgentEventKind::Silent.into(),
-        count: silence_s,
-        detail: format!("no contact for {silence_s} s"),
-    }
 }
 
 /// The collector's database.
@@ -604,49 +469,5 @@ mod tests {
                 .display(),
             "postgres://me:***@db:5432/c"
         );
-    }
-
-    fn status(instance: &str, dropped: u64) -> AgentStatus {
-        AgentStatus {
-            instance_id: instance.to_owned(),
-            dropped_total: dropped,
-            ..AgentStatus::default()
-        }
-    }
-
-    fn kinds(events: &[AgentEvent]) -> Vec<AgentEventKind> {
-        events.iter().map(|e| e.kind()).collect()
-    }
-
-    #[test]
-    fn dropped_counts_only_increases_within_a_run_and_all_of_a_new_run() {
-        let (row, events) = contact("a", None, Contact::Heartbeat(&status("r1", 0)), 10);
-        assert_eq!(kinds(&events), [AgentEventKind::FirstContact]);
-        let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r1", 5)), 20);
-        assert_eq!(kinds(&events), [AgentEventKind::Dropped]);
-        assert_eq!(events[0].count, 5);
-        // The same heartbeat again (resent, or through another replica): nothing new.
-        let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r1", 5)), 30);
-        assert!(events.is_empty());
-        // A new instance (a new spool): its count starts again from 0.
-        let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r2", 2)), 40);
-        assert_eq!(events[0].count, 2);
-        assert_eq!((row.dropped_total, row.last_contact_ns), (7, 40));
-    }
-
-    #[test]
-    fn contact_after_silence_is_an_event_and_clears_it() {
-        let outcome = BatchOutcome {
-            stored: 2,
-            duplicates: 1,
-            resent: false,
-        };
-        let (mut row, _) = contact("a", None, Contact::Batch(&outcome), 1_000_000_000);
-        row.silent = true;
-        let (row, events) = contact("a", Some(row), Contact::Batch(&outcome), 61_000_000_000);
-        assert_eq!(kinds(&events), [AgentEventKind::Back]);
-        assert_eq!(events[0].count, 60);
-        assert!(!row.silent);
-        assert_eq!((row.batches, row.stored, row.duplicates), (2, 4, 2));
     }
 }

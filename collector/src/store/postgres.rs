@@ -20,6 +20,7 @@
 //! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
 //! replicas starting together migrate once; the others wait and find the schema current.
 
+mod agents;
 mod migrations;
 
 use std::time::Duration;
@@ -32,11 +33,12 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
-    StoreError, WorkloadSummary, contact, count, filter_conditions, limit, redact, sequence_to_sql,
+    StoreError, WorkloadSummary, count, filter_conditions, limit, redact, sequence_to_sql,
     silent_event,
 };
 use super::{StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
+use agents::{AGENT_COLUMNS, insert_events, read_agent, record_contact};
 use migrations::MIGRATIONS;
 
 /// Connections kept by one collector. Each ingest stream stores through one at a time; queries
@@ -48,11 +50,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 5;
 /// Key of the advisory lock held while migrating ("sensor" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7365_6e73_6f72;
-
-/// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
-const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
-    last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
-    kernel_lost_total, dropped_total, dropped_seen";
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -482,91 +479,6 @@ impl<'a> DeviationColumns<'a> {
             c.proto.push(d.encode_to_vec());
         }
         c
-    }
-}
-
-/// Reads, updates and writes back the agent's row for a contact, and records its events, inside
-/// `tx`. The row is locked (`FOR UPDATE`) from the read to the commit, so concurrent contacts of
-/// one agent through several replicas apply one after the other.
-fn record_contact(
-    tx: &mut Transaction<'_>,
-    agent_id: &str,
-    what: Contact<'_>,
-    now_ns: i64,
-) -> Result<Vec<AgentEvent>, StoreError> {
-    let first = tx.execute(
-        "INSERT INTO agents (agent_id, first_contact_ns, last_contact_ns) VALUES ($1, $2, $2)
-         ON CONFLICT DO NOTHING",
-        &[&agent_id, &now_ns],
-    )? == 1;
-    let row = tx.query_one(
-        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = $1 FOR UPDATE"),
-        &[&agent_id],
-    )?;
-    let row = (!first).then(|| read_agent(&row));
-    let (a, events) = contact(agent_id, row, what, now_ns);
-    tx.execute(
-        "UPDATE agents SET batches = $2, stored = $3, duplicates = $4, first_contact_ns = $5,
-            last_contact_ns = $6, last_heartbeat_ns = $7, silent = $8, host = $9, version = $10,
-            instance_id = $11, spool_deviations = $12, kernel_lost_total = $13,
-            dropped_total = $14, dropped_seen = $15
-         WHERE agent_id = $1",
-        &[
-            &a.agent_id,
-            &to_sql(a.batches),
-            &to_sql(a.stored),
-            &to_sql(a.duplicates),
-            &a.first_contact_ns,
-            &a.last_contact_ns,
-            &a.last_heartbeat_ns,
-            &a.silent,
-            &a.host,
-            &a.version,
-            &a.instance_id,
-            &to_sql(a.spool_deviations),
-            &to_sql(a.kernel_lost_total),
-            &to_sql(a.dropped_total),
-            &to_sql(a.dropped_seen),
-        ],
-    )?;
-    insert_events(tx, &events)?;
-    Ok(events)
-}
-
-fn insert_events(tx: &mut Transaction<'_>, events: &[AgentEvent]) -> Result<(), StoreError> {
-    for e in events {
-        tx.execute(
-            "INSERT INTO agent_events (agent_id, time_ns, kind, count, detail)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &e.agent_id,
-                &e.time_unix_nanos,
-                &e.kind,
-                &to_sql(e.count),
-                &e.detail,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-fn read_agent(row: &postgres::Row) -> AgentSummary {
-    AgentSummary {
-        agent_id: row.get(0),
-        batches: count(row.get(1)),
-        stored: count(row.get(2)),
-        duplicates: count(row.get(3)),
-        first_contact_ns: row.get(4),
-        last_contact_ns: row.get(5),
-        last_heartbeat_ns: row.get(6),
-        silent: row.get(7),
-        host: row.get(8),
-        version: row.get(9),
-        instance_id: row.get(10),
-        spool_deviations: count(row.get(11)),
-        kernel_lost_total: count(row.get(12)),
-        dropped_total: count(row.get(13)),
-        dropped_seen: count(row.get(14)),
     }
 }
 
