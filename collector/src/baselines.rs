@@ -147,11 +147,15 @@ pub fn merge(old: Option<StoredBaseline>, agent_id: &str, report: &Baseline) -> 
     stored
 }
 
-/// The merged baseline as answered to an agent learning from `learning_runs` runs.
+/// The merged baseline as answered to an agent learning from `learning_runs` runs: a workload
+/// with runs (a CI job) is mature by its run count alone, whatever the reporters' own settings
+/// (an agent learning from 1 run reports its baseline mature after one); one without runs is
+/// mature once any agent finished its learning period.
 pub fn answer(stored: StoredBaseline, learning_runs: u32) -> Baseline {
     let mut baseline = stored.baseline;
-    let enough_runs = learning_runs > 0 && baseline.runs.len() >= learning_runs as usize;
-    baseline.mature = baseline.mature || enough_runs;
+    if !baseline.runs.is_empty() {
+        baseline.mature = baseline.runs.len() >= learning_runs.max(1) as usize;
+    }
     baseline
 }
 
@@ -264,7 +268,18 @@ mod tests {
         assert_eq!(c, b);
         // Mature for an agent learning from 2 runs, not from 3.
         assert!(answer(c.clone(), 2).mature);
-        assert!(!answer(c, 3).mature);
+        assert!(!answer(c.clone(), 3).mature);
+        // An agent learning from 1 run reported it mature: agents learning from more runs
+        // still need their count of runs.
+        let d = merge(Some(c), "runner-3", &report(&["3"], &[], true));
+        assert!(!answer(d.clone(), 4).mature);
+        assert!(answer(d, 3).mature);
+        // Without runs (a service learning for a period), the reporters' word counts.
+        let mut service = report(&[], &["/usr/sbin/nginx"], false);
+        let s = merge(None, "host-1", &service);
+        assert!(!answer(s.clone(), 5).mature);
+        service.mature = true;
+        assert!(answer(merge(Some(s), "host-2", &service), 5).mature);
     }
 
     #[test]

@@ -163,7 +163,9 @@ impl Engine {
                 let period = i64::try_from(config.learning_period.as_nanos()).unwrap_or(i64::MAX);
                 b.first_seen_unix_nanos = Some(now.saturating_sub(period));
             } else {
-                b.learning_runs = wire.runs.clone();
+                // The newest runs are enough to be judged: the merged list may hold hundreds.
+                let keep = (config.learning_runs as usize).max(1);
+                b.learning_runs = wire.runs[wire.runs.len().saturating_sub(keep)..].to_vec();
             }
         } else {
             let mut all = b.learned.behaviours().clone();
