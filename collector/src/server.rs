@@ -1,4 +1,4 @@
-//! The gRPC server: the Ingest and Query services, standard health checking
+//! The gRPC server: the Ingest, Query and Baselines services, standard health checking
 //! (`grpc.health.v1.Health`) and server reflection (`grpc.reflection.v1` and `v1alpha`) over one
 //! listener, optionally with mutual TLS, stopped by a token. Who may call what is in
 //! [`crate::auth`].
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use proto::v1::{
     ListDeviationsRequest, ListDeviationsResponse,
+    baselines_server::BaselinesServer,
     ingest_server::IngestServer,
     query_server::{Query, QueryServer},
 };
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::auth::{Access, AuthError};
+use crate::baselines::BaselinesService;
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -152,9 +154,10 @@ pub async fn serve_secure(
             .with_access(Arc::clone(&access)),
     )
     .max_decoding_message_size(MAX_DECODE_BYTES);
-    let baselines = proto::v1::baselines_server::BaselinesServer::new(
-        crate::baselines::BaselinesService::new(Arc::clone(&store), Arc::clone(&access)),
-    )
+    let baselines = BaselinesServer::new(BaselinesService::new(
+        Arc::clone(&store),
+        Arc::clone(&access),
+    ))
     .max_decoding_message_size(crate::baselines::MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -174,6 +177,9 @@ pub async fn serve_secure(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<QueryServer<QueryService>>().await;
+    health
+        .set_serving::<BaselinesServer<BaselinesService>>()
+        .await;
     // Reflection over `sensor.v1` and health, in both versions tools ask for (grpcurl tries v1,
     // then v1alpha). Both descriptor sets are embedded at build time; `proto`'s tests decode its.
     let reflection = || {
@@ -213,6 +219,9 @@ pub async fn serve_secure(
         .set_not_serving::<IngestServer<IngestService>>()
         .await;
     health.set_not_serving::<QueryServer<QueryService>>().await;
+    health
+        .set_not_serving::<BaselinesServer<BaselinesService>>()
+        .await;
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(result) => result,
         Err(_) => {
