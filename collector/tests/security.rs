@@ -171,7 +171,12 @@ async fn health_and_reflection_answer_stock_clients_over_mtls() {
         .await
         .expect("connects");
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "sensor.v1.Ingest", "sensor.v1.Query"] {
+    for service in [
+        "",
+        "sensor.v1.Ingest",
+        "sensor.v1.Query",
+        "sensor.v1.Baselines",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.to_owned(),
@@ -210,6 +215,7 @@ async fn health_and_reflection_answer_stock_clients_over_mtls() {
     for expected in [
         "sensor.v1.Ingest",
         "sensor.v1.Query",
+        "sensor.v1.Baselines",
         "grpc.health.v1.Health",
     ] {
         assert!(
