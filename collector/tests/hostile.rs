@@ -1,6 +1,7 @@
 //! Hostile agents over real mutual-TLS sockets: undecodable, oversized and mixed messages end
 //! only their own stream, with a clear status, while another agent's stream keeps being
-//! acknowledged. Also measures what TLS costs (ignored test).
+//! acknowledged; mutated and random HTTP requests at the web endpoint. Also measures what TLS
+//! costs (ignored test).
 
 mod common;
 
@@ -229,4 +230,108 @@ async fn measure_tls_cost() {
     }
     plain.stop().await;
     tls.stop().await;
+}
+
+/// Mutated and random HTTP request heads at the web endpoint (the API off loopback, so with its
+/// token check): every connection gets an answer or is closed, and a proper request is answered
+/// afterwards.
+#[tokio::test]
+async fn hostile_http_requests_leave_the_web_endpoint_answering() {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (dir, db) = temp_db();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, "web-token\n").unwrap();
+    let store = Arc::new(collector::store::Store::open(&db).unwrap());
+    let access = collector::auth::Access::new(
+        false,
+        collector::auth::read_tokens(&token_file).unwrap(),
+        [],
+    );
+    let web = collector::web::Web::new(
+        store,
+        Arc::new(collector::metrics::Metrics::new()),
+        "0.0.0.0".parse().unwrap(),
+    )
+    .with_access(Arc::new(access))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(collector::web::serve(
+        listener,
+        Arc::new(web),
+        cancel.clone(),
+    ));
+
+    let exchange = async |bytes: Vec<u8>| -> String {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        // The endpoint may answer and close before reading everything: not an error here.
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+            .await
+            .expect("answered or closed in time");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let good = b"GET /api/deviations?limit=5&since=1h HTTP/1.1\r\nHost: c.example\r\n\
+                 Authorization: Bearer web-token\r\n\r\n"
+        .to_vec();
+    let mut state: u64 = 0x0bad_5eed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut answered, mut served) = (0, 0);
+    for case in 0..400 {
+        let mut bytes = good.clone();
+        match case % 4 {
+            0 => {
+                for _ in 0..8 {
+                    let i = next() as usize % bytes.len();
+                    bytes[i] = next() as u8;
+                }
+            }
+            1 => bytes.truncate(next() as usize % bytes.len()),
+            2 => bytes = (0..next() % 9000).map(|_| next() as u8).collect(),
+            _ => {
+                let at = next() as usize % bytes.len();
+                let junk = format!(
+                    "%{:x}%%zz?&=={}\r\n",
+                    next(),
+                    "A".repeat(next() as usize % 9000)
+                );
+                bytes.splice(at..at, junk.into_bytes());
+            }
+        }
+        let had_token = bytes.windows(9).any(|w| w == b"web-token");
+        let answer = exchange(bytes).await;
+        if answer.starts_with("HTTP/1.1 ") {
+            answered += 1;
+        }
+        // Nothing without the token gets data from the API.
+        if answer.starts_with("HTTP/1.1 200") && answer.contains("application/json") {
+            assert!(had_token, "case {case}: {answer}");
+            served += 1;
+        }
+    }
+    let answer = exchange(good).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    eprintln!("400 hostile requests: {answered} answered, {served} served data (with the token)");
+    assert!(
+        served > 0,
+        "some mutations keep the token: the check above is exercised"
+    );
+    assert!(
+        answered > 100,
+        "most hostile requests get an HTTP answer: {answered}"
+    );
+    cancel.cancel();
 }
