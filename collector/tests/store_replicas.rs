@@ -541,3 +541,55 @@ async fn measure_ingest_rate() {
     one.stop().await;
     two.stop().await;
 }
+
+/// A database outage: a batch that cannot be stored is answered `UNAVAILABLE` (so the agent
+/// keeps it), and once PostgreSQL is back the same batch, resent, is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_loses_nothing_and_doubles_nothing() {
+    let cluster = PgCluster::start();
+    let db = cluster.database("outage");
+    let replica = Replica::start(&db, Duration::from_secs(600)).await;
+    let mut agent = AgentStream::open(&replica.url).await;
+    let ack = agent.send(agent_batch(1, 1)).await.unwrap();
+    assert_eq!(ack.stored, PER_BATCH as u32);
+
+    tokio::task::block_in_place(|| cluster.pause());
+    agent.tx.send(agent_batch(1, 2)).await.unwrap();
+    // The pool waits up to 10 s for a connection before giving up.
+    let status = tokio::time::timeout(Duration::from_secs(30), agent.acks.message())
+        .await
+        .expect("no answer within 30 s while the database is down")
+        .expect_err("nothing can be stored while the database is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    assert!(
+        status.message().contains("cannot store batch 2"),
+        "{status}"
+    );
+
+    tokio::task::block_in_place(|| cluster.resume());
+    // As the agent does: reconnect and resend until acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ack = loop {
+        let mut agent = AgentStream::open(&replica.url).await;
+        agent.tx.send(agent_batch(1, 2)).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(15), agent.acks.message()).await {
+            Ok(Ok(Some(ack))) => break ack,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "never stored after the outage: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!((ack.sequence, ack.stored), (2, PER_BATCH as u32));
+    let mut agent = AgentStream::open(&replica.url).await;
+    let again = agent.send(agent_batch(1, 2)).await.unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, PER_BATCH as u32));
+    let stored = collector::query::list(&replica.url, ListDeviationsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2 * PER_BATCH, "both batches, once");
+    replica.stop().await;
+}

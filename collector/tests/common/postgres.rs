@@ -52,24 +52,38 @@ impl PgCluster {
             ])
             .args(["--no-sync", "-D"])
             .arg(&data));
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
-            dir.path().display()
-        );
-        run(as_postgres(as_root, &bin.join("pg_ctl"))
-            .args(["-w", "-t", "30", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("server.log"))
-            .args(["-o", &options, "start"]));
-        watch(&bin, dir.path(), as_root);
-        PgCluster {
+        let cluster = PgCluster {
             dir,
             bin,
-            port,
+            port: free_port(),
             next_db: AtomicUsize::new(0),
-        }
+        };
+        cluster.resume();
+        watch(&cluster.bin, cluster.dir.path(), as_root);
+        cluster
+    }
+
+    /// Starts the server (again, after [`PgCluster::pause`]) on its port.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        run(as_postgres(nix_is_root(), &self.bin.join("pg_ctl"))
+            .args(["-w", "-t", "30", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-o", &options, "start"]));
+    }
+
+    /// Stops the server, keeping its data (a database outage); [`PgCluster::resume`] ends it.
+    pub fn pause(&self) {
+        run(as_postgres(nix_is_root(), &self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop"));
     }
 
     /// The URL of a new, empty database named after `name`.
