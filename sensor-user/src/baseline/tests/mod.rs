@@ -358,8 +358,9 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
             Some(file("/etc/resolv.conf", "read")),
         ),
         (
+            // A file the job only ever read, now written (input tampering).
             DeviationKind::NewFileAccess,
-            Severity::Medium,
+            Severity::High,
             Some(file("/etc/hosts", "write|create")),
         ),
         (
