@@ -32,6 +32,9 @@ fn spawn_serve(db: &std::path::Path) -> (Serve, String) {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            // Not the default port: another collector on this machine may hold it.
+            "--metrics-listen",
+            "",
             "--db",
         ])
         .arg(db)
