@@ -353,7 +353,10 @@ impl Engine {
                     Dimension::ActiveTime | Dimension::Sequence | Dimension::Host
                 ) || stability::state(&tracked.baseline, dimension, &self.config, now)
                     != DimensionState::Learning);
-            let full = if !judged {
+            let full = if !judged && tracked.baseline.frozen {
+                // Frozen baselines learn nothing, not even the dimensions still learning.
+                false
+            } else if !judged {
                 match tracked.baseline.learned.learn(behaviour, limit) {
                     Learn::Known => false,
                     Learn::Added => {

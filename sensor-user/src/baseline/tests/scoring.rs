@@ -834,3 +834,20 @@ fn a_few_attack_runs_do_not_make_a_dimension_unstable() {
     let d = engine.observe(&shell_to(17, "192.0.2.17"));
     assert!(has(&d[0], "unstable-dimension"), "{:?}", d[0].signals);
 }
+
+#[test]
+fn a_frozen_baseline_learns_no_hours_either() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = learned_ci(dir.path());
+    let hours = only(engine.summary()).active_hours;
+    engine
+        .workloads
+        .get_mut(JOB)
+        .expect("the job's baseline")
+        .baseline
+        .frozen = true;
+    // Run 30 is at an hour never seen; hours are still learning (less than a week), but a
+    // frozen baseline learns nothing.
+    assert_eq!(feed(&mut engine, &ci_run(30)), []);
+    assert_eq!(only(engine.summary()).active_hours, hours);
+}
