@@ -199,8 +199,26 @@ fn config(url: &str, state_dir: &Path) -> TransportConfig {
 
 /// A loopback URL where nothing listens (bound, then released).
 async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+    // Below the ephemeral range, so no other test's `127.0.0.1:0` server is handed this port
+    // in the meantime (a test that later starts its collector here would find it taken).
+    let first_ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let span = u64::from(first_ephemeral.saturating_sub(10_000).max(1));
+    for i in 0..1000u64 {
+        let port =
+            10_000 + ((seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919)) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            drop(listener);
+            return format!("http://127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port below {first_ephemeral}");
 }
 
 /// Polls `condition` until it holds, panicking with `what` after 10 seconds.
