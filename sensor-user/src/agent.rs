@@ -364,6 +364,23 @@ fn housekeeping(
         tracing::error!(error = %e, "could not save baselines");
     }
     let now = sensor.counters();
+    let lost_since = |counters: &[(&str, u64)]| -> u64 {
+        counters
+            .iter()
+            .filter(|(name, _)| name.starts_with("lost_"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    if lost_since(&now) > lost_since(last) {
+        // What was lost was not learnt: say so on the baselines that were learning then.
+        let marked = engine.note_kernel_loss(HOUSEKEEPING + LOSS_WINDOW);
+        if marked > 0 {
+            tracing::warn!(
+                workloads = marked,
+                "kernel lost records while workloads were learning; their baselines are marked"
+            );
+        }
+    }
     for ((name, before), (_, after)) in last.iter().zip(&now) {
         if after > before {
             tracing::warn!(

@@ -47,6 +47,11 @@ pub(crate) fn write(
             w.workload.clone(),
             serde_json::Value::Object(w.dimensions.iter().map(|(d, s)| (d.as_str().to_owned(), serde_json::json!(s.as_str()))).collect()),
         )).collect::<serde_json::Map<_, _>>(),
+        // Learning windows that overlapped kernel losses, per workload (only those with some).
+        "learning_losses": engine.summary().iter().filter(|w| w.learning_losses > 0).map(|w| (
+            w.workload.clone(),
+            serde_json::json!(w.learning_losses),
+        )).collect::<serde_json::Map<_, _>>(),
     });
     let path = path(&config.state_dir);
     let tmp = config.state_dir.join("status.json.tmp");

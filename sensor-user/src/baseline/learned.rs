@@ -44,6 +44,48 @@ pub(crate) struct WorkloadBaseline {
     /// Frozen by an operator (`sensor baseline freeze`): learns nothing, every event is judged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub frozen: bool,
+    /// Learning windows that overlapped a kernel loss (see [`LearningLosses`]).
+    #[serde(default, skip_serializing_if = "LearningLosses::is_empty")]
+    pub learning_losses: LearningLosses,
+}
+
+/// Where the workload learnt while the kernel was losing records: what was lost was not learnt,
+/// so a later deviation may be behaviour the baseline should have held. Shown to the operator
+/// (`sensor status`, `sensor baseline show`) so such a baseline can be reset or re-learnt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LearningLosses {
+    /// CI runs learnt from during which records were lost.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub runs: BTreeSet<String>,
+    /// Time-learnt workloads: kernel losses noticed while the workload was active and learning.
+    #[serde(default)]
+    pub windows: u64,
+    /// When the last one was noticed, ns since the epoch.
+    #[serde(default)]
+    pub last_unix_nanos: Option<i64>,
+}
+
+impl LearningLosses {
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.windows == 0
+    }
+
+    /// Learning windows (runs or loss notices) marked.
+    pub fn count(&self) -> u64 {
+        self.runs.len() as u64 + self.windows
+    }
+
+    /// Marks the window of a workload that learnt at `now`: its latest learning run for a CI
+    /// job (`runs` in learning order), one more window otherwise.
+    pub fn mark(&mut self, learning_runs: &[String], now: i64) {
+        match learning_runs.last() {
+            Some(run) => {
+                self.runs.insert(run.clone());
+            }
+            None => self.windows += 1,
+        }
+        self.last_unix_nanos = Some(now);
+    }
 }
 
 /// The result of [`WorkloadBaseline::report`].

@@ -121,6 +121,9 @@ pub struct WorkloadSummary {
     pub active_hours: usize,
     /// Learning state of each dimension, in `Dimension::ALL` order.
     pub dimensions: Vec<(Dimension, DimensionState)>,
+    /// Learning windows (CI runs, or loss notices for time-learnt workloads) during which the
+    /// kernel lost records: the baseline may lack what was lost.
+    pub learning_losses: u64,
 }
 
 impl fmt::Display for WorkloadSummary {
@@ -150,6 +153,13 @@ impl fmt::Display for WorkloadSummary {
             self.other,
             self.reported
         )?;
+        if self.learning_losses > 0 {
+            write!(
+                f,
+                "; learnt through {} window(s) with kernel losses",
+                self.learning_losses
+            )?;
+        }
         // Learning workloads: every dimension learns, the line stays short.
         if self.status != LearningStatus::Detecting {
             return Ok(());
@@ -203,6 +213,8 @@ struct Tracked {
     baseline: WorkloadBaseline,
     /// Changed since it was last written.
     dirty: bool,
+    /// Event time of its latest event learnt from, ns since the epoch (not saved).
+    learnt_at: Option<i64>,
 }
 
 impl Engine {
@@ -221,6 +233,7 @@ impl Engine {
                     file_name,
                     baseline,
                     dirty: false,
+                    learnt_at: None,
                 };
                 (id, tracked)
             })
@@ -259,6 +272,7 @@ impl Engine {
                 file_name: store::file_name(&workload.id),
                 baseline: WorkloadBaseline::default(),
                 dirty: true,
+                learnt_at: None,
             };
             self.workloads.insert(workload.id.clone(), tracked);
             self.shared.started.push(workload.id.clone());
@@ -273,6 +287,9 @@ impl Engine {
         let (phase, changed) = tracked.baseline.phase(run_id, now, &self.config);
         tracked.dirty |= changed;
         let learning = phase == Phase::Learning;
+        if learning {
+            tracked.learnt_at = Some(now);
+        }
         let epoch = if learning {
             stability::epoch(&tracked.baseline, run_id, now, &self.config)
         } else {
@@ -493,6 +510,27 @@ impl Engine {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// The kernel lost records just now: marks the learning window of every workload that
+    /// learnt within `window` of the newest event (their baselines may lack what was lost).
+    /// Returns how many were marked.
+    pub fn note_kernel_loss(&mut self, window: std::time::Duration) -> usize {
+        let Some(newest) = self.newest_event else {
+            return 0;
+        };
+        let now = unix_nanos(newest);
+        let since = now.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
+        let mut marked = 0;
+        for t in self.workloads.values_mut() {
+            if t.learnt_at.is_some_and(|at| at >= since) {
+                let b = &mut t.baseline;
+                b.learning_losses.mark(&b.learning_runs, now);
+                t.dirty = true;
+                marked += 1;
+            }
+        }
+        marked
+    }
+
     /// Every workload's learning status and baseline sizes, by workload id.
     pub fn summary(&self) -> Vec<WorkloadSummary> {
         let reference = self.newest_event.unwrap_or_else(SystemTime::now);
@@ -515,6 +553,7 @@ impl Engine {
                     sequences: t.baseline.learned.count(Dimension::Sequence),
                     hosts: t.baseline.learned.count(Dimension::Host),
                     active_hours: t.baseline.learned.count(Dimension::ActiveTime),
+                    learning_losses: t.baseline.learning_losses.count(),
                     dimensions: Dimension::ALL
                         .iter()
                         .map(|d| (*d, stability::state(&t.baseline, *d, &self.config, now)))

@@ -189,6 +189,7 @@ impl Engine {
                 file_name: store::file_name(&workload),
                 baseline: WorkloadBaseline::default(),
                 dirty: true,
+                learnt_at: None,
             };
             self.workloads.insert(workload.clone(), tracked);
         }

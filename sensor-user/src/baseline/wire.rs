@@ -149,6 +149,7 @@ impl Engine {
                 file_name: store::file_name(&workload),
                 baseline: WorkloadBaseline::default(),
                 dirty: true,
+                learnt_at: None,
             });
         let b = &mut tracked.baseline;
         if b.frozen || mature(b, &config, now) {

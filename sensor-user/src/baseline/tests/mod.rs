@@ -1,6 +1,7 @@
 //! Engine scenarios on synthetic attributed events, with baselines in a temporary directory.
 
 mod bounded;
+mod losses;
 mod noise;
 mod perf;
 mod scoring;
