@@ -244,6 +244,12 @@ pub enum KindArg {
     NewListener,
     NewFileOperation,
     CardinalityExploded,
+    NewSequence,
+    RateSpike,
+    Enumeration,
+    UnusualTime,
+    NewHost,
+    Aggregated,
 }
 
 impl From<KindArg> for DeviationKind {
@@ -258,6 +264,12 @@ impl From<KindArg> for DeviationKind {
             KindArg::NewListener => DeviationKind::NewListener,
             KindArg::NewFileOperation => DeviationKind::NewFileOperation,
             KindArg::CardinalityExploded => DeviationKind::CardinalityExploded,
+            KindArg::NewSequence => DeviationKind::NewSequence,
+            KindArg::RateSpike => DeviationKind::RateSpike,
+            KindArg::Enumeration => DeviationKind::Enumeration,
+            KindArg::UnusualTime => DeviationKind::UnusualTime,
+            KindArg::NewHost => DeviationKind::NewHost,
+            KindArg::Aggregated => DeviationKind::Aggregated,
         }
     }
 }
@@ -325,5 +337,14 @@ mod tests {
             panic!("expected deviations");
         };
         assert_eq!(args.kind, Some(KindArg::CardinalityExploded));
+        // And every kind of the wire contract can be asked for by its name.
+        for number in 1..64 {
+            if DeviationKind::try_from(number).is_ok() {
+                let name = crate::convert::kind_name(number);
+                let parsed = KindArg::from_str(name, false)
+                    .unwrap_or_else(|_| panic!("--kind {name} is not accepted"));
+                assert_eq!(i32::from(DeviationKind::from(parsed)), number);
+            }
+        }
     }
 }
