@@ -18,6 +18,8 @@ pub struct DeviationRow<'a> {
     pub severity: i32,
     pub summary: &'a str,
     pub executable: &'a str,
+    /// The agent's incident (one run or process tree); empty from agents that set none.
+    pub incident_id: &'a str,
 }
 
 impl<'a> From<&'a Deviation> for DeviationRow<'a> {
@@ -34,6 +36,7 @@ impl<'a> From<&'a Deviation> for DeviationRow<'a> {
             severity: d.severity,
             summary: &d.summary,
             executable: d.process.as_ref().map_or("", |p| p.executable.as_str()),
+            incident_id: &d.incident_id,
         }
     }
 }

@@ -340,6 +340,7 @@ fn incident_json(i: &IncidentSummary) -> Value {
         "workload": i.workload_id,
         "workload_kind": crate::convert::workload_kind_name(i.workload_kind),
         "run_id": i.run_id,
+        "incident": i.incident_id,
         "deviations": i.deviations,
         "max_severity": severity_name(i.max_severity),
         "kinds": i.kinds.iter().map(|&k| kind_name(k)).collect::<Vec<_>>(),

@@ -66,6 +66,7 @@ suite!(
     queries_apply_every_filter,
     workloads_count_their_deviations,
     incidents_group_by_workload_and_run,
+    incidents_split_by_the_agents_incident_id,
     agents_show_their_contacts_and_batches,
     heartbeats_record_status_and_count_drops_once,
     silence_is_recorded_once_and_cleared_by_contact,
@@ -262,6 +263,28 @@ fn incidents_group_by_workload_and_run(db: &Db) {
     );
     assert_eq!(run7.kinds, [DeviationKind::NewExecutable as i32]);
     assert_eq!((run7.hosts, run7.host.as_str()), (1, "h1"));
+}
+
+/// A service has no runs: its process trees are its incidents, as the agent correlated them.
+fn incidents_split_by_the_agents_incident_id(db: &Db) {
+    let store = db.open();
+    let mut batch = Vec::new();
+    for (id, time, incident) in [
+        ("a", 10, "tree-1"),
+        ("b", 20, "tree-2"),
+        ("c", 30, "tree-1"),
+    ] {
+        let mut d = at(id, time, "unit:web.service", "", "h1", 3);
+        d.incident_id = incident.to_owned();
+        batch.push(d);
+    }
+    store.store_batch(key(1), &batch, 1).unwrap();
+    let all = store.incidents(&ListDeviationsRequest::default()).unwrap();
+    let groups: Vec<_> = all
+        .iter()
+        .map(|i| (i.incident_id.as_str(), i.deviations, i.first_ns, i.last_ns))
+        .collect();
+    assert_eq!(groups, [("tree-1", 2, 10, 30), ("tree-2", 1, 20, 20)]);
 }
 
 fn agents_show_their_contacts_and_batches(db: &Db) {

@@ -200,6 +200,8 @@ pub struct IncidentSummary {
     pub host: String,
     pub first_ns: i64,
     pub last_ns: i64,
+    /// The agent's incident id; empty for deviations without one (grouped by run alone).
+    pub incident_id: String,
 }
 
 /// The collector's database.

@@ -209,13 +209,15 @@ impl Postgres {
             }
             let stored = tx.execute(
                 "INSERT INTO deviations (id, time_ns, host, workload_id, workload_kind, run_id,
-                    kind, severity, summary, executable, agent_id, received_ns, proto)
+                    kind, severity, summary, executable, agent_id, received_ns, proto,
+                    incident_id)
                  SELECT d.id, d.time_ns, d.host, d.workload_id, d.workload_kind, d.run_id,
-                    d.kind, d.severity, d.summary, d.executable, $11, $12, d.proto FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[],
+                    d.kind, d.severity, d.summary, d.executable, $11, $12, d.proto,
+                    d.incident_id FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[],
                     $4::TEXT[], $5::INTEGER[], $6::TEXT[], $7::INTEGER[], $8::INTEGER[],
-                    $9::TEXT[], $10::TEXT[], $13::BYTEA[])
+                    $9::TEXT[], $10::TEXT[], $13::BYTEA[], $14::TEXT[])
                     AS d(id, time_ns, host, workload_id, workload_kind, run_id, kind, severity,
-                         summary, executable, proto)
+                         summary, executable, proto, incident_id)
                  ON CONFLICT (id) DO NOTHING",
                 &[
                     &columns.id,
@@ -231,6 +233,7 @@ impl Postgres {
                     &key.agent_id,
                     &received_ns,
                     &columns.proto,
+                    &columns.incident_id,
                 ],
             )?;
             let stored = u32::try_from(stored).unwrap_or(u32::MAX);
@@ -379,9 +382,9 @@ impl Postgres {
         let sql = format!(
             "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
                     array_agg(DISTINCT kind ORDER BY kind), COUNT(DISTINCT host), MIN(host),
-                    MIN(time_ns), MAX(time_ns)
-             FROM deviations{filter} GROUP BY workload_id, run_id
-             ORDER BY MAX(time_ns) DESC, workload_id, run_id LIMIT ${}",
+                    MIN(time_ns), MAX(time_ns), incident_id
+             FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
+             ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ${}",
             args.len() + 1
         );
         args.push(Box::new(i64::from(limit(request.limit))));
@@ -399,6 +402,7 @@ impl Postgres {
                 host: row.get(7),
                 first_ns: row.get(8),
                 last_ns: row.get(9),
+                incident_id: row.get(10),
             })
             .collect())
     }
@@ -447,6 +451,7 @@ struct DeviationColumns<'a> {
     summary: Vec<&'a str>,
     executable: Vec<&'a str>,
     proto: Vec<Vec<u8>>,
+    incident_id: Vec<&'a str>,
 }
 
 impl<'a> DeviationColumns<'a> {
@@ -463,6 +468,7 @@ impl<'a> DeviationColumns<'a> {
             summary: Vec::new(),
             executable: Vec::new(),
             proto: Vec::new(),
+            incident_id: Vec::new(),
         };
         for &d in deviations {
             let row = DeviationRow::from(d);
@@ -477,6 +483,7 @@ impl<'a> DeviationColumns<'a> {
             c.summary.push(row.summary);
             c.executable.push(row.executable);
             c.proto.push(d.encode_to_vec());
+            c.incident_id.push(row.incident_id);
         }
         c
     }

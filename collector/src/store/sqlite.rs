@@ -94,8 +94,9 @@ impl Sqlite {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO deviations (id, time_ns, host, workload_id, workload_kind,
-                    run_id, kind, severity, summary, executable, agent_id, received_ns, proto)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    run_id, kind, severity, summary, executable, agent_id, received_ns, proto,
+                    incident_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for deviation in deviations {
                 let row = DeviationRow::from(deviation);
@@ -113,6 +114,7 @@ impl Sqlite {
                     key.agent_id,
                     received_ns,
                     deviation.encode_to_vec(),
+                    row.incident_id,
                 ])? as u32;
             }
         }
@@ -264,9 +266,9 @@ impl Sqlite {
         let sql = format!(
             "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
                     GROUP_CONCAT(DISTINCT kind), COUNT(DISTINCT host), MIN(host),
-                    MIN(time_ns), MAX(time_ns)
-             FROM deviations{filter} GROUP BY workload_id, run_id
-             ORDER BY MAX(time_ns) DESC, workload_id, run_id LIMIT ?"
+                    MIN(time_ns), MAX(time_ns), incident_id
+             FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
+             ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ?"
         );
         args.push(Value::Integer(limit(request.limit).into()));
         let conn = lock(&self.reader);
@@ -286,6 +288,7 @@ impl Sqlite {
                 host: row.get(7)?,
                 first_ns: row.get(8)?,
                 last_ns: row.get(9)?,
+                incident_id: row.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

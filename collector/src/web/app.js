@@ -198,7 +198,8 @@ function drawIncidents(data) {
   setCount("incidents-count", list.length, data.limit);
   fill("incidents-body", list.map((i) => el("tr", { class: "sev-row-" + i.max_severity },
     el("td", null, workloadLink(i.workload)),
-    el("td", null, i.run_id || "—"),
+    el("td", null, i.run_id || "—",
+      i.incident ? el("span", { class: "muted" }, " · ", code(i.incident.slice(0, 16))) : null),
     el("td", { class: "host" }, i.host, i.hosts > 1 ? el("span", { class: "muted" }, " +" + (i.hosts - 1)) : null),
     el("td", { class: "num" }, String(i.deviations)),
     el("td", null, severityBadge(i.max_severity)),

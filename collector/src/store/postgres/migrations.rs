@@ -67,4 +67,6 @@ pub const MIGRATIONS: &[&str] = &[
         agent_ids   TEXT   NOT NULL,
         updated_ns  BIGINT NOT NULL
     );",
+    // 4: the incident each deviation belongs to (see the SQLite migration 4).
+    "ALTER TABLE deviations ADD COLUMN incident_id TEXT NOT NULL DEFAULT '';",
 ];

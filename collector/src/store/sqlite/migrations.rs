@@ -70,4 +70,7 @@ pub const MIGRATIONS: &[&str] = &[
         agent_ids   TEXT    NOT NULL,
         updated_ns  INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 4: the incident each deviation belongs to (`Deviation.incident_id`), so incidents group
+    // by it rather than by whole runs; empty for rows stored before.
+    "ALTER TABLE deviations ADD COLUMN incident_id TEXT NOT NULL DEFAULT '';",
 ];
