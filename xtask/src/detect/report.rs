@@ -37,6 +37,11 @@ const NOTES: &str = "
 - Attacks on the service run as new processes placed in the service's cgroup (what a remote code
   execution would start); nginx itself does not spawn them, so there is no nginx → shell edge.
 - Every network target is on loopback, including the DNS resolver the tunnelling queries go to.
+- Every injected behaviour is new for its workload (a new file, tool, destination or privileged
+  call). An attack that only repeats what the job already does (its own tools, its known
+  endpoint, its own output paths with the same writer) is outside what a behaviour baseline can
+  see, and this suite does not measure it; 100% here means: every novel behaviour of these
+  families was ranked HIGH, not: every attack is caught.
 - The learning-curve table runs sensors with 1, 2 and 3 learning runs (5, 10, 20 s for the
   service) beside the main one on the same runs; the examples under it show what a sensor that
   learned too little still reports.
