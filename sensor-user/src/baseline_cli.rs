@@ -87,6 +87,13 @@ pub enum BaselineCommand {
 /// Runs one `sensor baseline` command, printing its result.
 pub fn run(args: &BaselineArgs) -> Result<(), String> {
     let state = &args.state_dir;
+    if !state.is_dir() {
+        return Err(format!(
+            "no state directory {}: pass the --state-dir of the sensor (or set state_dir in its \
+             config)",
+            state.display()
+        ));
+    }
     let e = |e: &dyn std::fmt::Display| e.to_string();
     match &args.command {
         BaselineCommand::List { json } => {

@@ -231,6 +231,14 @@ fn operator_commands_work_beside_a_running_agent_and_survive_sigkill() {
         "{error}"
     );
 
+    // A mistyped state directory is named, and nothing is created there.
+    let missing = dir.path().join("no-such-state");
+    let out = baseline(&missing, &["freeze", WORKLOAD]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("no state directory"), "{error}");
+    assert!(!missing.exists());
+
     // SIGKILL the agent; a new one starts on the same state with everything kept.
     drop(agent);
     let agent = sensor(&state, &server);
