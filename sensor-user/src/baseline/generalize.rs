@@ -92,10 +92,14 @@ pub fn generalize_path(path: &str) -> String {
     let is_proc = parts.len() > 2 && parts[0].is_empty() && parts[1] == "proc";
     let mut in_temp = false;
     let mut out = String::with_capacity(path.len());
+    // Where `part` ends in `path`: `&path[..end]` is the path up to it, without allocating.
+    let mut end = 0;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             out.push('/');
+            end += 1;
         }
+        end += part.len();
         let previous = |back: usize| i.checked_sub(back).map(|j| parts[j]);
         let pid_dir = is_proc && is_number(parts[2]);
         if pid_dir && i == 2 {
@@ -110,7 +114,7 @@ pub fn generalize_path(path: &str) -> String {
         }
         in_temp = in_temp
             || *part == TEMP_COMPONENT
-            || (i <= 2 && TEMP_DIRS.contains(&parts[..=i].join("/").as_str()));
+            || (i <= 2 && TEMP_DIRS.contains(&&path[..end]));
     }
     out
 }
