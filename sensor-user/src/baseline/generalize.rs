@@ -112,9 +112,8 @@ pub fn generalize_path(path: &str) -> String {
         } else {
             component(part, in_temp, &mut out);
         }
-        in_temp = in_temp
-            || *part == TEMP_COMPONENT
-            || (i <= 2 && TEMP_DIRS.contains(&&path[..end]));
+        in_temp =
+            in_temp || *part == TEMP_COMPONENT || (i <= 2 && TEMP_DIRS.contains(&&path[..end]));
     }
     out
 }

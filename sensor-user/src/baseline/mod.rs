@@ -28,14 +28,14 @@ mod sequence;
 mod stability;
 mod store;
 // Operator actions, versions and exports (`sensor baseline ...`).
+#[cfg(test)]
+mod crash_tests;
 pub mod export;
 mod novelties;
 pub mod ops;
 pub mod requests;
 pub mod version;
 mod wire;
-#[cfg(test)]
-mod crash_tests;
 
 #[cfg(test)]
 mod tests;
