@@ -1,9 +1,12 @@
-//! Loads and attaches every kernel program once, then prints one JSON line and exits:
+//! Loads and attaches every kernel program, then prints one JSON line and exits:
 //! `{"kernel": "<uname -r>", "attached": [...], "skipped": [[name, reason], ...], "error": null}`.
+//! It loads twice, with the default open hook and with the classic open tracepoints, so that
+//! every program of the table is tried; `attached` and `skipped` cover both loads, and
+//! `attached_default` is what the default load attached.
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
 //! message, verifier lines included). `cargo xtask portability` runs it inside other kernels.
 
-use sensor_user::kernel::{LoadOptions, Sensor};
+use sensor_user::kernel::{LoadOptions, OpenHook, Sensor};
 use serde_json::{Value, json};
 
 fn main() {
@@ -14,13 +17,32 @@ fn main() {
         .expect("a current-thread tokio runtime");
     // Sensor::load registers the ring buffer with the runtime, so it runs inside it; the sensor
     // is dropped (programs detached) before the runtime.
-    let result = rt.block_on(async {
-        Sensor::load(&LoadOptions::default()).map(|s| (s.attached.clone(), s.skipped.clone()))
+    let load = |open_hook| {
+        rt.block_on(async {
+            let options = LoadOptions {
+                open_hook,
+                ..LoadOptions::default()
+            };
+            Sensor::load(&options).map(|s| (s.attached.clone(), s.skipped.clone()))
+        })
+    };
+    let result = load(OpenHook::Auto).and_then(|(default, skipped)| {
+        let (classic, classic_skipped) = load(OpenHook::Tracepoint)?;
+        let mut attached = default.clone();
+        attached.extend(classic.into_iter().filter(|p| !default.contains(p)));
+        // A program skipped by one load but attached by the other was not skipped.
+        let skipped: Vec<_> = skipped
+            .into_iter()
+            .chain(classic_skipped)
+            .filter(|(name, _)| !attached.contains(name))
+            .collect();
+        Ok((default, attached, skipped))
     });
     let (report, code) = match result {
-        Ok((attached, skipped)) => (
+        Ok((default, attached, skipped)) => (
             json!({
                 "kernel": kernel,
+                "attached_default": default,
                 "attached": attached,
                 "skipped": skipped,
                 "error": Value::Null,
