@@ -108,6 +108,31 @@ fn install_writes_a_service_and_uninstall_purge_removes_it() {
     assert!(stdout.contains("systemctl daemon-reload"), "{stdout}");
 }
 
+/// A broken configuration blocks `serve` with its line and reason, never the commands that
+/// (re)install or remove the service.
+#[test]
+fn install_and_uninstall_work_with_a_broken_config() {
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let broken = root.path().join("broken.toml");
+    std::fs::write(&broken, "listen = [not toml\n").unwrap();
+    let broken_arg = broken.to_str().unwrap();
+    let serve = collector(&["--config", broken_arg, "serve"]);
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("broken.toml:1"));
+    for command in [
+        vec!["--config", broken_arg, "install", "--root", root_arg],
+        vec!["--config", broken_arg, "uninstall", "--root", root_arg],
+    ] {
+        let out = collector(&command);
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn deviation(id: &str, time_unix_nanos: i64, severity: Severity) -> Deviation {
     Deviation {
         id: id.to_owned(),
