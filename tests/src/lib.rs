@@ -126,6 +126,16 @@ impl Drop for KernelHarness {
     }
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A binary of this workspace (`sensor`, `collector`) next to the running test's build output.
 /// `cargo build --workspace` must have built it (scripts/test does).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {

@@ -3,7 +3,7 @@
 //! its state directory with everything it had learnt.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,13 +15,7 @@ const WORKLOAD: &str = "github:acme/ops/ci/build";
 const JOB: &str = "cat \"$WORK/input.txt\" > /dev/null\nls \"$WORK\" > /dev/null\n\
                    if [ -n \"$EXTRA\" ]; then \"$EXTRA\" > /dev/null; fi\n";
 
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 fn sensor(state: &Path, server: &str) -> Guard {
     let _ = std::fs::remove_file(state.join("status.json"));

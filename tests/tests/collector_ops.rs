@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use proto::v1::{
@@ -13,14 +13,7 @@ use proto::v1::{
 use serde_json::Value;
 use tests::{free_port, wait_for, workspace_bin};
 
-/// Kills a child on drop so a failing test leaves nothing running.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 fn collector(args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("collector"))

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,14 +22,7 @@ if [ -n "$MALICIOUS" ]; then
 fi
 "#;
 
-/// Kills a child on drop so a failing test leaves nothing running.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 fn terminate(mut guard: Guard) -> std::process::ExitStatus {
     // SAFETY: sending SIGTERM to our own child.

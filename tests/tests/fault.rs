@@ -23,14 +23,7 @@ const WORKLOAD: &str = "github:acme/fault/ci/build";
 /// Files each judged run reads for the first time: one new-file-access deviation each.
 const FILES_PER_RUN: usize = 40;
 
-/// Kills (SIGKILL) a child on drop so a failing test leaves nothing running.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 struct Fault {
     dir: PathBuf,

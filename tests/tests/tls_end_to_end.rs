@@ -5,7 +5,7 @@
 //! a non-loopback address. Needs `cargo build --workspace --bins` first.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use proto::v1::{Deviation, DeviationKind, Severity, Workload};
@@ -15,15 +15,7 @@ use tests::{free_port, wait_for, workspace_bin};
 const TOKEN: &str = "e2e-query-token";
 const AGENT: &str = "e2e-agent";
 
-/// Kills the child when the test ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 /// Runs the collector binary to completion, killed (and the test failed) after 30 s.
 fn collector(args: &[&str]) -> Output {

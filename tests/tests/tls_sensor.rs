@@ -4,7 +4,7 @@
 //! --bins` first.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,13 +13,7 @@ use tests::{free_port, wait_for, workspace_bin};
 const HOST: &str = "tls-runner";
 const TOKEN: &str = "tls-sensor-token";
 
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 fn terminate(mut guard: Guard) -> std::process::ExitStatus {
     // SAFETY: sending SIGTERM to our own child.

@@ -5,7 +5,7 @@
 //! installed (no network), the test says "skipped" and passes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,14 +28,7 @@ const HOSTILE_AS_TEXT: &str = "new destination &lt;script&gt;document.title='pwn
                                &lt;img src=x onerror=\"document.title='pwned'\"&gt; in \
                                unit:web-test.service";
 
-/// Kills the collector on drop so a failing test leaves nothing running.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Guard;
 
 /// The `chromium` on PATH, installing Debian's package first when it is missing.
 fn chromium() -> Option<PathBuf> {
