@@ -250,6 +250,8 @@ pub enum KindArg {
     UnusualTime,
     NewHost,
     Aggregated,
+    IdentitySwitch,
+    BlindSpot,
 }
 
 impl From<KindArg> for DeviationKind {
@@ -270,6 +272,8 @@ impl From<KindArg> for DeviationKind {
             KindArg::UnusualTime => DeviationKind::UnusualTime,
             KindArg::NewHost => DeviationKind::NewHost,
             KindArg::Aggregated => DeviationKind::Aggregated,
+            KindArg::IdentitySwitch => DeviationKind::IdentitySwitch,
+            KindArg::BlindSpot => DeviationKind::BlindSpot,
         }
     }
 }

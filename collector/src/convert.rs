@@ -59,6 +59,8 @@ pub fn kind_name(kind: i32) -> &'static str {
         Ok(DeviationKind::UnusualTime) => "unusual-time",
         Ok(DeviationKind::NewHost) => "new-host",
         Ok(DeviationKind::Aggregated) => "aggregated",
+        Ok(DeviationKind::IdentitySwitch) => "identity-switch",
+        Ok(DeviationKind::BlindSpot) => "blind-spot",
         Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
     }
 }

@@ -337,6 +337,7 @@ fn status(instance: &str, dropped: u64, spool: u64) -> AgentStatus {
         dropped_total: dropped,
         kernel_lost_total: 3,
         heartbeat_interval_millis: 30_000,
+        ..AgentStatus::default()
     }
 }
 

@@ -33,6 +33,7 @@ fn heartbeat(agent: &str, dropped: u64) -> DeviationBatch {
             dropped_total: dropped,
             kernel_lost_total: 4,
             heartbeat_interval_millis: 30_000,
+            ..AgentStatus::default()
         }),
     }
 }

@@ -49,6 +49,7 @@ pub fn message(inner: &Inner) -> DeviationBatch {
             kernel_lost_total: inner.kernel_lost.load(Ordering::Relaxed),
             heartbeat_interval_millis: u32::try_from(inner.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
+            ..AgentStatus::default()
         }),
     }
 }
