@@ -3,6 +3,13 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+/// `time` as ns since the Unix epoch (0 before it, saturating far after it): how every stage
+/// stores and compares event times.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// One thing a process did, as the kernel saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::behaviour::{Behaviour, Dimension};
+use crate::behaviour::{Behaviour, Dimension};
 
 /// The most distinct behaviours of one [`Dimension`] a workload's baseline learns, and the most
 /// new behaviours of one dimension reported for a workload once it is judged.

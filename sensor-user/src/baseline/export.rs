@@ -17,9 +17,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::MAX_BEHAVIOURS_PER_DIMENSION;
-use super::behaviour::{Behaviour, Dimension};
 use super::bounded::Learned;
 use super::learned::WorkloadBaseline;
+use crate::behaviour::{Behaviour, Dimension};
 
 /// The `format` of an export.
 pub const FORMAT: &str = "sensor-baseline";

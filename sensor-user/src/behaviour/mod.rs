@@ -1,4 +1,10 @@
-//! The things a workload does that its baseline records, extracted from attributed events.
+//! What a workload did, as typed behaviours: the vocabulary shared by baselines (what is
+//! learnt), detection (what is new) and reports (what is said). Extracted from attributed events
+//! ([`Behaviour::of`]) with paths generalised ([`generalize_path`]) so identical runs show
+//! identical behaviours.
+//!
+//! A leaf of the pipeline: it reads events and their attribution, and imports nothing
+//! downstream (baseline, detect, report).
 
 use std::net::IpAddr;
 
@@ -8,7 +14,11 @@ use crate::attribute::Attributed;
 use crate::event::{EventKind, FileOperation, PrivilegeOp};
 use crate::kernel::dns;
 
-use super::generalize::generalize_path;
+mod describe;
+mod generalize;
+
+pub use describe::{object_name, summary};
+pub use generalize::generalize_path;
 
 /// One learnable behaviour of a workload. Paths (executables, edges, files, file operations,
 /// mount targets) are generalised with [`generalize_path`].

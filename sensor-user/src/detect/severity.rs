@@ -36,7 +36,7 @@
 use proto::v1::Severity;
 
 use crate::attribute::Context;
-use crate::baseline::Behaviour;
+use crate::behaviour::Behaviour;
 
 /// Directories whose executables are suspicious: world-writable scratch space and home dirs.
 const SCRATCH_OR_HOME: &[&str] = &[
@@ -112,6 +112,11 @@ fn matches_any(patterns: &[&str], path: &str) -> bool {
 /// A write that can make code run later.
 pub fn is_persistence(path: &str) -> bool {
     matches_any(PERSISTENCE_PATHS, path)
+}
+
+/// A chmod (`detail`: the new mode, octal) that adds setuid or setgid: a way to keep privilege.
+pub(crate) fn is_setid_chmod(operation: &str, detail: &str) -> bool {
+    operation == "chmod" && u32::from_str_radix(detail, 8).is_ok_and(|mode| mode & 0o6000 != 0)
 }
 
 /// Another process's environment or memory through procfs (paths are generalised, so a pid
@@ -236,11 +241,7 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
         Behaviour::FileOperation { path, .. } if secrets.matches(path) => Severity::High,
         Behaviour::FileOperation {
             operation, detail, ..
-        } if operation == "chmod"
-            && u32::from_str_radix(detail, 8).is_ok_and(|mode| mode & 0o6000 != 0) =>
-        {
-            Severity::High
-        }
+        } if is_setid_chmod(operation, detail) => Severity::High,
         Behaviour::FileOperation { .. } => Severity::Low,
         Behaviour::Sequence { .. } => Severity::Low,
         Behaviour::Host(_) => Severity::Low,
@@ -333,7 +334,7 @@ mod tests {
             "/etc/shadow",
         ];
         for path in paths {
-            let generalised = crate::baseline::generalize_path(path);
+            let generalised = crate::behaviour::generalize_path(path);
             let b = file(&generalised, "read");
             assert!(
                 is_credential_access(&b, &SecretPaths::default()),
