@@ -483,7 +483,7 @@ mod tests {
         );
         let f = Behaviour::File {
             path: "/etc/hosts".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(describe(&f), "intent=read path=/etc/hosts");
     }

@@ -212,7 +212,7 @@ mod tests {
         b.learned.learn(
             Behaviour::File {
                 path: "/etc/hosts".into(),
-                intent: "read".into(),
+                intent: "read".parse().expect("intent"),
             },
             10,
         );

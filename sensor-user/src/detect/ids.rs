@@ -19,26 +19,26 @@ pub fn deviation_id(host: &str, workload_id: &str, behaviour: &Behaviour) -> Str
     match behaviour {
         Behaviour::Executable(path) => fields.push(path.clone()),
         Behaviour::ExecEdge { parent, child } => fields.extend([parent.clone(), child.clone()]),
-        Behaviour::File { path, intent } => fields.extend([path.clone(), intent.clone()]),
+        Behaviour::File { path, intent } => fields.extend([path.clone(), intent.to_string()]),
         Behaviour::Destination {
             address,
             port,
             protocol,
-        } => fields.extend([address.to_string(), port.to_string(), protocol.clone()]),
+        } => fields.extend([address.to_string(), port.to_string(), protocol.to_string()]),
         Behaviour::Privilege { operation, detail } => {
-            fields.extend([operation.clone(), detail.clone()])
+            fields.extend([operation.to_string(), detail.clone()])
         }
         Behaviour::DnsName(name) => fields.push(name.clone()),
         Behaviour::Listener {
             address,
             port,
             protocol,
-        } => fields.extend([address.to_string(), port.to_string(), protocol.clone()]),
+        } => fields.extend([address.to_string(), port.to_string(), protocol.to_string()]),
         Behaviour::FileOperation {
             operation,
             path,
             detail,
-        } => fields.extend([operation.clone(), path.clone(), detail.clone()]),
+        } => fields.extend([operation.to_string(), path.clone(), detail.clone()]),
         Behaviour::Sequence { parent, steps } => {
             fields.push(parent.clone());
             fields.extend(steps.iter().cloned());
@@ -124,7 +124,7 @@ mod tests {
         assert_ne!(id, cardinality_id("h", "w2", Dimension::FileAccess));
         let file = Behaviour::File {
             path: "file-access".into(),
-            intent: String::new(),
+            intent: crate::event::OpenIntent::default(),
         };
         assert_ne!(id, deviation_id("h", "w", &file));
     }

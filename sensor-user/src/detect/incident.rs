@@ -178,7 +178,7 @@ mod tests {
         let mut i = Incident::for_run("h", "w", "1");
         let ssh = Behaviour::File {
             path: "/root/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         i.record(&ssh, true, || ev("cred"));
         i.record(&ssh, true, || ev("cred-again"));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::attribute::Attributed;
 use crate::baseline::{LearningConfig, WorkloadBaseline, stability};
 use crate::behaviour::{Behaviour, generalize_path};
+use crate::event::OpenIntent;
 
 use super::finding::{Evidence, Signal, Verdict};
 use super::ids::deviation_kind;
@@ -62,7 +63,7 @@ fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     let Behaviour::File { path, intent } = behaviour else {
         return (false, false);
     };
-    if !severity::modifies(intent) {
+    if !intent.modifies() {
         return (false, false);
     }
     if baseline.profile.outputs.contains(path) {
@@ -70,7 +71,7 @@ fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     }
     let mut known = false;
     for intent in baseline.learned.intents(path) {
-        if severity::modifies(intent) {
+        if intent.modifies() {
             return (true, false);
         }
         known = true;
@@ -132,7 +133,7 @@ fn base_signals(event: &Attributed, behaviour: &Behaviour, secrets: &SecretPaths
         out.push(Signal::Credential);
     }
     if let Behaviour::File { path, intent } = behaviour
-        && intent != "read"
+        && *intent != OpenIntent::READ_ONLY
         && severity::is_persistence(path)
     {
         out.push(Signal::Persistence);

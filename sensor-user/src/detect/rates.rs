@@ -222,7 +222,7 @@ mod tests {
         let mut w = NoveltyWindow::default();
         let file = |i: usize| Behaviour::File {
             path: format!("/etc/f{i}"),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         for i in 0..19 {
             assert_eq!(w.count(&file(i), || format!("f{i}"), 10), None);

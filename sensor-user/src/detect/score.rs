@@ -169,7 +169,7 @@ mod tests {
         Behaviour::Destination {
             address: "203.0.113.7".parse().expect("ip"),
             port: 443,
-            protocol: "tcp".into(),
+            protocol: crate::event::Protocol::Tcp,
         }
     }
 
@@ -218,7 +218,7 @@ mod tests {
         let mut i = Incident::for_run("h", "w", "1");
         let ssh = Behaviour::File {
             path: "/root/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         i.record(&ssh, true, || {
             evidence("cred", DeviationKind::NewFileAccess, "ssh key".into(), 5)
@@ -235,7 +235,7 @@ mod tests {
         // Not for local behaviour.
         let file = Behaviour::File {
             path: "/etc/x".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(score(Severity::Low, &file, &f).severity, Severity::Info);
     }
@@ -258,7 +258,7 @@ mod tests {
         f.output = true;
         let write = Behaviour::File {
             path: "/w/out/app".into(),
-            intent: "write|create".into(),
+            intent: "write|create".parse().expect("intent"),
         };
         let s = score(Severity::Medium, &write, &f);
         assert_eq!((s.score, s.severity), (70, Severity::High));

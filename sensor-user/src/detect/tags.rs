@@ -12,7 +12,8 @@
 
 use proto::v1::DeviationKind;
 
-use crate::behaviour::Behaviour;
+use crate::behaviour::{Behaviour, PrivilegeOperation};
+use crate::event::OpenIntent;
 
 use super::finding::Signal;
 use super::severity::{SecretPaths, is_persistence, is_setid_chmod};
@@ -50,7 +51,7 @@ pub fn tags(
             } else if path.starts_with("/proc/<pid>/") {
                 out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
             }
-            if intent != "read" && is_persistence(path) {
+            if *intent != OpenIntent::READ_ONLY && is_persistence(path) {
                 out.push(persistence_technique(path));
             }
             if has(Signal::OutputTampering) {
@@ -67,22 +68,23 @@ pub fn tags(
         Some(Behaviour::DnsName(_)) => out.push("mitre:T1071.004"),
         Some(Behaviour::Listener { .. }) => out.push("mitre:T1571"),
         Some(Behaviour::Privilege { operation, .. }) => {
-            out.push(match operation.as_str() {
-                "ptrace-attach" => "mitre:T1055.008",
-                "read-process-memory" | "write-process-memory" => "mitre:T1055",
-                "bpf-program-load" => "mitre:T1014",
-                "kernel-module-load" => "mitre:T1547.006",
-                "unshare" | "setns" | "mount" | "umount" => "mitre:T1611",
+            use PrivilegeOperation as P;
+            out.push(match operation {
+                P::PtraceAttach => "mitre:T1055.008",
+                P::ReadProcessMemory | P::WriteProcessMemory => "mitre:T1055",
+                P::BpfProgramLoad => "mitre:T1014",
+                P::KernelModuleLoad => "mitre:T1547.006",
+                P::Unshare | P::Setns | P::Mount | P::Umount => "mitre:T1611",
                 _ => "mitre:T1548",
             });
-            out.push(match operation.as_str() {
-                "unshare"
-                | "setns"
-                | "mount"
-                | "umount"
-                | "ptrace-attach"
-                | "read-process-memory"
-                | "write-process-memory" => "owasp-nhi:NHI8",
+            out.push(match operation {
+                P::Unshare
+                | P::Setns
+                | P::Mount
+                | P::Umount
+                | P::PtraceAttach
+                | P::ReadProcessMemory
+                | P::WriteProcessMemory => "owasp-nhi:NHI8",
                 _ => "owasp-nhi:NHI5",
             });
         }
@@ -91,7 +93,7 @@ pub fn tags(
             detail,
             path,
         }) => {
-            if is_setid_chmod(operation, detail) {
+            if is_setid_chmod(*operation, detail) {
                 out.extend(["mitre:T1548.001", "owasp-nhi:NHI5"]);
             } else if secrets.matches(path) {
                 out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
@@ -168,7 +170,7 @@ mod tests {
     fn credential_exfiltration_and_persistence() {
         let ssh = Behaviour::File {
             path: "/home/u/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(
             t(DeviationKind::NewFileAccess, &ssh, &[Signal::Credential]),
@@ -182,7 +184,7 @@ mod tests {
         let dest = Behaviour::Destination {
             address: "127.0.0.1".parse().expect("ip"),
             port: 9,
-            protocol: "tcp".into(),
+            protocol: crate::event::Protocol::Tcp,
         };
         assert_eq!(
             t(
@@ -200,11 +202,11 @@ mod tests {
         );
         let bashrc = Behaviour::File {
             path: "/home/u/.bashrc".into(),
-            intent: "write|create".into(),
+            intent: "write|create".parse().expect("intent"),
         };
         assert!(t(DeviationKind::NewFileAccess, &bashrc, &[]).contains(&"mitre:T1546.004"));
         let unshare = Behaviour::Privilege {
-            operation: "unshare".into(),
+            operation: "unshare".parse().expect("operation"),
             detail: "0x4000000".into(),
         };
         let tags = t(DeviationKind::NewPrivilegeUse, &unshare, &[]);

@@ -26,7 +26,7 @@ fn finding(i: u32, severity: Severity) -> Finding {
     Finding::Novel {
         behaviour: crate::baseline::Behaviour::File {
             path: format!("file {i}"),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         },
         verdict: Verdict {
             id: format!("id-{i}"),

@@ -380,7 +380,7 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
     let file = |path: &str, intent: &str| {
         What::File(v1::FileAccess {
             path: path.into(),
-            intent: intent.into(),
+            intent: intent.parse().expect("intent"),
         })
     };
     let want = vec![

@@ -157,7 +157,10 @@ fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
             parent_executable: parent,
             child_executable: child,
         }),
-        Behaviour::File { path, intent } => What::File(v1::FileAccess { path, intent }),
+        Behaviour::File { path, intent } => What::File(v1::FileAccess {
+            path,
+            intent: intent.to_string(),
+        }),
         Behaviour::Destination {
             address,
             port,
@@ -165,11 +168,11 @@ fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
         } => What::Destination(v1::NetworkDestination {
             address: address.to_string(),
             port: port.into(),
-            protocol,
+            protocol: protocol.to_string(),
             dns_name: event.context.dns_name.clone().unwrap_or_default(),
         }),
         Behaviour::Privilege { operation, detail } => What::Privilege(v1::PrivilegeUse {
-            operation,
+            operation: operation.to_string(),
             detail,
             result: match &event.event.kind {
                 EventKind::Privilege { result, .. } => *result,
@@ -193,14 +196,14 @@ fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
         } => What::Listener(v1::Listener {
             address: address.to_string(),
             port: port.into(),
-            protocol,
+            protocol: protocol.to_string(),
         }),
         Behaviour::FileOperation {
             operation,
             path,
             detail,
         } => What::FileOperation(v1::FileOperation {
-            operation,
+            operation: operation.to_string(),
             path,
             detail,
         }),
@@ -357,11 +360,11 @@ mod tests {
         let dest = Behaviour::Destination {
             address: "2001:db8::1".parse().expect("ip"),
             port: 53,
-            protocol: "udp".into(),
+            protocol: crate::event::Protocol::Udp,
         };
         let file = Behaviour::File {
             path: "/etc/shadow".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         let edge = Behaviour::ExecEdge {
             parent: "/bin/bash".into(),
