@@ -140,6 +140,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         sync,
         metrics,
         events: 0,
+        decoded: 0,
         config,
     };
     agent.write_status();
@@ -147,7 +148,16 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     agent.refresh_metrics();
     agent.event_loop(adopt, &cancel).await?;
     agent.shutdown();
-    drop(agent);
+    let Agent {
+        outbox,
+        sync,
+        sensor,
+        ..
+    } = agent;
+    drop(sensor);
+    // Ends the sharing task (after its final report).
+    drop(sync);
+    outbox.close();
     let _ = sync_task.await;
     let _ = delivery.await;
     tracing::info!("sensor stopped");
@@ -179,6 +189,8 @@ struct Agent {
     metrics: Arc<Metrics>,
     /// Kernel records read so far.
     events: u64,
+    /// Kernel records decoded so far.
+    decoded: u64,
     last_counters: Vec<(&'static str, u64)>,
 }
 
@@ -216,10 +228,12 @@ impl Agent {
         let mut found = Vec::new();
         let (metrics, clock) = (&self.metrics, &self.clock);
         let (engine, attributor) = (&mut self.engine, &mut self.attributor);
+        let mut decoded = 0;
         let read = self
             .sensor
             .drain(|record| match kernel::decode(record, clock) {
                 Ok(event) => {
+                    decoded += 1;
                     metrics.event(&event.kind);
                     found.extend(engine.observe(&attributor.attribute(event)));
                 }
@@ -229,6 +243,11 @@ impl Agent {
                 }
             });
         self.events += read as u64;
+        if decoded > 0 {
+            self.decoded += decoded;
+            let now = crate::event::unix_nanos(std::time::SystemTime::now());
+            self.outbox.transport.set_liveness(now, self.decoded);
+        }
         found
     }
 

@@ -16,7 +16,7 @@ mod tests;
 mod tls;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,9 @@ struct Inner {
     heartbeat_interval: Duration,
     /// Kernel records lost since start, as last told by [`Transport::set_kernel_lost`].
     kernel_lost: AtomicU64,
+    /// Pipeline liveness, as last told by [`Transport::set_liveness`].
+    last_event_unix_nanos: AtomicI64,
+    events_decoded: AtomicU64,
     /// When a spool-full error was last logged.
     last_drop_log: Mutex<Option<Instant>>,
 }
@@ -227,6 +230,8 @@ impl Transport {
             connected: AtomicBool::new(false),
             heartbeat_interval: config.heartbeat_interval,
             kernel_lost: AtomicU64::new(0),
+            last_event_unix_nanos: AtomicI64::new(0),
+            events_decoded: AtomicU64::new(0),
             last_drop_log: Mutex::new(None),
         });
         let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
@@ -263,6 +268,19 @@ impl Transport {
     /// Records the kernel's lost-record total, reported in the next heartbeats.
     pub fn set_kernel_lost(&self, total: u64) {
         self.inner.kernel_lost.store(total, Ordering::Relaxed);
+    }
+
+    /// Records the pipeline's liveness, reported in the next heartbeats: when it last decoded
+    /// a kernel record (ns since the epoch) and how many it decoded since the agent started. A
+    /// stalled event loop stops telling, so its heartbeats show the stall.
+    pub fn set_liveness(&self, last_event_unix_nanos: i64, events_decoded_total: u64) {
+        let inner = &self.inner;
+        inner
+            .last_event_unix_nanos
+            .store(last_event_unix_nanos, Ordering::Relaxed);
+        inner
+            .events_decoded
+            .store(events_decoded_total, Ordering::Relaxed);
     }
 
     /// Snapshot for logs/status.
