@@ -80,13 +80,13 @@ pub fn print_text(out: &mut impl Write, incidents: &[Incident], all: bool) -> io
         if n > 0 {
             writeln!(out)?;
         }
-        let hosts: Vec<&str> = incident.hosts.iter().map(String::as_str).collect();
+        let hosts: Vec<String> = incident.hosts.iter().map(|h| printable(h)).collect();
         writeln!(
             out,
             "{}  {}  {}  on {}  {} … {}  ({} deviation{})",
             severity_name(incident.max_severity.into()).to_uppercase(),
-            incident.workload_id,
-            scope(incident),
+            printable(&incident.workload_id),
+            printable(&scope(incident)),
             hosts.join(", "),
             short_time(incident.first_ns),
             short_time(incident.last_ns),
@@ -126,8 +126,14 @@ fn print_deviation(out: &mut impl Write, deviation: &Deviation) -> io::Result<()
         severity,
         short_time(deviation.time_unix_nanos),
         kind_name(deviation.kind),
-        deviation.summary.replace(|c: char| c.is_control(), "?"),
+        printable(&deviation.summary),
     )
+}
+
+/// `text` with control characters (newlines, terminal escapes) replaced: an agent's text cannot
+/// start a line of its own or drive the terminal.
+fn printable(text: &str) -> String {
+    text.replace(|c: char| c.is_control(), "?")
 }
 
 #[cfg(test)]
@@ -142,7 +148,7 @@ mod tests {
             deviation: Some(Deviation {
                 id: id.to_owned(),
                 time_unix_nanos: time_s * 1_000_000_000,
-                host: "runner-1".to_owned(),
+                host: "runner-1\u{1b}[2J".to_owned(),
                 workload: Some(Workload {
                     id: "github:a/b/ci/c".to_owned(),
                     kind: 4,
@@ -170,7 +176,7 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         let collapsed = text(false);
-        assert!(collapsed.starts_with("HIGH  github:a/b/ci/c  run 42  on runner-1  2027-01-15 08:00:00 … 2027-01-15 08:00:02  (3 deviations)\n"), "{collapsed}");
+        assert!(collapsed.starts_with("HIGH  github:a/b/ci/c  run 42  on runner-1?[2J  2027-01-15 08:00:00 … 2027-01-15 08:00:02  (3 deviations)\n"), "{collapsed}");
         assert!(collapsed.contains("the high one"), "{collapsed}");
         assert!(!collapsed.contains("a low one"), "{collapsed}");
         assert!(
