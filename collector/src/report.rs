@@ -4,7 +4,8 @@
 //! Markdown ([`markdown`]) is plain and link-free, to append to `$GITHUB_STEP_SUMMARY`; JSON is
 //! the same data for a script.
 //!
-//! Everything comes from the collector over gRPC: the run's deviations from the Query service,
+//! Everything comes from the collector over gRPC: the run's deviations from the Query service
+//! (among the newest 10,000 of its workload, the Query service's cap),
 //! the learning state from the merged baseline the agents shared (`sensor.v1.Baselines/Fetch`).
 //! A collector that holds no baseline for the workload (agents that do not share baselines), or
 //! refuses to show it (a TLS query client may not fetch baselines), gives an unknown learning

@@ -139,13 +139,9 @@ pub fn group(deviations: Vec<StoredDeviation>) -> Vec<Incident> {
         incident.deviations.push(stored);
     }
     for incident in &mut incidents {
-        incident.deviations.sort_by(|a, b| {
-            let order = |s: &StoredDeviation| {
-                let d = inner(s).expect("only deviations were grouped");
-                (d.time_unix_nanos, d.id.clone())
-            };
-            order(a).cmp(&order(b))
-        });
+        incident
+            .deviations
+            .sort_by(|a, b| time_order(a).cmp(&time_order(b)));
     }
     incidents.sort_by(|a, b| {
         b.last_ns
@@ -155,6 +151,11 @@ pub fn group(deviations: Vec<StoredDeviation>) -> Vec<Incident> {
             .then_with(|| a.incident_id.cmp(&b.incident_id))
     });
     incidents
+}
+
+/// What orders an incident's deviations: time, then id (only deviations are grouped).
+fn time_order(stored: &StoredDeviation) -> (i64, &str) {
+    inner(stored).map_or((i64::MIN, ""), |d| (d.time_unix_nanos, d.id.as_str()))
 }
 
 /// `collector incidents`: asks the collector for the matching deviations and prints their
