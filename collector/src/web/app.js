@@ -8,6 +8,8 @@
 const SEVERITIES = ["info", "low", "medium", "high", "critical"];
 const FILTERS = ["workload", "host", "min_severity", "kind", "since"];
 const REFRESH_MS = 30000;
+// Incidents drawn: each comes with all its deviations, so the latest 50 keep the answer small.
+const INCIDENTS_SHOWN = 50;
 
 const params = new URLSearchParams(location.search);
 const opened = new Set(params.getAll("open"));
@@ -359,7 +361,7 @@ async function refresh() {
   const suffix = q ? "?" + q : "";
   try {
     const [incidents, deviations, workloads, agents] = await Promise.all([
-      fetchJson("/api/incidents" + suffix),
+      fetchJson("/api/incidents?" + (q ? q + "&" : "") + "limit=" + INCIDENTS_SHOWN),
       fetchJson("/api/deviations" + suffix),
       fetchJson("/api/workloads" + suffix),
       fetchJson("/api/agents"),
