@@ -42,6 +42,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// List stored deviations, newest first.
     Deviations(DeviationsArgs),
+    /// List incidents (one CI run or process tree each), latest first: highest severity, a
+    /// one-sentence story in time order, and the deviations beneath (low and info counted
+    /// unless --all).
+    Incidents(IncidentsArgs),
+    /// The job summary of one run: learning state, incidents, new destinations and tools, as
+    /// plain Markdown (for $GITHUB_STEP_SUMMARY) or JSON.
+    Report(ReportArgs),
     /// List workloads with deviations matching the filters (counts per severity, runs, hosts),
     /// latest deviation first.
     Workloads(DeviationsArgs),
@@ -90,6 +97,66 @@ pub struct ExportArgs {
     pub limit: u32,
     #[command(flatten)]
     pub client: crate::credentials::ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentsArgs {
+    /// Collector to ask.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
+    pub server: String,
+    /// Only this workload id.
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only deviations of this severity or higher.
+    #[arg(long, value_enum)]
+    pub min_severity: Option<SeverityArg>,
+    /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many incidents, the latest.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Also list low and info deviations (collapsed into a count by default).
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per incident and line (every deviation included) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Collector to ask.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
+    pub server: String,
+    /// The workload id, e.g. "github:acme/app/ci/build".
+    #[arg(long)]
+    pub workload: String,
+    /// The run (GITHUB_RUN_ID / CI_JOB_ID) to summarise.
+    #[arg(long)]
+    pub run: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub format: ReportFormat,
+    /// Runs the agents learn from before judging (the agents' `learning_runs`).
+    #[arg(long, default_value_t = 5)]
+    pub learning_runs: u32,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
+}
+
+/// Formats of `collector report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Plain Markdown without links, to append to $GITHUB_STEP_SUMMARY.
+    Markdown,
+    /// One JSON object.
+    Json,
 }
 
 #[derive(Debug, Args)]

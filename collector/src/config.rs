@@ -245,6 +245,20 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             set(m, "server", &mut args.server, &file.server);
             set_client(m, &mut args.client, file);
         }
+        Command::Incidents(args) => {
+            let Some(("incidents", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
+        }
+        Command::Report(args) => {
+            let Some(("report", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "server", &mut args.server, &file.server);
+            set_client(m, &mut args.client, file);
+        }
         Command::Install(_) | Command::Uninstall(_) | Command::Certs(_) => {}
     }
 }

@@ -5,7 +5,9 @@
 //! `cli` is the command line and `config` its TOML file; `serve` runs `server` (the gRPC
 //! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus), and
 //! `web` (the HTTP endpoint: a page over what is stored, its JSON API, `/metrics`); `query` is the
-//! `deviations` client; `convert` holds every mapping of protobuf types to rows, names and JSON;
+//! `deviations` client; `incidents` groups deviations into incidents with a one-line story
+//! (`collector incidents`, the page's first section) and `report` writes a run's job summary
+//! (`collector report`); `convert` holds every mapping of protobuf types to rows, names and JSON;
 //! `listing` answers and prints `workloads` and `agents`; `upkeep` marks silent agents and applies
 //! retention in the background.
 //!
@@ -23,12 +25,14 @@ pub mod config;
 pub mod convert;
 pub mod credentials;
 pub mod decode_error;
+pub mod incidents;
 pub mod ingest;
 pub mod install;
 pub mod listing;
 pub mod metrics;
 pub mod ocsf;
 pub mod query;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -50,6 +54,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Deviations(args) => Ok(query::run(&args).await?),
+        Command::Incidents(args) => Ok(incidents::run(&args).await?),
+        Command::Report(args) => Ok(report::run(&args).await?),
         Command::Workloads(args) => Ok(listing::run_workloads(&args).await?),
         Command::Agents(args) => Ok(listing::run_agents(&args).await?),
         Command::Export(args) => Ok(query::export(&args).await?),

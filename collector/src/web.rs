@@ -3,9 +3,9 @@
 //!
 //! | path | answer |
 //! |------|--------|
-//! | `/` | the page (`web/index.html`, `web/app.js`, `web/style.css`, embedded in the binary) |
+//! | `/` | the page (`web/index.html`, `web/app.js`, `web/style.css`, embedded in the binary): incidents first |
+//! | `/api/incidents` | incidents as `collector incidents --json` prints them: highest severity, story, deviations (`entries`) |
 //! | `/api/deviations` | newest deviations, each as `collector deviations --json` prints it |
-//! | `/api/incidents` | deviations grouped by workload and run: count, highest severity, first/last |
 //! | `/api/workloads` | workloads with deviations: count per severity, runs, hosts, first/last |
 //! | `/api/agents` | agents: batches, deviations, first/last contact, heartbeat status, silent; their latest events; agent streams open now |
 //! | `/metrics` | OpenMetrics text ([`crate::metrics`]) |
@@ -35,9 +35,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{KindArg, SeverityArg};
-use crate::convert::{kind_name, rfc3339_nanos, severity_name, to_json, unix_nanos};
+use crate::convert::{rfc3339_nanos, to_json, unix_nanos};
+use crate::incidents::render::incident_json;
 use crate::metrics::Metrics;
-use crate::store::{AgentSummary, IncidentSummary, Store, StoreError, WorkloadSummary};
+use crate::store::{AgentSummary, Store, StoreError, WorkloadSummary};
 use http::{Request, Response};
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -272,10 +273,22 @@ fn api_json(web: &Web, api: Api, request: &ListDeviationsRequest) -> Result<Valu
                 "deviations": deviations.iter().map(to_json).collect::<Vec<_>>(),
             })
         }
-        Api::Incidents => json!({
-            "limit": request.limit,
-            "incidents": store.incidents(request)?.iter().map(incident_json).collect::<Vec<_>>(),
-        }),
+        Api::Incidents => {
+            // Grouped here, as `collector incidents` groups them, from the newest matching
+            // deviations (up to the query cap), so each incident comes with its deviations.
+            let fetched = store.list(&ListDeviationsRequest {
+                limit: crate::incidents::FETCHED,
+                ..request.clone()
+            })?;
+            let capped = fetched.len() >= crate::incidents::FETCHED as usize;
+            let mut incidents = crate::incidents::group(fetched);
+            incidents.truncate(request.limit as usize);
+            json!({
+                "limit": request.limit,
+                "capped": capped,
+                "incidents": incidents.iter().map(incident_json).collect::<Vec<_>>(),
+            })
+        }
         Api::Workloads => json!({
             "limit": request.limit,
             "workloads": store.workloads(request)?.iter().map(workload_json).collect::<Vec<_>>(),
@@ -333,22 +346,6 @@ fn filters(query: &[(String, String)], now: SystemTime) -> Result<ListDeviations
         }
     }
     Ok(request)
-}
-
-fn incident_json(i: &IncidentSummary) -> Value {
-    json!({
-        "workload": i.workload_id,
-        "workload_kind": crate::convert::workload_kind_name(i.workload_kind),
-        "run_id": i.run_id,
-        "incident": i.incident_id,
-        "deviations": i.deviations,
-        "max_severity": severity_name(i.max_severity),
-        "kinds": i.kinds.iter().map(|&k| kind_name(k)).collect::<Vec<_>>(),
-        "hosts": i.hosts,
-        "host": i.host,
-        "first": rfc3339_nanos(i.first_ns),
-        "last": rfc3339_nanos(i.last_ns),
-    })
 }
 
 fn workload_json(w: &WorkloadSummary) -> Value {

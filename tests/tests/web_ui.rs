@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::v1::{
-    Ancestor, Deviation, DeviationBatch, DeviationKind, ExecEdge, NetworkDestination, Novelty,
-    Process, Severity, Workload, WorkloadKind, ingest_client::IngestClient, novelty::What,
+    Ancestor, Deviation, DeviationBatch, DeviationKind, ExecEdge, FileAccess, NetworkDestination,
+    Novelty, Process, Severity, Workload, WorkloadKind, ingest_client::IngestClient, novelty::What,
 };
 use tests::{free_port, wait_for, workspace_bin};
 
@@ -107,6 +107,18 @@ fn browse(chromium: &Path, dir: &Path, extra: &[&str], url: &str) -> String {
     std::fs::read_to_string(&out).unwrap()
 }
 
+/// The opening tag of the first deviation row whose summary cell follows it, found by the row's
+/// `data-row` attribute (`{deviation id}-{severity}`).
+fn row_tag<'a>(html: &'a str, row: &str) -> &'a str {
+    let needle = format!("data-row=\"{row}\"");
+    let at = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no row {row} in\n{html}"));
+    let start = html[..at].rfind("<tr").expect("a row tag");
+    let end = at + html[at..].find('>').expect("the tag closes");
+    &html[start..=end]
+}
+
 /// The markup of `<section id="{id}">`, which must be in `dom`.
 fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     let start = dom
@@ -128,8 +140,13 @@ fn deviation(id: &str, ago: Duration, workload: Workload, severity: Severity) ->
     }
 }
 
-/// Three deviations: a critical dropped-then-executed binary and a low exec edge in run 7 of a CI
-/// job, and a service's new destination whose summary is hostile markup.
+/// The story the page tells of run 7 (its medium and higher deviations, in time order).
+const STORY: &str = "read ~/.ssh/id_rsa (a credential) → ran dropped (new, written by the job) → \
+                     connected to 127.0.0.1:9 (new, no DNS)";
+
+/// Five deviations: in run 7 of a CI job, an SSH key read, a critical dropped-then-executed
+/// binary, a low exec edge and a connection without DNS; and a service's new destination whose
+/// summary is hostile markup.
 fn deviations() -> Vec<Deviation> {
     let ci = Workload {
         id: CI_WORKLOAD.to_owned(),
@@ -168,6 +185,40 @@ fn deviations() -> Vec<Deviation> {
     });
     dropped.signals = vec!["dropped-then-executed".to_owned()];
 
+    let mut key = deviation(
+        "dev-key",
+        Duration::from_secs(150),
+        ci.clone(),
+        Severity::High,
+    );
+    key.kind = DeviationKind::NewFileAccess.into();
+    key.summary = "new file access /root/.ssh/id_rsa (read) by /usr/bin/bash".to_owned();
+    key.novelty = Some(Novelty {
+        what: Some(What::File(FileAccess {
+            path: "/root/.ssh/id_rsa".to_owned(),
+            intent: "read".to_owned(),
+        })),
+    });
+    key.signals = vec!["credential".to_owned()];
+
+    let mut connect = deviation(
+        "dev-connect",
+        Duration::from_secs(80),
+        ci.clone(),
+        Severity::Critical,
+    );
+    connect.kind = DeviationKind::NewNetworkDestination.into();
+    connect.summary = "new destination 127.0.0.1:9/tcp by /tmp/build/dropped".to_owned();
+    connect.novelty = Some(Novelty {
+        what: Some(What::Destination(NetworkDestination {
+            address: "127.0.0.1".to_owned(),
+            port: 9,
+            protocol: "tcp".to_owned(),
+            dns_name: String::new(),
+        })),
+    });
+    connect.signals = vec!["no-dns".to_owned()];
+
     let mut edge = deviation("dev-edge", Duration::from_secs(90), ci, Severity::Low);
     edge.kind = DeviationKind::NewExecEdge.into();
     edge.summary = EDGE.to_owned();
@@ -200,7 +251,7 @@ fn deviations() -> Vec<Deviation> {
             dns_name: "<b>bold</b>.example".to_owned(),
         })),
     });
-    vec![dropped, edge, hostile]
+    vec![key, dropped, edge, connect, hostile]
 }
 
 /// Streams `deviations` to the collector at `url` in one batch, as an agent does; waits for the ack.
@@ -273,6 +324,12 @@ fn the_page_shows_what_agents_sent_and_escapes_it() {
             "{text:?} missing in the deviations:\n{recent}"
         );
     }
+    // Every row of the flat list has its workload cell, the newest one too.
+    assert_eq!(
+        recent.matches("class=\"workload\"").count(),
+        5,
+        "a workload link per deviation:\n{recent}"
+    );
     // The evidence is in the page (shown when a row is selected).
     for text in [
         "/usr/lib/systemd/systemd",
@@ -302,18 +359,48 @@ fn the_page_shows_what_agents_sent_and_escapes_it() {
         "a script ran:\n{dom}"
     );
 
+    // The page opens on incidents: before the flat list, each with its story, its deviations
+    // beneath, the low ones collapsed.
+    let incidents_at = dom.find("<section id=\"incidents\"").unwrap();
+    assert!(
+        incidents_at < dom.find("<section id=\"deviations\"").unwrap(),
+        "incidents come first:\n{dom}"
+    );
     let incidents = section(&dom, "incidents");
     assert!(
+        incidents.contains(&format!("<p class=\"story\">{STORY}</p>")),
+        "run 7's story:\n{incidents}"
+    );
+    assert!(
         incidents.contains(CI_WORKLOAD)
-            && incidents.contains("<td class=\"num\">2</td>")
+            && incidents.contains("run 7")
+            && incidents.contains("4 deviations")
             && incidents.contains("sev-critical"),
-        "run 7: two deviations, critical at most:\n{incidents}"
+        "run 7: four deviations, critical at most:\n{incidents}"
+    );
+    let low_row = row_tag(incidents, "dev-edge-low");
+    assert!(
+        low_row.contains(" hidden"),
+        "the low row is collapsed: {low_row}\n{incidents}"
+    );
+    for shown in ["dev-dropped-critical", "dev-key-high"] {
+        let row = row_tag(incidents, shown);
+        assert!(!row.contains(" hidden"), "{shown} is shown: {row}");
+    }
+    assert!(
+        incidents.contains("▸ 1 low, 0 info collapsed: select to show"),
+        "the collapsed line counts the low row:\n{incidents}"
+    );
+    assert!(
+        incidents.contains(EDGE),
+        "the collapsed row is in the page, only hidden:\n{incidents}"
     );
     let workloads = section(&dom, "workloads");
     for text in [
         CI_WORKLOAD,
         UNIT_WORKLOAD,
-        "1 critical",
+        "2 critical",
+        "1 high",
         "1 low",
         "1 medium",
         "github-job",
@@ -325,8 +412,8 @@ fn the_page_shows_what_agents_sent_and_escapes_it() {
     }
     let agents = section(&dom, "agents");
     assert!(
-        agents.contains(AGENT) && agents.contains("<td class=\"num\">3</td>"),
-        "the agent with its 3 deviations:\n{agents}"
+        agents.contains(AGENT) && agents.contains("<td class=\"num\">5</td>"),
+        "the agent with its 5 deviations:\n{agents}"
     );
 
     // Filters from the query string.

@@ -1,4 +1,4 @@
-// The collector's page: fetches the JSON API and draws four tables.
+// The collector's page: fetches the JSON API and draws incidents first, then three tables.
 //
 // Everything shown comes from agents and may be hostile. Text is only ever put in the page as
 // text (`append` of a string, `textContent`), never parsed as HTML; links are built from
@@ -8,6 +8,8 @@
 const SEVERITIES = ["info", "low", "medium", "high", "critical"];
 const FILTERS = ["workload", "host", "min_severity", "kind", "since"];
 const REFRESH_MS = 30000;
+// Incidents drawn: each comes with all its deviations, so the latest 50 keep the answer small.
+const INCIDENTS_SHOWN = 50;
 
 const params = new URLSearchParams(location.search);
 const opened = new Set(params.getAll("open"));
@@ -149,15 +151,18 @@ function details(d) {
         ...field("received", shortTime(d.received) + " UTC"))));
 }
 
-function deviationRows(d) {
-  const detail = el("tr", { class: "detail" }, el("td", { colspan: "6" }, details(d)));
+/// A deviation's row and its (hidden until selected) evidence row. In an incident the workload
+/// column is left out: the incident names it.
+function deviationRows(d, withWorkload = true) {
+  const columns = withWorkload ? 6 : 5;
+  const detail = el("tr", { class: "detail" }, el("td", { colspan: String(columns) }, details(d)));
   const row = el("tr", {
     class: "deviation sev-row-" + d.severity, tabindex: "0", "aria-expanded": "false",
-    title: "select to show the evidence",
+    title: "select to show the evidence", "data-row": d.id + "-" + d.severity,
   },
   timeCell(d.time),
   el("td", null, severityBadge(d.severity)),
-  el("td", null, workloadLink(d.workload)),
+  withWorkload ? el("td", null, workloadLink(d.workload)) : null,
   el("td", { class: "kind" }, d.kind),
   el("td", { class: "summary" }, d.summary,
     d.count > 1 ? el("span", { class: "muted" }, " ×" + d.count) : null),
@@ -170,42 +175,113 @@ function deviationRows(d) {
     else opened.delete(d.id);
   };
   toggle(opened.has(d.id));
-  row.addEventListener("click", (event) => {
+  onSelect(row, (event) => {
     if (event.target.closest("a")) return;
     toggle(detail.hidden);
   });
-  row.addEventListener("keydown", (event) => {
+  return [row, detail];
+}
+
+/// Calls `action` when `node` is clicked, or focused and Enter or Space is pressed.
+function onSelect(node, action) {
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
-      toggle(detail.hidden);
+      action(event);
     }
   });
-  return [row, detail];
 }
 
 function drawDeviations(data) {
   const list = data.deviations || [];
   setCount("deviations-count", list.length, data.limit);
-  fill("deviations-body", list.flatMap(deviationRows), "No deviations stored" +
+  fill("deviations-body", list.flatMap((d) => deviationRows(d)), "No deviations stored" +
     (query() ? " matching these filters." : " yet."), 6);
   return list;
 }
 
 // ---- incidents, workloads, agents ----------------------------------------------------------
 
+// Incidents whose low and info deviations were shown survive the periodic refresh.
+const expanded = new Set();
+
+function incidentKey(i) {
+  return [i.workload, i.run_id, i.incident].join("\u0000");
+}
+
+/// "run 42", "incident 3f2a…", or "no run".
+function scope(i) {
+  if (i.run_id) return "run " + i.run_id;
+  if (i.incident) return "incident " + i.incident.slice(0, 12);
+  return "no run";
+}
+
+/// One incident: a header line, its story, and its deviations oldest first, the low and info
+/// ones hidden behind one line that shows them.
+function incident(i) {
+  const key = incidentKey(i);
+  const entries = i.entries || [];
+  const quiet = (d) => d.severity !== "medium" && d.severity !== "high" && d.severity !== "critical";
+  const rows = [];
+  const hiddenRows = [];
+  for (const d of entries) {
+    const [row, detail] = deviationRows(d, false);
+    if (quiet(d)) {
+      row.classList.add("collapsible");
+      hiddenRows.push([row, detail]);
+    }
+    rows.push(row, detail);
+  }
+  const collapsed = (i.collapsed || {});
+  const hiddenCount = (collapsed.low || 0) + (collapsed.info || 0);
+  const body = el("tbody", null, ...rows);
+  if (hiddenCount > 0) {
+    const label = el("td", { colspan: "5" });
+    const toggleRow = el("tr", { class: "collapsed-line", tabindex: "0", "aria-expanded": "false" }, label);
+    const show = (open) => {
+      for (const [row, detail] of hiddenRows) {
+        row.hidden = !open;
+        // A collapsed row's evidence goes with it.
+        if (!open) detail.hidden = true;
+      }
+      toggleRow.setAttribute("aria-expanded", String(open));
+      label.textContent = (open ? "▾ hide " : "▸ ") + (collapsed.low || 0) + " low, " +
+        (collapsed.info || 0) + " info" + (open ? "" : " collapsed: select to show");
+      if (open) expanded.add(key);
+      else expanded.delete(key);
+    };
+    show(expanded.has(key));
+    onSelect(toggleRow, () => show(toggleRow.getAttribute("aria-expanded") !== "true"));
+    body.append(toggleRow);
+  }
+  const story = (i.steps || []).length
+    ? el("p", { class: "story" }, i.story)
+    : el("p", { class: "story muted" }, "(no story)");
+  return el("article", { class: "incident sev-row-" + i.max_severity, "data-key": key },
+    el("div", { class: "incident-head" },
+      severityBadge(i.max_severity),
+      workloadLink(i.workload),
+      el("span", { class: "scope" }, scope(i)),
+      el("span", { class: "muted" }, "on " + i.host + (i.hosts > 1 ? " +" + (i.hosts - 1) : "")),
+      el("span", { class: "muted time", title: i.first + " … " + i.last },
+        shortTime(i.first) + " … " + shortTime(i.last).slice(11) + " UTC (" + ago(i.last) + ")"),
+      el("span", { class: "muted" }, i.deviations + (i.deviations === 1 ? " deviation" : " deviations"))),
+    story,
+    el("table", { class: "incident-deviations" }, body));
+}
+
 function drawIncidents(data) {
   const list = data.incidents || [];
   setCount("incidents-count", list.length, data.limit);
-  fill("incidents-body", list.map((i) => el("tr", { class: "sev-row-" + i.max_severity },
-    el("td", null, workloadLink(i.workload)),
-    el("td", null, i.run_id || "—",
-      i.incident ? el("span", { class: "muted" }, " · ", code(i.incident.slice(0, 16))) : null),
-    el("td", { class: "host" }, i.host, i.hosts > 1 ? el("span", { class: "muted" }, " +" + (i.hosts - 1)) : null),
-    el("td", { class: "num" }, String(i.deviations)),
-    el("td", null, severityBadge(i.max_severity)),
-    el("td", { class: "kind" }, (i.kinds || []).join(", ")),
-    timeCell(i.first),
-    timeCell(i.last))), "No incidents.", 8);
+  const box = document.getElementById("incidents-list");
+  if (list.length === 0) {
+    box.replaceChildren(el("p", { class: "empty muted" }, "No incidents" +
+      (query() ? " matching these filters." : " yet: nothing new was reported.")));
+  } else {
+    box.replaceChildren(...list.map(incident));
+  }
+  return list;
 }
 
 function drawWorkloads(data) {
@@ -256,7 +332,7 @@ function drawAgents(data) {
     "No agent has delivered a batch yet.", 6);
 }
 
-function drawOverview(deviations, workloads, agents) {
+function drawOverview(deviations, incidents, workloads, agents) {
   const counts = {};
   for (const d of deviations) counts[d.severity] = (counts[d.severity] || 0) + 1;
   const card = (label, value, cls) =>
@@ -264,6 +340,7 @@ function drawOverview(deviations, workloads, agents) {
   document.getElementById("overview").replaceChildren(
     card("critical", counts.critical || 0, counts.critical ? "sev-critical" : ""),
     card("high", counts.high || 0, counts.high ? "sev-high" : ""),
+    card("incidents", incidents.length),
     card("recent deviations", deviations.length),
     card("workloads", workloads.length),
     card("agents", agents.length));
@@ -283,17 +360,17 @@ async function refresh() {
   const q = query();
   const suffix = q ? "?" + q : "";
   try {
-    const [deviations, incidents, workloads, agents] = await Promise.all([
+    const [incidents, deviations, workloads, agents] = await Promise.all([
+      fetchJson("/api/incidents?" + (q ? q + "&" : "") + "limit=" + INCIDENTS_SHOWN),
       fetchJson("/api/deviations" + suffix),
-      fetchJson("/api/incidents" + suffix),
       fetchJson("/api/workloads" + suffix),
       fetchJson("/api/agents"),
     ]);
+    const told = drawIncidents(incidents);
     const shown = drawDeviations(deviations);
-    drawIncidents(incidents);
     drawWorkloads(workloads);
     drawAgents(agents);
-    drawOverview(shown, workloads.workloads || [], agents.agents || []);
+    drawOverview(shown, told, workloads.workloads || [], agents.agents || []);
     status.className = "";
     const active = FILTERS.filter((name) => params.get(name))
       .map((name) => name.replace("_", " ") + " " + params.get(name));

@@ -2,7 +2,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod attack;
 pub mod postgres;
+pub mod serve;
 pub mod tls;
 
 use std::net::SocketAddr;
