@@ -109,8 +109,10 @@ async fn receive(
 ) -> Result<(), Status> {
     loop {
         let batch = match inbound.message().await {
-            Ok(Some(batch)) => {
-                if let Err(status) = crate::auth::check_batch(identity, &batch) {
+            Ok(Some(mut batch)) => {
+                let bound = crate::auth::check_batch(identity, &batch)
+                    .and_then(|()| crate::auth::bind_hosts(identity, &mut batch));
+                if let Err(status) = bound {
                     metrics.error(IngestError::Invalid);
                     return Err(status);
                 }

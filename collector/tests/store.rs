@@ -62,6 +62,7 @@ macro_rules! suite {
 
 suite!(
     resent_batch_and_repeated_ids_are_not_stored_twice,
+    ids_are_unique_per_agent_not_across_agents,
     same_sequence_from_a_new_spool_is_a_new_batch,
     queries_apply_every_filter,
     workloads_count_their_deviations,
@@ -132,6 +133,45 @@ fn resent_batch_and_repeated_ids_are_not_stored_twice(db: &Db) {
         ["d", "c", "b", "a"],
         "newest first"
     );
+}
+
+fn ids_are_unique_per_agent_not_across_agents(db: &Db) {
+    let store = db.open();
+    let b = BatchKey {
+        agent_id: "agent-b",
+        ..key(1)
+    };
+    let decoy = store.store_batch(b, &[simple("x", 10)], 1).unwrap();
+    assert_eq!((decoy.stored, decoy.duplicates), (1, 0));
+    // A's row with the id B sent first is A's own, stored.
+    let real = store.store_batch(key(1), &[simple("x", 20)], 2).unwrap();
+    assert_eq!((real.stored, real.duplicates), (1, 0));
+    let again = store.store_batch(key(2), &[simple("x", 20)], 3).unwrap();
+    assert_eq!(
+        (again.stored, again.duplicates),
+        (0, 1),
+        "A's repeat is A's"
+    );
+    let mut rows: Vec<(String, i64)> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.agent_id, d.deviation.unwrap().time_unix_nanos))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [("agent-a".to_owned(), 20), ("agent-b".to_owned(), 10)]
+    );
+    // Retention deletes by row, not by id: B's old row goes, A's newer one with the same id stays.
+    assert_eq!(store.prune(15).unwrap(), 1);
+    let left: Vec<String> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.agent_id)
+        .collect();
+    assert_eq!(left, ["agent-a"]);
 }
 
 fn same_sequence_from_a_new_spool_is_a_new_batch(db: &Db) {

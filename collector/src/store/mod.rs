@@ -9,8 +9,8 @@
 //!
 //! Exactly-once storage, whichever backend and however many replicas: a batch is acknowledged
 //! only after the one transaction that records its key `(agent_id, spool_id, sequence)` and
-//! inserts its deviations (unique by id, a repeat is skipped) has committed. The key is inserted
-//! first, so a replica storing the same batch at the same time waits for the other's commit and
+//! inserts its deviations (unique per agent by id, a repeat is skipped) has committed. The key is
+//! inserted first, so a replica storing the same batch at the same time waits for the other's commit and
 //! then finds the key: the batch is acknowledged as resent and nothing is stored twice.
 //!
 //! Agents: every batch and heartbeat is a contact, recorded in the `agents` row (first/last

@@ -14,7 +14,8 @@
 //! (`ON CONFLICT DO NOTHING`): a replica storing the same batch concurrently blocks on that key
 //! until the first commits, then inserts nothing and acknowledges the batch as resent. Deviations
 //! are inserted in one statement, sorted by id (so two batches sharing ids lock them in the same
-//! order), `ON CONFLICT (id) DO NOTHING`. The agent's row is read `FOR UPDATE`. A transaction that
+//! order), `ON CONFLICT (agent_id, id) DO NOTHING`: ids are unique per agent, so no agent can
+//! make another's deviation a duplicate. The agent's row is read `FOR UPDATE`. A transaction that
 //! still loses a serialization or deadlock race is retried.
 //!
 //! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
@@ -218,7 +219,7 @@ impl Postgres {
                     $9::TEXT[], $10::TEXT[], $13::BYTEA[], $14::TEXT[])
                     AS d(id, time_ns, host, workload_id, workload_kind, run_id, kind, severity,
                          summary, executable, proto, incident_id)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (agent_id, id) DO NOTHING",
                 &[
                     &columns.id,
                     &columns.time_ns,
@@ -290,8 +291,8 @@ impl Postgres {
         let chunk = i64::from(PRUNE_CHUNK);
         self.transaction(|tx| {
             let deleted = tx.execute(
-                "DELETE FROM deviations WHERE id IN
-                    (SELECT id FROM deviations WHERE time_ns < $1 LIMIT $2)",
+                "DELETE FROM deviations WHERE (agent_id, id) IN
+                    (SELECT agent_id, id FROM deviations WHERE time_ns < $1 LIMIT $2)",
                 &[&before_ns, &chunk],
             )?;
             tx.execute(

@@ -178,8 +178,8 @@ impl Sqlite {
     pub fn prune(&self, before_ns: i64) -> Result<u64, StoreError> {
         let conn = lock(&self.writer);
         let deleted = conn.execute(
-            "DELETE FROM deviations WHERE id IN
-                (SELECT id FROM deviations WHERE time_ns < ?1 LIMIT ?2)",
+            "DELETE FROM deviations WHERE rowid IN
+                (SELECT rowid FROM deviations WHERE time_ns < ?1 LIMIT ?2)",
             params![before_ns, PRUNE_CHUNK],
         )?;
         conn.execute(

@@ -69,4 +69,7 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 4: the incident each deviation belongs to (see the SQLite migration 4).
     "ALTER TABLE deviations ADD COLUMN incident_id TEXT NOT NULL DEFAULT '';",
+    // 5: deviations are unique per agent, `(agent_id, id)` (see the SQLite migration 5).
+    "ALTER TABLE deviations DROP CONSTRAINT deviations_pkey;
+    ALTER TABLE deviations ADD PRIMARY KEY (agent_id, id);",
 ];
