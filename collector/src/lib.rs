@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod decode_error;
 pub mod ingest;
 pub mod install;
+pub mod limits;
 pub mod listing;
 pub mod metrics;
 pub mod ocsf;

@@ -25,6 +25,7 @@ use tonic_health::ServingStatus;
 use crate::auth::{Access, AuthError};
 use crate::baselines::BaselinesService;
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::{ServerTlsFiles, TlsError};
@@ -194,7 +195,13 @@ pub async fn serve_secure(
         .build_v1alpha()
         .expect("embedded descriptor sets are valid");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    // Bounds per connection and for silent peers (see `crate::limits`).
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(limits::STREAM_WINDOW)
+        .initial_connection_window_size(limits::CONNECTION_WINDOW);
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))?;
     }

@@ -6,6 +6,11 @@ pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
 
+/// Largest message of `sensor.v1` a peer sends or decodes: 4 MiB (gRPC's usual default). The
+/// agent seals its batches well below it; the collector decodes nothing larger on an agent's
+/// stream, so one agent cannot make it buffer tens of MiB per stream.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every `sensor.v1` file, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the services without the .proto).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
