@@ -115,14 +115,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The TLS and access settings of `serve`.
+/// Under systemd, the files of the secrets directory are read from their credential copies
+/// (`install::credential_path`).
 fn security_settings(args: &ServeArgs) -> Result<server::SecuritySettings, tls::TlsError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let secret = |path: Option<&std::path::Path>| {
+        path.map(|p| install::credential_path(p, credentials.as_deref()))
+    };
     Ok(server::SecuritySettings {
         tls: tls::ServerTlsFiles::from_options(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_client_ca.as_deref(),
+            secret(args.tls_cert.as_deref()).as_deref(),
+            secret(args.tls_key.as_deref()).as_deref(),
+            secret(args.tls_client_ca.as_deref()).as_deref(),
         )?,
-        query_token_file: args.query_token_file.clone(),
+        query_token_file: secret(args.query_token_file.as_deref()),
         query_clients: args.query_clients.clone(),
     })
 }

@@ -404,3 +404,63 @@ async fn deviation_ids_are_namespaced_by_the_certificate_on_postgres() {
         .unwrap();
     no_agent_can_pre_empt_or_overwrite_another(store, &certs).await;
 }
+
+#[tokio::test]
+async fn the_web_api_needs_the_token_on_loopback_too_once_a_token_file_is_set() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (dir, db) = temp_db();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let store = Arc::new(Store::open(&db).unwrap());
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let access = collector::auth::Access::new(
+        false,
+        collector::auth::read_tokens(&token_file).unwrap(),
+        [],
+    );
+    let web = collector::web::Web::new(store, Arc::new(Metrics::new()), loopback)
+        .with_access(Arc::new(access))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(collector::web::serve(
+        listener,
+        Arc::new(web),
+        cancel.clone(),
+    ));
+    let get = async |path: &str, auth: Option<&str>| {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    for api in [
+        "/api/deviations",
+        "/api/incidents",
+        "/api/workloads",
+        "/api/agents",
+    ] {
+        let refused = get(api, None).await;
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{api}: {refused}");
+        assert!(!refused.contains("\"deviations\""), "{api}: no data");
+        let refused = get(api, Some("Bearer wrong")).await;
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{api}: {refused}");
+        let answered = get(api, Some(&format!("Bearer {TOKEN}"))).await;
+        assert!(answered.starts_with("HTTP/1.1 200 "), "{api}: {answered}");
+    }
+    // The page itself carries no data, and sends the token it is given (`#token=`).
+    let page = get("/app.js", None).await;
+    assert!(page.starts_with("HTTP/1.1 200 "));
+    assert!(
+        page.contains("Authorization = \"Bearer \""),
+        "the page sends the token"
+    );
+    cancel.cancel();
+}
