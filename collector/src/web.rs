@@ -380,6 +380,7 @@ fn agent_json(a: &AgentSummary) -> Value {
         "first_contact": rfc3339_nanos(a.first_contact_ns),
         "last_contact": rfc3339_nanos(a.last_contact_ns),
         "silent": a.silent,
+        "stalled": a.stalled(),
         "host": a.host,
         "version": a.version,
         "last_heartbeat": (a.last_heartbeat_ns != 0).then(|| rfc3339_nanos(a.last_heartbeat_ns)),

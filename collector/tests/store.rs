@@ -70,6 +70,7 @@ suite!(
     incidents_split_by_the_agents_incident_id,
     agents_show_their_contacts_and_batches,
     heartbeats_record_status_and_count_drops_once,
+    heartbeats_record_pipeline_liveness_and_stalls,
     silence_is_recorded_once_and_cleared_by_contact,
     retention_deletes_old_rows_in_chunks,
     concurrent_handles_store_every_batch_exactly_once,
@@ -432,6 +433,54 @@ fn heartbeats_record_status_and_count_drops_once(db: &Db) {
             (AgentEventKind::Dropped, 40),
             (AgentEventKind::FirstContact, 0)
         ]
+    );
+}
+
+fn heartbeats_record_pipeline_liveness_and_stalls(db: &Db) {
+    const S: i64 = 1_000_000_000;
+    let store = db.open();
+    let beat = |last_event_s: i64, queue: u64, decoded: u64| AgentStatus {
+        heartbeat_interval_millis: 10_000,
+        last_event_unix_nanos: last_event_s * S,
+        event_queue_depth: queue,
+        events_decoded_total: decoded,
+        ..status("run-1", 0, 0)
+    };
+    store.heartbeat("blind", &beat(0, 0, 0), 100 * S).unwrap();
+    store.heartbeat("fine", &beat(100, 3, 50), 100 * S).unwrap();
+    store.heartbeat("blind", &beat(0, 0, 0), 200 * S).unwrap();
+    store
+        .heartbeat("fine", &beat(199, 3, 900), 200 * S)
+        .unwrap();
+    let agents = store.agents(0).unwrap();
+    let of = |id: &str| agents.iter().find(|a| a.agent_id == id).unwrap().clone();
+    let fine = of("fine");
+    assert_eq!(
+        (
+            fine.heartbeat_interval_ms,
+            fine.last_event_ns,
+            fine.event_queue_depth,
+            fine.events_decoded_total
+        ),
+        (10_000, 199 * S, 3, 900),
+        "stored as reported"
+    );
+    assert!(!fine.stalled());
+    assert!(
+        of("blind").stalled(),
+        "heartbeats for 100 s, never a decoded record"
+    );
+    // Records wait, none decoded for 60 s (6 intervals): stalled.
+    store
+        .heartbeat("fine", &beat(199, 40, 900), 260 * S)
+        .unwrap();
+    let agents = store.agents(0).unwrap();
+    assert!(
+        agents
+            .iter()
+            .find(|a| a.agent_id == "fine")
+            .unwrap()
+            .stalled()
     );
 }
 

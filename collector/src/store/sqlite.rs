@@ -28,7 +28,8 @@ use migrations::MIGRATIONS;
 /// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
 const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
     last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
-    kernel_lost_total, dropped_total, dropped_seen";
+    kernel_lost_total, dropped_total, dropped_seen, heartbeat_interval_ms, last_event_ns,
+    event_queue_depth, events_decoded_total";
 
 pub struct Sqlite {
     writer: Mutex<Connection>,
@@ -343,7 +344,8 @@ fn record_contact(
     let (agent, events) = contact(agent_id, row, what, now_ns);
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)"
     ))?
     .execute(params![
         agent.agent_id,
@@ -361,6 +363,10 @@ fn record_contact(
         to_sql(agent.kernel_lost_total),
         to_sql(agent.dropped_total),
         to_sql(agent.dropped_seen),
+        to_sql(agent.heartbeat_interval_ms),
+        agent.last_event_ns,
+        to_sql(agent.event_queue_depth),
+        to_sql(agent.events_decoded_total),
     ])?;
     insert_events(tx, &events)?;
     Ok(events)
@@ -400,6 +406,10 @@ fn read_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentSummary> {
         kernel_lost_total: count(row.get(12)?),
         dropped_total: count(row.get(13)?),
         dropped_seen: count(row.get(14)?),
+        heartbeat_interval_ms: count(row.get(15)?),
+        last_event_ns: row.get(16)?,
+        event_queue_depth: count(row.get(17)?),
+        events_decoded_total: count(row.get(18)?),
     })
 }
 

@@ -72,4 +72,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: deviations are unique per agent, `(agent_id, id)` (see the SQLite migration 5).
     "ALTER TABLE deviations DROP CONSTRAINT deviations_pkey;
     ALTER TABLE deviations ADD PRIMARY KEY (agent_id, id);",
+    // 6: pipeline liveness from the last heartbeat (see the SQLite migration 6).
+    "ALTER TABLE agents ADD COLUMN heartbeat_interval_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN last_event_ns BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN event_queue_depth BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN events_decoded_total BIGINT NOT NULL DEFAULT 0;",
 ];

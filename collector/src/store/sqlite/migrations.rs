@@ -102,4 +102,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE deviations_by_agent RENAME TO deviations;
     CREATE INDEX deviations_workload_time ON deviations (workload_id, time_ns);
     CREATE INDEX deviations_time ON deviations (time_ns);",
+    // 6: pipeline liveness from the last heartbeat (`AgentSummary::stalled`).
+    "ALTER TABLE agents ADD COLUMN heartbeat_interval_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN last_event_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN event_queue_depth INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN events_decoded_total INTEGER NOT NULL DEFAULT 0;",
 ];
