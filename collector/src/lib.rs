@@ -55,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(args) => Ok(listing::run_agents(&args).await?),
         Command::Export(args) => Ok(query::export(&args).await?),
         Command::Certs(args) => certs::run(&args),
+        Command::Baselines(args) => baselines::run_cli(&args),
         Command::Install(args) => install::run_install(&args.root),
         Command::Uninstall(args) => install::run_uninstall(&args.root, args.purge),
     }
@@ -130,6 +131,7 @@ fn security_settings(args: &ServeArgs) -> Result<server::SecuritySettings, tls::
         )?,
         query_token_file: secret(args.query_token_file.as_deref()),
         query_clients: args.query_clients.clone(),
+        baseline_quorum: Some(args.baseline_quorum),
     })
 }
 

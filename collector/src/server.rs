@@ -37,11 +37,23 @@ pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// A client gets this long to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the endpoint is secured: TLS (client certificates required) and the access rules.
-#[derive(Clone, Default)]
+/// How the endpoint is secured: TLS (client certificates required), the access rules, and how
+/// many agents a shared baseline needs before it is served.
+#[derive(Clone)]
 pub struct Security {
     pub tls: Option<ServerTlsConfig>,
     pub access: Arc<Access>,
+    pub baseline_quorum: u32,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            tls: None,
+            access: Arc::default(),
+            baseline_quorum: crate::baselines::DEFAULT_QUORUM,
+        }
+    }
 }
 
 /// The security settings of `collector serve`, as configured.
@@ -50,6 +62,8 @@ pub struct SecuritySettings {
     pub tls: Option<ServerTlsFiles>,
     pub query_token_file: Option<PathBuf>,
     pub query_clients: Vec<String>,
+    /// `None`: [`crate::baselines::DEFAULT_QUORUM`].
+    pub baseline_quorum: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +109,9 @@ impl Security {
         Ok(Security {
             tls,
             access: Arc::new(access),
+            baseline_quorum: settings
+                .baseline_quorum
+                .unwrap_or(crate::baselines::DEFAULT_QUORUM),
         })
     }
 
@@ -155,10 +172,10 @@ pub async fn serve_secure(
             .with_access(Arc::clone(&access)),
     )
     .max_decoding_message_size(MAX_DECODE_BYTES);
-    let baselines = BaselinesServer::new(BaselinesService::new(
-        Arc::clone(&store),
-        Arc::clone(&access),
-    ))
+    let baselines = BaselinesServer::new(
+        BaselinesService::new(Arc::clone(&store), Arc::clone(&access))
+            .with_quorum(security.baseline_quorum),
+    )
     .max_decoding_message_size(crate::baselines::MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);

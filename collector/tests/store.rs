@@ -76,6 +76,7 @@ suite!(
     concurrent_handles_store_every_batch_exactly_once,
     reopening_keeps_data_and_schema,
     merged_baselines_lose_no_concurrent_report,
+    baseline_contributions_can_be_dropped_and_frozen,
 );
 
 fn key(sequence: u64) -> BatchKey<'static> {
@@ -617,7 +618,7 @@ fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
 /// Agents report baselines of one workload through several collectors at once: the merged
 /// baseline holds every run and behaviour, each report counted once.
 fn merged_baselines_lose_no_concurrent_report(db: &Db) {
-    use collector::baselines::merge;
+    use collector::baselines::contribute;
     use proto::v1::{Baseline, BaselineDimension};
     const HANDLES: usize = 3;
     const REPORTS: usize = 10;
@@ -643,9 +644,7 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
                 for n in 0..REPORTS {
                     let r = report(agent, n);
                     let id = format!("runner-{agent}");
-                    store
-                        .update_baseline(&r.workload_id, &mut |old| merge(old, &id, &r), 1)
-                        .unwrap();
+                    contribute(store, &id, &r, 1).unwrap();
                 }
             });
         }
@@ -661,19 +660,53 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
     assert_eq!(merged.baseline.agents, 3);
     // A repeated report changes nothing, and the merge survives reopening.
     let again = report(0, 0);
-    let after = stores[2]
-        .update_baseline(
-            &again.workload_id,
-            &mut |old| merge(old, "runner-0", &again),
-            2,
-        )
-        .unwrap();
+    let after = contribute(&stores[2], "runner-0", &again, 2).unwrap();
     assert_eq!(after, merged);
     drop(stores);
     assert_eq!(
         db.open().baseline("github:a/b/ci/build").unwrap(),
         Some(merged)
     );
+}
+
+/// Each agent's contribution is kept apart: dropping one recomputes the merge without it; a
+/// frozen merge ignores reports until thawed.
+fn baseline_contributions_can_be_dropped_and_frozen(db: &Db) {
+    use collector::baselines::{contribute, drop_agent, freeze};
+    use proto::v1::{Baseline, BaselineDimension};
+    let report = |run: &str, exe: &str| Baseline {
+        workload_id: "w".into(),
+        runs: vec![run.into()],
+        dimensions: vec![BaselineDimension {
+            name: "executable".into(),
+            behaviours: vec![exe.into()],
+        }],
+        ..Baseline::default()
+    };
+    let store = db.open();
+    contribute(&store, "a", &report("1", "/bin/a"), 1).unwrap();
+    contribute(&store, "b", &report("2", "/bin/b"), 2).unwrap();
+    let both = contribute(&store, "liar", &report("9", "/evil"), 3).unwrap();
+    assert_eq!(both.agent_ids, ["a", "b", "liar"]);
+    assert_eq!(both.baseline.runs.len(), 3);
+    let contributions = store.contributions("w").unwrap();
+    assert_eq!(contributions.len(), 3);
+    assert_eq!(contributions[2].baseline.runs, ["9"]);
+    let honest = drop_agent(&store, "w", "liar").unwrap();
+    assert_eq!(honest.agent_ids, ["a", "b"]);
+    assert_eq!(honest.baseline.runs, ["1", "2"]);
+    assert_eq!(honest.baseline.version, both.baseline.version + 1);
+    let frozen = freeze(&store, "w", true).unwrap();
+    assert!(frozen.frozen);
+    let still = contribute(&store, "liar", &report("10", "/evil"), 4).unwrap();
+    assert_eq!(
+        still.baseline, frozen.baseline,
+        "frozen: the report changes nothing"
+    );
+    assert_eq!(store.contributions("w").unwrap().len(), 3, "but is kept");
+    let thawed = freeze(&store, "w", false).unwrap();
+    assert!(!thawed.frozen && thawed.baseline.runs.contains(&"10".to_owned()));
+    assert_eq!(store.baselines().unwrap().len(), 1);
 }
 
 fn reopening_keeps_data_and_schema(db: &Db) {

@@ -21,7 +21,7 @@ use super::{
     StoreError, WorkloadSummary, contact, count, filter_conditions, limit, sequence_to_sql,
     silent_event,
 };
-use super::{StoredBaseline, decode_baseline};
+use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
 use migrations::MIGRATIONS;
 
@@ -482,38 +482,65 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Merged baselines (`baselines.rs`).
+/// Merged baselines and each agent's contribution (`baselines.rs`).
 impl Sqlite {
     pub fn update_baseline(
         &self,
         workload_id: &str,
-        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        update: BaselineUpdate<'_>,
         now_ns: i64,
     ) -> Result<StoredBaseline, StoreError> {
         let mut conn = lock(&self.writer);
-        // IMMEDIATE: the write lock is taken before the read, so no merge is lost.
+        // IMMEDIATE: the write lock is taken before the reads, so no report is lost.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old = tx
-            .query_row(
-                "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
-                [workload_id],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
-            )
-            .optional()?
-            .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
-            .transpose()?;
-        let merged = merge(old);
+        let old = read_merged(&tx, workload_id)?;
+        match update.contribution {
+            Some((agent_id, Some(merge_one))) => {
+                let mine = tx
+                    .query_row(
+                        "SELECT body FROM baseline_contributions
+                         WHERE workload_id = ?1 AND agent_id = ?2",
+                        params![workload_id, agent_id],
+                        |row| row.get::<_, Vec<u8>>(0),
+                    )
+                    .optional()?
+                    .map(|body| decode_baseline(workload_id, &body, agent_id))
+                    .transpose()?;
+                let mine = merge_one(mine);
+                tx.execute(
+                    "INSERT INTO baseline_contributions (workload_id, agent_id, body, updated_ns)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (workload_id, agent_id) DO UPDATE
+                     SET body = excluded.body, updated_ns = excluded.updated_ns",
+                    params![workload_id, agent_id, mine.baseline.encode_to_vec(), now_ns],
+                )?;
+            }
+            Some((agent_id, None)) => {
+                tx.execute(
+                    "DELETE FROM baseline_contributions WHERE workload_id = ?1 AND agent_id = ?2",
+                    params![workload_id, agent_id],
+                )?;
+            }
+            None => {}
+        }
+        let contributions = read_contributions(&tx, workload_id)?;
+        let frozen = update
+            .frozen
+            .unwrap_or_else(|| old.as_ref().is_some_and(|o| o.frozen));
+        let mut merged = (update.merge)(contributions, old);
+        merged.frozen = frozen;
         tx.execute(
-            "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns, frozen)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (workload_id) DO UPDATE
              SET body = excluded.body, agent_ids = excluded.agent_ids,
-                 updated_ns = excluded.updated_ns",
+                 updated_ns = excluded.updated_ns, frozen = excluded.frozen",
             params![
                 workload_id,
                 merged.baseline.encode_to_vec(),
                 merged.agent_ids.join("\n"),
-                now_ns
+                now_ns,
+                merged.frozen,
             ],
         )?;
         tx.commit()?;
@@ -521,14 +548,67 @@ impl Sqlite {
     }
 
     pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
-        let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
-            [workload_id],
-            |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
-        )
-        .optional()?
-        .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
-        .transpose()
+        read_merged(&lock(&self.reader), workload_id)
     }
+
+    pub fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(
+            "SELECT workload_id, body, agent_ids, frozen FROM merged_baselines
+             ORDER BY workload_id",
+        )?;
+        let rows: Vec<(String, Vec<u8>, String, bool)> = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(workload, body, agents, frozen)| {
+                let mut b = decode_baseline(&workload, &body, &agents)?;
+                b.frozen = frozen;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    pub fn contributions(&self, workload_id: &str) -> Result<Vec<StoredBaseline>, StoreError> {
+        read_contributions(&lock(&self.reader), workload_id)
+    }
+}
+
+fn read_merged(conn: &Connection, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
+    conn.query_row(
+        "SELECT body, agent_ids, frozen FROM merged_baselines WHERE workload_id = ?1",
+        [workload_id],
+        |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
+        },
+    )
+    .optional()?
+    .map(|(body, agents, frozen)| {
+        let mut b = decode_baseline(workload_id, &body, &agents)?;
+        b.frozen = frozen;
+        Ok(b)
+    })
+    .transpose()
+}
+
+fn read_contributions(
+    conn: &Connection,
+    workload_id: &str,
+) -> Result<Vec<StoredBaseline>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT agent_id, body FROM baseline_contributions WHERE workload_id = ?1
+         ORDER BY agent_id",
+    )?;
+    let rows: Vec<(String, Vec<u8>)> = statement
+        .query_map([workload_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(agent, body)| decode_baseline(workload_id, &body, &agent))
+        .collect()
 }

@@ -68,6 +68,7 @@ impl TlsCollector {
             }),
             query_token_file: Some(token_file),
             query_clients: vec!["ops".to_owned()],
+            baseline_quorum: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

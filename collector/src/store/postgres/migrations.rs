@@ -77,4 +77,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN last_event_ns BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE agents ADD COLUMN event_queue_depth BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE agents ADD COLUMN events_decoded_total BIGINT NOT NULL DEFAULT 0;",
+    // 7: per-agent baseline contributions and frozen merged baselines (see the SQLite
+    // migration 7).
+    "CREATE TABLE baseline_contributions (
+        workload_id TEXT   NOT NULL,
+        agent_id    TEXT   NOT NULL,
+        body        BYTEA  NOT NULL,
+        updated_ns  BIGINT NOT NULL,
+        PRIMARY KEY (workload_id, agent_id)
+    );
+    DELETE FROM merged_baselines;
+    ALTER TABLE merged_baselines ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE;",
 ];

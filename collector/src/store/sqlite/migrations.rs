@@ -107,4 +107,17 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN last_event_ns INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agents ADD COLUMN event_queue_depth INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agents ADD COLUMN events_decoded_total INTEGER NOT NULL DEFAULT 0;",
+    // 7: each agent's contribution to a workload's baseline kept on its own, so a merged baseline
+    // is recomputed from them (an operator can drop one agent's) and adopted only at a quorum of
+    // agents; merged baselines can be frozen. Merged baselines from before cannot be attributed
+    // to agents and are deleted: agents report theirs again at every housekeeping tick.
+    "CREATE TABLE baseline_contributions (
+        workload_id TEXT    NOT NULL,
+        agent_id    TEXT    NOT NULL,
+        body        BLOB    NOT NULL,
+        updated_ns  INTEGER NOT NULL,
+        PRIMARY KEY (workload_id, agent_id)
+    ) WITHOUT ROWID;
+    DELETE FROM merged_baselines;
+    ALTER TABLE merged_baselines ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0;",
 ];
