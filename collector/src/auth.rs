@@ -4,7 +4,10 @@
 //! the client CA, checked in the handshake. Then:
 //! - **Ingest**: the certificate's identity (subject CN, else first DNS name) is the agent; every
 //!   batch must carry it as `agent_id` (else `PERMISSION_DENIED`, nothing stored), so an agent
-//!   cannot write under another agent's name. A certificate listed in `query_clients` is an
+//!   cannot write under another agent's name; every deviation's `host` must be that identity too
+//!   (an empty one is set to it). Deviations are unique per agent (`(agent_id, id)` in the
+//!   store), so no agent can pre-empt or suppress another's rows by sending their ids first. A
+//!   certificate listed in `query_clients` is an
 //!   operator's, not an agent's, and may not send deviations (`PERMISSION_DENIED`).
 //! - **Query**: a bearer token from `query_token_file` (`authorization: Bearer <token>`) or a
 //!   certificate listed in `query_clients`; anything else is `UNAUTHENTICATED`. An agent's
@@ -153,6 +156,28 @@ pub fn check_batch(identity: Option<&str>, batch: &DeviationBatch) -> Result<(),
     }
 }
 
+/// Binds each deviation's `host` to the stream's certificate identity: an empty host becomes the
+/// identity, another host is refused (`PERMISSION_DENIED`, nothing stored). The agent's host is
+/// its identity (the agent sends `agent_id` = host), so a stolen runner certificate cannot file
+/// rows, or pre-empt ids, under another host's name. Without TLS nothing is known to bind to.
+pub fn bind_hosts(identity: Option<&str>, batch: &mut DeviationBatch) -> Result<(), Status> {
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    for deviation in &mut batch.deviations {
+        if deviation.host.is_empty() {
+            deviation.host = identity.to_owned();
+        } else if deviation.host != identity {
+            return Err(Status::permission_denied(format!(
+                "batch {}: deviation {} claims host {:?} but the client certificate identifies \
+                 {identity:?}; an agent reports only its own host",
+                batch.sequence, deviation.id, deviation.host
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The token of an `authorization` value `Bearer <token>` (scheme case-insensitive).
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -276,6 +301,23 @@ mod tests {
         let status = check_batch(Some("agent-a"), &batch).unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert!(status.message().contains("\"agent-a\""), "{status:?}");
+    }
+
+    #[test]
+    fn deviations_carry_the_certificate_host() {
+        let mut batch = DeviationBatch {
+            agent_id: "agent-a".to_owned(),
+            sequence: 4,
+            deviations: vec![proto::v1::Deviation::default(); 2],
+            ..DeviationBatch::default()
+        };
+        batch.deviations[1].host = "agent-a".to_owned();
+        bind_hosts(Some("agent-a"), &mut batch).unwrap();
+        assert!(batch.deviations.iter().all(|d| d.host == "agent-a"));
+        batch.deviations[0].host = "agent-b".to_owned();
+        let status = bind_hosts(Some("agent-a"), &mut batch).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(bind_hosts(None, &mut batch).is_ok());
     }
 
     #[test]

@@ -1,11 +1,25 @@
 //! Baselines merged across agents (`sensor.v1.Baselines`, see `proto/sensor/v1/baseline.proto`).
 //!
 //! Ephemeral CI runners never see enough runs of a job to finish learning it. Each agent reports
-//! what it learnt per workload; the collector keeps, per workload, the union of every report's
-//! behaviours and of the runs they were learnt from ([`merge`]); an agent that sees a workload
-//! start without a mature baseline of its own fetches the merged one. The merged baseline is
-//! mature for the asking agent when it holds at least that agent's `learning_runs` distinct runs
-//! (or, for workloads without runs, once any agent reported it mature).
+//! what it learnt per workload; the collector keeps each agent's contribution on its own (the
+//! union of that agent's reports, [`merge`]) and the merged baseline, the union of every
+//! contribution ([`recompute`]); an agent that sees a workload start without a mature baseline of
+//! its own fetches the merged one. The merged baseline is mature for the asking agent when it
+//! holds at least that agent's `learning_runs` distinct runs (or, for workloads without runs,
+//! once any agent reported it mature).
+//!
+//! Poisoning: one agent (a stolen runner certificate) could report made-up runs and behaviours.
+//! So a merged baseline is served only once at least `baseline_quorum` distinct agents (default
+//! [`DEFAULT_QUORUM`]) contributed to it (below, fetches get `NOT_FOUND` and runners learn on
+//! their own), and what is served holds only the behaviours at least that many agents reported
+//! ([`supported`]): a behaviour one agent alone claims is never taught to another runner (the
+//! price: a rare behaviour seen by fewer runners is reported again where it recurs). An operator
+//! can list contributions, drop one agent's (the merged baseline is
+//! recomputed without it) and freeze a merged baseline (reports are still kept per agent but no
+//! longer change it; a frozen baseline is served whatever the quorum): `collector baselines`.
+//! Not done: fetches are not restricted to workloads the asking agent runs (a runner fetches at
+//! a job's start, before the collector has seen anything of it from that runner), and baselines
+//! are fetched whole (up to the 64 MiB the service decodes), not in pages.
 //!
 //! Merging is a union, so reports are idempotent: an agent may resend a report, or report the
 //! same baseline after every run, without inflating anything. The read-merge-write happens in one
@@ -24,7 +38,7 @@ use proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
-use crate::store::{Store, StoredBaseline};
+use crate::store::{BaselineUpdate, Store, StoredBaseline};
 
 /// Most behaviours one report may carry: every dimension full (see the agent's
 /// `MAX_BEHAVIOURS_PER_DIMENSION`, 20,000), with room for dimensions added later.
@@ -35,17 +49,129 @@ pub const MAX_ITEM_BYTES: usize = 8 * 1024;
 pub const MAX_RUNS: usize = 1000;
 /// Largest report decoded (a full baseline of long paths).
 pub const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+/// Distinct agents that must have contributed before a merged baseline is served.
+pub const DEFAULT_QUORUM: u32 = 3;
 
 /// The `Baselines` service.
 pub struct BaselinesService {
     store: Arc<Store>,
     access: Arc<Access>,
+    quorum: u32,
 }
 
 impl BaselinesService {
     pub fn new(store: Arc<Store>, access: Arc<Access>) -> Self {
-        BaselinesService { store, access }
+        BaselinesService {
+            store,
+            access,
+            quorum: DEFAULT_QUORUM,
+        }
     }
+
+    /// Serves a merged baseline only once `quorum` distinct agents contributed (0 or 1: any).
+    pub fn with_quorum(mut self, quorum: u32) -> Self {
+        self.quorum = quorum;
+        self
+    }
+}
+
+/// The merged baseline of every contribution (sorted by agent): their union, as [`merge`] makes
+/// it. Its version is the stored one's, plus one when runs, behaviours or maturity changed.
+pub fn recompute(
+    contributions: Vec<StoredBaseline>,
+    old: Option<StoredBaseline>,
+) -> StoredBaseline {
+    let workload_id = old
+        .as_ref()
+        .map(|o| o.baseline.workload_id.clone())
+        .or_else(|| {
+            contributions
+                .first()
+                .map(|c| c.baseline.workload_id.clone())
+        })
+        .unwrap_or_default();
+    let mut merged = StoredBaseline {
+        baseline: Baseline {
+            workload_id,
+            ..Baseline::default()
+        },
+        ..StoredBaseline::default()
+    };
+    for c in &contributions {
+        if let Some(agent) = c.agent_ids.first() {
+            merged = merge(Some(merged), agent, &c.baseline);
+        }
+    }
+    let old_version = old.as_ref().map_or(0, |o| o.baseline.version);
+    let same = old.as_ref().is_some_and(|o| {
+        o.baseline.runs == merged.baseline.runs
+            && o.baseline.dimensions == merged.baseline.dimensions
+            && o.baseline.mature == merged.baseline.mature
+    });
+    merged.baseline.version = if same { old_version } else { old_version + 1 };
+    merged.baseline.agents = u32::try_from(merged.agent_ids.len()).unwrap_or(u32::MAX);
+    merged
+}
+
+/// Merges `report` from `agent_id` into its contribution and recomputes the merged baseline
+/// (unless frozen). Returns the merged baseline.
+pub fn contribute(
+    store: &Store,
+    agent_id: &str,
+    report: &Baseline,
+    now_ns: i64,
+) -> Result<StoredBaseline, crate::store::StoreError> {
+    store.update_baseline(
+        &report.workload_id,
+        BaselineUpdate {
+            contribution: Some((agent_id, Some(&mut |mine| merge(mine, agent_id, report)))),
+            frozen: None,
+            merge: &mut |all, old| match old {
+                Some(old) if old.frozen => old,
+                old => recompute(all, old),
+            },
+        },
+        now_ns,
+    )
+}
+
+/// Deletes `agent_id`'s contribution to `workload_id` and recomputes the merged baseline without
+/// it (frozen or not: dropping a liar's contribution is what an operator freezes to prepare).
+pub fn drop_agent(
+    store: &Store,
+    workload_id: &str,
+    agent_id: &str,
+) -> Result<StoredBaseline, crate::store::StoreError> {
+    store.update_baseline(
+        workload_id,
+        BaselineUpdate {
+            contribution: Some((agent_id, None)),
+            frozen: None,
+            merge: &mut recompute,
+        },
+        now_ns(),
+    )
+}
+
+/// Freezes (or thaws) the merged baseline of `workload_id`; thawing recomputes it from the
+/// contributions.
+pub fn freeze(
+    store: &Store,
+    workload_id: &str,
+    frozen: bool,
+) -> Result<StoredBaseline, crate::store::StoreError> {
+    store.update_baseline(
+        workload_id,
+        BaselineUpdate {
+            contribution: None,
+            frozen: Some(frozen),
+            merge: &mut |all, old| match old {
+                Some(old) if frozen => old,
+                old => recompute(all, old),
+            },
+        },
+        now_ns(),
+    )
 }
 
 /// Checks a report's shape; `identity` is the client certificate's agent identity under TLS.
@@ -101,6 +227,7 @@ pub fn merge(old: Option<StoredBaseline>, agent_id: &str, report: &Baseline) -> 
             ..Baseline::default()
         },
         agent_ids: Vec::new(),
+        frozen: false,
     });
     let merged = &mut stored.baseline;
     let mut dimensions: BTreeMap<String, BTreeSet<String>> = merged
@@ -147,6 +274,46 @@ pub fn merge(old: Option<StoredBaseline>, agent_id: &str, report: &Baseline) -> 
     stored
 }
 
+/// The baseline served from `contributions` (one per agent) at `quorum`: `None` below it; else
+/// the runs of every contribution (a CI run happens on one runner), the behaviours at least
+/// `quorum` agents reported, mature (for workloads without runs) when that many agents said so.
+/// Version and agent count are the merged baseline's.
+pub fn supported(
+    merged: &StoredBaseline,
+    contributions: &[StoredBaseline],
+    quorum: u32,
+) -> Option<StoredBaseline> {
+    let quorum = quorum.max(1) as usize;
+    if contributions.len() < quorum {
+        return None;
+    }
+    let mut support: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for c in contributions {
+        for d in &c.baseline.dimensions {
+            let counts = support.entry(d.name.as_str()).or_default();
+            let distinct: BTreeSet<&str> = d.behaviours.iter().map(String::as_str).collect();
+            for b in distinct {
+                *counts.entry(b).or_default() += 1;
+            }
+        }
+    }
+    let mut served = merged.clone();
+    served.baseline.dimensions = support
+        .into_iter()
+        .map(|(name, counts)| BaselineDimension {
+            name: name.to_owned(),
+            behaviours: counts
+                .into_iter()
+                .filter(|&(_, n)| n >= quorum)
+                .map(|(b, _)| b.to_owned())
+                .collect(),
+        })
+        .filter(|d| !d.behaviours.is_empty())
+        .collect();
+    served.baseline.mature = contributions.iter().filter(|c| c.baseline.mature).count() >= quorum;
+    Some(served)
+}
+
 /// The merged baseline as answered to an agent learning from `learning_runs` runs: a workload
 /// with runs (a CI job) is mature by its run count alone, whatever the reporters' own settings
 /// (an agent learning from 1 run reports its baseline mature after one); one without runs is
@@ -182,16 +349,11 @@ impl Baselines for BaselinesService {
         let store = Arc::clone(&self.store);
         let agent_id = report.agent_id;
         let workload = baseline.workload_id.clone();
-        let merged = tokio::task::spawn_blocking(move || {
-            store.update_baseline(
-                &baseline.workload_id,
-                &mut |old| merge(old, &agent_id, &baseline),
-                now_ns(),
-            )
-        })
-        .await
-        .map_err(|e| internal("merging a baseline", e))?
-        .map_err(|e| internal("merging a baseline", e))?;
+        let merged =
+            tokio::task::spawn_blocking(move || contribute(&store, &agent_id, &baseline, now_ns()))
+                .await
+                .map_err(|e| internal("merging a baseline", e))?
+                .map_err(|e| internal("merging a baseline", e))?;
         tracing::debug!(
             %workload,
             version = merged.baseline.version,
@@ -216,18 +378,114 @@ impl Baselines for BaselinesService {
         }
         let store = Arc::clone(&self.store);
         let workload = request.workload_id.clone();
-        let stored = tokio::task::spawn_blocking(move || store.baseline(&workload))
-            .await
-            .map_err(|e| internal("reading a baseline", e))?
-            .map_err(|e| internal("reading a baseline", e))?;
-        match stored {
-            Some(stored) => Ok(Response::new(answer(stored, request.learning_runs))),
-            None => Err(Status::not_found(format!(
+        let stored = tokio::task::spawn_blocking(move || {
+            let merged = store.baseline(&workload)?;
+            match merged {
+                Some(m) if !m.frozen => Ok(Some((store.contributions(&workload)?, m))),
+                Some(m) => Ok(Some((Vec::new(), m))),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| internal("reading a baseline", e))?
+        .map_err(|e: crate::store::StoreError| internal("reading a baseline", e))?;
+        let Some((contributions, merged)) = stored else {
+            return Err(Status::not_found(format!(
                 "no agent reported a baseline for workload {:?} yet",
                 request.workload_id
+            )));
+        };
+        // A frozen baseline is the operator's: served as frozen.
+        let served = if merged.frozen {
+            Some(merged)
+        } else {
+            supported(&merged, &contributions, self.quorum)
+        };
+        match served {
+            Some(served) => Ok(Response::new(answer(served, request.learning_runs))),
+            None => Err(Status::not_found(format!(
+                "the baseline of workload {:?} has contributions from {} agent(s), fewer than \
+                 the {} required (baseline_quorum)",
+                request.workload_id,
+                contributions.len(),
+                self.quorum
             ))),
         }
     }
+}
+
+/// `collector baselines`: lists, shows, drops an agent's contribution, freezes; prints what it
+/// did.
+pub fn run_cli(args: &crate::cli::BaselinesArgs) -> anyhow::Result<()> {
+    use crate::cli::BaselinesCommand;
+    let store = Store::connect(&args.db)?;
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        BaselinesCommand::List => {
+            use std::io::Write as _;
+            writeln!(out, "WORKLOAD\tAGENTS\tRUNS\tBEHAVIOURS\tVERSION\tFROZEN")?;
+            for b in store.baselines()? {
+                writeln!(out, "{}", summary_line(&b))?;
+            }
+        }
+        BaselinesCommand::Show { workload } => {
+            use std::io::Write as _;
+            let merged = store
+                .baseline(workload)?
+                .ok_or_else(|| anyhow::anyhow!("no baseline for workload {workload:?}"))?;
+            writeln!(out, "merged: {}", summary_line(&merged))?;
+            for c in store.contributions(workload)? {
+                writeln!(
+                    out,
+                    "agent {}: {} runs, {} behaviours, mature {}",
+                    c.agent_ids.join(","),
+                    c.baseline.runs.len(),
+                    behaviours(&c.baseline),
+                    c.baseline.mature
+                )?;
+            }
+        }
+        BaselinesCommand::DropAgent { workload, agent } => {
+            use std::io::Write as _;
+            let known = store
+                .contributions(workload)?
+                .iter()
+                .any(|c| c.agent_ids.iter().any(|a| a == agent));
+            anyhow::ensure!(
+                known,
+                "agent {agent:?} has no contribution to workload {workload:?}"
+            );
+            let merged = drop_agent(&store, workload, agent)?;
+            writeln!(out, "dropped {agent}; merged: {}", summary_line(&merged))?;
+        }
+        BaselinesCommand::Freeze { workload, thaw } => {
+            use std::io::Write as _;
+            anyhow::ensure!(
+                store.baseline(workload)?.is_some(),
+                "no baseline for workload {workload:?}"
+            );
+            let merged = freeze(&store, workload, !thaw)?;
+            writeln!(out, "{}", summary_line(&merged))?;
+        }
+    }
+    Ok(())
+}
+
+fn behaviours(b: &Baseline) -> usize {
+    b.dimensions.iter().map(|d| d.behaviours.len()).sum()
+}
+
+/// One merged baseline as a tab-separated line of `collector baselines list`.
+fn summary_line(b: &StoredBaseline) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        b.baseline.workload_id,
+        b.agent_ids.join(","),
+        b.baseline.runs.len(),
+        behaviours(&b.baseline),
+        b.baseline.version,
+        if b.frozen { "frozen" } else { "-" }
+    )
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub enum Command {
     /// Create a CA and TLS certificates for the collector, agents and query clients (PEM files;
     /// an existing CA in the directory is reused, no file is overwritten).
     Certs(crate::certs::CertsArgs),
+    /// Shared baselines: list, show contributions, drop one agent's, freeze.
+    Baselines(BaselinesArgs),
     /// Remove the unit and the binary that `install` wrote (`--purge`: also the config and the
     /// state directory with its database).
     Uninstall(UninstallArgs),
@@ -233,6 +235,46 @@ pub struct ServeArgs {
     /// certificate may not send deviations.
     #[arg(long = "query-client", value_name = "NAME")]
     pub query_clients: Vec<String>,
+    /// Distinct agents that must have contributed to a workload's shared baseline before it is
+    /// served to other agents (one lying agent alone cannot make runners adopt its baseline).
+    #[arg(
+        long,
+        value_name = "AGENTS",
+        default_value_t = crate::baselines::DEFAULT_QUORUM,
+        env = "COLLECTOR_BASELINE_QUORUM"
+    )]
+    pub baseline_quorum: u32,
+}
+
+/// `collector baselines`: shared baselines, read and changed in the database directly (run it
+/// where the collector's database is reachable).
+#[derive(Debug, Args)]
+pub struct BaselinesArgs {
+    /// The collector's database, as `serve --db`.
+    #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB, env = "COLLECTOR_DB")]
+    pub db: String,
+    #[command(subcommand)]
+    pub command: BaselinesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselinesCommand {
+    /// Every merged baseline: agents, runs, behaviours, version, frozen.
+    List,
+    /// One workload's merged baseline and each agent's contribution.
+    Show {
+        /// The workload id.
+        workload: String,
+    },
+    /// Delete one agent's contribution to a workload and recompute the merged baseline.
+    DropAgent { workload: String, agent: String },
+    /// Freeze a workload's merged baseline (reports no longer change it; served whatever the
+    /// quorum), or thaw it with --thaw.
+    Freeze {
+        workload: String,
+        #[arg(long)]
+        thaw: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub query_token_file: Option<PathBuf>,
     /// `serve`: certificate identities allowed to query.
     pub query_clients: Option<Vec<String>>,
+    /// `serve`: distinct agents needed before a shared baseline is served.
+    pub baseline_quorum: Option<u32>,
     /// `deviations`/`export`: the collector's CA, the client certificate and key, the token file.
     pub server_ca: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -216,6 +218,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 &mut args.query_clients,
                 &file.query_clients,
             );
+            set(
+                m,
+                "baseline_quorum",
+                &mut args.baseline_quorum,
+                &file.baseline_quorum,
+            );
         }
         Command::Deviations(args) => {
             let Some(("deviations", m)) = matches.subcommand() else {
@@ -258,6 +266,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             };
             set(m, "server", &mut args.server, &file.server);
             set_client(m, &mut args.client, file);
+        }
+        Command::Baselines(args) => {
+            let Some(("baselines", m)) = matches.subcommand() else {
+                return;
+            };
+            set(m, "db", &mut args.db, &file.db);
         }
         Command::Install(_) | Command::Uninstall(_) | Command::Certs(_) => {}
     }

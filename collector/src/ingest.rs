@@ -1,7 +1,7 @@
 //! `sensor.v1.Ingest`: one task per agent stream stores each batch, then acknowledges it.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use proto::v1::{BatchAck, DeviationBatch, ingest_server::Ingest};
 use tokio::sync::mpsc;
@@ -10,16 +10,18 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataValue};
 
 use crate::convert::unix_nanos;
+use crate::limits::{AgentLimits, STREAM_IDLE_TIMEOUT, StreamSlot};
 use crate::metrics::{IngestError, Metrics};
 use crate::store::{BatchKey, Store};
 
 /// The batch limits and the rejected-batch trailer of the contract (`proto::contract`, shared
-/// with the agent). Transport decoding allows more ([`MAX_DECODE_BYTES`]) so that a batch just
-/// over [`MAX_BATCH_BYTES`] gets a clear `RESOURCE_EXHAUSTED` naming its sequence rather than a
-/// transport error.
+/// with the agent). Transport decoding allows a little more ([`MAX_DECODE_BYTES`]) so that a
+/// batch just over [`MAX_BATCH_BYTES`] gets a clear `RESOURCE_EXHAUSTED` naming its sequence
+/// rather than a transport error.
 pub use proto::contract::{MAX_BATCH_BYTES, MAX_BATCH_DEVIATIONS, REJECTED_SEQUENCE_TRAILER};
-/// Largest message the gRPC layer decodes at all.
-pub const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest message the gRPC layer decodes at all. tonic checks a message's length prefix before
+/// buffering it, so a larger one costs nothing but the refusal.
+pub const MAX_DECODE_BYTES: usize = proto::MAX_MESSAGE_BYTES + 64 * 1024;
 
 /// The Ingest service.
 pub struct IngestService {
@@ -28,6 +30,10 @@ pub struct IngestService {
     metrics: Arc<Metrics>,
     /// Which identity each stream must send as (`crate::auth`); none required by default.
     access: Arc<crate::auth::Access>,
+    /// Streams and in-flight batches per agent identity (`crate::limits`).
+    limits: Arc<AgentLimits>,
+    /// A stream silent this long is closed.
+    idle_timeout: Duration,
 }
 
 impl IngestService {
@@ -47,7 +53,15 @@ impl IngestService {
             shutdown,
             metrics,
             access: Arc::default(),
+            limits: Arc::default(),
+            idle_timeout: STREAM_IDLE_TIMEOUT,
         }
+    }
+
+    /// Closes a stream that sends nothing for `idle` (default [`STREAM_IDLE_TIMEOUT`]).
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
     }
 
     /// A service enforcing `access`: with TLS, batches must carry their certificate's identity.
@@ -69,6 +83,15 @@ impl Ingest for IngestService {
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let identity = self.access.ingest_identity(&request)?;
+        // Refused before anything is read: the stream's data never reaches a decoder.
+        let slot = identity
+            .as_deref()
+            .map(|agent| self.limits.open_stream(agent))
+            .transpose()
+            .inspect_err(|status| {
+                tracing::warn!(%peer, identity = identity.as_deref(), reason = status.message(), "agent stream refused");
+            })?;
+        let idle = self.idle_timeout;
         let inbound = request.into_inner();
         let (acks, rx) = mpsc::channel(16);
         let store = Arc::clone(&self.store);
@@ -78,7 +101,7 @@ impl Ingest for IngestService {
             let _connected = metrics.agent_connected();
             tracing::info!(%peer, "agent stream opened");
             let end = tokio::select! {
-                end = receive(inbound, identity.as_deref(), &store, &metrics, &acks) => end,
+                end = receive(inbound, identity.as_deref(), slot.as_ref(), idle, &store, &metrics, &acks) => end,
                 () = shutdown.cancelled() => Err(Status::unavailable("collector is shutting down")),
             };
             match end {
@@ -99,14 +122,26 @@ impl Ingest for IngestService {
 async fn receive(
     mut inbound: Streaming<DeviationBatch>,
     identity: Option<&str>,
+    slot: Option<&StreamSlot>,
+    idle: Duration,
     store: &Arc<Store>,
     metrics: &Metrics,
     acks: &mpsc::Sender<Result<BatchAck, Status>>,
 ) -> Result<(), Status> {
     loop {
-        let batch = match inbound.message().await {
-            Ok(Some(batch)) => {
-                if let Err(status) = crate::auth::check_batch(identity, &batch) {
+        let next = tokio::time::timeout(idle, inbound.message())
+            .await
+            .map_err(|_| {
+                metrics.error(IngestError::Stream);
+                Status::unavailable(format!(
+                    "no batch or heartbeat for {idle:?}; idle stream closed (reconnect to send)"
+                ))
+            })?;
+        let batch = match next {
+            Ok(Some(mut batch)) => {
+                let bound = crate::auth::check_batch(identity, &batch)
+                    .and_then(|()| crate::auth::bind_hosts(identity, &mut batch));
+                if let Err(status) = bound {
                     metrics.error(IngestError::Invalid);
                     return Err(status);
                 }
@@ -117,6 +152,12 @@ async fn receive(
                 metrics.error(IngestError::Stream);
                 return Err(crate::decode_error::describe(status));
             }
+        };
+        // Held while the batch is stored: an agent's streams together store at most
+        // `MAX_IN_FLIGHT_PER_AGENT` batches at once.
+        let _in_flight = match slot {
+            Some(slot) => Some(slot.in_flight().await),
+            None => None,
         };
         let ack = if batch.sequence == 0 && batch.status.is_some() {
             heartbeat(store, metrics, batch).await?

@@ -8,6 +8,12 @@
 //! needs its state directory created, while the collector runs as a systemd `DynamicUser` whose
 //! state directory (`StateDirectory=sensor-collector`, the database) systemd creates and owns;
 //! creating it here as root would leave the service unable to write its database.
+//!
+//! Secrets stay root's on disk: the config (it may hold the PostgreSQL password) is 0640 and the
+//! directory [`SECRETS_DIR`] (TLS key, query tokens) 0700, both owned by root. The unit hands them
+//! to the dynamic user as systemd credentials (`LoadCredential=`), readable by the service and no
+//! one else, and [`credential_path`] finds a secret's credential copy when the collector runs
+//! under them.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,15 @@ pub const BINARY: &str = "/usr/local/bin/collector";
 pub const UNIT: &str = "/etc/systemd/system/collector.service";
 /// The configuration file the unit runs with.
 pub const CONFIG: &str = crate::config::DEFAULT_PATH;
+/// Where the collector's secrets go (TLS key and certificates, query tokens): root's, 0700.
+pub const SECRETS_DIR: &str = "/etc/sensor/collector";
+/// The credential id the unit loads [`SECRETS_DIR`] under; systemd names each file's credential
+/// `<id>_<file name>`.
+const SECRETS_CREDENTIAL: &str = "secrets";
+/// Mode of the installed config: root reads and writes it, its group reads it, others nothing.
+pub const CONFIG_MODE: u32 = 0o640;
+/// Mode of [`SECRETS_DIR`].
+pub const SECRETS_DIR_MODE: u32 = 0o700;
 /// The state directory (the database), created by systemd for the dynamic user.
 pub const STATE_DIR: &str = "/var/lib/sensor-collector";
 /// Where systemd really keeps a `DynamicUser` service's state (`STATE_DIR` links to it).
@@ -96,22 +111,76 @@ pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> 
     {
         Ok(mut file) => {
             use std::io::Write as _;
+            // Restricted before anything is written into it.
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(CONFIG_MODE))
+                .map_err(io("cannot set the mode of", &config))?;
             file.write_all(crate::config::EXAMPLE.as_bytes())
                 .map_err(io("cannot write", &config))?;
-            // The dynamic user reads it.
-            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))
-                .map_err(io("cannot set the mode of", &config))?;
             done.push(format!(
-                "wrote {} (every setting at its default)",
+                "wrote {} (every setting at its default, mode {CONFIG_MODE:o})",
                 config.display()
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            done.push(format!("kept {} (exists)", config.display()));
+            done.push(restrict(&config, CONFIG_MODE)?);
         }
         Err(e) => return Err(io("cannot write", &config)(e)),
     }
+
+    let secrets = under(root, SECRETS_DIR);
+    match std::fs::create_dir(&secrets) {
+        Ok(()) => {
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(SECRETS_DIR_MODE))
+                .map_err(io("cannot set the mode of", &secrets))?;
+            done.push(format!(
+                "created {} (mode {SECRETS_DIR_MODE:o}: put the TLS key and query tokens here)",
+                secrets.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            done.push(restrict(&secrets, SECRETS_DIR_MODE)?);
+        }
+        Err(e) => return Err(io("cannot create", &secrets)(e)),
+    }
     Ok(done)
+}
+
+/// Keeps an existing file or directory, taking away any permission beyond `mode` (an earlier
+/// install, or an operator, may have left it readable by everyone).
+fn restrict(path: &Path, mode: u32) -> Result<String, InstallError> {
+    let meta = std::fs::metadata(path).map_err(io("cannot read", path))?;
+    let current = meta.permissions().mode() & 0o7777;
+    if current & !mode == 0 {
+        return Ok(format!("kept {} (exists)", path.display()));
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode))
+        .map_err(io("cannot set the mode of", path))?;
+    Ok(format!(
+        "kept {} (exists; mode {current:o} restricted to {:o})",
+        path.display(),
+        current & mode
+    ))
+}
+
+/// Where the collector reads the secret file `path` from: under systemd credentials
+/// (`credentials_dir`, the `CREDENTIALS_DIRECTORY` the unit's `LoadCredential=` sets), a file of
+/// [`SECRETS_DIR`] is read from its credential copy when there is one, since the dynamic user
+/// cannot read root's directory; any other path is used as it is.
+pub fn credential_path(path: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    let (Some(dir), Some(name)) = (credentials_dir, path.file_name()) else {
+        return path.to_owned();
+    };
+    if path.parent() != Some(Path::new(SECRETS_DIR)) {
+        return path.to_owned();
+    }
+    let mut credential = std::ffi::OsString::from(format!("{SECRETS_CREDENTIAL}_"));
+    credential.push(name);
+    let candidate = dir.join(credential);
+    if candidate.is_file() {
+        candidate
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Removes what [`install`] wrote under `root`; with `purge`, the config and the state directory
@@ -131,6 +200,12 @@ pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> 
         }
     }
     if purge {
+        let secrets = under(root, SECRETS_DIR);
+        match std::fs::remove_dir_all(&secrets) {
+            Ok(()) => done.push(format!("removed {}", secrets.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &secrets)(e)),
+        }
         // The config directory is shared with the sensor: it goes only when empty.
         if let Some(dir) = under(root, CONFIG).parent()
             && std::fs::remove_dir(dir).is_ok()
@@ -194,8 +269,14 @@ mod tests {
     #[test]
     fn unit_runs_the_installed_binary_with_the_installed_config() {
         let lines: Vec<&str> = UNIT_TEXT.lines().collect();
-        let exec = format!("ExecStart={BINARY} serve --config {CONFIG}");
+        let exec = format!("ExecStart={BINARY} serve --config ${{CREDENTIALS_DIRECTORY}}/config");
         assert!(lines.contains(&exec.as_str()), "{UNIT_TEXT}");
+        for credential in [
+            format!("LoadCredential=config:{CONFIG}"),
+            format!("LoadCredential={SECRETS_CREDENTIAL}:{SECRETS_DIR}"),
+        ] {
+            assert!(lines.contains(&credential.as_str()), "{UNIT_TEXT}");
+        }
         let state = format!(
             "StateDirectory={}",
             STATE_DIR.trim_start_matches("/var/lib/")
@@ -211,13 +292,14 @@ mod tests {
         let binary = root.path().join("built-collector");
         std::fs::write(&binary, b"\x7fELF").unwrap();
         let done = install(root.path(), &binary).unwrap();
-        assert_eq!(done.len(), 3, "{done:?}");
+        assert_eq!(done.len(), 4, "{done:?}");
         let installed = under(root.path(), BINARY);
         assert_eq!(std::fs::read(&installed).unwrap(), b"\x7fELF");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&installed), 0o755);
         let config = under(root.path(), CONFIG);
-        assert_eq!(mode(&config), 0o644);
+        assert_eq!(mode(&config), 0o640);
+        assert_eq!(mode(&under(root.path(), SECRETS_DIR)), 0o700);
         assert_eq!(
             std::fs::read_to_string(under(root.path(), UNIT)).unwrap(),
             UNIT_TEXT
@@ -242,14 +324,34 @@ mod tests {
         assert_eq!(removed.len(), 2, "{removed:?}");
         assert!(config.exists() && private.join("collector.db").exists());
         let purged = uninstall(root.path(), true).unwrap();
-        // config, its directory, the state link and the private directory.
-        assert_eq!(purged.len(), 4, "{purged:?}");
+        // config, the secrets, their directory, the state link and the private directory.
+        assert_eq!(purged.len(), 5, "{purged:?}");
         assert!(!config.exists() && !private.exists());
         assert!(
             std::fs::symlink_metadata(under(root.path(), STATE_DIR)).is_err(),
             "{purged:?}"
         );
         assert!(uninstall(root.path(), true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn secrets_are_read_from_their_credential_copy_under_systemd() {
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("secrets_query-tokens"), "t\n").unwrap();
+        let tokens = Path::new(SECRETS_DIR).join("query-tokens");
+        assert_eq!(
+            credential_path(&tokens, Some(creds.path())),
+            creds.path().join("secrets_query-tokens")
+        );
+        assert_eq!(credential_path(&tokens, None), tokens, "not under systemd");
+        let key = Path::new(SECRETS_DIR).join("server.key");
+        assert_eq!(
+            credential_path(&key, Some(creds.path())),
+            key,
+            "no credential copy"
+        );
+        let elsewhere = Path::new("/srv/query-tokens");
+        assert_eq!(credential_path(elsewhere, Some(creds.path())), elsewhere);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
 //! exactly-once in the database: a batch is acknowledged only after the transaction that stores
 //! it (and records its `(agent_id, spool_id, sequence)`) has committed, a resent batch is
-//! acknowledged without storing, and deviations are unique by id.
+//! acknowledged without storing, and deviations are unique per agent by id (`(agent_id, id)`).
 
 pub mod auth;
 pub mod baselines;
@@ -28,6 +28,7 @@ pub mod decode_error;
 pub mod incidents;
 pub mod ingest;
 pub mod install;
+pub mod limits;
 pub mod listing;
 pub mod metrics;
 pub mod ocsf;
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(args) => Ok(listing::run_agents(&args).await?),
         Command::Export(args) => Ok(query::export(&args).await?),
         Command::Certs(args) => certs::run(&args),
+        Command::Baselines(args) => baselines::run_cli(&args),
         Command::Install(args) => install::run_install(&args.root),
         Command::Uninstall(args) => install::run_uninstall(&args.root, args.purge),
     }
@@ -120,15 +122,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The TLS and access settings of `serve`.
+/// Under systemd, the files of the secrets directory are read from their credential copies
+/// (`install::credential_path`).
 fn security_settings(args: &ServeArgs) -> Result<server::SecuritySettings, tls::TlsError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let secret = |path: Option<&std::path::Path>| {
+        path.map(|p| install::credential_path(p, credentials.as_deref()))
+    };
     Ok(server::SecuritySettings {
         tls: tls::ServerTlsFiles::from_options(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_client_ca.as_deref(),
+            secret(args.tls_cert.as_deref()).as_deref(),
+            secret(args.tls_key.as_deref()).as_deref(),
+            secret(args.tls_client_ca.as_deref()).as_deref(),
         )?,
-        query_token_file: args.query_token_file.clone(),
+        query_token_file: secret(args.query_token_file.as_deref()),
         query_clients: args.query_clients.clone(),
+        baseline_quorum: Some(args.baseline_quorum),
     })
 }
 

@@ -101,6 +101,21 @@ fn agent_proto(a: &store::AgentSummary) -> AgentSummary {
         dropped_total: a.dropped_total,
         spool_deviations: a.spool_deviations,
         kernel_lost_total: a.kernel_lost_total,
+        stalled: a.stalled(),
+        last_event_unix_nanos: a.last_event_ns,
+        event_queue_depth: a.event_queue_depth,
+        events_decoded_total: a.events_decoded_total,
+    }
+}
+
+/// An agent's state in one word: silent, stalled (alive but not decoding), or ok.
+fn state(a: &AgentSummary) -> &'static str {
+    if a.silent {
+        "silent"
+    } else if a.stalled {
+        "stalled"
+    } else {
+        "ok"
     }
 }
 
@@ -236,7 +251,7 @@ pub fn agent_json(a: &AgentSummary) -> Value {
         "agent_id": a.agent_id,
         "host": a.host,
         "version": a.version,
-        "state": if a.silent { "silent" } else { "ok" },
+        "state": state(a),
         "first_contact": rfc3339_nanos(a.first_contact_unix_nanos),
         "last_contact": rfc3339_nanos(a.last_contact_unix_nanos),
         "last_heartbeat": (a.last_heartbeat_unix_nanos != 0)
@@ -247,6 +262,9 @@ pub fn agent_json(a: &AgentSummary) -> Value {
         "dropped": a.dropped_total,
         "spool": a.spool_deviations,
         "kernel_lost": a.kernel_lost_total,
+        "last_event": (a.last_event_unix_nanos != 0).then(|| rfc3339_nanos(a.last_event_unix_nanos)),
+        "event_queue": a.event_queue_depth,
+        "events_decoded": a.events_decoded_total,
     })
 }
 
@@ -372,7 +390,10 @@ pub fn print_agents(
             a.agent_id.clone(),
             a.host.clone(),
             a.version.clone(),
-            if a.silent { "SILENT" } else { "ok" }.to_owned(),
+            match state(a) {
+                "ok" => "ok".to_owned(),
+                trouble => trouble.to_uppercase(),
+            },
             short_time(a.last_contact_unix_nanos),
             humantime::format_duration(std::time::Duration::from_secs(ago_s as u64)).to_string(),
             a.batches.to_string(),

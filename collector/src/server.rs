@@ -25,6 +25,7 @@ use tonic_health::ServingStatus;
 use crate::auth::{Access, AuthError};
 use crate::baselines::BaselinesService;
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::{ServerTlsFiles, TlsError};
@@ -36,11 +37,23 @@ pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// A client gets this long to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the endpoint is secured: TLS (client certificates required) and the access rules.
-#[derive(Clone, Default)]
+/// How the endpoint is secured: TLS (client certificates required), the access rules, and how
+/// many agents a shared baseline needs before it is served.
+#[derive(Clone)]
 pub struct Security {
     pub tls: Option<ServerTlsConfig>,
     pub access: Arc<Access>,
+    pub baseline_quorum: u32,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            tls: None,
+            access: Arc::default(),
+            baseline_quorum: crate::baselines::DEFAULT_QUORUM,
+        }
+    }
 }
 
 /// The security settings of `collector serve`, as configured.
@@ -49,6 +62,8 @@ pub struct SecuritySettings {
     pub tls: Option<ServerTlsFiles>,
     pub query_token_file: Option<PathBuf>,
     pub query_clients: Vec<String>,
+    /// `None`: [`crate::baselines::DEFAULT_QUORUM`].
+    pub baseline_quorum: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +109,9 @@ impl Security {
         Ok(Security {
             tls,
             access: Arc::new(access),
+            baseline_quorum: settings
+                .baseline_quorum
+                .unwrap_or(crate::baselines::DEFAULT_QUORUM),
         })
     }
 
@@ -154,10 +172,10 @@ pub async fn serve_secure(
             .with_access(Arc::clone(&access)),
     )
     .max_decoding_message_size(MAX_DECODE_BYTES);
-    let baselines = BaselinesServer::new(BaselinesService::new(
-        Arc::clone(&store),
-        Arc::clone(&access),
-    ))
+    let baselines = BaselinesServer::new(
+        BaselinesService::new(Arc::clone(&store), Arc::clone(&access))
+            .with_quorum(security.baseline_quorum),
+    )
     .max_decoding_message_size(crate::baselines::MAX_DECODE_BYTES);
     let query =
         QueryServer::new(QueryService { store }).max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -194,7 +212,13 @@ pub async fn serve_secure(
         .build_v1alpha()
         .expect("embedded descriptor sets are valid");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    // Bounds per connection and for silent peers (see `crate::limits`).
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(limits::STREAM_WINDOW)
+        .initial_connection_window_size(limits::CONNECTION_WINDOW);
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))?;
     }

@@ -16,11 +16,14 @@
 //! page. Everything the page shows comes from agents: it builds its DOM with `textContent` only,
 //! and a Content-Security-Policy allows no inline script.
 //!
-//! On loopback there is no authentication: the page and the API answer only requests whose
-//! `Host` is a loopback name or address, so that a web site the operator visits cannot read them
-//! through DNS rebinding. On any other address the API requires a query token
-//! (`Authorization: Bearer <token>`, see [`Web::with_access`]); the page and `/metrics` carry no
-//! stored data and stay open. The HTTP plumbing is in `web/http.rs`.
+//! Whenever `query_token_file` is set the API requires one of its tokens
+//! (`Authorization: Bearer <token>`, see [`Web::with_access`]), loopback included: any local
+//! user, or a request forged through another service on the host, would otherwise read every
+//! finding. The page takes the token from a `#token=…` fragment (kept in the tab's
+//! sessionStorage) or asks for it once. Off loopback a token file is required. On loopback the
+//! page and the API also answer only requests whose `Host` is a loopback name or address, so that
+//! a web site the operator visits cannot read them through DNS rebinding. The page and `/metrics`
+//! carry no stored data and stay open. The HTTP plumbing is in `web/http.rs`.
 
 mod http;
 
@@ -61,7 +64,7 @@ pub struct Web {
     metrics: Arc<Metrics>,
     /// Answer the page and the API only for a loopback `Host` (the endpoint is on loopback).
     loopback_only: bool,
-    /// Off loopback, the API answers only requests with one of these query tokens
+    /// With a token file, the API answers only requests with one of its query tokens
     /// (`Authorization: Bearer <token>`); see [`Web::with_access`].
     api_access: Option<Arc<crate::auth::Access>>,
 }
@@ -84,13 +87,14 @@ impl Web {
         }
     }
 
-    /// Off loopback, requires a query token for the JSON API (refused when there is none to
-    /// require). On loopback the API stays open to this machine, guarded by the `Host` check.
+    /// Requires a query token for the JSON API whenever `access` has tokens, loopback included.
+    /// Off loopback there must be tokens (refused otherwise); on loopback without a token file the
+    /// API stays open to this machine, guarded by the `Host` check.
     pub fn with_access(mut self, access: Arc<crate::auth::Access>) -> Result<Web, OpenApiError> {
-        if !self.loopback_only {
-            if !access.has_tokens() {
-                return Err(OpenApiError);
-            }
+        if !self.loopback_only && !access.has_tokens() {
+            return Err(OpenApiError);
+        }
+        if access.has_tokens() {
             self.api_access = Some(access);
         }
         Ok(self)
@@ -373,6 +377,7 @@ fn agent_json(a: &AgentSummary) -> Value {
         "first_contact": rfc3339_nanos(a.first_contact_ns),
         "last_contact": rfc3339_nanos(a.last_contact_ns),
         "silent": a.silent,
+        "stalled": a.stalled(),
         "host": a.host,
         "version": a.version,
         "last_heartbeat": (a.last_heartbeat_ns != 0).then(|| rfc3339_nanos(a.last_heartbeat_ns)),

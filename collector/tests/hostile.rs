@@ -127,7 +127,7 @@ async fn hostile_messages_end_their_stream_only() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     send_good().await;
 
-    // Larger than the collector decodes (16 MiB).
+    // Larger than the collector decodes (the 4 MiB cap and a little).
     let oversized = vec![0u8; collector::ingest::MAX_DECODE_BYTES + 1];
     let status = hostile(bad.clone(), vec![oversized]).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

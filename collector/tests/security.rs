@@ -311,3 +311,156 @@ async fn the_web_api_needs_the_token_off_loopback() {
     assert!(get("/", None).await.contains(" 200 "), "the page itself");
     cancel.cancel();
 }
+
+/// Agent B (a stolen runner certificate) knows the id agent A will give a real attack and sends it
+/// first; then A reports the attack. A's row must still be stored, B's stays B's, and B cannot file
+/// a row under A's host. Run over real mTLS on both SQLite and PostgreSQL.
+async fn no_agent_can_pre_empt_or_overwrite_another(store: Store, certs: &std::path::Path) {
+    let server = TlsCollector::start_on(store, certs).await;
+    let url = server.url();
+    let as_agent = async |who: &str| {
+        let channel = connect(&url, &client(certs, Some(&format!("agent-{who}"))))
+            .await
+            .unwrap_or_else(|e| panic!("{who} connects: {e}"));
+        Agent::open(channel).await.expect("stream opens")
+    };
+    let attack_id = "d-0123456789abcdef";
+
+    let mut b = as_agent("agent-b").await;
+    let mut decoy = one(attack_id, "agent-b", 1);
+    decoy.deviations[0].summary = "harmless decoy".to_owned();
+    let ack = b.send(decoy.clone()).await.expect("B's own row is stored");
+    assert_eq!((ack.stored, ack.duplicates), (1, 0));
+
+    // B cannot write under A's host name, not even with its own agent_id.
+    let mut forged = one(attack_id, "agent-b", 2);
+    forged.deviations[0].host = "agent-a".to_owned();
+    let status = b.send(forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("host"), "{status:?}");
+
+    let mut a = as_agent("agent-a").await;
+    let mut attack = one(attack_id, "agent-a", 1);
+    attack.deviations[0].summary = "curl | sh in the release job".to_owned();
+    let ack = a.send(attack).await.expect("A's attack is acknowledged");
+    assert_eq!(
+        (ack.stored, ack.duplicates),
+        (1, 0),
+        "A's row is not a duplicate of B's"
+    );
+    // A resending its own deviation (a new batch, same id) is a duplicate, of A's own row.
+    let ack = a.send(one(attack_id, "agent-a", 2)).await.expect("ack");
+    assert_eq!((ack.stored, ack.duplicates), (0, 1));
+
+    let credentials = collector::credentials::ClientArgs {
+        token: Some(TOKEN.to_owned()),
+        ..client(certs, Some("agent-agent-a"))
+    };
+    let mut rows: Vec<(String, String, String)> =
+        list_with(&url, ListDeviationsRequest::default(), &credentials)
+            .await
+            .expect("query")
+            .into_iter()
+            .map(|s| {
+                let d = s.deviation.expect("body");
+                (s.agent_id, d.host, d.summary)
+            })
+            .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (
+                "agent-a".to_owned(),
+                "agent-a".to_owned(),
+                "curl | sh in the release job".to_owned()
+            ),
+            (
+                "agent-b".to_owned(),
+                "agent-b".to_owned(),
+                "harmless decoy".to_owned()
+            ),
+        ],
+        "each agent's row under its own identity, A's not overwritten by B's"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deviation_ids_are_namespaced_by_the_certificate_on_sqlite() {
+    let (dir, db) = temp_db();
+    let certs = deployment(dir.path());
+    no_agent_can_pre_empt_or_overwrite_another(Store::open(&db).unwrap(), &certs).await;
+}
+
+#[tokio::test]
+async fn deviation_ids_are_namespaced_by_the_certificate_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = deployment(dir.path());
+    let cluster = common::postgres::PgCluster::start();
+    let url = cluster.database("namespaced");
+    let store = tokio::task::spawn_blocking(move || Store::connect(&url).expect("connect"))
+        .await
+        .unwrap();
+    no_agent_can_pre_empt_or_overwrite_another(store, &certs).await;
+}
+
+#[tokio::test]
+async fn the_web_api_needs_the_token_on_loopback_too_once_a_token_file_is_set() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (dir, db) = temp_db();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let store = Arc::new(Store::open(&db).unwrap());
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let access = collector::auth::Access::new(
+        false,
+        collector::auth::read_tokens(&token_file).unwrap(),
+        [],
+    );
+    let web = collector::web::Web::new(store, Arc::new(Metrics::new()), loopback)
+        .with_access(Arc::new(access))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(collector::web::serve(
+        listener,
+        Arc::new(web),
+        cancel.clone(),
+    ));
+    let get = async |path: &str, auth: Option<&str>| {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    for api in [
+        "/api/deviations",
+        "/api/incidents",
+        "/api/workloads",
+        "/api/agents",
+    ] {
+        let refused = get(api, None).await;
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{api}: {refused}");
+        assert!(!refused.contains("\"deviations\""), "{api}: no data");
+        let refused = get(api, Some("Bearer wrong")).await;
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{api}: {refused}");
+        let answered = get(api, Some(&format!("Bearer {TOKEN}"))).await;
+        assert!(answered.starts_with("HTTP/1.1 200 "), "{api}: {answered}");
+    }
+    // The page itself carries no data, and sends the token it is given (`#token=`).
+    let page = get("/app.js", None).await;
+    assert!(page.starts_with("HTTP/1.1 200 "));
+    assert!(
+        page.contains("Authorization = \"Bearer \""),
+        "the page sends the token"
+    );
+    cancel.cancel();
+}

@@ -62,6 +62,7 @@ macro_rules! suite {
 
 suite!(
     resent_batch_and_repeated_ids_are_not_stored_twice,
+    ids_are_unique_per_agent_not_across_agents,
     same_sequence_from_a_new_spool_is_a_new_batch,
     queries_apply_every_filter,
     workloads_count_their_deviations,
@@ -69,11 +70,13 @@ suite!(
     incidents_split_by_the_agents_incident_id,
     agents_show_their_contacts_and_batches,
     heartbeats_record_status_and_count_drops_once,
+    heartbeats_record_pipeline_liveness_and_stalls,
     silence_is_recorded_once_and_cleared_by_contact,
     retention_deletes_old_rows_in_chunks,
     concurrent_handles_store_every_batch_exactly_once,
     reopening_keeps_data_and_schema,
     merged_baselines_lose_no_concurrent_report,
+    baseline_contributions_can_be_dropped_and_frozen,
 );
 
 fn key(sequence: u64) -> BatchKey<'static> {
@@ -132,6 +135,45 @@ fn resent_batch_and_repeated_ids_are_not_stored_twice(db: &Db) {
         ["d", "c", "b", "a"],
         "newest first"
     );
+}
+
+fn ids_are_unique_per_agent_not_across_agents(db: &Db) {
+    let store = db.open();
+    let b = BatchKey {
+        agent_id: "agent-b",
+        ..key(1)
+    };
+    let decoy = store.store_batch(b, &[simple("x", 10)], 1).unwrap();
+    assert_eq!((decoy.stored, decoy.duplicates), (1, 0));
+    // A's row with the id B sent first is A's own, stored.
+    let real = store.store_batch(key(1), &[simple("x", 20)], 2).unwrap();
+    assert_eq!((real.stored, real.duplicates), (1, 0));
+    let again = store.store_batch(key(2), &[simple("x", 20)], 3).unwrap();
+    assert_eq!(
+        (again.stored, again.duplicates),
+        (0, 1),
+        "A's repeat is A's"
+    );
+    let mut rows: Vec<(String, i64)> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.agent_id, d.deviation.unwrap().time_unix_nanos))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [("agent-a".to_owned(), 20), ("agent-b".to_owned(), 10)]
+    );
+    // Retention deletes by row, not by id: B's old row goes, A's newer one with the same id stays.
+    assert_eq!(store.prune(15).unwrap(), 1);
+    let left: Vec<String> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.agent_id)
+        .collect();
+    assert_eq!(left, ["agent-a"]);
 }
 
 fn same_sequence_from_a_new_spool_is_a_new_batch(db: &Db) {
@@ -395,6 +437,54 @@ fn heartbeats_record_status_and_count_drops_once(db: &Db) {
     );
 }
 
+fn heartbeats_record_pipeline_liveness_and_stalls(db: &Db) {
+    const S: i64 = 1_000_000_000;
+    let store = db.open();
+    let beat = |last_event_s: i64, queue: u64, decoded: u64| AgentStatus {
+        heartbeat_interval_millis: 10_000,
+        last_event_unix_nanos: last_event_s * S,
+        event_queue_depth: queue,
+        events_decoded_total: decoded,
+        ..status("run-1", 0, 0)
+    };
+    store.heartbeat("blind", &beat(0, 0, 0), 100 * S).unwrap();
+    store.heartbeat("fine", &beat(100, 3, 50), 100 * S).unwrap();
+    store.heartbeat("blind", &beat(0, 0, 0), 200 * S).unwrap();
+    store
+        .heartbeat("fine", &beat(199, 3, 900), 200 * S)
+        .unwrap();
+    let agents = store.agents(0).unwrap();
+    let of = |id: &str| agents.iter().find(|a| a.agent_id == id).unwrap().clone();
+    let fine = of("fine");
+    assert_eq!(
+        (
+            fine.heartbeat_interval_ms,
+            fine.last_event_ns,
+            fine.event_queue_depth,
+            fine.events_decoded_total
+        ),
+        (10_000, 199 * S, 3, 900),
+        "stored as reported"
+    );
+    assert!(!fine.stalled());
+    assert!(
+        of("blind").stalled(),
+        "heartbeats for 100 s, never a decoded record"
+    );
+    // Records wait, none decoded for 60 s (6 intervals): stalled.
+    store
+        .heartbeat("fine", &beat(199, 40, 900), 260 * S)
+        .unwrap();
+    let agents = store.agents(0).unwrap();
+    assert!(
+        agents
+            .iter()
+            .find(|a| a.agent_id == "fine")
+            .unwrap()
+            .stalled()
+    );
+}
+
 fn silence_is_recorded_once_and_cleared_by_contact(db: &Db) {
     let s = 1_000_000_000i64;
     let (one, two) = (db.open(), db.open());
@@ -528,7 +618,7 @@ fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
 /// Agents report baselines of one workload through several collectors at once: the merged
 /// baseline holds every run and behaviour, each report counted once.
 fn merged_baselines_lose_no_concurrent_report(db: &Db) {
-    use collector::baselines::merge;
+    use collector::baselines::contribute;
     use proto::v1::{Baseline, BaselineDimension};
     const HANDLES: usize = 3;
     const REPORTS: usize = 10;
@@ -554,9 +644,7 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
                 for n in 0..REPORTS {
                     let r = report(agent, n);
                     let id = format!("runner-{agent}");
-                    store
-                        .update_baseline(&r.workload_id, &mut |old| merge(old, &id, &r), 1)
-                        .unwrap();
+                    contribute(store, &id, &r, 1).unwrap();
                 }
             });
         }
@@ -572,19 +660,53 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
     assert_eq!(merged.baseline.agents, 3);
     // A repeated report changes nothing, and the merge survives reopening.
     let again = report(0, 0);
-    let after = stores[2]
-        .update_baseline(
-            &again.workload_id,
-            &mut |old| merge(old, "runner-0", &again),
-            2,
-        )
-        .unwrap();
+    let after = contribute(&stores[2], "runner-0", &again, 2).unwrap();
     assert_eq!(after, merged);
     drop(stores);
     assert_eq!(
         db.open().baseline("github:a/b/ci/build").unwrap(),
         Some(merged)
     );
+}
+
+/// Each agent's contribution is kept apart: dropping one recomputes the merge without it; a
+/// frozen merge ignores reports until thawed.
+fn baseline_contributions_can_be_dropped_and_frozen(db: &Db) {
+    use collector::baselines::{contribute, drop_agent, freeze};
+    use proto::v1::{Baseline, BaselineDimension};
+    let report = |run: &str, exe: &str| Baseline {
+        workload_id: "w".into(),
+        runs: vec![run.into()],
+        dimensions: vec![BaselineDimension {
+            name: "executable".into(),
+            behaviours: vec![exe.into()],
+        }],
+        ..Baseline::default()
+    };
+    let store = db.open();
+    contribute(&store, "a", &report("1", "/bin/a"), 1).unwrap();
+    contribute(&store, "b", &report("2", "/bin/b"), 2).unwrap();
+    let both = contribute(&store, "liar", &report("9", "/evil"), 3).unwrap();
+    assert_eq!(both.agent_ids, ["a", "b", "liar"]);
+    assert_eq!(both.baseline.runs.len(), 3);
+    let contributions = store.contributions("w").unwrap();
+    assert_eq!(contributions.len(), 3);
+    assert_eq!(contributions[2].baseline.runs, ["9"]);
+    let honest = drop_agent(&store, "w", "liar").unwrap();
+    assert_eq!(honest.agent_ids, ["a", "b"]);
+    assert_eq!(honest.baseline.runs, ["1", "2"]);
+    assert_eq!(honest.baseline.version, both.baseline.version + 1);
+    let frozen = freeze(&store, "w", true).unwrap();
+    assert!(frozen.frozen);
+    let still = contribute(&store, "liar", &report("10", "/evil"), 4).unwrap();
+    assert_eq!(
+        still.baseline, frozen.baseline,
+        "frozen: the report changes nothing"
+    );
+    assert_eq!(store.contributions("w").unwrap().len(), 3, "but is kept");
+    let thawed = freeze(&store, "w", false).unwrap();
+    assert!(!thawed.frozen && thawed.baseline.runs.contains(&"10".to_owned()));
+    assert_eq!(store.baselines().unwrap().len(), 1);
 }
 
 fn reopening_keeps_data_and_schema(db: &Db) {

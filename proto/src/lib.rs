@@ -11,6 +11,11 @@ mod names;
 
 pub use names::{kind_from_name, kind_name};
 
+/// Largest message of `sensor.v1` a peer sends or decodes: the contract's batch cap, 4 MiB
+/// (gRPC's usual default). The agent seals its batches below it; the collector decodes nothing
+/// larger on an agent's stream, so one agent cannot make it buffer tens of MiB per stream.
+pub const MAX_MESSAGE_BYTES: usize = contract::MAX_BATCH_BYTES;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every `sensor.v1` file, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the services without the .proto).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -48,7 +48,8 @@ fn install_writes_a_service_and_uninstall_purge_removes_it() {
         .unwrap()
     );
     for line in [
-        "ExecStart=/usr/local/bin/collector serve --config /etc/sensor/collector.toml",
+        "ExecStart=/usr/local/bin/collector serve --config ${CREDENTIALS_DIRECTORY}/config",
+        "LoadCredential=config:/etc/sensor/collector.toml",
         "DynamicUser=yes",
         "StateDirectory=sensor-collector",
         "Restart=always",
@@ -65,7 +66,7 @@ fn install_writes_a_service_and_uninstall_purge_removes_it() {
     let config = at("/etc/sensor/collector.toml");
     assert_eq!(
         std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
-        0o644
+        0o640
     );
     let port = free_port();
     let state = at("/var/lib/sensor-collector");

@@ -139,6 +139,8 @@ fn ephemeral_runners_share_a_merged_baseline() {
     let collector = Sensor(
         Command::new(workspace_bin("collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // Two runners share this job's baseline (the default quorum is 3).
+            .args(["--baseline-quorum", "2"])
             .args(["--metrics-listen", "", "--db"])
             .arg(dir.path().join("collector.db"))
             .stdout(Stdio::null())

@@ -32,6 +32,38 @@ pub struct AgentSummary {
     pub dropped_total: u64,
     /// The `dropped_total` of the last heartbeat of run `instance_id` (to count only increases).
     pub dropped_seen: u64,
+    /// Pipeline liveness from its last heartbeat: its heartbeat interval, when it last decoded a
+    /// kernel record (its clock; 0 = never since it started), records waiting to be judged, and
+    /// records decoded since it started.
+    pub heartbeat_interval_ms: u64,
+    pub last_event_ns: i64,
+    pub event_queue_depth: u64,
+    pub events_decoded_total: u64,
+}
+
+/// Heartbeat intervals an agent's pipeline may go without decoding, with records waiting, before
+/// it shows as stalled (a few, so that a slow moment or clock skew between agent and collector
+/// does not flag it).
+pub const STALL_INTERVALS: i64 = 3;
+
+impl AgentSummary {
+    /// Whether the agent is alive but blind: its heartbeats arrive, yet its last decoded record is
+    /// older than [`STALL_INTERVALS`] heartbeat intervals before its last heartbeat while records
+    /// wait in its queue, or it has never decoded one [`STALL_INTERVALS`] intervals after it
+    /// started talking. A silent agent is silent, not stalled.
+    pub fn stalled(&self) -> bool {
+        if self.silent || self.last_heartbeat_ns == 0 || self.heartbeat_interval_ms == 0 {
+            return false;
+        }
+        let window_ns = STALL_INTERVALS
+            .saturating_mul(i64::try_from(self.heartbeat_interval_ms).unwrap_or(i64::MAX))
+            .saturating_mul(1_000_000);
+        if self.events_decoded_total == 0 {
+            return self.last_heartbeat_ns.saturating_sub(self.first_contact_ns) > window_ns;
+        }
+        self.event_queue_depth > 0
+            && self.last_event_ns < self.last_heartbeat_ns.saturating_sub(window_ns)
+    }
 }
 
 /// Which agents [`Store::agents_matching`] lists.
@@ -128,6 +160,10 @@ pub fn contact(
             agent.version.clone_from(&status.version);
             agent.spool_deviations = status.spool_deviations;
             agent.kernel_lost_total = status.kernel_lost_total;
+            agent.heartbeat_interval_ms = u64::from(status.heartbeat_interval_millis);
+            agent.last_event_ns = status.last_event_unix_nanos;
+            agent.event_queue_depth = status.event_queue_depth;
+            agent.events_decoded_total = status.events_decoded_total;
         }
     }
     (agent, events)
@@ -175,6 +211,53 @@ mod tests {
         let (row, events) = contact("a", Some(row), Contact::Heartbeat(&status("r2", 2)), 40);
         assert_eq!(events[0].count, 2);
         assert_eq!((row.dropped_total, row.last_contact_ns), (7, 40));
+    }
+
+    #[test]
+    fn an_agent_that_heartbeats_but_does_not_decode_is_stalled() {
+        const S: i64 = 1_000_000_000;
+        let beat = |last_event_s: i64, queue: u64, decoded: u64| AgentStatus {
+            heartbeat_interval_millis: 30_000,
+            last_event_unix_nanos: last_event_s * S,
+            event_queue_depth: queue,
+            events_decoded_total: decoded,
+            ..AgentStatus::default()
+        };
+        let (row, _) = contact("a", None, Contact::Heartbeat(&beat(0, 0, 0)), 1_000 * S);
+        assert!(!row.stalled(), "just started: not decoding yet is fine");
+        let (row, _) = contact(
+            "a",
+            Some(row),
+            Contact::Heartbeat(&beat(0, 0, 0)),
+            1_200 * S,
+        );
+        assert!(row.stalled(), "three intervals and it never decoded");
+        let (row, _) = contact(
+            "a",
+            Some(row),
+            Contact::Heartbeat(&beat(1_190, 5, 9)),
+            1_210 * S,
+        );
+        assert!(!row.stalled(), "decoding, a queue is normal");
+        let (row, _) = contact(
+            "a",
+            Some(row),
+            Contact::Heartbeat(&beat(1_190, 0, 9)),
+            1_400 * S,
+        );
+        assert!(
+            !row.stalled(),
+            "nothing decoded lately, but nothing waits: a quiet host"
+        );
+        let (mut row, _) = contact(
+            "a",
+            Some(row),
+            Contact::Heartbeat(&beat(1_190, 7, 9)),
+            1_400 * S,
+        );
+        assert!(row.stalled(), "records wait and none decoded for 210 s");
+        row.silent = true;
+        assert!(!row.stalled(), "silent, not stalled");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!
 //! Exactly-once storage, whichever backend and however many replicas: a batch is acknowledged
 //! only after the one transaction that records its key `(agent_id, spool_id, sequence)` and
-//! inserts its deviations (unique by id, a repeat is skipped) has committed. The key is inserted
-//! first, so a replica storing the same batch at the same time waits for the other's commit and
+//! inserts its deviations (unique per agent by id, a repeat is skipped) has committed. The key is
+//! inserted first, so a replica storing the same batch at the same time waits for the other's commit and
 //! then finds the key: the batch is acknowledged as resent and nothing is stored twice.
 //!
 //! Agents: every batch and heartbeat is a contact, recorded in the `agents` row (first/last
@@ -340,33 +340,63 @@ impl Store {
         dispatch!(self.agent_events(limit))
     }
 
-    /// Replaces the merged baseline of `workload_id` with `merge(current)`, reading and writing
-    /// in one transaction under the workload's lock (see `baselines.rs`). Returns the new one.
+    /// Changes one workload's baseline as `update` says (an agent's contribution merged or
+    /// dropped, the merged baseline frozen or thawed) and recomputes the merged baseline from
+    /// every contribution with `update.merge`, all in one transaction under the workload's lock
+    /// (see `baselines.rs`). Returns the new merged baseline.
     pub fn update_baseline(
         &self,
         workload_id: &str,
-        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        update: BaselineUpdate<'_>,
         now_ns: i64,
     ) -> Result<StoredBaseline, StoreError> {
-        dispatch!(self.update_baseline(workload_id, merge, now_ns))
+        dispatch!(self.update_baseline(workload_id, update, now_ns))
     }
 
     /// The merged baseline of `workload_id`, if any agent reported one.
     pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
         dispatch!(self.baseline(workload_id))
     }
+
+    /// Every merged baseline, by workload id.
+    pub fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        dispatch!(self.baselines())
+    }
+
+    /// Each agent's own contribution to `workload_id`'s baseline, by agent id.
+    pub fn contributions(&self, workload_id: &str) -> Result<Vec<StoredBaseline>, StoreError> {
+        dispatch!(self.contributions(workload_id))
+    }
 }
 
-/// A workload's baseline merged across agents, as stored.
+/// A workload's baseline merged across agents, or one agent's contribution to it, as stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredBaseline {
-    /// The merged baseline (its `version` and `agents` filled in).
+    /// The baseline (merged: its `version` and `agents` filled in).
     pub baseline: proto::v1::Baseline,
-    /// The agents that reported it, sorted.
+    /// The agents that reported it, sorted (a contribution: its one agent).
     pub agent_ids: Vec<String>,
+    /// Merged baselines: frozen by an operator (reports no longer change it).
+    pub frozen: bool,
 }
 
-/// A `merged_baselines` row's columns as a [`StoredBaseline`].
+/// What [`Store::update_baseline`] changes.
+pub struct BaselineUpdate<'a> {
+    /// The agent whose contribution changes: merged with the closure, or deleted with `None`.
+    /// `None` as a whole leaves contributions as they are.
+    pub contribution: Option<(&'a str, ContributionChange<'a>)>,
+    /// Freeze (`Some(true)`) or thaw the merged baseline; `None` keeps its state.
+    pub frozen: Option<bool>,
+    /// The merged baseline from every contribution (sorted by agent) and the stored one.
+    pub merge: &'a mut dyn FnMut(Vec<StoredBaseline>, Option<StoredBaseline>) -> StoredBaseline,
+}
+
+/// The closure merging a report into an agent's contribution (`None` the first time), or `None`
+/// to delete the contribution.
+pub type ContributionChange<'a> =
+    Option<&'a mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline>;
+
+/// A `merged_baselines` or `baseline_contributions` row's columns as a [`StoredBaseline`].
 fn decode_baseline(
     workload_id: &str,
     body: &[u8],
@@ -384,6 +414,7 @@ fn decode_baseline(
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect(),
+        frozen: false,
     })
 }
 

@@ -14,7 +14,8 @@
 //! (`ON CONFLICT DO NOTHING`): a replica storing the same batch concurrently blocks on that key
 //! until the first commits, then inserts nothing and acknowledges the batch as resent. Deviations
 //! are inserted in one statement, sorted by id (so two batches sharing ids lock them in the same
-//! order), `ON CONFLICT (id) DO NOTHING`. The agent's row is read `FOR UPDATE`. A transaction that
+//! order), `ON CONFLICT (agent_id, id) DO NOTHING`: ids are unique per agent, so no agent can
+//! make another's deviation a duplicate. The agent's row is read `FOR UPDATE`. A transaction that
 //! still loses a serialization or deadlock race is retried.
 //!
 //! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
@@ -36,7 +37,7 @@ use super::{
     StoreError, WorkloadSummary, count, filter_conditions, limit, redact, sequence_to_sql,
     silent_event,
 };
-use super::{StoredBaseline, decode_baseline};
+use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
 use agents::{AGENT_COLUMNS, insert_events, read_agent, record_contact};
 use migrations::MIGRATIONS;
@@ -218,7 +219,7 @@ impl Postgres {
                     $9::TEXT[], $10::TEXT[], $13::BYTEA[], $14::TEXT[])
                     AS d(id, time_ns, host, workload_id, workload_kind, run_id, kind, severity,
                          summary, executable, proto, incident_id)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (agent_id, id) DO NOTHING",
                 &[
                     &columns.id,
                     &columns.time_ns,
@@ -290,8 +291,8 @@ impl Postgres {
         let chunk = i64::from(PRUNE_CHUNK);
         self.transaction(|tx| {
             let deleted = tx.execute(
-                "DELETE FROM deviations WHERE id IN
-                    (SELECT id FROM deviations WHERE time_ns < $1 LIMIT $2)",
+                "DELETE FROM deviations WHERE (agent_id, id) IN
+                    (SELECT agent_id, id FROM deviations WHERE time_ns < $1 LIMIT $2)",
                 &[&before_ns, &chunk],
             )?;
             tx.execute(
@@ -534,42 +535,78 @@ fn retryable(error: &postgres::Error) -> bool {
     })
 }
 
-/// Merged baselines (`baselines.rs`).
+/// Merged baselines and each agent's contribution (`baselines.rs`).
 impl Postgres {
     pub fn update_baseline(
         &self,
         workload_id: &str,
-        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        mut update: BaselineUpdate<'_>,
         now_ns: i64,
     ) -> Result<StoredBaseline, StoreError> {
         self.transaction(|tx| {
-            // The row exists (empty the first time) and is locked: replicas merging the same
-            // workload at once take turns.
+            // The merged row exists (empty the first time) and is locked: replicas changing the
+            // same workload at once take turns.
             tx.execute(
                 "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns)
                  VALUES ($1, ''::bytea, '', 0) ON CONFLICT (workload_id) DO NOTHING",
                 &[&workload_id],
             )?;
             let row = tx.query_one(
-                "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = $1 FOR UPDATE",
+                "SELECT body, agent_ids, frozen FROM merged_baselines WHERE workload_id = $1
+                 FOR UPDATE",
                 &[&workload_id],
             )?;
-            let body: Vec<u8> = row.get(0);
-            let agents: String = row.get(1);
-            let old = if body.is_empty() {
-                None
-            } else {
-                Some(decode_baseline(workload_id, &body, &agents)?)
-            };
-            let merged = merge(old);
+            let old = merged_row(workload_id, &row)?;
+            match &mut update.contribution {
+                Some((agent_id, Some(merge_one))) => {
+                    let mine = tx
+                        .query_opt(
+                            "SELECT body FROM baseline_contributions
+                             WHERE workload_id = $1 AND agent_id = $2",
+                            &[&workload_id, agent_id],
+                        )?
+                        .map(|r| decode_baseline(workload_id, r.get(0), agent_id))
+                        .transpose()?;
+                    let mine = merge_one(mine);
+                    tx.execute(
+                        "INSERT INTO baseline_contributions
+                            (workload_id, agent_id, body, updated_ns)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (workload_id, agent_id) DO UPDATE
+                         SET body = excluded.body, updated_ns = excluded.updated_ns",
+                        &[
+                            &workload_id,
+                            agent_id,
+                            &mine.baseline.encode_to_vec(),
+                            &now_ns,
+                        ],
+                    )?;
+                }
+                Some((agent_id, None)) => {
+                    tx.execute(
+                        "DELETE FROM baseline_contributions
+                         WHERE workload_id = $1 AND agent_id = $2",
+                        &[&workload_id, agent_id],
+                    )?;
+                }
+                None => {}
+            }
+            let contributions = contributions_in(tx, workload_id)?;
+            let frozen = update
+                .frozen
+                .unwrap_or_else(|| old.as_ref().is_some_and(|o| o.frozen));
+            let mut merged = (update.merge)(contributions, old);
+            merged.frozen = frozen;
             tx.execute(
-                "UPDATE merged_baselines SET body = $2, agent_ids = $3, updated_ns = $4
+                "UPDATE merged_baselines SET body = $2, agent_ids = $3, updated_ns = $4,
+                    frozen = $5
                  WHERE workload_id = $1",
                 &[
                     &workload_id,
                     &merged.baseline.encode_to_vec(),
                     &merged.agent_ids.join("\n"),
                     &now_ns,
+                    &merged.frozen,
                 ],
             )?;
             Ok(merged)
@@ -579,19 +616,65 @@ impl Postgres {
     pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
         let mut client = self.client()?;
         let row = client.query_opt(
-            "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = $1",
+            "SELECT body, agent_ids, frozen FROM merged_baselines WHERE workload_id = $1",
             &[&workload_id],
         )?;
         match row {
-            Some(row) => {
-                let body: Vec<u8> = row.get(0);
-                let agents: String = row.get(1);
-                if body.is_empty() {
-                    return Ok(None);
-                }
-                decode_baseline(workload_id, &body, &agents).map(Some)
-            }
+            Some(row) => merged_row(workload_id, &row),
             None => Ok(None),
         }
     }
+
+    pub fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let mut client = self.client()?;
+        let rows = client.query(
+            "SELECT workload_id, body, agent_ids, frozen FROM merged_baselines
+             WHERE body <> ''::bytea ORDER BY workload_id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let workload: String = row.get(0);
+                let mut b = decode_baseline(&workload, row.get(1), row.get(2))?;
+                b.frozen = row.get(3);
+                Ok(b)
+            })
+            .collect()
+    }
+
+    pub fn contributions(&self, workload_id: &str) -> Result<Vec<StoredBaseline>, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let out = contributions_in(&mut tx, workload_id)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// A `merged_baselines` row (body, agent_ids, frozen); `None` for the empty placeholder.
+fn merged_row(
+    workload_id: &str,
+    row: &postgres::Row,
+) -> Result<Option<StoredBaseline>, StoreError> {
+    let body: Vec<u8> = row.get(0);
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let mut b = decode_baseline(workload_id, &body, row.get(1))?;
+    b.frozen = row.get(2);
+    Ok(Some(b))
+}
+
+fn contributions_in(
+    tx: &mut Transaction<'_>,
+    workload_id: &str,
+) -> Result<Vec<StoredBaseline>, StoreError> {
+    tx.query(
+        "SELECT agent_id, body FROM baseline_contributions WHERE workload_id = $1
+         ORDER BY agent_id",
+        &[&workload_id],
+    )?
+    .iter()
+    .map(|row| decode_baseline(workload_id, row.get(1), row.get(0)))
+    .collect()
 }

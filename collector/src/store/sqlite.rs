@@ -21,14 +21,15 @@ use super::{
     StoreError, WorkloadSummary, contact, count, filter_conditions, limit, sequence_to_sql,
     silent_event,
 };
-use super::{StoredBaseline, decode_baseline};
+use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
 use migrations::MIGRATIONS;
 
 /// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
 const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
     last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
-    kernel_lost_total, dropped_total, dropped_seen";
+    kernel_lost_total, dropped_total, dropped_seen, heartbeat_interval_ms, last_event_ns,
+    event_queue_depth, events_decoded_total";
 
 pub struct Sqlite {
     writer: Mutex<Connection>,
@@ -178,8 +179,8 @@ impl Sqlite {
     pub fn prune(&self, before_ns: i64) -> Result<u64, StoreError> {
         let conn = lock(&self.writer);
         let deleted = conn.execute(
-            "DELETE FROM deviations WHERE id IN
-                (SELECT id FROM deviations WHERE time_ns < ?1 LIMIT ?2)",
+            "DELETE FROM deviations WHERE rowid IN
+                (SELECT rowid FROM deviations WHERE time_ns < ?1 LIMIT ?2)",
             params![before_ns, PRUNE_CHUNK],
         )?;
         conn.execute(
@@ -343,7 +344,8 @@ fn record_contact(
     let (agent, events) = contact(agent_id, row, what, now_ns);
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)"
     ))?
     .execute(params![
         agent.agent_id,
@@ -361,6 +363,10 @@ fn record_contact(
         to_sql(agent.kernel_lost_total),
         to_sql(agent.dropped_total),
         to_sql(agent.dropped_seen),
+        to_sql(agent.heartbeat_interval_ms),
+        agent.last_event_ns,
+        to_sql(agent.event_queue_depth),
+        to_sql(agent.events_decoded_total),
     ])?;
     insert_events(tx, &events)?;
     Ok(events)
@@ -400,6 +406,10 @@ fn read_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentSummary> {
         kernel_lost_total: count(row.get(12)?),
         dropped_total: count(row.get(13)?),
         dropped_seen: count(row.get(14)?),
+        heartbeat_interval_ms: count(row.get(15)?),
+        last_event_ns: row.get(16)?,
+        event_queue_depth: count(row.get(17)?),
+        events_decoded_total: count(row.get(18)?),
     })
 }
 
@@ -472,38 +482,65 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Merged baselines (`baselines.rs`).
+/// Merged baselines and each agent's contribution (`baselines.rs`).
 impl Sqlite {
     pub fn update_baseline(
         &self,
         workload_id: &str,
-        merge: &mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline,
+        update: BaselineUpdate<'_>,
         now_ns: i64,
     ) -> Result<StoredBaseline, StoreError> {
         let mut conn = lock(&self.writer);
-        // IMMEDIATE: the write lock is taken before the read, so no merge is lost.
+        // IMMEDIATE: the write lock is taken before the reads, so no report is lost.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old = tx
-            .query_row(
-                "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
-                [workload_id],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
-            )
-            .optional()?
-            .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
-            .transpose()?;
-        let merged = merge(old);
+        let old = read_merged(&tx, workload_id)?;
+        match update.contribution {
+            Some((agent_id, Some(merge_one))) => {
+                let mine = tx
+                    .query_row(
+                        "SELECT body FROM baseline_contributions
+                         WHERE workload_id = ?1 AND agent_id = ?2",
+                        params![workload_id, agent_id],
+                        |row| row.get::<_, Vec<u8>>(0),
+                    )
+                    .optional()?
+                    .map(|body| decode_baseline(workload_id, &body, agent_id))
+                    .transpose()?;
+                let mine = merge_one(mine);
+                tx.execute(
+                    "INSERT INTO baseline_contributions (workload_id, agent_id, body, updated_ns)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (workload_id, agent_id) DO UPDATE
+                     SET body = excluded.body, updated_ns = excluded.updated_ns",
+                    params![workload_id, agent_id, mine.baseline.encode_to_vec(), now_ns],
+                )?;
+            }
+            Some((agent_id, None)) => {
+                tx.execute(
+                    "DELETE FROM baseline_contributions WHERE workload_id = ?1 AND agent_id = ?2",
+                    params![workload_id, agent_id],
+                )?;
+            }
+            None => {}
+        }
+        let contributions = read_contributions(&tx, workload_id)?;
+        let frozen = update
+            .frozen
+            .unwrap_or_else(|| old.as_ref().is_some_and(|o| o.frozen));
+        let mut merged = (update.merge)(contributions, old);
+        merged.frozen = frozen;
         tx.execute(
-            "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO merged_baselines (workload_id, body, agent_ids, updated_ns, frozen)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (workload_id) DO UPDATE
              SET body = excluded.body, agent_ids = excluded.agent_ids,
-                 updated_ns = excluded.updated_ns",
+                 updated_ns = excluded.updated_ns, frozen = excluded.frozen",
             params![
                 workload_id,
                 merged.baseline.encode_to_vec(),
                 merged.agent_ids.join("\n"),
-                now_ns
+                now_ns,
+                merged.frozen,
             ],
         )?;
         tx.commit()?;
@@ -511,14 +548,67 @@ impl Sqlite {
     }
 
     pub fn baseline(&self, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
-        let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT body, agent_ids FROM merged_baselines WHERE workload_id = ?1",
-            [workload_id],
-            |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)),
-        )
-        .optional()?
-        .map(|(body, agents)| decode_baseline(workload_id, &body, &agents))
-        .transpose()
+        read_merged(&lock(&self.reader), workload_id)
     }
+
+    pub fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(
+            "SELECT workload_id, body, agent_ids, frozen FROM merged_baselines
+             ORDER BY workload_id",
+        )?;
+        let rows: Vec<(String, Vec<u8>, String, bool)> = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(workload, body, agents, frozen)| {
+                let mut b = decode_baseline(&workload, &body, &agents)?;
+                b.frozen = frozen;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    pub fn contributions(&self, workload_id: &str) -> Result<Vec<StoredBaseline>, StoreError> {
+        read_contributions(&lock(&self.reader), workload_id)
+    }
+}
+
+fn read_merged(conn: &Connection, workload_id: &str) -> Result<Option<StoredBaseline>, StoreError> {
+    conn.query_row(
+        "SELECT body, agent_ids, frozen FROM merged_baselines WHERE workload_id = ?1",
+        [workload_id],
+        |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
+        },
+    )
+    .optional()?
+    .map(|(body, agents, frozen)| {
+        let mut b = decode_baseline(workload_id, &body, &agents)?;
+        b.frozen = frozen;
+        Ok(b)
+    })
+    .transpose()
+}
+
+fn read_contributions(
+    conn: &Connection,
+    workload_id: &str,
+) -> Result<Vec<StoredBaseline>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT agent_id, body FROM baseline_contributions WHERE workload_id = ?1
+         ORDER BY agent_id",
+    )?;
+    let rows: Vec<(String, Vec<u8>)> = statement
+        .query_map([workload_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(agent, body)| decode_baseline(workload_id, &body, &agent))
+        .collect()
 }

@@ -71,8 +71,38 @@ function timeCell(rfc3339) {
   return el("td", { class: "time", title: rfc3339 + " (" + ago(rfc3339) + ")" }, shortTime(rfc3339));
 }
 
+/// The API token, when the collector has a query_token_file: from a `#token=…` fragment (never
+/// sent to the server; kept for this tab in sessionStorage and removed from the address bar), else
+/// asked once after a 401.
+function apiToken(ask) {
+  const fragment = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fragment) {
+    sessionStorage.setItem("collector-token", fragment);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  let token = sessionStorage.getItem("collector-token");
+  if (!token && ask) {
+    token = prompt("This collector's API needs a query token (one from its query_token_file):");
+    if (token) sessionStorage.setItem("collector-token", token);
+  }
+  return token;
+}
+
 async function fetchJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const get = (token) => {
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
+    return fetch(path, { headers });
+  };
+  const used = apiToken(false);
+  let response = await get(used);
+  if (response.status === 401) {
+    if (used && sessionStorage.getItem("collector-token") === used) {
+      sessionStorage.removeItem("collector-token");
+    }
+    const token = apiToken(true);
+    if (token) response = await get(token);
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(path.split("?")[0] + ": " + (body.error || response.status));
   return body;

@@ -53,6 +53,11 @@ pub struct TlsCollector {
 
 impl TlsCollector {
     pub async fn start(db: &Path, certs: &Path) -> TlsCollector {
+        Self::start_on(Store::open(db).expect("open store"), certs).await
+    }
+
+    /// A TLS collector over `store` (SQLite or PostgreSQL).
+    pub async fn start_on(store: Store, certs: &Path) -> TlsCollector {
         let token_file = certs.join("query-tokens");
         std::fs::write(&token_file, format!("# test\n{TOKEN}\n")).unwrap();
         let settings = SecuritySettings {
@@ -63,11 +68,12 @@ impl TlsCollector {
             }),
             query_token_file: Some(token_file),
             query_clients: vec!["ops".to_owned()],
+            baseline_quorum: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let security = Security::load(&settings, addr).expect("security settings load");
-        let store = Arc::new(Store::open(db).expect("open store"));
+        let store = Arc::new(store);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_secure(
             listener,
@@ -147,18 +153,17 @@ impl Agent {
     }
 }
 
+/// A batch of one deviation from `agent` (its host too, as agents send).
 pub fn one(id: &str, agent: &str, sequence: u64) -> DeviationBatch {
-    batch(
-        agent,
-        sequence,
-        vec![deviation(
-            id,
-            1_700_000_000 + sequence as i64,
-            "unit:build.service",
-            DeviationKind::NewExecutable,
-            Severity::High,
-        )],
-    )
+    let mut deviation = deviation(
+        id,
+        1_700_000_000 + sequence as i64,
+        "unit:build.service",
+        DeviationKind::NewExecutable,
+        Severity::High,
+    );
+    deviation.host = agent.to_owned();
+    batch(agent, sequence, vec![deviation])
 }
 
 /// Every stored deviation, asked with the query token over an agent's certificate.

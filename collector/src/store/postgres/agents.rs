@@ -10,7 +10,8 @@ use crate::store::{AgentSummary, Contact, StoreError, contact, count};
 /// The columns of an `agents` row, in [`AgentSummary`] order (see `read_agent`).
 pub(super) const AGENT_COLUMNS: &str = "agent_id, batches, stored, duplicates, first_contact_ns,
     last_contact_ns, last_heartbeat_ns, silent, host, version, instance_id, spool_deviations,
-    kernel_lost_total, dropped_total, dropped_seen";
+    kernel_lost_total, dropped_total, dropped_seen, heartbeat_interval_ms, last_event_ns,
+    event_queue_depth, events_decoded_total";
 
 /// Reads, updates and writes back the agent's row for a contact, and records its events, inside
 /// `tx`. The row is locked (`FOR UPDATE`) from the read to the commit, so concurrent contacts of
@@ -36,7 +37,8 @@ pub(super) fn record_contact(
         "UPDATE agents SET batches = $2, stored = $3, duplicates = $4, first_contact_ns = $5,
             last_contact_ns = $6, last_heartbeat_ns = $7, silent = $8, host = $9, version = $10,
             instance_id = $11, spool_deviations = $12, kernel_lost_total = $13,
-            dropped_total = $14, dropped_seen = $15
+            dropped_total = $14, dropped_seen = $15, heartbeat_interval_ms = $16,
+            last_event_ns = $17, event_queue_depth = $18, events_decoded_total = $19
          WHERE agent_id = $1",
         &[
             &a.agent_id,
@@ -54,6 +56,10 @@ pub(super) fn record_contact(
             &to_sql(a.kernel_lost_total),
             &to_sql(a.dropped_total),
             &to_sql(a.dropped_seen),
+            &to_sql(a.heartbeat_interval_ms),
+            &a.last_event_ns,
+            &to_sql(a.event_queue_depth),
+            &to_sql(a.events_decoded_total),
         ],
     )?;
     insert_events(tx, &events)?;
@@ -97,5 +103,9 @@ pub(super) fn read_agent(row: &postgres::Row) -> AgentSummary {
         kernel_lost_total: count(row.get(12)),
         dropped_total: count(row.get(13)),
         dropped_seen: count(row.get(14)),
+        heartbeat_interval_ms: count(row.get(15)),
+        last_event_ns: row.get(16),
+        event_queue_depth: count(row.get(17)),
+        events_decoded_total: count(row.get(18)),
     }
 }

@@ -69,4 +69,23 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 4: the incident each deviation belongs to (see the SQLite migration 4).
     "ALTER TABLE deviations ADD COLUMN incident_id TEXT NOT NULL DEFAULT '';",
+    // 5: deviations are unique per agent, `(agent_id, id)` (see the SQLite migration 5).
+    "ALTER TABLE deviations DROP CONSTRAINT deviations_pkey;
+    ALTER TABLE deviations ADD PRIMARY KEY (agent_id, id);",
+    // 6: pipeline liveness from the last heartbeat (see the SQLite migration 6).
+    "ALTER TABLE agents ADD COLUMN heartbeat_interval_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN last_event_ns BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN event_queue_depth BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN events_decoded_total BIGINT NOT NULL DEFAULT 0;",
+    // 7: per-agent baseline contributions and frozen merged baselines (see the SQLite
+    // migration 7).
+    "CREATE TABLE baseline_contributions (
+        workload_id TEXT   NOT NULL,
+        agent_id    TEXT   NOT NULL,
+        body        BYTEA  NOT NULL,
+        updated_ns  BIGINT NOT NULL,
+        PRIMARY KEY (workload_id, agent_id)
+    );
+    DELETE FROM merged_baselines;
+    ALTER TABLE merged_baselines ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE;",
 ];

@@ -73,4 +73,51 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the incident each deviation belongs to (`Deviation.incident_id`), so incidents group
     // by it rather than by whole runs; empty for rows stored before.
     "ALTER TABLE deviations ADD COLUMN incident_id TEXT NOT NULL DEFAULT '';",
+    // 5: deviations are unique per agent, `(agent_id, id)`: ids are the agent's own (a hash of
+    // host, workload and behaviour), so another agent that knows or guesses one must not make a
+    // later row of this agent a "duplicate". SQLite cannot change a primary key in place: the
+    // table is rebuilt, keeping every row.
+    "CREATE TABLE deviations_by_agent (
+        id            TEXT    NOT NULL,
+        time_ns       INTEGER NOT NULL,
+        host          TEXT    NOT NULL,
+        workload_id   TEXT    NOT NULL,
+        workload_kind INTEGER NOT NULL,
+        run_id        TEXT    NOT NULL,
+        kind          INTEGER NOT NULL,
+        severity      INTEGER NOT NULL,
+        summary       TEXT    NOT NULL,
+        executable    TEXT    NOT NULL,
+        agent_id      TEXT    NOT NULL,
+        received_ns   INTEGER NOT NULL,
+        proto         BLOB    NOT NULL,
+        incident_id   TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (agent_id, id)
+    );
+    INSERT INTO deviations_by_agent (id, time_ns, host, workload_id, workload_kind, run_id, kind,
+        severity, summary, executable, agent_id, received_ns, proto, incident_id)
+        SELECT id, time_ns, host, workload_id, workload_kind, run_id, kind, severity, summary,
+            executable, agent_id, received_ns, proto, incident_id FROM deviations;
+    DROP TABLE deviations;
+    ALTER TABLE deviations_by_agent RENAME TO deviations;
+    CREATE INDEX deviations_workload_time ON deviations (workload_id, time_ns);
+    CREATE INDEX deviations_time ON deviations (time_ns);",
+    // 6: pipeline liveness from the last heartbeat (`AgentSummary::stalled`).
+    "ALTER TABLE agents ADD COLUMN heartbeat_interval_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN last_event_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN event_queue_depth INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN events_decoded_total INTEGER NOT NULL DEFAULT 0;",
+    // 7: each agent's contribution to a workload's baseline kept on its own, so a merged baseline
+    // is recomputed from them (an operator can drop one agent's) and adopted only at a quorum of
+    // agents; merged baselines can be frozen. Merged baselines from before cannot be attributed
+    // to agents and are deleted: agents report theirs again at every housekeeping tick.
+    "CREATE TABLE baseline_contributions (
+        workload_id TEXT    NOT NULL,
+        agent_id    TEXT    NOT NULL,
+        body        BLOB    NOT NULL,
+        updated_ns  INTEGER NOT NULL,
+        PRIMARY KEY (workload_id, agent_id)
+    ) WITHOUT ROWID;
+    DELETE FROM merged_baselines;
+    ALTER TABLE merged_baselines ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0;",
 ];
