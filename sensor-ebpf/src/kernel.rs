@@ -52,12 +52,18 @@ pub fn read_ptr(base: *const u8, offset: usize) -> Option<*const u8> {
 }
 
 pub fn count(counter: Counter) {
+    count_global(counter);
+    if !matches!(counter, Counter::ReadError) {
+        count_for_cgroup(!counter.is_loss());
+    }
+}
+
+/// Counts in `COUNTERS` only: for packet programs, where no task (and so no cgroup) is current.
+#[inline(always)]
+pub fn count_global(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
         unsafe { *slot += 1 };
-    }
-    if !matches!(counter, Counter::ReadError) {
-        count_for_cgroup(!counter.is_loss());
     }
 }
 

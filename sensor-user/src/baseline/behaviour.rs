@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::Attributed;
-use crate::event::{EventKind, FileOperation, PrivilegeOp};
+use crate::event::{EventKind, FileOperation, IoUringUse, PrivilegeOp, io_uring_opcode_name};
 use crate::kernel::dns;
 
 use super::generalize::generalize_path;
@@ -118,6 +118,14 @@ impl Behaviour {
                 protocol: protocol.as_str().to_owned(),
             }],
             EventKind::FileOp(op) => file_operation(op).into_iter().collect(),
+            // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
+            EventKind::IoUring(use_) => vec![Behaviour::Privilege {
+                operation: "io-uring".into(),
+                detail: match use_ {
+                    IoUringUse::Setup { .. } => "setup".into(),
+                    IoUringUse::Submit { opcode, .. } => io_uring_opcode_name(*opcode).into(),
+                },
+            }],
             // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
             _ => Vec::new(),
         }
