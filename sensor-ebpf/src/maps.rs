@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{COUNTERS_LEN, CgroupCounts, KernelOffsets, SeenKey};
 
@@ -22,11 +22,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// TCP connects waiting for their handshake's outcome, by socket cookie (see `net.rs`). LRU:
-/// a connect whose socket vanished without a state change cannot fill the map.
+/// TCP connects waiting for their handshake's outcome, by socket cookie (see `net.rs`). Not
+/// LRU on purpose: a process that opens thousands of connects must not evict the one it wants
+/// hidden. When the map is full, connects are reported at once with an unknown outcome.
 #[map]
-pub static PENDING_CONNECTS: LruHashMap<u64, crate::net::PendingConnect> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_CONNECTS: HashMap<u64, crate::net::PendingConnect> =
+    HashMap::with_max_entries(16384, 0);
 
 /// Requested bind addresses, by pid_tgid, from `bind4/6` until `post_bind4/6`.
 #[map]

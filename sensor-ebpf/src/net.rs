@@ -182,7 +182,8 @@ fn remember_dns_socket(cookie: u64, server: &Endpoint) {
 
 /// A connect (also a TCP Fast Open `sendmsg(MSG_FASTOPEN)`, which connects through the same
 /// hook). UDP: reported at once (a UDP connect only sets the peer). TCP: kept until the
-/// handshake ends, to report its outcome.
+/// handshake ends, to report its outcome; a connect that fails before sending a SYN (no route
+/// to the network) never gets one and is not reported.
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, family: u16) {
     if is_self() {
@@ -202,7 +203,10 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
             header,
             endpoint: ep,
         };
-        let _ = PENDING_CONNECTS.insert(&cookie, &pending, 0);
+        if PENDING_CONNECTS.insert(&cookie, &pending, 0).is_err() {
+            // Full (see the map): report the attempt now rather than not at all.
+            emit_socket(&header, EventKind::Connect, &ep, 0, -EINPROGRESS);
+        }
     } else {
         emit_socket(&header, EventKind::Connect, &ep, 0, 0);
     }
