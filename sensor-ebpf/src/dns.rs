@@ -16,7 +16,7 @@ use aya_ebpf::{
 use sensor_common::{Counter, DNS_DATA, DNS_QUERY, DNS_RESPONSE, DnsEvent, SOCK_DGRAM};
 
 use crate::{
-    kernel::count_global,
+    kernel::{count_for_cgroup_id, count_global},
     maps::{DNS_SOCKETS, EVENTS},
     net::{ALLOW, DNS_PORT},
 };
@@ -87,6 +87,7 @@ fn on_packet(ctx: &SkBuffContext, response: bool) {
     };
     let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
         count_global(Counter::LostDns);
+        count_for_cgroup_id(socket.header.cgroup_id, false);
         return;
     };
     // SAFETY: the reservation is sized for DnsEvent; the reader trusts `payload[..len]` only.

@@ -71,7 +71,12 @@ pub fn count_global(counter: Counter) {
 #[inline(always)]
 fn count_for_cgroup(suppressed: bool) {
     // SAFETY: helper without arguments.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    count_for_cgroup_id(unsafe { bpf_get_current_cgroup_id() }, suppressed);
+}
+
+/// Charges one lost (or suppressed) record to `cgroup`.
+#[inline(always)]
+pub fn count_for_cgroup_id(cgroup: u64, suppressed: bool) {
     if CGROUP_COUNTS.get_ptr_mut(&cgroup).is_none() {
         let _ = CGROUP_COUNTS.insert(&cgroup, &CgroupCounts::default(), 0);
     }

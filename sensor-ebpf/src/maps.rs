@@ -29,9 +29,10 @@ pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16
 pub static PENDING_CONNECTS: HashMap<u64, crate::net::PendingConnect> =
     HashMap::with_max_entries(16384, 0);
 
-/// Requested bind addresses, by pid_tgid, from `bind4/6` until `post_bind4/6`.
+/// Requested bind addresses and who asked, by socket cookie, from `bind4/6` until
+/// `post_bind4/6`.
 #[map]
-pub static PENDING_BINDS: LruHashMap<u64, crate::net::Endpoint> =
+pub static PENDING_BINDS: LruHashMap<u64, crate::net::PendingConnect> =
     LruHashMap::with_max_entries(4096, 0);
 
 /// Listening sockets and the header of the process that listened, so connections accepted in

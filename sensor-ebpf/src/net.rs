@@ -15,7 +15,10 @@ use aya_ebpf::{
 use sensor_common::{Counter, EventHeader, EventKind, SOCK_STREAM, SocketEvent};
 
 use crate::{
-    kernel::{count, current_task, fill_header, is_self, off, read, seen_before},
+    kernel::{
+        count_for_cgroup_id, count_global, current_task, fill_header, is_self, off, read,
+        seen_before,
+    },
     maps::{DNS_SOCKETS, EVENTS, LISTENERS, PENDING_BINDS, PENDING_CONNECTS},
 };
 
@@ -143,7 +146,7 @@ fn header_now(kind: EventKind) -> EventHeader {
 #[inline(always)]
 fn emit_socket(header: &EventHeader, kind: EventKind, ep: &Endpoint, local_port: u16, ret: i32) {
     let Some(mut entry) = EVENTS.reserve::<SocketEvent>(0) else {
-        count_lost(kind);
+        count_lost(kind, header.cgroup_id);
         return;
     };
     // SAFETY: the reservation is sized for SocketEvent and every field is written.
@@ -162,12 +165,16 @@ fn emit_socket(header: &EventHeader, kind: EventKind, ep: &Endpoint, local_port:
     entry.submit(crate::kernel::submit_flags());
 }
 
+/// Charged to the process's cgroup from its header: these programs may run where another task
+/// (or none) is current.
 #[inline(always)]
-fn count_lost(kind: EventKind) {
-    count(match kind {
+fn count_lost(kind: EventKind, cgroup_id: u64) {
+    let counter = match kind {
         EventKind::Connect | EventKind::Send => Counter::LostConnect,
         _ => Counter::LostSocket,
-    });
+    };
+    count_global(counter);
+    count_for_cgroup_id(cgroup_id, false);
 }
 
 /// Remembers a socket that names port 53, so `dns.rs` can attribute its packets.
@@ -253,14 +260,19 @@ pub fn net_sendmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// A bind: the requested address is kept until `post_bind` says it succeeded.
+/// A bind: the requested address, with the caller's header, is kept by socket cookie until
+/// `post_bind` says it succeeded (post_bind programs may not call the `current` helpers on
+/// every kernel, so everything they report is taken here).
 #[inline(always)]
 fn on_bind(ctx: &SockAddrContext, family: u16) {
     if is_self() {
         return;
     }
-    let ep = user_endpoint(ctx, family);
-    let _ = PENDING_BINDS.insert(&bpf_get_current_pid_tgid(), &ep, 0);
+    let pending = PendingConnect {
+        header: header_now(EventKind::Bind),
+        endpoint: user_endpoint(ctx, family),
+    };
+    let _ = PENDING_BINDS.insert(&cookie(ctx), &pending, 0);
 }
 
 #[cgroup_sock_addr(bind4)]
@@ -278,25 +290,26 @@ pub fn net_bind6(ctx: SockAddrContext) -> i32 {
 /// The bind succeeded: reported with the address as requested (port 0 stays 0: which port the
 /// kernel picked changes every run and says nothing about the program).
 #[inline(always)]
-fn on_post_bind() {
-    let key = bpf_get_current_pid_tgid();
+fn on_post_bind(ctx: &SockContext) {
+    // SAFETY: the sock context is what the helper takes.
+    let key = unsafe { generated::bpf_get_socket_cookie(ctx.sock as *mut _) };
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(ep) = (unsafe { PENDING_BINDS.get(&key) }).copied() else {
+    let Some(pending) = (unsafe { PENDING_BINDS.get(&key) }).copied() else {
         return;
     };
     let _ = PENDING_BINDS.remove(&key);
-    emit_socket(&header_now(EventKind::Bind), EventKind::Bind, &ep, 0, 0);
+    emit_socket(&pending.header, EventKind::Bind, &pending.endpoint, 0, 0);
 }
 
 #[cgroup_sock(post_bind4)]
-pub fn net_post_bind4(_ctx: SockContext) -> i32 {
-    on_post_bind();
+pub fn net_post_bind4(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx);
     ALLOW
 }
 
 #[cgroup_sock(post_bind6)]
-pub fn net_post_bind6(_ctx: SockContext) -> i32 {
-    on_post_bind();
+pub fn net_post_bind6(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx);
     ALLOW
 }
 
