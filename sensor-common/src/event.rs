@@ -32,7 +32,12 @@ pub enum EventKind {
     Listen = 202,
     Accept = 203,
     Dns = 210,
+    /// A datagram sent to an explicit address (`sendto`/`sendmsg` on an unconnected UDP socket);
+    /// laid out as a [`SocketEvent`].
+    Send = 204,
     Privilege = 300,
+    /// A process set up an io_uring, or submitted a request kind to one ([`IoUringEvent`]).
+    IoUring = 400,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -48,8 +53,10 @@ impl TryFrom<u32> for EventKind {
             201 => Self::Bind,
             202 => Self::Listen,
             203 => Self::Accept,
+            204 => Self::Send,
             210 => Self::Dns,
             300 => Self::Privilege,
+            400 => Self::IoUring,
             other => return Err(other),
         })
     }
@@ -191,8 +198,8 @@ pub struct SocketEvent {
     pub sock_type: u16,
     /// Local port for accept (which listener took the connection); 0 otherwise.
     pub local_port: u16,
-    /// The syscall's return: 0 (or an fd), or a negative errno (`-EINPROGRESS` for a
-    /// non-blocking connect).
+    /// The outcome: 0 on success, or a negative errno (a TCP connect's error from the
+    /// handshake; `-EINPROGRESS` when it ended without one, e.g. closed while connecting).
     pub ret: i32,
     /// The address: 4 bytes for IPv4, 16 for IPv6, network order.
     pub addr: [u8; 16],
@@ -227,6 +234,39 @@ pub struct DnsEvent {
     pub payload: [u8; DNS_DATA],
 }
 const _: () = assert!(size_of::<DnsEvent>().is_multiple_of(8));
+
+/// `IoUringEvent::what`: the process created an io_uring (`io_uring_setup`).
+pub const IO_URING_SETUP: u32 = 1;
+/// `IoUringEvent::what`: a request was submitted (`opcode` says which).
+pub const IO_URING_SUBMIT: u32 = 2;
+
+/// `IORING_OP_OPENAT`, `IORING_OP_CONNECT` and `IORING_OP_OPENAT2`: the request kinds whose
+/// object (`name`, `addr`) the record carries. Numbers are the kernel's ABI.
+pub const IORING_OP_OPENAT: u8 = 18;
+pub const IORING_OP_CONNECT: u8 = 16;
+pub const IORING_OP_OPENAT2: u8 = 28;
+
+/// io_uring use: requests submitted to a ring run in the kernel without the syscalls the other
+/// programs watch, so each process's setup and each request kind it submits are reported
+/// (repeats of the same kind and object by the same process image are filtered in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoUringEvent {
+    pub header: EventHeader,
+    /// `IO_URING_SETUP` or `IO_URING_SUBMIT`.
+    pub what: u32,
+    /// `IORING_OP_*` of a submitted request; for a setup, the ring's `IORING_SETUP_*` flags.
+    pub opcode: u32,
+    /// For `IORING_OP_CONNECT`: the address, as in [`SocketEvent`] (family 0 otherwise).
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+    /// For `IORING_OP_OPENAT(2)`: the file name as submitted (NUL-terminated, not resolved);
+    /// for a setup, nothing.
+    pub name: [u8; NAME_DATA],
+}
+const _: () = assert!(size_of::<IoUringEvent>() == 64 + 8 + 8 + 16 + NAME_DATA);
 
 /// Per-cgroup counts of records lost (ring buffer full) and suppressed (kernel-side repeat
 /// filter), so losses can be charged to the workloads they hit.
@@ -443,13 +483,17 @@ pub enum Counter {
     SuppressedOpen = 10,
     /// A repeat connect of the same process to the same destination.
     SuppressedConnect = 11,
+    /// Ring buffer full: an io_uring record was lost.
+    LostIoUring = 12,
+    /// A repeat io_uring record (same process image, same request kind and object).
+    SuppressedIoUring = 13,
 }
 
 /// Number of slots in `COUNTERS`.
 pub const COUNTERS_LEN: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 14] = [
         Counter::LostExec,
         Counter::LostFork,
         Counter::LostExit,
@@ -462,12 +506,17 @@ impl Counter {
         Counter::LostDns,
         Counter::SuppressedOpen,
         Counter::SuppressedConnect,
+        Counter::LostIoUring,
+        Counter::SuppressedIoUring,
     ];
 
     /// Name used in logs and metrics.
     /// Whether this counter means data was lost (as opposed to filtered on purpose).
     pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::SuppressedOpen | Counter::SuppressedConnect)
+        !matches!(
+            self,
+            Counter::SuppressedOpen | Counter::SuppressedConnect | Counter::SuppressedIoUring
+        )
     }
 
     pub const fn name(self) -> &'static str {
@@ -484,6 +533,8 @@ impl Counter {
             Counter::LostDns => "lost_dns",
             Counter::SuppressedOpen => "suppressed_open",
             Counter::SuppressedConnect => "suppressed_connect",
+            Counter::LostIoUring => "lost_io_uring",
+            Counter::SuppressedIoUring => "suppressed_io_uring",
         }
     }
 }

@@ -55,6 +55,17 @@ pub struct KernelOffsets {
     pub sock_common_skc_family: u64,
     pub sock_common_skc_v6_daddr: u64,
     pub sock_common_skc_v6_rcv_saddr: u64,
+    /// `sock::sk_err`: a TCP connect's error when the handshake fails.
+    pub sock_sk_err: u64,
+    /// `sock_common::skc_net`: the socket's network namespace, so listeners in different
+    /// namespaces on one port stay apart.
+    pub sock_common_skc_net: u64,
+    /// io_uring request internals; 0 where the kernel's BTF lacks them, which leaves the
+    /// opcode-only record (the file name or address is then not read).
+    pub io_kiocb_opcode: u64,
+    pub io_open_filename: u64,
+    pub filename_name: u64,
+    pub io_connect_addr: u64,
     /// Saved user registers (x86_64 names); 0 where the kernel's `pt_regs` has other members,
     /// which disables the raw `sys_exit` open hook.
     pub pt_regs_orig_ax: u64,

@@ -52,12 +52,18 @@ pub fn read_ptr(base: *const u8, offset: usize) -> Option<*const u8> {
 }
 
 pub fn count(counter: Counter) {
+    count_global(counter);
+    if !matches!(counter, Counter::ReadError) {
+        count_for_cgroup(!counter.is_loss());
+    }
+}
+
+/// Counts in `COUNTERS` only: for packet programs, where no task (and so no cgroup) is current.
+#[inline(always)]
+pub fn count_global(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
         unsafe { *slot += 1 };
-    }
-    if !matches!(counter, Counter::ReadError) {
-        count_for_cgroup(!counter.is_loss());
     }
 }
 
@@ -65,7 +71,12 @@ pub fn count(counter: Counter) {
 #[inline(always)]
 fn count_for_cgroup(suppressed: bool) {
     // SAFETY: helper without arguments.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    count_for_cgroup_id(unsafe { bpf_get_current_cgroup_id() }, suppressed);
+}
+
+/// Charges one lost (or suppressed) record to `cgroup`.
+#[inline(always)]
+pub fn count_for_cgroup_id(cgroup: u64, suppressed: bool) {
     if CGROUP_COUNTS.get_ptr_mut(&cgroup).is_none() {
         let _ = CGROUP_COUNTS.insert(&cgroup, &CgroupCounts::default(), 0);
     }

@@ -1,5 +1,6 @@
-//! The sensor's kernel programs. Only tracepoints and BTF tracepoints: kprobes, fentry/fexit and
-//! BPF LSM are not available on every kernel we run on (see PLATFORM.md).
+//! The sensor's kernel programs: per-syscall tracepoints, BTF tracepoints and cgroup socket
+//! hooks. kprobes, fentry/fexit and BPF LSM are not available on every kernel we run on (see
+//! PLATFORM.md). No program runs on every syscall in the default set.
 //!
 //! One module per event family; maps in `maps.rs`; kernel struct access in `kernel.rs`, through
 //! offsets the agent reads from BTF and sets as the `OFFSETS` global at load time.
@@ -8,9 +9,13 @@
 #[cfg(target_arch = "bpf")]
 mod creds;
 #[cfg(target_arch = "bpf")]
+mod dns;
+#[cfg(target_arch = "bpf")]
 mod file;
 #[cfg(target_arch = "bpf")]
 mod fileops;
+#[cfg(target_arch = "bpf")]
+mod io_uring;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{COUNTERS_LEN, CgroupCounts, KernelOffsets, SeenKey};
 
@@ -22,15 +22,35 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// connect/bind/listen arguments from syscall entry, keyed by pid_tgid, until exit.
+/// TCP connects waiting for their handshake's outcome, by socket cookie (see `net.rs`). Not
+/// LRU on purpose: a process that opens thousands of connects must not evict the one it wants
+/// hidden. When the map is full, connects are reported at once with an unknown outcome.
 #[map]
-pub static PENDING_SOCKETS: LruHashMap<u64, crate::net::PendingSocket> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_CONNECTS: HashMap<u64, crate::net::PendingConnect> =
+    HashMap::with_max_entries(16384, 0);
 
-/// Buffers of recvfrom calls on sockets connected to a DNS server, keyed by pid_tgid.
+/// Requested bind addresses and who asked, by socket cookie, from `bind4/6` until
+/// `post_bind4/6`.
 #[map]
-pub static PENDING_DNS_READS: LruHashMap<u64, crate::net::PendingDnsRead> =
+pub static PENDING_BINDS: LruHashMap<u64, crate::net::PendingConnect> =
     LruHashMap::with_max_entries(4096, 0);
+
+/// Listening sockets and the header of the process that listened, so connections accepted in
+/// softirq context are reported for it.
+#[map]
+pub static LISTENERS: LruHashMap<crate::net::ListenerKey, sensor_common::EventHeader> =
+    LruHashMap::with_max_entries(4096, 0);
+
+/// Sockets that named port 53, by cookie, for the DNS packet programs. LRU: a process that
+/// opens many such sockets only evicts older ones (their later packets go unread).
+#[map]
+pub static DNS_SOCKETS: LruHashMap<u64, crate::net::DnsSocket> =
+    LruHashMap::with_max_entries(4096, 0);
+
+/// Scratch space to build an io_uring record (larger than the BPF stack allows).
+#[map]
+pub static IO_URING_SCRATCH: PerCpuArray<sensor_common::IoUringEvent> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel struct offsets from the running kernel's BTF; set by the loader.
 #[unsafe(no_mangle)]

@@ -96,6 +96,9 @@ pub enum EventKind {
         local_port: u16,
         protocol: Protocol,
     },
+    /// io_uring use, which the syscall tracepoints do not see: a ring set up, or a request kind
+    /// submitted to one (first time per process image and object).
+    IoUring(IoUringUse),
     /// A DNS message the process sent to (or received from) `server`, raw; see
     /// [`crate::kernel::dns`] to read it.
     Dns {
@@ -321,4 +324,90 @@ pub enum ConnectResult {
     InProgress,
     /// Failed with this errno.
     Failed(i32),
+    /// No connect: a datagram was sent to the address (`sendto`/`sendmsg` with an address on an
+    /// unconnected UDP socket), which reaches the host all the same.
+    Sent,
+}
+
+/// What a process did with io_uring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoUringUse {
+    /// `io_uring_setup` with these `IORING_SETUP_*` flags.
+    Setup { flags: u32 },
+    /// A request was submitted.
+    Submit {
+        /// `IORING_OP_*` (the kernel's numbering; see [`io_uring_opcode_name`]).
+        opcode: u8,
+        /// For opens: the file name as submitted, not resolved (a relative name is relative to
+        /// the request's directory fd).
+        name: Option<String>,
+        /// For connects: the address and port.
+        destination: Option<(IpAddr, u16)>,
+    },
+}
+
+/// The name of an `IORING_OP_*` value, lower case as in the kernel's enum (`openat`,
+/// `connect`...); `unknown` for values newer than this table.
+pub fn io_uring_opcode_name(opcode: u8) -> &'static str {
+    const NAMES: [&str; 58] = [
+        "nop",
+        "readv",
+        "writev",
+        "fsync",
+        "read_fixed",
+        "write_fixed",
+        "poll_add",
+        "poll_remove",
+        "sync_file_range",
+        "sendmsg",
+        "recvmsg",
+        "timeout",
+        "timeout_remove",
+        "accept",
+        "async_cancel",
+        "link_timeout",
+        "connect",
+        "fallocate",
+        "openat",
+        "close",
+        "files_update",
+        "statx",
+        "read",
+        "write",
+        "fadvise",
+        "madvise",
+        "send",
+        "recv",
+        "openat2",
+        "epoll_ctl",
+        "splice",
+        "provide_buffers",
+        "remove_buffers",
+        "tee",
+        "shutdown",
+        "renameat",
+        "unlinkat",
+        "mkdirat",
+        "symlinkat",
+        "linkat",
+        "msg_ring",
+        "fsetxattr",
+        "setxattr",
+        "fgetxattr",
+        "getxattr",
+        "socket",
+        "uring_cmd",
+        "send_zc",
+        "sendmsg_zc",
+        "read_multishot",
+        "waitid",
+        "futex_wait",
+        "futex_wake",
+        "futex_waitv",
+        "fixed_fd_install",
+        "ftruncate",
+        "bind",
+        "listen",
+    ];
+    NAMES.get(opcode as usize).copied().unwrap_or("unknown")
 }

@@ -229,6 +229,7 @@ pub fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::Listen { .. } => "listen",
         EventKind::Accept { .. } => "accept",
         EventKind::Dns { .. } => "dns",
+        EventKind::IoUring(_) => "io_uring",
     }
 }
 

@@ -9,6 +9,51 @@ use sensor_user::kernel::dns;
 use tests::{KernelHarness, run};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
+const HOOKS_ACTOR: &str = env!("CARGO_BIN_EXE_hooks_actor");
+
+/// Issue 12: a datagram sent with `sendto` to any port (not only 53), without connect, is a
+/// destination (the cgroup `sendmsg4/6` hooks).
+#[test]
+fn udp_sendto_any_port_is_a_destination() {
+    let k = KernelHarness::shared();
+    for to in ["127.0.0.1:9999", "[::1]:9998"] {
+        let pid = run(Command::new(HOOKS_ACTOR).args(["sendto", to, "3"]));
+        let e = k.expect("udp send", |e| {
+            e.pid == pid && matches!(e.kind, EventKind::Connect { .. })
+        });
+        let to: std::net::SocketAddr = to.parse().unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::Connect {
+                address: to.ip(),
+                port: to.port(),
+                protocol: Protocol::Udp,
+                result: ConnectResult::Sent
+            }
+        );
+    }
+}
+
+/// Issue 12: TCP Fast Open (`sendto` with `MSG_FASTOPEN`, never `connect`) is a connect.
+#[test]
+fn tcp_fast_open_is_a_connect() {
+    let k = KernelHarness::shared();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pid = run(Command::new(HOOKS_ACTOR).args(["tfo", &format!("127.0.0.1:{port}")]));
+    let e = k.expect("fast open connect", |e| {
+        e.pid == pid && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert!(
+        matches!(
+            e.kind,
+            EventKind::Connect { address, port: p, protocol: Protocol::Tcp, .. }
+                if p == port && address == std::net::IpAddr::from([127, 0, 0, 1])
+        ),
+        "{e:?}"
+    );
+    drop(listener);
+}
 
 #[test]
 fn tcp_connect_v4_has_address_port_and_result() {

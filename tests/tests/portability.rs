@@ -68,7 +68,7 @@ fn check(label: &str) {
         .iter()
         .map(|s| (s[0].as_str().unwrap_or(""), s[1].as_str().unwrap_or("")))
         .collect();
-    // x86_64 kernels with BTF take the raw sys_exit open hook by default.
+    // No program on every syscall by default: opens take their own tracepoints.
     let default: BTreeSet<&str> = lc["attached_default"]
         .as_array()
         .expect("attached_default is a list")
@@ -76,8 +76,8 @@ fn check(label: &str) {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        default.contains("file_sys_exit"),
-        "the default load on Debian {label} ({release}) did not use the raw open hook: {default:?}"
+        default.contains("file_openat") && !default.contains("file_sys_exit"),
+        "the default load on Debian {label} ({release}) did not use the open tracepoints: {default:?}"
     );
     for p in PROGRAMS {
         if attached.contains(p.name) {

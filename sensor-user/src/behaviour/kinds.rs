@@ -46,10 +46,14 @@ pub enum PrivilegeOperation {
     Unshare,
     #[serde(rename = "setns")]
     Setns,
+    /// Use of io_uring (its setup, or a request opcode as `detail`): requests submitted through
+    /// the ring bypass every syscall hook, so the use itself is what a baseline learns.
+    #[serde(rename = "io-uring")]
+    IoUring,
 }
 
 impl PrivilegeOperation {
-    pub const ALL: [PrivilegeOperation; 18] = [
+    pub const ALL: [PrivilegeOperation; 19] = [
         PrivilegeOperation::SetUid,
         PrivilegeOperation::SetReuid,
         PrivilegeOperation::SetResuid,
@@ -68,6 +72,7 @@ impl PrivilegeOperation {
         PrivilegeOperation::Umount,
         PrivilegeOperation::Unshare,
         PrivilegeOperation::Setns,
+        PrivilegeOperation::IoUring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +95,7 @@ impl PrivilegeOperation {
             PrivilegeOperation::Umount => "umount",
             PrivilegeOperation::Unshare => "unshare",
             PrivilegeOperation::Setns => "setns",
+            PrivilegeOperation::IoUring => "io-uring",
         }
     }
 
@@ -106,6 +112,7 @@ impl PrivilegeOperation {
                 | PrivilegeOperation::Unshare
                 | PrivilegeOperation::Setns
                 | PrivilegeOperation::Mount
+                | PrivilegeOperation::IoUring
         )
     }
 }

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::Attributed;
-use crate::event::{EventKind, FileOperation, OpenIntent, PrivilegeOp, Protocol};
+use crate::event::{
+    EventKind, FileOperation, IoUringUse, OpenIntent, PrivilegeOp, Protocol, io_uring_opcode_name,
+};
 use crate::kernel::dns;
 
 mod describe;
@@ -129,6 +131,14 @@ impl Behaviour {
                 protocol: *protocol,
             }],
             EventKind::FileOp(op) => file_operation(op).into_iter().collect(),
+            // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
+            EventKind::IoUring(use_) => vec![Behaviour::Privilege {
+                operation: PrivilegeOperation::IoUring,
+                detail: match use_ {
+                    IoUringUse::Setup { .. } => "setup".into(),
+                    IoUringUse::Submit { opcode, .. } => io_uring_opcode_name(*opcode).into(),
+                },
+            }],
             // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
             _ => Vec::new(),
         }

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 use sensor_common::{
     DNS_RESPONSE, DnsEvent, EventHeader, EventKind as Kind, ExecEvent, ExitEvent,
     FILEOP_DIR_IS_FILE, FLAG_ARGV_TRUNCATED, FLAG_ENV_TRUNCATED, FileOp, FileOpEvent, ForkEvent,
-    MOUNT_FSTYPE, MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE,
-    OPEN_WRITE, OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED, PathRecord, PrivOp,
-    PrivilegeEvent, SOCK_DGRAM, SocketEvent,
+    IO_URING_SETUP, IoUringEvent, MOUNT_FSTYPE, MOUNT_SOURCE, MOUNT_TARGET, NAME_DATA, OPEN_CREATE,
+    OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, OpenEvent, PATH_DATA, PATH_TRUNCATED, PATH_UNLINKED,
+    PathRecord, PrivOp, PrivilegeEvent, SOCK_DGRAM, SocketEvent,
 };
 
 use crate::event::{
-    ConnectResult, Event, EventKind, FileIdentity, FileOperation, OpenIntent, PrivilegeOp, Protocol,
+    ConnectResult, Event, EventKind, FileIdentity, FileOperation, IoUringUse, OpenIntent,
+    PrivilegeOp, Protocol,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,6 +120,16 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
                 },
             }
         }
+        Kind::Send => {
+            let ((address, port, protocol), _) = socket(bytes)?;
+            EventKind::Connect {
+                address,
+                port,
+                protocol,
+                result: ConnectResult::Sent,
+            }
+        }
+        Kind::IoUring => io_uring(bytes)?,
         Kind::Bind => {
             let ((address, port, protocol), s) = socket(bytes)?;
             EventKind::Bind {
@@ -179,6 +190,19 @@ fn socket(bytes: &[u8]) -> Result<((IpAddr, u16, Protocol), SocketEvent), Decode
         Protocol::Tcp
     };
     Ok(((ip(s.family, s.addr), s.port, protocol), s))
+}
+
+fn io_uring(bytes: &[u8]) -> Result<EventKind, DecodeError> {
+    let u: IoUringEvent = read(bytes, 0)?;
+    if u.what == IO_URING_SETUP {
+        return Ok(EventKind::IoUring(IoUringUse::Setup { flags: u.opcode }));
+    }
+    let name = cstr(&u.name);
+    Ok(EventKind::IoUring(IoUringUse::Submit {
+        opcode: u.opcode as u8,
+        name: (!name.is_empty()).then_some(name),
+        destination: (u.family == 2 || u.family == 10).then(|| (ip(u.family, u.addr), u.port)),
+    }))
 }
 
 fn ip(family: u16, addr: [u8; 16]) -> IpAddr {
@@ -622,6 +646,71 @@ mod tests {
         assert!(
             matches!(e.kind, EventKind::Connect { address: IpAddr::V6(a), protocol: Protocol::Udp, result: ConnectResult::Failed(111), .. } if a == Ipv6Addr::LOCALHOST)
         );
+    }
+
+    /// Issue 12: an unconnected UDP send is a destination, decoded as a connect that `Sent`.
+    #[test]
+    fn udp_send_is_a_connect_with_sent_result() {
+        let mut c = SocketEvent {
+            header: header(Kind::Send),
+            family: 2,
+            port: 4444,
+            sock_type: SOCK_DGRAM,
+            local_port: 0,
+            ret: 0,
+            addr: [0; 16],
+            _pad: 0,
+        };
+        c.addr[..4].copy_from_slice(&[203, 0, 113, 9]);
+        assert_eq!(
+            decode(&bytes_of(&c), &clock()).unwrap().kind,
+            EventKind::Connect {
+                address: "203.0.113.9".parse().unwrap(),
+                port: 4444,
+                protocol: Protocol::Udp,
+                result: ConnectResult::Sent
+            }
+        );
+    }
+
+    #[test]
+    fn io_uring_setup_and_requests() {
+        let mut u: IoUringEvent = unsafe { std::mem::zeroed() };
+        u.header = header(Kind::IoUring);
+        u.what = IO_URING_SETUP;
+        u.opcode = 0x40;
+        assert_eq!(
+            decode(&bytes_of(&u), &clock()).unwrap().kind,
+            EventKind::IoUring(IoUringUse::Setup { flags: 0x40 })
+        );
+        u.what = sensor_common::IO_URING_SUBMIT;
+        u.opcode = sensor_common::IORING_OP_OPENAT as u32;
+        u.name[..8].copy_from_slice(b"/etc/x\0\0");
+        assert_eq!(
+            decode(&bytes_of(&u), &clock()).unwrap().kind,
+            EventKind::IoUring(IoUringUse::Submit {
+                opcode: 18,
+                name: Some("/etc/x".into()),
+                destination: None
+            })
+        );
+        u.opcode = sensor_common::IORING_OP_CONNECT as u32;
+        u.name = [0; NAME_DATA];
+        u.family = 10;
+        u.port = 443;
+        u.addr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(
+            decode(&bytes_of(&u), &clock()).unwrap().kind,
+            EventKind::IoUring(IoUringUse::Submit {
+                opcode: 16,
+                name: None,
+                destination: Some((IpAddr::V6(Ipv6Addr::LOCALHOST), 443))
+            })
+        );
+        // Cut short: an error, not a panic.
+        assert!(decode(&bytes_of(&u)[..100], &clock()).is_err());
+        assert_eq!(crate::event::io_uring_opcode_name(18), "openat");
+        assert_eq!(crate::event::io_uring_opcode_name(250), "unknown");
     }
 
     #[test]

@@ -12,13 +12,16 @@ use std::path::Path;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, ProgramError, TracePoint,
+    },
 };
 use sensor_common::{COUNTERS_LEN, CgroupCounts, Counter};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub use decode::{BootClock, DecodeError, decode};
-use programs::{Hook, OpenPath, PROGRAMS};
+use programs::{Hook, OpenPath, PROGRAMS, SkbDirection};
 
 /// The embedded eBPF object, built by `build.rs` (empty in stub builds).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -45,12 +48,14 @@ impl Default for LoadOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpenHook {
-    /// The raw `sys_exit` tracepoint where the kernel allows it (x86_64 with BTF `pt_regs`),
-    /// the classic syscall tracepoints otherwise.
+    /// The best hook that runs only on opens: today the per-syscall tracepoints.
     #[default]
     Auto,
-    /// Always the classic `syscalls:sys_{enter,exit}_open*` tracepoints.
+    /// The classic `syscalls:sys_{enter,exit}_open*` tracepoints.
     Tracepoint,
+    /// One raw `sys_exit` program (x86_64 with BTF `pt_regs`): cheaper per open, but it runs at
+    /// the exit of every syscall of every process (tens of percent on syscall-heavy servers).
+    RawSysExit,
 }
 
 /// How often the ring buffer is drained when the kernel sends no wakeup (see `submit_flags` in
@@ -127,9 +132,10 @@ impl Sensor {
             .override_global("FILTER_REPEATS", &u32::from(options.filter_repeats), true)
             .load(OBJECT)?;
 
+        let cgroup_root = mounts::cgroup2_root()?;
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
-        let raw_open = options.open_hook == OpenHook::Auto
+        let raw_open = options.open_hook == OpenHook::RawSysExit
             && cfg!(target_arch = "x86_64")
             && offsets.pt_regs_orig_ax != 0
             && offsets.pt_regs_si != 0
@@ -137,7 +143,7 @@ impl Sensor {
         let mut open_path = OpenPath::Classic;
         if raw_open {
             for p in PROGRAMS.iter().filter(|p| p.open_path == OpenPath::Raw) {
-                match attach(&mut ebpf, p, &btf) {
+                match attach(&mut ebpf, p, &btf, &cgroup_root) {
                     Ok(()) => {
                         attached.push(p.name);
                         open_path = OpenPath::Raw;
@@ -155,7 +161,7 @@ impl Sensor {
             {
                 continue;
             }
-            match attach(&mut ebpf, p, &btf) {
+            match attach(&mut ebpf, p, &btf, &cgroup_root) {
                 Ok(()) => attached.push(p.name),
                 Err(reason) if !p.required => {
                     tracing::warn!(program = p.name, %reason, "optional program not attached");
@@ -252,8 +258,20 @@ impl Sensor {
     }
 }
 
+/// How cgroup programs attach. aya attaches through a BPF link (Linux 5.7+), which the kernel
+/// always runs beside the cgroup's other programs (links are `BPF_F_ALLOW_MULTI` by nature and
+/// refuse any flag: `AllowMultiple` here fails with EINVAL), so other users of the same hooks
+/// (container runtimes, other agents) keep theirs.
+const CGROUP_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
 /// Loads and attaches one program; the error is one readable line (verifier log tail included).
-fn attach(ebpf: &mut Ebpf, p: &programs::Program, btf: &Btf) -> Result<(), String> {
+/// Cgroup programs go on the cgroup v2 root, so every process is seen.
+fn attach(
+    ebpf: &mut Ebpf,
+    p: &programs::Program,
+    btf: &Btf,
+    cgroup_root: &std::fs::File,
+) -> Result<(), String> {
     let prog = ebpf
         .program_mut(p.name)
         .ok_or_else(|| format!("program `{}` is not in the embedded object", p.name))?;
@@ -279,6 +297,27 @@ fn attach(ebpf: &mut Ebpf, p: &programs::Program, btf: &Btf) -> Result<(), Strin
                 return Err(last_err);
             }
         }
+        Hook::CgroupSockAddr => {
+            let prog: &mut CgroupSockAddr =
+                prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load().map_err(describe)?;
+            prog.attach(cgroup_root, CGROUP_MODE).map_err(describe)?;
+        }
+        Hook::CgroupSock => {
+            let prog: &mut CgroupSock = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load().map_err(describe)?;
+            prog.attach(cgroup_root, CGROUP_MODE).map_err(describe)?;
+        }
+        Hook::CgroupSkb(direction) => {
+            let prog: &mut CgroupSkb = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load().map_err(describe)?;
+            let attach_type = match direction {
+                SkbDirection::Ingress => CgroupSkbAttachType::Ingress,
+                SkbDirection::Egress => CgroupSkbAttachType::Egress,
+            };
+            prog.attach(cgroup_root, attach_type, CGROUP_MODE)
+                .map_err(describe)?;
+        }
     }
     Ok(())
 }
@@ -301,7 +340,16 @@ fn describe(e: ProgramError) -> String {
             let cause = lines[stats.saturating_sub(2)..stats].join(" | ");
             format!("rejected by the kernel ({io_error}); verifier: {cause}")
         }
-        other => other.to_string(),
+        other => {
+            // The syscall's errno is in the source chain, which Display leaves out.
+            let mut line = other.to_string();
+            let mut source = std::error::Error::source(&other);
+            while let Some(cause) = source {
+                line.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            line
+        }
     }
 }
 

@@ -36,6 +36,31 @@ pub fn ensure() -> Result<Vec<&'static str>, MountError> {
     Ok(mounted)
 }
 
+/// Where the cgroup v2 hierarchy is mounted, opened for attaching cgroup programs to its root:
+/// `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones.
+pub fn cgroup2_root() -> Result<std::fs::File, MountError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let path = cgroup2_mount_point(&mounts).ok_or(MountError {
+        fs: "cgroup2",
+        path: "/sys/fs/cgroup/unified",
+        source: nix::Error::ENOENT,
+    })?;
+    std::fs::File::open(&path).map_err(|e| MountError {
+        fs: "cgroup2",
+        path: "/sys/fs/cgroup/unified",
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(nix::Error::ENOENT as i32)),
+    })
+}
+
+/// The first `cgroup2` mount point in a mounts table.
+fn cgroup2_mount_point(mounts: &str) -> Option<String> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, path, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| path.to_owned())
+    })
+}
+
 fn mount_fs(fs: &'static str, path: &'static str) -> Result<(), MountError> {
     mount(Some(fs), path, Some(fs), MsFlags::empty(), None::<&str>).map_err(|source| MountError {
         fs,
@@ -54,4 +79,25 @@ fn is_mount_of(path: &str, fstype: &str) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_found_on_hybrid_and_unified_hosts() {
+        let hybrid =
+            "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_mount_point(hybrid).as_deref(),
+            Some("/sys/fs/cgroup/unified")
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            cgroup2_mount_point(unified).as_deref(),
+            Some("/sys/fs/cgroup")
+        );
+        assert_eq!(cgroup2_mount_point("proc /proc proc rw 0 0\n"), None);
+    }
 }

@@ -84,11 +84,30 @@ pub fn load(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         sock_common_skc_family: o("sock_common", "skc_family")?,
         sock_common_skc_v6_daddr: o("sock_common", "skc_v6_daddr")?,
         sock_common_skc_v6_rcv_saddr: o("sock_common", "skc_v6_rcv_saddr")?,
+        sock_sk_err: o("sock", "sk_err")?,
+        sock_common_skc_net: o("sock_common", "skc_net")?,
+        // Optional: io_uring internals change between kernels; 0 leaves opcode-only records.
+        io_kiocb_opcode: o("io_kiocb", "opcode").unwrap_or(0),
+        io_open_filename: nested(&btf, ("io_kiocb", "cmd"), ("io_open", "filename")),
+        filename_name: o("filename", "name").unwrap_or(0),
+        io_connect_addr: nested(&btf, ("io_kiocb", "cmd"), ("io_connect", "addr")),
         // Optional: only x86_64's pt_regs has these names; 0 turns the raw open hook off.
         pt_regs_orig_ax: o("pt_regs", "orig_ax").unwrap_or(0),
         pt_regs_si: o("pt_regs", "si").unwrap_or(0),
         pt_regs_dx: o("pt_regs", "dx").unwrap_or(0),
     })
+}
+
+/// Offset of `inner` inside `outer` where `outer`'s member holds an `inner` struct (io_uring's
+/// per-opcode data overlays `io_kiocb::cmd`); 0 when either is missing.
+fn nested(btf: &Btf, outer: (&str, &str), inner: (&str, &str)) -> u64 {
+    match (
+        member_offset(btf, outer.0, outer.1),
+        member_offset(btf, inner.0, inner.1),
+    ) {
+        (Ok(a), Ok(b)) => a + b,
+        _ => 0,
+    }
 }
 
 /// Byte offset of `member` in `struct strukt`, looking through anonymous structs and unions.

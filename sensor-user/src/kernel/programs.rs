@@ -7,10 +7,25 @@ pub enum Hook {
     BtfTracepoint(&'static str),
     /// Classic tracepoints (`<category>/<name>`); one program may serve several.
     Tracepoints(&'static [(&'static str, &'static str)]),
+    /// A cgroup `sock_addr` hook (connect4/6, sendmsg4/6, bind4/6: the object's section names
+    /// which), attached to the cgroup v2 root.
+    CgroupSockAddr,
+    /// A cgroup `sock` hook (post_bind4/6), attached to the cgroup v2 root.
+    CgroupSock,
+    /// A cgroup packet program, attached to the cgroup v2 root.
+    CgroupSkb(SkbDirection),
 }
 
-/// Which way of watching opens a program belongs to: the loader attaches the raw `sys_exit`
-/// program where it can (see `sensor-ebpf/src/file.rs`) and the classic ones otherwise.
+/// Which packets a [`Hook::CgroupSkb`] program sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkbDirection {
+    Ingress,
+    Egress,
+}
+
+/// Which way of watching opens a program belongs to: the classic per-syscall tracepoints by
+/// default, the raw `sys_exit` program (which runs on every syscall) only when asked for (see
+/// `sensor-ebpf/src/file.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenPath {
     /// Not an open program: always attached.
@@ -55,6 +70,16 @@ const fn btf(name: &'static str, tracepoint: &'static str) -> Program {
     }
 }
 
+/// A cgroup program (always required: the network is watched only through them).
+const fn cgroup(name: &'static str, hook: Hook) -> Program {
+    Program {
+        name,
+        hook,
+        required: true,
+        open_path: OpenPath::Any,
+    }
+}
+
 /// A classic open program.
 const fn open_tp(
     name: &'static str,
@@ -90,41 +115,27 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    tp("net_connect", &[("syscalls", "sys_enter_connect")], true),
-    tp("net_bind", &[("syscalls", "sys_enter_bind")], true),
-    tp("net_listen", &[("syscalls", "sys_enter_listen")], true),
-    tp(
-        "net_socket_exit",
-        &[
-            ("syscalls", "sys_exit_connect"),
-            ("syscalls", "sys_exit_bind"),
-            ("syscalls", "sys_exit_listen"),
-        ],
-        true,
-    ),
-    tp(
-        "net_accept_exit",
-        &[
-            ("syscalls", "sys_exit_accept"),
-            ("syscalls", "sys_exit_accept4"),
-        ],
-        true,
-    ),
-    tp("dns_sendto", &[("syscalls", "sys_enter_sendto")], true),
-    tp(
-        "dns_sendmsg",
-        &[
-            ("syscalls", "sys_enter_sendmsg"),
-            ("syscalls", "sys_enter_sendmmsg"),
-        ],
-        true,
-    ),
-    tp("dns_recvfrom", &[("syscalls", "sys_enter_recvfrom")], true),
-    tp(
-        "dns_recvfrom_exit",
-        &[("syscalls", "sys_exit_recvfrom")],
-        true,
-    ),
+    // Network, off the syscall path (see `sensor-ebpf/src/net.rs` and `dns.rs`).
+    cgroup("net_connect4", Hook::CgroupSockAddr),
+    cgroup("net_connect6", Hook::CgroupSockAddr),
+    cgroup("net_sendmsg4", Hook::CgroupSockAddr),
+    cgroup("net_sendmsg6", Hook::CgroupSockAddr),
+    cgroup("net_bind4", Hook::CgroupSockAddr),
+    cgroup("net_bind6", Hook::CgroupSockAddr),
+    cgroup("net_post_bind4", Hook::CgroupSock),
+    cgroup("net_post_bind6", Hook::CgroupSock),
+    btf("net_sock_state", "inet_sock_set_state"),
+    cgroup("dns_egress", Hook::CgroupSkb(SkbDirection::Egress)),
+    cgroup("dns_ingress", Hook::CgroupSkb(SkbDirection::Ingress)),
+    // io_uring (Linux 6.0+ tracepoint signatures; older kernels go without).
+    Program {
+        required: false,
+        ..btf("io_uring_setup", "io_uring_create")
+    },
+    Program {
+        required: false,
+        ..btf("io_uring_submit", "io_uring_submit_req")
+    },
     // Privilege use: entry programs keep the arguments, `priv_exit` reports with the result.
     tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
     tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),

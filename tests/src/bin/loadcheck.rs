@@ -1,6 +1,6 @@
 //! Loads and attaches every kernel program, then prints one JSON line and exits:
 //! `{"kernel": "<uname -r>", "attached": [...], "skipped": [[name, reason], ...], "error": null}`.
-//! It loads twice, with the default open hook and with the classic open tracepoints, so that
+//! It loads twice, with the default open hook and with the raw `sys_exit` one, so that
 //! every program of the table is tried; `attached` and `skipped` cover both loads, and
 //! `attached_default` is what the default load attached.
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
@@ -27,13 +27,13 @@ fn main() {
         })
     };
     let result = load(OpenHook::Auto).and_then(|(default, skipped)| {
-        let (classic, classic_skipped) = load(OpenHook::Tracepoint)?;
+        let (raw, raw_skipped) = load(OpenHook::RawSysExit)?;
         let mut attached = default.clone();
-        attached.extend(classic.into_iter().filter(|p| !default.contains(p)));
+        attached.extend(raw.into_iter().filter(|p| !default.contains(p)));
         // A program skipped by one load but attached by the other was not skipped.
         let skipped: Vec<_> = skipped
             .into_iter()
-            .chain(classic_skipped)
+            .chain(raw_skipped)
             .filter(|(name, _)| !attached.contains(name))
             .collect();
         Ok((default, attached, skipped))

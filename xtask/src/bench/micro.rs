@@ -25,6 +25,16 @@ const WORKLOADS: &[(&str, u64, &str)] = &[
     ),
     ("forkexec", 3_000, "spawn /bin/true and wait"),
     ("connect", 20_000, "TCP connect to loopback and close"),
+    (
+        "read",
+        1_000_000,
+        "read of 64 B from /dev/zero (a syscall the sensor ignores)",
+    ),
+    (
+        "getppid",
+        2_000_000,
+        "getppid (the cheapest syscall the sensor ignores)",
+    ),
 ];
 
 /// One measured run.
@@ -70,13 +80,13 @@ pub fn section(
     writeln!(report, "## Syscall-heavy micro workloads\n")?;
     writeln!(
         report,
-        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost). *monitor CPU* is the agent's (or the peer's) CPU time per wall second of the load generator's run (setup included, plus 0.3 s to catch up); *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
+        "Each workload runs without the sensor and with it, interleaved over {rounds} round(s); the median is shown. *ratio* is ops/s without the sensor divided by ops/s with it (1.00 = no cost); *added per op* the same difference in nanoseconds per operation (1/ops with − 1/ops without). The *floor* is one empty program on a syscall tracepoint nobody calls: attaching any syscall tracepoint sends every syscall of every task through the kernel's slow path, so no tracepoint-based sensor can go below it. *monitor CPU* is the agent's (or the peer's) CPU time per wall second of the load generator's run (setup included, plus 0.3 s to catch up); *RSS* its peak resident memory; *lost* the records the kernel could not deliver.\n"
     )?;
     writeln!(
         report,
-        "| workload | config | ops/s | ratio | monitor CPU | monitor RSS | lost |"
+        "| workload | config | ops/s | ratio | added per op | monitor CPU | monitor RSS | lost |"
     )?;
-    writeln!(report, "|---|---|---:|---:|---:|---:|---:|")?;
+    writeln!(report, "|---|---|---:|---:|---:|---:|---:|---:|")?;
     for (workload, full_ops, what) in WORKLOADS {
         let ops = if quick {
             (full_ops / 100).max(10)
@@ -110,41 +120,53 @@ pub fn section(
                     s.iter().map(|s| s.lost).sum::<u64>().to_string(),
                 )
             };
+            let added = if *config == Config::Without {
+                "-".to_owned()
+            } else {
+                format!("{:+.0} ns", 1e9 / ops_s - 1e9 / base)
+            };
             writeln!(
                 report,
-                "| {workload} ({what}) | {} | {ops_s:.0} | {:.3} | {cpu} | {rss} | {lost} |",
+                "| {workload} ({what}) | {} | {ops_s:.0} | {:.3} | {added} | {cpu} | {rss} | {lost} |",
                 config.name(),
                 base / ops_s
             )?;
         }
-        // Added overhead (ratio - 1) of the sensor against auditd's, the "10x less".
+        // Added overhead (ratio - 1) of the sensor against the peers', the "10x less".
         let ratio = |c: Config| {
             configs
                 .iter()
                 .position(|x| *x == c)
                 .map(|i| base / median(samples[i].iter().map(|s| s.ops_per_sec)))
         };
-        if let (Some(ours), Some(audit)) = (
-            ratio(Config::Filtered),
-            ratio(Config::Peer(peers::Kind::Auditd)),
-        ) {
+        if let Some(ours) = ratio(Config::Filtered) {
+            let pct = |r: Option<f64>| {
+                r.map_or("-".to_owned(), |r| format!("{:+.1}%", (r - 1.0) * 100.0))
+            };
+            let times = |peer: Option<f64>| match peer {
+                Some(p) if ours > 1.0 && p > 1.0 => format!("{:.1}x", (p - 1.0) / (ours - 1.0)),
+                Some(_) => "n/a (within noise)".to_owned(),
+                None => "-".to_owned(),
+            };
+            let audit = ratio(Config::Peer(peers::Kind::Auditd));
+            let bpftrace = ratio(Config::Peer(peers::Kind::Bpftrace));
             writeln!(
                 summary,
-                "| {workload} | {:+.1}% | {:+.1}% | {} |",
-                (ours - 1.0) * 100.0,
-                (audit - 1.0) * 100.0,
-                if ours > 1.0 && audit > 1.0 {
-                    format!("{:.1}x", (audit - 1.0) / (ours - 1.0))
-                } else {
-                    "n/a (within noise)".to_owned()
-                }
+                "| {workload} | {} | {} | {} | {} | {} | {} | {} |",
+                pct(ratio(Config::Peer(peers::Kind::HookFloor))),
+                pct(Some(ours)),
+                pct(ratio(Config::RawSysExit)),
+                pct(audit),
+                pct(bpftrace),
+                times(audit),
+                times(bpftrace),
             )?;
         }
     }
     if !summary.is_empty() {
         writeln!(
             report,
-            "\n### Added overhead: sensor (filter on) vs auditd\n\n| workload | sensor | auditd | auditd / sensor |\n|---|---:|---:|---:|\n{summary}"
+            "\n### Added overhead: floor, sensor (filter on), the old raw open hook, and the peers\n\n| workload | floor | sensor | sensor, raw sys_exit hook | auditd | bpftrace | auditd / sensor | bpftrace / sensor |\n|---|---:|---:|---:|---:|---:|---:|---:|\n{summary}"
         )?;
     }
     Ok(report)

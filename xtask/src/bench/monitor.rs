@@ -14,6 +14,9 @@ pub enum Config {
     Without,
     Filtered,
     Unfiltered,
+    /// The sensor with `--open-hook raw-sys-exit` (a program at the exit of every syscall), the
+    /// default before issue 13: shows what the per-syscall tracepoints save.
+    RawSysExit,
     Peer(peers::Kind),
 }
 
@@ -23,12 +26,13 @@ impl Config {
             Config::Without => "without sensor",
             Config::Filtered => "sensor (kernel filter on)",
             Config::Unfiltered => "sensor (every event to userspace)",
+            Config::RawSysExit => "sensor, raw sys_exit open hook (the old default)",
             Config::Peer(peers::Kind::Auditd) => "peer: auditd (execve, open*, connect rules)",
             Config::Peer(peers::Kind::Bpftrace) => {
                 "peer: bpftrace (execve, open*, connect printed)"
             }
             Config::Peer(peers::Kind::HookFloor) => {
-                "floor: empty programs on the openat/connect tracepoints"
+                "floor: empty program on one never-called syscall tracepoint"
             }
         }
     }
@@ -37,12 +41,18 @@ impl Config {
     pub fn start(self, bin: &Path, dir: &Path) -> anyhow::Result<Option<Monitor>> {
         Ok(match self {
             Config::Without => None,
-            Config::Filtered | Config::Unfiltered => Some(Monitor::Sensor(SensorUnderTest::start(
-                bin,
-                dir,
-                self == Config::Unfiltered,
-                None,
-            )?)),
+            Config::Filtered | Config::Unfiltered | Config::RawSysExit => {
+                let mut extra = Vec::new();
+                if self == Config::Unfiltered {
+                    extra.push("--no-kernel-filter");
+                }
+                if self == Config::RawSysExit {
+                    extra.extend(["--open-hook", "raw-sys-exit"]);
+                }
+                Some(Monitor::Sensor(SensorUnderTest::start_with(
+                    bin, dir, &extra, None,
+                )?))
+            }
             Config::Peer(kind) => Some(Monitor::Peer(peers::Peer::start(kind)?)),
         })
     }
@@ -86,6 +96,21 @@ impl SensorUnderTest {
         unfiltered: bool,
         metrics: Option<u16>,
     ) -> anyhow::Result<Self> {
+        let extra: &[&str] = if unfiltered {
+            &["--no-kernel-filter"]
+        } else {
+            &[]
+        };
+        Self::start_with(bin, dir, extra, metrics)
+    }
+
+    /// As [`SensorUnderTest::start`], with extra `sensor run` arguments.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        extra: &[&str],
+        metrics: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let collector = Command::new(bin.join("collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
@@ -101,10 +126,8 @@ impl SensorUnderTest {
             &format!("http://127.0.0.1:{port}"),
             "--state-dir",
         ])
-        .arg(&state);
-        if unfiltered {
-            cmd.arg("--no-kernel-filter");
-        }
+        .arg(&state)
+        .args(extra);
         // A port of its own: the default one is fixed and may be taken by another sensor.
         let metrics = match metrics {
             Some(m) => m,

@@ -5,6 +5,8 @@
 //! loadgen open-many N    open+close of N different files (every open is new)
 //! loadgen forkexec N     spawn /bin/true and wait, N times
 //! loadgen connect N      TCP connect to a loopback listener and close, N times
+//! loadgen read N         read 64 bytes of /dev/zero, N times (a syscall the sensor ignores)
+//! loadgen getppid N      getppid, N times (the cheapest syscall the sensor ignores)
 //! loadgen open-rate R S  open+close of one file at R per second (0: as fast as possible) for S
 //!                        seconds, paced in 1 ms slices
 
@@ -72,6 +74,24 @@ fn main() {
             for _ in 0..n {
                 let stream = TcpStream::connect(addr).unwrap();
                 reset_on_close(&stream);
+            }
+        }
+        "read" => {
+            use std::io::Read;
+            let mut zero = std::fs::File::open("/dev/zero").unwrap();
+            let mut buf = [0u8; 64];
+            start = Instant::now();
+            for _ in 0..n {
+                // One read(2) per call: /dev/zero always fills the whole buffer.
+                let got = zero.read(&mut buf).unwrap();
+                std::hint::black_box(got);
+            }
+        }
+        "getppid" => {
+            start = Instant::now();
+            for _ in 0..n {
+                // SAFETY: getppid(2) has no arguments and cannot fail.
+                std::hint::black_box(unsafe { libc::getppid() });
             }
         }
         other => panic!("unknown workload {other:?}"),
