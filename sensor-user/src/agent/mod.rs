@@ -95,13 +95,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     )?
     .with_secret_paths(config.secrets.clone());
     let (transport, delivery) = Transport::start(transport_config(&config), cancel.clone())?;
-    let (sync, adopt, sync_task) =
-        BaselineSync::start(config.share_baselines.then(|| SyncConfig {
-            collector_url: config.collector_url.clone(),
-            tls: config.collector_tls.clone(),
-            agent_id: config.host.clone(),
-            learning_runs: config.learning.learning_runs,
-        }))?;
+    let (sync, adopt, sync_task) = BaselineSync::start(sync_config(&config))?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
@@ -117,11 +111,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         Arc::clone(&metrics),
     )
     .map_err(|source| AgentError::Record {
-        path: config
-            .record_deviations
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        path: display(config.record_deviations.as_deref()),
         source,
     })?;
     tracing::info!(
@@ -162,6 +152,20 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let _ = delivery.await;
     tracing::info!("sensor stopped");
     Ok(())
+}
+
+/// Baseline sharing's settings, when it is on.
+fn sync_config(config: &AgentConfig) -> Option<SyncConfig> {
+    config.share_baselines.then(|| SyncConfig {
+        collector_url: config.collector_url.clone(),
+        tls: config.collector_tls.clone(),
+        agent_id: config.host.clone(),
+        learning_runs: config.learning.learning_runs,
+    })
+}
+
+fn display(path: Option<&std::path::Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 fn transport_config(config: &AgentConfig) -> TransportConfig {
