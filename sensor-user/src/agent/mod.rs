@@ -131,6 +131,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         metrics,
         events: 0,
         decoded: 0,
+        status_phases: 0,
         config,
     };
     agent.write_status();
@@ -195,6 +196,8 @@ struct Agent {
     events: u64,
     /// Kernel records decoded so far.
     decoded: u64,
+    /// `Baselines::phase_changes` when the status was last written.
+    status_phases: u64,
     last_counters: Vec<(&'static str, u64)>,
 }
 
@@ -213,6 +216,11 @@ impl Agent {
                     ready?;
                     let found = self.drain();
                     self.outbox.send(&self.sensor, found);
+                    if self.engine.baselines().phase_changes() != self.status_phases {
+                        // A workload appeared, or started learning a run or being judged:
+                        // status says so now, not at the next tick.
+                        self.write_status();
+                    }
                     self.sync.fetch(self.engine.baselines_mut().baselines_to_fetch());
                 }
                 Some(merged) = adopt.recv() => {
@@ -273,7 +281,8 @@ impl Agent {
         self.metrics.workloads(&self.engine.baselines().summary());
     }
 
-    fn write_status(&self) {
+    fn write_status(&mut self) {
+        self.status_phases = self.engine.baselines().phase_changes();
         status::write(
             &self.config.collector_url,
             &self.config.state_dir,
