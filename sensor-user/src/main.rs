@@ -54,7 +54,7 @@ fn main() -> ExitCode {
                         open_hook: args.open_hook,
                     },
                     metrics_listen: args.metrics_listen.0,
-                    secrets: sensor_user::deviation::SecretPaths::with_extra(args.secret_paths),
+                    secrets: sensor_user::detect::SecretPaths::with_extra(args.secret_paths),
                     flush_interval: args.flush_interval,
                     heartbeat_interval: args.heartbeat_interval,
                     record_deviations: args.record_deviations,
