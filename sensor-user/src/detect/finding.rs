@@ -105,6 +105,9 @@ pub enum Signal {
     OverlappedLoss,
     /// The executable's content hash could not be taken, and why.
     ExecutableNotHashed(HashGaveUp),
+    /// Reported before and not accepted: reported again in this run (or hour), the first time
+    /// it recurs there; the number of earlier runs it was reported in.
+    Recurring(u32),
 }
 
 /// Why an executable was not hashed (the agent never blocks on a file a process controls).
@@ -166,6 +169,7 @@ impl fmt::Display for Signal {
             Signal::ExecutableNotHashed(why) => {
                 return write!(f, "executable-not-hashed:{}", why.as_str());
             }
+            Signal::Recurring(n) => return write!(f, "recurring:{n}"),
         };
         f.write_str(name)
     }

@@ -3,7 +3,7 @@
 //! (other workloads): rate and novelty windows, budgets, and incidents (per run, or per process
 //! tree for other workloads).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::baseline::RateDim;
 
@@ -43,6 +43,25 @@ pub(crate) struct RunState {
     pub host_checked: bool,
     /// Whether this window was counted as a judged run.
     pub counted: bool,
+    /// Novelty ids (see `ids::deviation_id`) reported in this window, at most
+    /// [`MAX_REPORTED_PER_WINDOW`]: a recurring novelty is reported once per window.
+    pub reported: HashSet<String>,
+}
+
+/// Novelties remembered per window; past it, recurring novelties of the window are aggregated.
+pub const MAX_REPORTED_PER_WINDOW: usize = 50_000;
+
+/// Whether novelty `id` is reported for the first time in this window, when there is room to
+/// remember it (`None`: no room; count it into its kind's aggregate).
+pub(crate) fn first_in_window(reported: &mut HashSet<String>, id: &str) -> Option<bool> {
+    if reported.contains(id) {
+        return Some(false);
+    }
+    if reported.len() >= MAX_REPORTED_PER_WINDOW {
+        return None;
+    }
+    reported.insert(id.to_owned());
+    Some(true)
 }
 
 impl RunState {
@@ -64,6 +83,7 @@ impl RunState {
             active: None,
             host_checked: false,
             counted: false,
+            reported: HashSet::new(),
         }
     }
 
@@ -126,6 +146,7 @@ impl Live {
                     state.novelties = NoveltyWindow::default();
                     state.active = None;
                     state.counted = false;
+                    state.reported.clear();
                 }
                 i
             }

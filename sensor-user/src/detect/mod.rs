@@ -322,13 +322,17 @@ impl Step<'_> {
         let dimension = behaviour.dimension();
         let event = self.event;
         let workload = &event.workload.id;
-        let id = deviation_id(self.host, workload, &behaviour);
+        // The novelty (what the baseline remembers as reported, and accepts) and this run's
+        // report of it: the run (or hour) is part of the deviation id.
+        let novelty = deviation_id(self.host, workload, &behaviour);
+        let id = hash_fields(&[novelty.as_str(), &self.run.window()]);
         self.enumeration(&behaviour);
         let t = &mut self.baseline.tracked;
         t.dirty |= t
             .baseline
             .profile
             .novel_in(dimension, self.run.window_hash());
+        let first_in_window = live::first_in_window(&mut self.run.reported, &novelty);
         let root = judge::tree_root(event);
         let incident = self.run.incident(self.host, workload, root, self.now);
         let scored = judge::score(
@@ -347,8 +351,9 @@ impl Step<'_> {
         });
         let reported = t
             .baseline
-            .report(&id, dimension, MAX_BEHAVIOURS_PER_DIMENSION);
-        if reported == Report::New {
+            .report(&novelty, dimension, MAX_BEHAVIOURS_PER_DIMENSION);
+        if reported == Report::New || (reported == Report::Already && first_in_window == Some(true))
+        {
             incident.reported(&id);
         }
         let escalate = reported == Report::Already
@@ -357,21 +362,59 @@ impl Step<'_> {
             && !incident.is_fresh(&id)
             && incident.has_fresh(&scored.related);
         let incident = incident.id.clone();
-        match reported {
+        match (reported, first_in_window) {
             // Reported before, maybe at a lower severity, but this incident's new chain makes
             // it severe: report it again, once per incident, under its own id.
-            Report::Already if escalate => {
+            (Report::Already, _) if escalate => {
                 self.escalate(&id, behaviour, scored, &incident);
                 false
             }
-            Report::Already => false,
-            Report::New => {
+            // Reported in an earlier run and never accepted: once more in each run (or hour)
+            // where it recurs, so that a trigger in one run cannot make a later one silent.
+            (Report::Already, Some(true)) => {
+                let t = &mut self.baseline.tracked;
+                let earlier = t.baseline.recurred(&novelty);
+                t.dirty = true;
+                let mut scored = scored;
+                scored.signals.push(Signal::Recurring(earlier));
+                self.report(id, behaviour, scored, &incident, false);
+                false
+            }
+            (Report::Already, _) => false,
+            (Report::New, _) => {
                 self.baseline.tracked.dirty = true;
                 self.report(id, behaviour, scored, &incident, false);
                 false
             }
-            Report::Full => true,
+            // Past the cap: never alone, never unsaid: counted into the run's aggregate.
+            (Report::Full, first) => {
+                if first != Some(false) {
+                    self.past_cap(id, behaviour, scored, &incident);
+                }
+                true
+            }
         }
+    }
+
+    /// Counts the new `behaviour` of a full dimension into its kind's aggregate for this run.
+    fn past_cap(
+        &mut self,
+        id: String,
+        behaviour: Behaviour,
+        scored: score::Scored,
+        incident: &str,
+    ) {
+        let shared = self.shared();
+        let verdict = judge::verdict(
+            id,
+            shared,
+            &behaviour,
+            scored,
+            incident,
+            false,
+            self.secrets,
+        );
+        self.run.budget.hold(Finding::Novel { behaviour, verdict });
     }
 
     /// Reports `behaviour` (deviation `id`) again, escalated, unless `incident` already did.

@@ -30,8 +30,12 @@
 //! `.azure/` or `.config/gcloud/` directory, `.aws/credentials`, `.git-credentials`, `.netrc`,
 //! `.npmrc`, `.pypirc`, `.docker/config.json`, `.kube/config`, cargo and terraform credentials,
 //! the GitHub CLI's `hosts.yml`, `.vault-token`, kubernetes secrets (`/var/run/secrets/`, also as
-//! `/run/secrets/` since event paths have symlinks resolved), `/etc/shadow` and `/etc/gshadow`;
-//! operators add their own (`secret_paths` in the config, `--secret-path`).
+//! `/run/secrets/` since event paths have symlinks resolved), `/etc/shadow` and `/etc/gshadow`,
+//! git's XDG store (`.config/git/credentials`), a self-hosted runner's `.credentials`,
+//! `.credentials_rsaparams` and `.runner`, Maven, Gradle, RubyGems, Composer, NuGet and Yarn
+//! settings with repository tokens, the AWS SSO/CLI, kubelogin, OCI, doctl and glab token caches,
+//! `.terraformrc` and `.pgpass`; operators add their own (`secret_paths` in the config,
+//! `--secret-path`).
 
 use proto::v1::Severity;
 
@@ -69,6 +73,29 @@ const DEFAULT_SECRET_PATHS: &[&str] = &[
     "/.vault-token",
     "/etc/shadow",
     "/etc/gshadow",
+    // git's XDG credential store (`credential.helper store` without ~/.git-credentials).
+    "/.config/git/credentials",
+    // A self-hosted GitHub Actions runner's registration and its signing key.
+    "/.credentials",
+    "/.credentials_rsaparams",
+    "/.runner",
+    // Build tools' repository credentials.
+    "/.m2/settings.xml",
+    "/.m2/settings-security.xml",
+    "/.gradle/gradle.properties",
+    "/.gem/credentials",
+    "/.config/composer/auth.json",
+    "/.nuget/NuGet/NuGet.Config",
+    "/.yarnrc.yml",
+    // Cloud CLIs' token caches (gcloud and azure are whole directories above).
+    "/.aws/sso/cache/",
+    "/.aws/cli/cache/",
+    "/.kube/cache/oidc-login/",
+    "/.oci/config",
+    "/.config/doctl/config.yaml",
+    "/.config/glab-cli/config.yml",
+    "/.terraformrc",
+    "/.pgpass",
 ];
 
 /// Files that make code run later (shell startup, schedulers, service units, git hooks,
