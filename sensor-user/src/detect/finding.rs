@@ -36,6 +36,9 @@ pub enum Finding {
         enumerated: Enumerated,
         verdict: Verdict,
     },
+    /// The kernel lost `lost` records (all workloads together) while this workload's run (or
+    /// hour) was active: part of what it did was not seen.
+    BlindSpot { lost: u64, verdict: Verdict },
     /// `count` findings of `kind` past the run's budget; the first few kept as samples.
     Aggregate {
         kind: DeviationKind,
@@ -182,6 +185,7 @@ impl Finding {
             | Finding::Cardinality { verdict, .. }
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
+            | Finding::BlindSpot { verdict, .. }
             | Finding::Aggregate { verdict, .. } => verdict,
         }
     }
@@ -192,6 +196,7 @@ impl Finding {
             | Finding::Cardinality { verdict, .. }
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
+            | Finding::BlindSpot { verdict, .. }
             | Finding::Aggregate { verdict, .. } => verdict,
         }
     }
@@ -204,6 +209,7 @@ impl Finding {
             Finding::RateSpike { .. } => DeviationKind::RateSpike,
             Finding::Enumeration { .. } => DeviationKind::Enumeration,
             Finding::Aggregate { .. } => DeviationKind::Aggregated,
+            Finding::BlindSpot { .. } => DeviationKind::BlindSpot,
         }
     }
 

@@ -4,6 +4,9 @@
 //! tree for other workloads).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::attribute::Attributed;
 
 use crate::baseline::RateDim;
 
@@ -46,6 +49,12 @@ pub(crate) struct RunState {
     /// Novelty ids (see `ids::deviation_id`) reported in this window, at most
     /// [`MAX_REPORTED_PER_WINDOW`]: a recurring novelty is reported once per window.
     pub reported: HashSet<String>,
+    /// The window's first event (what a blind spot of the window is told about) and the time
+    /// of its latest, ns since the epoch.
+    pub first: Option<Arc<Attributed>>,
+    pub last_seen: i64,
+    /// Whether a blind spot was reported for this window.
+    pub blind: bool,
 }
 
 /// Novelties remembered per window; past it, recurring novelties of the window are aggregated.
@@ -84,6 +93,9 @@ impl RunState {
             host_checked: false,
             counted: false,
             reported: HashSet::new(),
+            first: None,
+            last_seen: 0,
+            blind: false,
         }
     }
 
@@ -147,6 +159,8 @@ impl Live {
                     state.active = None;
                     state.counted = false;
                     state.reported.clear();
+                    state.first = None;
+                    state.blind = false;
                 }
                 i
             }
@@ -175,6 +189,19 @@ impl Live {
         for state in &mut self.runs {
             let window = state.window();
             out.extend(state.budget.flush(host, &window, quiet_since));
+        }
+        out
+    }
+
+    /// The windows active since `since` (event time, ns) that have not had their blind spot
+    /// yet, marked as having had it now.
+    pub(crate) fn blind_windows(&mut self, since: i64) -> Vec<&mut RunState> {
+        let mut out = Vec::new();
+        for s in &mut self.runs {
+            if !s.blind && s.first.is_some() && s.last_seen >= since {
+                s.blind = true;
+                out.push(s);
+            }
         }
         out
     }

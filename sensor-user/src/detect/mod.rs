@@ -126,6 +126,7 @@ impl Engine {
             out,
         };
         step.count_judged_run();
+        step.remember_window();
         let spike = step.count_rates();
         let behaviours = step.behaviours(&mut self.siblings);
         if let Some(spike) = spike {
@@ -135,6 +136,40 @@ impl Engine {
             step.behaviour(behaviour);
         }
         step.out
+    }
+
+    /// The kernel lost `lost` records just now (`now`): a HIGH blind spot for each run (or
+    /// hour) of a workload active within `window` before, once per run (or hour). What was
+    /// lost may be exactly what an attacker flooded the ring to hide.
+    pub fn blind_spots(&mut self, lost: u64, now: SystemTime, window: Duration) -> Vec<Finding> {
+        let now = unix_nanos(now);
+        let since = now.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
+        let host = &self.host;
+        let mut out = Vec::new();
+        for (workload, live) in &mut self.live {
+            for state in live.blind_windows(since) {
+                let Some(first) = state.first.clone() else {
+                    continue;
+                };
+                // Told at the time it was noticed: the window's first event, moved to now.
+                let mut event = (*first).clone();
+                event.event.time =
+                    std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(now).unwrap_or(0));
+                let window = state.window();
+                let id = hash_fields(&[host.as_str(), workload, "blind-spot", &window]);
+                let root = judge::tree_root(&event);
+                let incident = state.incident(host, workload, root, now).id.clone();
+                let verdict = windows::plain_verdict(
+                    id,
+                    Arc::new(event),
+                    DeviationKind::BlindSpot,
+                    severity::BLIND_SPOT,
+                    &incident,
+                );
+                out.push(Finding::BlindSpot { lost, verdict });
+            }
+        }
+        out
     }
 
     /// The aggregates (see `budget`) whose kind has been quiet for [`AGGREGATE_QUIET`] at
@@ -189,6 +224,14 @@ impl Step<'_> {
             .incident(self.host, workload, root, self.now)
             .id
             .clone()
+    }
+
+    /// Keeps the window's first event (for a blind spot) and when it was last active.
+    fn remember_window(&mut self) {
+        self.run.last_seen = self.now;
+        if self.run.first.is_none() {
+            self.run.first = Some(self.shared());
+        }
     }
 
     /// Counts the window as a judged run, once.

@@ -193,6 +193,9 @@ impl SecretPaths {
     }
 }
 
+/// Severity of a blind spot: records of an active workload were lost.
+pub const BLIND_SPOT: Severity = Severity::High;
+
 /// Severity of a cardinality-exploded deviation (see the module table).
 pub const CARDINALITY: Severity = Severity::High;
 

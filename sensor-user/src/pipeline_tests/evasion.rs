@@ -163,3 +163,31 @@ fn ci_and_build_tool_credential_stores_are_secrets() {
     };
     assert!(!is_credential_access(&plain, &secrets));
 }
+
+#[test]
+fn kernel_losses_are_a_blind_spot_of_each_active_run_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    feed(&mut engine, &normal_run(&job("6"), at(6 * 3600), 6000));
+    let window = std::time::Duration::from_secs(35);
+    // Long after the run: nothing active, nothing to say.
+    let late = at(6 * 3600 + 3600);
+    assert_eq!(engine.detect.blind_spots(500, late, window), []);
+    let noticed = at(6 * 3600 + 5);
+    let found = engine.detect.blind_spots(500, noticed, window);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = crate::report::deviation(HOST, &found[0]);
+    assert_eq!(
+        (d.kind(), d.severity()),
+        (DeviationKind::BlindSpot, Severity::High)
+    );
+    assert_eq!(d.workload.as_ref().map(|w| w.run_id.as_str()), Some("6"));
+    assert!(d.summary.contains("lost 500 records"), "{}", d.summary);
+    assert_eq!(d.time_unix_nanos, crate::event::unix_nanos(noticed));
+    assert_eq!(
+        engine.detect.blind_spots(7, noticed, window),
+        [],
+        "once per run"
+    );
+}
