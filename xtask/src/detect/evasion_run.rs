@@ -305,9 +305,13 @@ fn stored(r: &EvasionRun, run: &Run, suite: &Suite) -> anyhow::Result<Vec<Value>
     Ok(all.into_iter().filter(|d| run.contains(d)).collect())
 }
 
-/// Whether deviation `d` names the action: one of `needles` in its kind, novelty or summary.
+/// Whether deviation `d` names the action: one of `needles` in its kind, novelty, summary or
+/// (for an aggregate) its samples' summaries.
 fn names(d: &Value, needles: &[String]) -> bool {
-    let text = format!("{} {} {}", d["kind"], d["novelty"], d["summary"]);
+    let text = format!(
+        "{} {} {} {}",
+        d["kind"], d["novelty"], d["summary"], d["samples"]
+    );
     needles.iter().any(|n| text.contains(n.as_str()))
 }
 
