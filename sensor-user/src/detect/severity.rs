@@ -19,8 +19,9 @@
 //! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
 //! | new exec sequence      | LOW (the chain's context raises it, see `score`)                  |
 //! | new host, unusual time | LOW                                                               |
-//! | cardinality exploded   | HIGH: the dimension stops growing, so from then on that dimension |
-//! |                        | of the workload is blind (and a flood may be meant to blind it)   |
+//! | cardinality exploded   | HIGH: the dimension stops growing (and a flood may be meant to    |
+//! |                        | blind it); novelties past it are aggregated per run, never unsaid |
+//! | blind spot             | HIGH: the kernel lost records while the workload was active       |
 //!
 //! Context raises an executable to CRITICAL when it was written by the same workload before it
 //! ran (drop and execute) or has no file (memfd, deleted): fileless or freshly dropped tools are
