@@ -271,12 +271,13 @@ impl Agent {
             .engine
             .flush_aggregates(Some(std::time::SystemTime::now()));
         self.outbox.send(&self.sensor, aggregates);
-        housekeeping(
+        let blind = housekeeping(
             &mut self.engine,
             &self.sensor,
             &mut self.last_counters,
             self.events,
         );
+        self.outbox.send(&self.sensor, blind);
         self.write_status();
         self.metrics.workloads(&self.engine.baselines().summary());
     }
@@ -334,7 +335,7 @@ fn housekeeping(
     sensor: &Sensor,
     last: &mut Vec<(&'static str, u64)>,
     events: u64,
-) {
+) -> Vec<crate::detect::Finding> {
     if let Err(e) = engine.baselines_mut().persist() {
         tracing::error!(error = %e, "could not save baselines");
     }
@@ -346,7 +347,14 @@ fn housekeeping(
             .map(|(_, n)| n)
             .sum()
     };
+    let mut blind = Vec::new();
     if lost_since(&now) > lost_since(last) {
+        // What was lost was not judged either: a blind spot for each workload active then.
+        blind = engine.blind_spots(
+            lost_since(&now) - lost_since(last),
+            std::time::SystemTime::now(),
+            HOUSEKEEPING + LOSS_WINDOW,
+        );
         // What was lost was not learnt: say so on the baselines that were learning then.
         let marked = engine
             .baselines_mut()
@@ -370,4 +378,5 @@ fn housekeeping(
     }
     *last = now;
     tracing::debug!(events, "housekeeping");
+    blind
 }

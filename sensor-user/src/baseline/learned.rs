@@ -38,6 +38,10 @@ pub(crate) struct WorkloadBaseline {
     /// existed start counting from 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reported_per_dimension: BTreeMap<Dimension, usize>,
+    /// Per reported deviation id (a key of `reported`): the later runs (or hours) it was
+    /// reported again in, because it recurred and was not accepted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recurrences: BTreeMap<String, u32>,
     /// Rate envelope, dimension growth and outputs (see `profile`).
     #[serde(default, skip_serializing_if = "is_empty_profile")]
     pub profile: super::profile::Profile,
@@ -154,6 +158,14 @@ impl WorkloadBaseline {
         *count += 1;
         self.reported.insert(id.to_owned());
         Report::New
+    }
+
+    /// Counts one more run in which the reported deviation `id` recurred; returns the runs it
+    /// was reported in before this one.
+    pub(crate) fn recurred(&mut self, id: &str) -> u32 {
+        let later = self.recurrences.entry(id.to_owned()).or_default();
+        *later += 1;
+        *later
     }
 
     /// Whether `behaviour` should be reported: unknown, and not an edge into an executable that

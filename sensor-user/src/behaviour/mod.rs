@@ -80,8 +80,12 @@ impl Behaviour {
     /// The behaviours `event` shows, in report order (executable before its edge).
     pub fn of(event: &Attributed) -> Vec<Behaviour> {
         match &event.event.kind {
-            EventKind::Exec { executable, .. } => {
-                let child = generalize_path(executable);
+            EventKind::Exec {
+                executable, script, ..
+            } => {
+                // A `#!` script is what ran, not its (learnt) interpreter: the kernel's
+                // `filename` names it, whatever the process's argv or environment say.
+                let child = generalize_path(script.as_deref().unwrap_or(executable));
                 let edge =
                     event
                         .process
@@ -130,7 +134,10 @@ impl Behaviour {
                 port: if *port >= EPHEMERAL_PORTS { 0 } else { *port },
                 protocol: *protocol,
             }],
-            EventKind::FileOp(op) => file_operation(op).into_iter().collect(),
+            EventKind::FileOp(op) => file_operation(op)
+                .into_iter()
+                .chain(written_by_name(op))
+                .collect(),
             // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
             EventKind::IoUring(use_) => vec![Behaviour::Privilege {
                 operation: PrivilegeOperation::IoUring,
@@ -177,6 +184,26 @@ fn privilege_key(op: &PrivilegeOp) -> Option<(PrivilegeOperation, String)> {
         PrivilegeOp::Umount { target } => (P::Umount, generalize_path(target)),
         PrivilegeOp::Unshare { flags } => (P::Unshare, format!("{flags:#x}")),
         PrivilegeOp::Setns { nstype } => (P::Setns, format!("{nstype:#x}")),
+    })
+}
+
+/// Rename and link onto a path replace its content without opening it: they are writes of
+/// that path (so output tampering and persistence see them), as `write|create|truncate` (the
+/// whole content is new), which an append (`write|create`) learnt by the same path is not.
+fn written_by_name(op: &FileOperation) -> Option<Behaviour> {
+    let path = match op {
+        FileOperation::Rename { to, .. } => to,
+        FileOperation::Link { new, .. } => new,
+        _ => return None,
+    };
+    Some(Behaviour::File {
+        path: generalize_path(path),
+        intent: OpenIntent {
+            write: true,
+            create: true,
+            truncate: true,
+            ..OpenIntent::default()
+        },
     })
 }
 

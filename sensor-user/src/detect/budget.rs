@@ -2,7 +2,9 @@
 //! [`BUDGET`] deviations go out one by one; the ones after are counted into one
 //! `DEVIATION_KIND_AGGREGATED` deviation (count, the first [`SAMPLES`] summaries and ids) that goes
 //! out once its kind has been quiet for a while, when the window ends, or when the agent stops.
-//! Nothing is dropped silently, and high or critical deviations are never held back.
+//! Nothing is dropped silently. High and critical deviations have a budget of their own (a flood of
+//! them is aggregated too, with its count and samples); novelties past their dimension's cap are
+//! always aggregated ([`Budget::hold`]).
 
 use proto::v1::{DeviationKind, Severity};
 
@@ -19,6 +21,9 @@ const KINDS: usize = 32;
 #[derive(Debug, Default)]
 pub struct Budget {
     sent: [u32; KINDS],
+    /// High and critical ones sent one by one: they have a budget of their own, so a flood of
+    /// them cannot bury the collector, and a medium flood cannot use it up.
+    severe: [u32; KINDS],
     pending: Vec<Pending>,
     /// Aggregates emitted in this window (part of their ids).
     emitted: u32,
@@ -39,20 +44,33 @@ impl Budget {
     /// `f` when it may go out now; `None` when it was counted into its kind's aggregate.
     pub fn admit(&mut self, f: Finding) -> Option<Finding> {
         let kind = f.kind();
-        let verdict = f.verdict();
-        if verdict.severity >= Severity::High
-            || matches!(
-                kind,
-                DeviationKind::Aggregated | DeviationKind::CardinalityExploded
-            )
-        {
+        if matches!(
+            kind,
+            DeviationKind::Aggregated
+                | DeviationKind::CardinalityExploded
+                | DeviationKind::BlindSpot
+        ) {
             return Some(f);
         }
         let slot = usize::try_from(i32::from(kind)).unwrap_or(0).min(KINDS - 1);
-        if self.sent[slot] < BUDGET {
-            self.sent[slot] += 1;
+        let sent = if f.verdict().severity >= Severity::High {
+            &mut self.severe[slot]
+        } else {
+            &mut self.sent[slot]
+        };
+        if *sent < BUDGET {
+            *sent += 1;
             return Some(f);
         }
+        self.hold(f);
+        None
+    }
+
+    /// Counts `f` into its kind's aggregate, whatever its severity: a novelty past its
+    /// dimension's cap is not reported alone, but never goes unsaid.
+    pub fn hold(&mut self, f: Finding) {
+        let kind = f.kind();
+        let verdict = f.verdict();
         let time = f.time_unix_nanos();
         match self.pending.iter_mut().find(|p| p.kind == kind) {
             Some(p) => {
@@ -73,7 +91,6 @@ impl Budget {
                 last: time,
             }),
         }
-        None
     }
 
     /// The aggregates of `host`'s workload whose kind has been quiet since `quiet_since` (event

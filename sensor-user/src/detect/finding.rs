@@ -36,6 +36,9 @@ pub enum Finding {
         enumerated: Enumerated,
         verdict: Verdict,
     },
+    /// The kernel lost `lost` records (all workloads together) while this workload's run (or
+    /// hour) was active: part of what it did was not seen.
+    BlindSpot { lost: u64, verdict: Verdict },
     /// `count` findings of `kind` past the run's budget; the first few kept as samples.
     Aggregate {
         kind: DeviationKind,
@@ -105,6 +108,9 @@ pub enum Signal {
     OverlappedLoss,
     /// The executable's content hash could not be taken, and why.
     ExecutableNotHashed(HashGaveUp),
+    /// Reported before and not accepted: reported again in this run (or hour), the first time
+    /// it recurs there; the number of earlier runs it was reported in.
+    Recurring(u32),
 }
 
 /// Why an executable was not hashed (the agent never blocks on a file a process controls).
@@ -166,6 +172,7 @@ impl fmt::Display for Signal {
             Signal::ExecutableNotHashed(why) => {
                 return write!(f, "executable-not-hashed:{}", why.as_str());
             }
+            Signal::Recurring(n) => return write!(f, "recurring:{n}"),
         };
         f.write_str(name)
     }
@@ -178,6 +185,7 @@ impl Finding {
             | Finding::Cardinality { verdict, .. }
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
+            | Finding::BlindSpot { verdict, .. }
             | Finding::Aggregate { verdict, .. } => verdict,
         }
     }
@@ -188,6 +196,7 @@ impl Finding {
             | Finding::Cardinality { verdict, .. }
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
+            | Finding::BlindSpot { verdict, .. }
             | Finding::Aggregate { verdict, .. } => verdict,
         }
     }
@@ -200,6 +209,7 @@ impl Finding {
             Finding::RateSpike { .. } => DeviationKind::RateSpike,
             Finding::Enumeration { .. } => DeviationKind::Enumeration,
             Finding::Aggregate { .. } => DeviationKind::Aggregated,
+            Finding::BlindSpot { .. } => DeviationKind::BlindSpot,
         }
     }
 

@@ -3,7 +3,10 @@
 //! (other workloads): rate and novelty windows, budgets, and incidents (per run, or per process
 //! tree for other workloads).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::attribute::Attributed;
 
 use crate::baseline::RateDim;
 
@@ -43,6 +46,31 @@ pub(crate) struct RunState {
     pub host_checked: bool,
     /// Whether this window was counted as a judged run.
     pub counted: bool,
+    /// Novelty ids (see `ids::deviation_id`) reported in this window, at most
+    /// [`MAX_REPORTED_PER_WINDOW`]: a recurring novelty is reported once per window.
+    pub reported: HashSet<String>,
+    /// The window's first event (what a blind spot of the window is told about) and the time
+    /// of its latest, ns since the epoch.
+    pub first: Option<Arc<Attributed>>,
+    pub last_seen: i64,
+    /// Whether a blind spot was reported for this window.
+    pub blind: bool,
+}
+
+/// Novelties remembered per window; past it, recurring novelties of the window are aggregated.
+pub const MAX_REPORTED_PER_WINDOW: usize = 50_000;
+
+/// Whether novelty `id` is reported for the first time in this window, when there is room to
+/// remember it (`None`: no room; count it into its kind's aggregate).
+pub(crate) fn first_in_window(reported: &mut HashSet<String>, id: &str) -> Option<bool> {
+    if reported.contains(id) {
+        return Some(false);
+    }
+    if reported.len() >= MAX_REPORTED_PER_WINDOW {
+        return None;
+    }
+    reported.insert(id.to_owned());
+    Some(true)
 }
 
 impl RunState {
@@ -64,6 +92,10 @@ impl RunState {
             active: None,
             host_checked: false,
             counted: false,
+            reported: HashSet::new(),
+            first: None,
+            last_seen: 0,
+            blind: false,
         }
     }
 
@@ -126,6 +158,9 @@ impl Live {
                     state.novelties = NoveltyWindow::default();
                     state.active = None;
                     state.counted = false;
+                    state.reported.clear();
+                    state.first = None;
+                    state.blind = false;
                 }
                 i
             }
@@ -154,6 +189,19 @@ impl Live {
         for state in &mut self.runs {
             let window = state.window();
             out.extend(state.budget.flush(host, &window, quiet_since));
+        }
+        out
+    }
+
+    /// The windows active since `since` (event time, ns) that have not had their blind spot
+    /// yet, marked as having had it now.
+    pub(crate) fn blind_windows(&mut self, since: i64) -> Vec<&mut RunState> {
+        let mut out = Vec::new();
+        for s in &mut self.runs {
+            if !s.blind && s.first.is_some() && s.last_seen >= since {
+                s.blind = true;
+                out.push(s);
+            }
         }
         out
     }

@@ -125,6 +125,7 @@ impl Engine {
             out,
         };
         step.count_judged_run();
+        step.remember_window();
         let spike = step.count_rates();
         let behaviours = step.behaviours(&mut self.siblings);
         if let Some(spike) = spike {
@@ -134,6 +135,40 @@ impl Engine {
             step.behaviour(behaviour);
         }
         step.out
+    }
+
+    /// The kernel lost `lost` records just now (`now`): a HIGH blind spot for each run (or
+    /// hour) of a workload active within `window` before, once per run (or hour). What was
+    /// lost may be exactly what an attacker flooded the ring to hide.
+    pub fn blind_spots(&mut self, lost: u64, now: SystemTime, window: Duration) -> Vec<Finding> {
+        let now = unix_nanos(now);
+        let since = now.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
+        let host = &self.host;
+        let mut out = Vec::new();
+        for (workload, live) in &mut self.live {
+            for state in live.blind_windows(since) {
+                let Some(first) = state.first.clone() else {
+                    continue;
+                };
+                // Told at the time it was noticed: the window's first event, moved to now.
+                let mut event = (*first).clone();
+                event.event.time =
+                    std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(now).unwrap_or(0));
+                let window = state.window();
+                let id = hash_fields(&[host.as_str(), workload, "blind-spot", &window]);
+                let root = judge::tree_root(&event);
+                let incident = state.incident(host, workload, root, now).id.clone();
+                let verdict = windows::plain_verdict(
+                    id,
+                    Arc::new(event),
+                    DeviationKind::BlindSpot,
+                    severity::BLIND_SPOT,
+                    &incident,
+                );
+                out.push(Finding::BlindSpot { lost, verdict });
+            }
+        }
+        out
     }
 
     /// The aggregates (see `budget`) whose kind has been quiet for [`AGGREGATE_QUIET`] at
@@ -188,6 +223,14 @@ impl Step<'_> {
             .incident(self.host, workload, root, self.now)
             .id
             .clone()
+    }
+
+    /// Keeps the window's first event (for a blind spot) and when it was last active.
+    fn remember_window(&mut self) {
+        self.run.last_seen = self.now;
+        if self.run.first.is_none() {
+            self.run.first = Some(self.shared());
+        }
     }
 
     /// Counts the window as a judged run, once.
@@ -321,13 +364,17 @@ impl Step<'_> {
         let dimension = behaviour.dimension();
         let event = self.event;
         let workload = &event.workload.id;
-        let id = deviation_id(self.host, workload, &behaviour);
+        // The novelty (what the baseline remembers as reported, and accepts) and this run's
+        // report of it: the run (or hour) is part of the deviation id.
+        let novelty = deviation_id(self.host, workload, &behaviour);
+        let id = hash_fields(&[novelty.as_str(), &self.run.window()]);
         self.enumeration(&behaviour);
         let t = &mut self.baseline.tracked;
         t.dirty |= t
             .baseline
             .profile
             .novel_in(dimension, self.run.window_hash());
+        let first_in_window = live::first_in_window(&mut self.run.reported, &novelty);
         let root = judge::tree_root(event);
         let incident = self.run.incident(self.host, workload, root, self.now);
         let scored = judge::score(
@@ -346,8 +393,9 @@ impl Step<'_> {
         });
         let reported = t
             .baseline
-            .report(&id, dimension, MAX_BEHAVIOURS_PER_DIMENSION);
-        if reported == Report::New {
+            .report(&novelty, dimension, MAX_BEHAVIOURS_PER_DIMENSION);
+        if reported == Report::New || (reported == Report::Already && first_in_window == Some(true))
+        {
             incident.reported(&id);
         }
         let escalate = reported == Report::Already
@@ -356,21 +404,59 @@ impl Step<'_> {
             && !incident.is_fresh(&id)
             && incident.has_fresh(&scored.related);
         let incident = incident.id.clone();
-        match reported {
+        match (reported, first_in_window) {
             // Reported before, maybe at a lower severity, but this incident's new chain makes
             // it severe: report it again, once per incident, under its own id.
-            Report::Already if escalate => {
+            (Report::Already, _) if escalate => {
                 self.escalate(&id, behaviour, scored, &incident);
                 false
             }
-            Report::Already => false,
-            Report::New => {
+            // Reported in an earlier run and never accepted: once more in each run (or hour)
+            // where it recurs, so that a trigger in one run cannot make a later one silent.
+            (Report::Already, Some(true)) => {
+                let t = &mut self.baseline.tracked;
+                let earlier = t.baseline.recurred(&novelty);
+                t.dirty = true;
+                let mut scored = scored;
+                scored.signals.push(Signal::Recurring(earlier));
+                self.report(id, behaviour, scored, &incident, false);
+                false
+            }
+            (Report::Already, _) => false,
+            (Report::New, _) => {
                 self.baseline.tracked.dirty = true;
                 self.report(id, behaviour, scored, &incident, false);
                 false
             }
-            Report::Full => true,
+            // Past the cap: never alone, never unsaid: counted into the run's aggregate.
+            (Report::Full, first) => {
+                if first != Some(false) {
+                    self.past_cap(id, behaviour, scored, &incident);
+                }
+                true
+            }
         }
+    }
+
+    /// Counts the new `behaviour` of a full dimension into its kind's aggregate for this run.
+    fn past_cap(
+        &mut self,
+        id: String,
+        behaviour: Behaviour,
+        scored: score::Scored,
+        incident: &str,
+    ) {
+        let shared = self.shared();
+        let verdict = judge::verdict(
+            id,
+            shared,
+            &behaviour,
+            scored,
+            incident,
+            false,
+            self.secrets,
+        );
+        self.run.budget.hold(Finding::Novel { behaviour, verdict });
     }
 
     /// Reports `behaviour` (deviation `id`) again, escalated, unless `incident` already did.

@@ -19,8 +19,9 @@
 //! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
 //! | new exec sequence      | LOW (the chain's context raises it, see `score`)                  |
 //! | new host, unusual time | LOW                                                               |
-//! | cardinality exploded   | HIGH: the dimension stops growing, so from then on that dimension |
-//! |                        | of the workload is blind (and a flood may be meant to blind it)   |
+//! | cardinality exploded   | HIGH: the dimension stops growing (and a flood may be meant to    |
+//! |                        | blind it); novelties past it are aggregated per run, never unsaid |
+//! | blind spot             | HIGH: the kernel lost records while the workload was active       |
 //!
 //! Context raises an executable to CRITICAL when it was written by the same workload before it
 //! ran (drop and execute) or has no file (memfd, deleted): fileless or freshly dropped tools are
@@ -30,8 +31,12 @@
 //! `.azure/` or `.config/gcloud/` directory, `.aws/credentials`, `.git-credentials`, `.netrc`,
 //! `.npmrc`, `.pypirc`, `.docker/config.json`, `.kube/config`, cargo and terraform credentials,
 //! the GitHub CLI's `hosts.yml`, `.vault-token`, kubernetes secrets (`/var/run/secrets/`, also as
-//! `/run/secrets/` since event paths have symlinks resolved), `/etc/shadow` and `/etc/gshadow`;
-//! operators add their own (`secret_paths` in the config, `--secret-path`).
+//! `/run/secrets/` since event paths have symlinks resolved), `/etc/shadow` and `/etc/gshadow`,
+//! git's XDG store (`.config/git/credentials`), a self-hosted runner's `.credentials`,
+//! `.credentials_rsaparams` and `.runner`, Maven, Gradle, RubyGems, Composer, NuGet and Yarn
+//! settings with repository tokens, the AWS SSO/CLI, kubelogin, OCI, doctl and glab token caches,
+//! `.terraformrc` and `.pgpass`; operators add their own (`secret_paths` in the config,
+//! `--secret-path`).
 
 use proto::v1::Severity;
 
@@ -69,6 +74,29 @@ const DEFAULT_SECRET_PATHS: &[&str] = &[
     "/.vault-token",
     "/etc/shadow",
     "/etc/gshadow",
+    // git's XDG credential store (`credential.helper store` without ~/.git-credentials).
+    "/.config/git/credentials",
+    // A self-hosted GitHub Actions runner's registration and its signing key.
+    "/.credentials",
+    "/.credentials_rsaparams",
+    "/.runner",
+    // Build tools' repository credentials.
+    "/.m2/settings.xml",
+    "/.m2/settings-security.xml",
+    "/.gradle/gradle.properties",
+    "/.gem/credentials",
+    "/.config/composer/auth.json",
+    "/.nuget/NuGet/NuGet.Config",
+    "/.yarnrc.yml",
+    // Cloud CLIs' token caches (gcloud and azure are whole directories above).
+    "/.aws/sso/cache/",
+    "/.aws/cli/cache/",
+    "/.kube/cache/oidc-login/",
+    "/.oci/config",
+    "/.config/doctl/config.yaml",
+    "/.config/glab-cli/config.yml",
+    "/.terraformrc",
+    "/.pgpass",
 ];
 
 /// Files that make code run later (shell startup, schedulers, service units, git hooks,
@@ -165,6 +193,9 @@ impl SecretPaths {
         })
     }
 }
+
+/// Severity of a blind spot: records of an active workload were lost.
+pub const BLIND_SPOT: Severity = Severity::High;
 
 /// Severity of a cardinality-exploded deviation (see the module table).
 pub const CARDINALITY: Severity = Severity::High;

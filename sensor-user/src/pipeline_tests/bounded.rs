@@ -114,9 +114,10 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
     let aggregates = of(DeviationKind::Aggregated);
     assert_eq!(singles.len(), crate::detect::BUDGET as usize);
     assert_eq!(aggregates.len(), 1);
+    // The 10 past the cap are in the aggregate too.
     assert_eq!(
         singles.len() as u64 + aggregates[0].count,
-        MAX_BEHAVIOURS_PER_DIMENSION as u64,
+        MAX_BEHAVIOURS_PER_DIMENSION as u64 + 10,
         "none dropped silently"
     );
     assert_eq!(of(DeviationKind::RateSpike).len(), 1);
@@ -148,7 +149,23 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
     let more: Vec<Attributed> = (30_000..30_010)
         .map(|i| read(&job("7"), at(7 * 3600), i))
         .collect();
+    // Past the cap in a later run: not one by one, but never unsaid: one aggregate of the run
+    // with their count, naming the first of them.
     assert_eq!(feed(&mut engine, &more), []);
+    let past_cap = engine.flush_aggregates(None);
+    assert_eq!(past_cap.len(), 1, "{past_cap:#?}");
+    assert_eq!(past_cap[0].kind(), DeviationKind::Aggregated);
+    assert_eq!(past_cap[0].count, 10);
+    assert_eq!(
+        past_cap[0].workload.as_ref().map(|w| w.run_id.as_str()),
+        Some("7")
+    );
+    let first = format!("/srv/data/file-{}", name(30_000));
+    assert!(
+        past_cap[0].samples.iter().any(|x| x.contains(&first)),
+        "{:?}",
+        past_cap[0].samples
+    );
     let wget = ev(
         &job("7"),
         at(7 * 3600),

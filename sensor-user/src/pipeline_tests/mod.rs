@@ -4,6 +4,7 @@
 
 mod bounded;
 mod budget;
+mod evasion;
 mod losses;
 mod noise;
 mod perf;
@@ -473,13 +474,25 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
     );
     assert_eq!(first.process.as_ref().map(|p| p.pid), Some(50));
 
-    // The same novelties again, in the same run and in a later one: nothing new, and the
+    // The same novelties again in the same run: nothing new. In a later run: each once more
+    // (never silent twice), under that run's ids, saying it recurs after one earlier run. The
     // baseline did not absorb them (the edge into the new executable stays covered).
     assert_eq!(
         feed(&mut engine, &novelties(&job("6"), at(6 * 3600 + 1))),
         []
     );
-    assert_eq!(feed(&mut engine, &novelties(&job("7"), at(7 * 3600))), []);
+    let again = feed(&mut engine, &novelties(&job("7"), at(7 * 3600)));
+    assert_eq!(again.len(), 6);
+    for (d, first) in again.iter().zip(&deviations) {
+        assert_eq!((d.kind, &d.novelty), (first.kind, &first.novelty));
+        assert_ne!(d.id, first.id, "the run is part of the id");
+        assert!(d.signals.contains(&"recurring:1".to_owned()), "{d:?}");
+    }
+    assert_eq!(
+        feed(&mut engine, &novelties(&job("7"), at(7 * 3600 + 1))),
+        [],
+        "once per run"
+    );
     let s = only(engine.summary());
     assert_eq!((s.executables, s.reported), (2, 6));
 }
@@ -509,10 +522,18 @@ fn restart_keeps_learning_state_and_dedup() {
 
     let mut engine = self::engine(dir.path());
     assert_eq!(only(engine.summary()).status, LearningStatus::Detecting);
+    // Reported before the restart: once more in run 8, as recurring.
+    let again = feed(&mut engine, &novelties(&job("8"), at(8 * 3600)));
+    assert_eq!(again.len(), 6, "reported again in a later run");
+    assert!(
+        again
+            .iter()
+            .all(|d| d.signals.contains(&"recurring:1".to_owned()))
+    );
     assert_eq!(
-        feed(&mut engine, &novelties(&job("8"), at(8 * 3600))),
+        feed(&mut engine, &novelties(&job("8"), at(8 * 3600 + 1))),
         [],
-        "no re-report"
+        "once per run"
     );
     let other = ev(
         &job("8"),

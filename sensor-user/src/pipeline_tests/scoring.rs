@@ -217,8 +217,10 @@ fn retrieve_archive_post_is_a_new_chain_of_known_tools() {
         post.tags
     );
     assert!(d.iter().all(|x| x.incident_id == d[0].incident_id));
-    // The same chain again in a later run: reported once.
-    assert_eq!(feed(&mut engine, &retrieve_archive_post(8)), []);
+    // The same chain again in a later run: reported again, once, as recurring.
+    let again = feed(&mut engine, &retrieve_archive_post(8));
+    assert_eq!(kinds(&again), kinds(&d));
+    assert!(again.iter().all(|x| has(x, "recurring:1")));
 }
 
 #[test]
@@ -294,7 +296,10 @@ fn credential_read_then_a_new_host_is_high_and_carries_both() {
     );
     post.context.dns_name = Some("paste.example".into());
     again.push(post);
-    assert_eq!(feed(&mut engine, &again), []);
+    // Both reported in run 7 and not accepted: again in run 8, as recurring.
+    let recurred = feed(&mut engine, &again);
+    assert_eq!(recurred.len(), 2);
+    assert!(recurred.iter().all(|x| has(x, "recurring:1")));
     let other = of(
         &job("8"),
         at(8 * 3600),
@@ -347,7 +352,8 @@ fn a_known_destination_reported_before_is_escalated_once_in_a_credential_inciden
         kinds(&d),
         [(DeviationKind::NewNetworkDestination, Severity::High)]
     );
-    assert!(has(&d[0], "escalated") && has(&d[0], "after-credential-access"));
+    // Reported again in this later run (recurring), raised by the incident's credential read.
+    assert!(has(&d[0], "recurring:1") && has(&d[0], "after-credential-access"));
     assert_eq!(engine.observe(&c2("8", 8006)), [], "once per incident");
 }
 
@@ -603,7 +609,11 @@ fn unusual_hours_are_judged_after_a_week_of_activity() {
         d[0].summary,
         "unusual time: unit:app.service active on Tue 03:00-03:59 UTC by /usr/bin/app"
     );
-    assert_eq!(engine.observe(&at_hour(15, 3)), [], "reported once");
+    // Another week: once more (never silent twice), saying it recurs.
+    let again = engine.observe(&at_hour(15, 3));
+    assert_eq!(kinds(&again), [(DeviationKind::UnusualTime, Severity::Low)]);
+    assert!(has(&again[0], "recurring:1"), "{:?}", again[0].signals);
+    assert_eq!(engine.observe(&at_hour(15, 3)), [], "once per hour");
     let s = only(engine.summary());
     assert!(
         s.dimensions
@@ -627,7 +637,10 @@ fn a_new_host_for_a_baseline_learnt_elsewhere_is_reported_once() {
         d[0].novelty.clone().and_then(|n| n.what),
         Some(What::Host("runner-2".into()))
     );
-    assert_eq!(feed(&mut engine, &ci_run(8)), []);
+    // Not accepted: once more in the next run, saying it recurs.
+    let again = feed(&mut engine, &ci_run(8));
+    assert_eq!(kinds(&again), [(DeviationKind::NewHost, Severity::Low)]);
+    assert!(has(&again[0], "recurring:1"));
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
         } => cardinality(event, *dimension, *limit, *learning),
         Finding::RateSpike { spike, .. } => rate_spike(event, spike),
         Finding::Enumeration { enumerated, .. } => enumeration(event, enumerated),
+        Finding::BlindSpot { lost, .. } => blind_spot(event, *lost),
         Finding::Aggregate {
             kind,
             count,
@@ -75,6 +76,26 @@ fn cardinality(event: &Attributed, dimension: Dimension, limit: usize, learning:
     let what = What::Cardinality(v1::Cardinality {
         dimension: dimension.as_str().to_owned(),
         limit: u64::try_from(limit).unwrap_or(u64::MAX),
+    });
+    (summary, what, 1, Vec::new())
+}
+
+/// A blind window: the novelty is the count of lost records as a `Rate` of `kernel-lost`.
+fn blind_spot(event: &Attributed, lost: u64) -> Said {
+    let workload = &event.workload;
+    let window = workload
+        .run_id
+        .as_deref()
+        .map_or("its current hour".to_owned(), |run| format!("run {run}"));
+    let summary = format!(
+        "blind spot: the kernel lost {lost} records while {} was active ({window}); what it did \
+         then may not have been seen",
+        workload.id
+    );
+    let what = What::Rate(v1::Rate {
+        dimension: "kernel-lost".to_owned(),
+        count: lost,
+        ..v1::Rate::default()
     });
     (summary, what, 1, Vec::new())
 }

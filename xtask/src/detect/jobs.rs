@@ -117,6 +117,17 @@ impl JobRunner {
 
     /// One run of the job: a fresh checkout, then the job with `step` as its last step.
     pub fn run(&mut self, w: Workload, step: &str, exfil_port: Option<u16>) -> anyhow::Result<Run> {
+        let port = exfil_port.map(|p| p.to_string()).unwrap_or_default();
+        self.run_env(w, step, &[("EXFIL_PORT", port)])
+    }
+
+    /// [`JobRunner::run`] with `extra` variables for the step (set last, so they win).
+    pub fn run_env(
+        &mut self,
+        w: Workload,
+        step: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Run> {
         self.next_run += 1;
         let run_id = self.next_run.to_string();
         let dir = self.job_dir(w);
@@ -151,10 +162,7 @@ impl JobRunner {
             .env("ACTOR", &self.actor)
             .env("ARTIFACT", w.artifact())
             .env("KNOWN_PORT", self.known_port.to_string())
-            .env(
-                "EXFIL_PORT",
-                exfil_port.map(|p| p.to_string()).unwrap_or_default(),
-            )
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
         let start_ns = now_ns();
         let out = cmd.output()?;

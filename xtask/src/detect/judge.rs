@@ -28,6 +28,7 @@ pub(super) struct Runs {
     /// Per workload: the learning and benign runs (or windows), in order.
     pub(super) benign: BTreeMap<Workload, Vec<Run>>,
     pub(super) attacks: Vec<AttackRun>,
+    pub(super) evasion: Vec<super::evasion_run::EvasionRun>,
     pub(super) service_id: Option<String>,
     pub(super) service_start_ns: i128,
 }
@@ -36,6 +37,7 @@ pub(super) fn chosen_attacks(plan: &Plan) -> Vec<&'static Attack> {
     let mut families = BTreeSet::new();
     ATTACKS
         .iter()
+        .filter(|_| plan.attacks)
         .filter(|a| !plan.one_per_family || families.insert(a.family))
         .collect()
 }

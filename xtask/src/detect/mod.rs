@@ -17,6 +17,8 @@
 
 mod attacks;
 mod cache;
+mod evasion;
+mod evasion_run;
 mod jobs;
 mod judge;
 mod listeners;
@@ -34,6 +36,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 pub use attacks::{ATTACKS, Attack, Listener};
+pub use evasion_run::EvasionResult;
 pub use jobs::{Guard, JobRunner, tool_env, wait_until, workload_id};
 use judge::{Runs, attack_run, chosen_attacks, collect};
 pub use report::markdown;
@@ -60,6 +63,10 @@ pub struct Plan {
     pub benign_windows: u32,
     /// Only the first variant of each family.
     pub one_per_family: bool,
+    /// Run the attack families of `attacks`.
+    pub attacks: bool,
+    /// Run the evasion families of `evasion`.
+    pub evasion: bool,
     /// Extra sensors for the learning curve: (learning runs, learning period).
     pub curve: Vec<(u32, Duration)>,
 }
@@ -83,6 +90,8 @@ impl Plan {
             window: Duration::from_secs(5),
             benign_windows: 4,
             one_per_family: quick,
+            attacks: true,
+            evasion: true,
             curve: if quick {
                 Vec::new()
             } else {
@@ -134,6 +143,7 @@ pub struct CurvePoint {
 #[derive(Debug, Default)]
 pub struct Report {
     pub attacks: Vec<AttackResult>,
+    pub evasion: Vec<EvasionResult>,
     pub benign: Vec<BenignResult>,
     pub curve: Vec<CurvePoint>,
     /// Every deviation the main sensor stored for the suite's workloads: received minus time, ms.
@@ -212,10 +222,13 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
     let server = format!("http://127.0.0.1:{port}");
     let _collector = Guard(
         Command::new(&collector_bin)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // Its own metrics port: other collectors may run on this host (the default is fixed).
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .arg("--db")
             .arg(tmp.path().join("collector.db"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join("collector.log"))?)
             .spawn()
             .context("starting the collector")?,
     );
@@ -255,17 +268,36 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
         )?);
     }
 
+    let suite = evasion_run::Suite::new(
+        &tmp.path().join("evasion"),
+        tmp.path().join("state-main"),
+        collector_bin.clone(),
+        server.clone(),
+        MAIN_HOST.to_owned(),
+    )?;
     let mut runs = Runs::default();
     for &w in &plan.jobs {
         let mut benign = Vec::new();
         for _ in 0..plan.learning_runs + plan.benign_runs {
             benign.push(runner.run(w, "", None)?);
         }
+        let learning_run = benign[0].run_id.clone().unwrap_or_default();
         runs.benign.insert(w, benign);
         for attack in chosen_attacks(plan) {
             let exfil = listeners::start(attack.listener)?;
             let run = runner.run(w, attack.script, Some(exfil))?;
             runs.attacks.push(attack_run(w, attack, run, exfil));
+        }
+        if plan.evasion {
+            evasion_run::on_job(
+                &mut runner,
+                w,
+                &learning_run,
+                plan,
+                &suite,
+                false,
+                &mut runs.evasion,
+            )?;
         }
         eprintln!("[detect] {} done ({:.0?})", w.job(), started.elapsed());
     }
@@ -303,11 +335,37 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
             runs.attacks
                 .push(attack_run(Workload::Service, attack, run, exfil));
         }
+        if plan.evasion {
+            evasion_run::on_service(
+                &svc,
+                runs.service_start_ns,
+                &runner.actor,
+                plan,
+                &suite,
+                &mut runs.evasion,
+            )?;
+        }
         service_requests = svc.served.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!("[detect] service done ({:.0?})", started.elapsed());
     }
 
+    // Last: variants that may leave the agent stuck for good.
+    if let Some(&w) = plan.jobs.first().filter(|_| plan.evasion) {
+        let learning_run = runs.benign[&w][0].run_id.clone().unwrap_or_default();
+        evasion_run::on_job(
+            &mut runner,
+            w,
+            &learning_run,
+            plan,
+            &suite,
+            true,
+            &mut runs.evasion,
+        )?;
+        eprintln!("[detect] evasion done ({:.0?})", started.elapsed());
+    }
+
     let stored = collect(plan, &collector_bin, &server, &runs)?;
+    let evasion = evasion_run::judge(&runs.evasion, &suite)?;
     drop(sensors);
     // Their final status (written at exit): a lost record is an event nobody judged.
     let mut counts = Vec::new();
@@ -330,6 +388,7 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
         ));
     }
     let mut report = judge::judge(plan, &runs, &stored);
+    report.evasion = evasion;
     report.service_requests = service_requests;
     report.sensors = counts;
     report.elapsed = started.elapsed();

@@ -2,7 +2,7 @@
 //! and every attack with the deviation that caught (or failed to catch) it.
 
 use super::store::percentile;
-use super::{AttackResult, BenignResult, Report, Workload};
+use super::{AttackResult, BenignResult, EvasionResult, Report, Workload};
 
 /// What each workload is, for the report.
 fn about(w: Workload) -> &'static str {
@@ -242,6 +242,12 @@ pub fn markdown(report: &Report, quick: bool) -> String {
         }
     }
 
+    if !report.evasion.is_empty() {
+        s += &evasion(&report.evasion);
+    }
+    if report.attacks.is_empty() {
+        return s;
+    }
     s += "## Per attack\n\n| family | attack | workload | run | detected | strongest deviation naming it |\n|---|---|---|---|---|---|\n";
     for a in &report.attacks {
         s += &format!(
@@ -281,4 +287,71 @@ pub fn markdown(report: &Report, quick: bool) -> String {
           benign run, one attack per family, as the CI test `tests/tests/detection.rs` runs. \
           Needs root: the sensor loads eBPF programs; the service needs nginx (scripts/setup).\n";
     s
+}
+
+const EVASION_NOTES: &str = "
+An evasion variant is detected when a deviation of its run (not of its earlier, priming run)
+naming the action is HIGH or CRITICAL (MEDIUM for network-only variants), stored within 5 s of
+the action for the frozen-agent variants, and, for floods, when the flood run itself stored at
+most 100 deviations. Variants that need an earlier *run* (repeat novelty, flood, a learning run's
+id) run on CI jobs only: a service's novelty is reported per hour. The frozen-agent variants run
+once, on the first job, after everything else: a stuck agent would blind every later
+measurement; after each, a FIFO left in the workspace is opened for writing so that a stuck
+agent gets an end of file. The trace_pipe variant, which nothing can release, runs last.
+";
+
+/// The evasion section: per family, then per variant.
+fn evasion(results: &[EvasionResult]) -> String {
+    let mut s = "## Evasion (issue 12)\n".to_owned();
+    s += EVASION_NOTES;
+    let mut families: Vec<&str> = Vec::new();
+    for r in results {
+        if !families.contains(&r.family) {
+            families.push(r.family);
+        }
+    }
+    s += "\n| family | detected |\n|---|---|\n";
+    for f in families.iter().map(Some).chain([None]) {
+        let runs: Vec<&EvasionResult> = results
+            .iter()
+            .filter(|r| f.is_none_or(|f| r.family == *f))
+            .collect();
+        let hit = runs.iter().filter(|r| r.detected).count();
+        s += &format!(
+            "| {} | {hit}/{} ({:.0}%) |\n",
+            f.map_or("**all evasion**", |f| f),
+            runs.len(),
+            100.0 * hit as f64 / runs.len().max(1) as f64
+        );
+    }
+    s += "\n| family | variant | workload | run | detected | severity | latency | notes | strongest deviation naming it |\n|---|---|---|---|---|---|---|---|---|\n";
+    for r in results {
+        let severity = r
+            .evidence
+            .as_deref()
+            .and_then(|e| e.split_whitespace().next())
+            .unwrap_or("none");
+        let mut notes = Vec::new();
+        if let Some(why) = &r.shortfall {
+            notes.push(why.clone());
+        }
+        if let Some(n) = r.prime_stored {
+            notes.push(format!("flood run stored {n}"));
+        }
+        if let Some(n) = r.lost {
+            notes.push(format!("{n} records lost"));
+        }
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {severity} | {} | {} | {} |\n",
+            r.family,
+            cell(r.name),
+            r.workload.job(),
+            r.run,
+            if r.detected { "yes" } else { "**no**" },
+            ms(r.latency_ms),
+            cell(&notes.join("; ")),
+            cell(r.evidence.as_deref().unwrap_or("none"))
+        );
+    }
+    s + "\n"
 }

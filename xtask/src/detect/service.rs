@@ -35,7 +35,7 @@ pub struct Service {
 }
 
 /// The cgroup v2 hierarchy: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
-fn cgroup2_root() -> PathBuf {
+pub(super) fn cgroup2_root() -> PathBuf {
     let hybrid = Path::new("/sys/fs/cgroup/unified");
     if hybrid.join("cgroup.procs").exists() {
         hybrid.to_owned()
@@ -112,6 +112,11 @@ impl Service {
             served,
             load: Some(load),
         })
+    }
+
+    /// The service's `$HOME` (with its fake secrets).
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
     }
 
     pub fn workload_id(&self) -> String {

@@ -75,6 +75,56 @@ pub fn deviations(
         .collect()
 }
 
+/// The stored deviations of `workload` reported by `host` whose time falls in
+/// `[since_ns, until_ns)` (the newest 10000).
+pub fn deviations_between(
+    collector: &Path,
+    server: &str,
+    workload: &str,
+    host: &str,
+    since_ns: i128,
+    until_ns: i128,
+) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(collector)
+        .args(["deviations", "--server", server, "--json"])
+        .args(["--limit", "10000", "--workload", workload, "--host", host])
+        .args(["--since", &rfc3339(since_ns), "--until", &rfc3339(until_ns)])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "collector deviations: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| serde_json::from_str(l).context("one JSON object per line"))
+        .collect()
+}
+
+/// RFC 3339 UTC time of `ns` nanoseconds since the epoch (the inverse of [`unix_nanos`]).
+pub fn rfc3339(ns: i128) -> String {
+    let secs = ns.div_euclid(1_000_000_000) as i64;
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 pub fn rank(severity: &str) -> u8 {
     match severity {
         "critical" => 4,
@@ -157,5 +207,17 @@ mod tests {
             Some(1_735_787_045_123_456_789)
         );
         assert_eq!(unix_nanos("not a time"), None);
+        for ns in [
+            0,
+            1_500_000_000,
+            1_735_787_045_123_456_789,
+            951_782_400_000_000_001,
+        ] {
+            assert_eq!(unix_nanos(&rfc3339(ns)), Some(ns), "{}", rfc3339(ns));
+        }
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 }

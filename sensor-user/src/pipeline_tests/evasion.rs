@@ -1,0 +1,193 @@
+//! The detect-side answers to the evasions of issue 12 (the suite that tries them on the real
+//! sensor is `cargo xtask detect`, CI subset `tests/tests/evasion.rs`): a `#!` script is the
+//! executable, renames and links onto a path are writes of it, a novelty is reported again in
+//! each run where it recurs, and floods (high ones too, and past a dimension's cap) are
+//! aggregated, never silent.
+
+use proto::v1::{DeviationKind, Severity};
+
+use super::*;
+use crate::behaviour::Behaviour;
+use crate::detect::{BUDGET, SecretPaths, is_credential_access};
+use crate::event::FileOperation;
+
+fn script_exec(interpreter: &str, script: &str) -> EventKind {
+    let EventKind::Exec {
+        executable,
+        argv,
+        argv_truncated,
+        env,
+        env_truncated,
+        cwd,
+        file,
+        ..
+    } = exec(interpreter)
+    else {
+        unreachable!("exec() builds an Exec");
+    };
+    EventKind::Exec {
+        executable,
+        argv: [argv, vec![script.to_owned()]].concat(),
+        argv_truncated,
+        env,
+        env_truncated,
+        cwd,
+        script: Some(script.to_owned()),
+        file,
+    }
+}
+
+#[test]
+fn a_script_is_the_executable_not_its_interpreter() {
+    let e = ev(
+        &job("1"),
+        at(0),
+        10,
+        "/bin/bash",
+        "/bin/bash",
+        script_exec("/bin/bash", "/dev/shm/.upd"),
+    );
+    assert_eq!(
+        Behaviour::of(&e)[0],
+        Behaviour::Executable("/dev/shm/.upd".into())
+    );
+    // Judged: a script run from /dev/shm is high, though bash is learnt.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let mut run = normal_run(&job("6"), at(6 * 3600), 6000);
+    run.push(ev(
+        &job("6"),
+        at(6 * 3600),
+        6999,
+        "/bin/bash",
+        "/bin/bash",
+        script_exec("/bin/bash", "/dev/shm/.upd"),
+    ));
+    let d = feed(&mut engine, &run);
+    assert!(
+        d.iter().any(|d| d.kind() == DeviationKind::NewExecutable
+            && d.severity() >= Severity::High
+            && d.summary.contains("/dev/shm/.upd")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn rename_and_link_onto_a_path_are_writes_of_it() {
+    let write = |op| {
+        let e = ev(
+            &job("1"),
+            at(0),
+            10,
+            "/bin/mv",
+            "/bin/bash",
+            EventKind::FileOp(op),
+        );
+        Behaviour::of(&e)
+    };
+    let written = Behaviour::File {
+        path: "/w/out/app".into(),
+        intent: "write|create|truncate".parse().expect("intent"),
+    };
+    let renamed = write(FileOperation::Rename {
+        from: "/w/.new".into(),
+        to: "/w/out/app".into(),
+    });
+    assert_eq!(renamed, std::slice::from_ref(&written));
+    let linked = write(FileOperation::Link {
+        existing: "/w/.new".into(),
+        new: "/w/out/app".into(),
+    });
+    assert!(linked.contains(&written), "{linked:?}");
+}
+
+#[test]
+fn high_floods_are_aggregated_past_their_own_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    // 200 reads of distinct secrets: each high.
+    let flood: Vec<Attributed> = (0..200)
+        .map(|i| {
+            let path = format!("/home/runner/.ssh/key-{i}");
+            ev(
+                &w,
+                at(6 * 3600),
+                77,
+                "/usr/bin/cat",
+                "/bin/bash",
+                open(&path, false),
+            )
+        })
+        .collect();
+    let mut d = feed(&mut engine, &flood);
+    d.extend(engine.flush_aggregates(None));
+    let singles = d
+        .iter()
+        .filter(|d| d.kind() == DeviationKind::NewFileAccess)
+        .count();
+    let aggregates: Vec<_> = d
+        .iter()
+        .filter(|d| d.kind() == DeviationKind::Aggregated)
+        .collect();
+    assert_eq!(singles, BUDGET as usize, "{d:#?}");
+    assert_eq!(aggregates.len(), 1);
+    assert_eq!(aggregates[0].count, 200 - u64::from(BUDGET));
+    assert_eq!(aggregates[0].severity(), Severity::High);
+}
+
+#[test]
+fn ci_and_build_tool_credential_stores_are_secrets() {
+    let secrets = SecretPaths::default();
+    for path in [
+        "/home/runner/.config/git/credentials",
+        "/opt/actions-runner/.credentials",
+        "/opt/actions-runner/.credentials_rsaparams",
+        "/opt/actions-runner/.runner",
+        "/home/runner/.m2/settings.xml",
+        "/home/runner/.gradle/gradle.properties",
+        "/home/runner/.aws/sso/cache/abc.json",
+        "/home/runner/.config/gcloud/credentials.db",
+    ] {
+        let b = Behaviour::File {
+            path: path.into(),
+            intent: "read".parse().expect("intent"),
+        };
+        assert!(is_credential_access(&b, &secrets), "{path}");
+    }
+    let plain = Behaviour::File {
+        path: "/home/runner/x.runner".into(),
+        intent: "read".parse().expect("intent"),
+    };
+    assert!(!is_credential_access(&plain, &secrets));
+}
+
+#[test]
+fn kernel_losses_are_a_blind_spot_of_each_active_run_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    feed(&mut engine, &normal_run(&job("6"), at(6 * 3600), 6000));
+    let window = std::time::Duration::from_secs(35);
+    // Long after the run: nothing active, nothing to say.
+    let late = at(6 * 3600 + 3600);
+    assert_eq!(engine.detect.blind_spots(500, late, window), []);
+    let noticed = at(6 * 3600 + 5);
+    let found = engine.detect.blind_spots(500, noticed, window);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = crate::report::deviation(HOST, &found[0]);
+    assert_eq!(
+        (d.kind(), d.severity()),
+        (DeviationKind::BlindSpot, Severity::High)
+    );
+    assert_eq!(d.workload.as_ref().map(|w| w.run_id.as_str()), Some("6"));
+    assert!(d.summary.contains("lost 500 records"), "{}", d.summary);
+    assert_eq!(d.time_unix_nanos, crate::event::unix_nanos(noticed));
+    assert_eq!(
+        engine.detect.blind_spots(7, noticed, window),
+        [],
+        "once per run"
+    );
+}
