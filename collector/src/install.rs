@@ -1,13 +1,13 @@
 //! `collector install` / `collector uninstall`: the files that make the collector a systemd
 //! service.
 //!
-//! The same shape as `sensor install` (sensor-user's `install.rs`): nothing here talks to
-//! systemd, the caller prints the `systemctl` command to run next, so one code path serves a live
-//! host, an image being built (`--root`) and tests. The two are kept apart rather than shared
-//! because their differences are the point: the sensor runs as root with BPF capabilities and
-//! needs its state directory created, while the collector runs as a systemd `DynamicUser` whose
-//! state directory (`StateDirectory=sensor-collector`, the database) systemd creates and owns;
-//! creating it here as root would leave the service unable to write its database.
+//! The same shape as `sensor install` (sensor-user's `install.rs`), and the same file handling,
+//! shared in the `ops` crate: nothing here talks to systemd, the caller prints the `systemctl`
+//! command to run next, so one code path serves a live host, an image being built (`--root`) and
+//! tests. What differs stays here: the sensor runs as root with BPF capabilities and needs its
+//! state directory created, while the collector runs as a systemd `DynamicUser` whose state
+//! directory (`StateDirectory=sensor-collector`, the database) systemd creates and owns; creating
+//! it here as root would leave the service unable to write its database.
 //!
 //! Secrets stay root's on disk: the config (it may hold the PostgreSQL password) is 0640 and the
 //! directory [`SECRETS_DIR`] (TLS key, query tokens) 0700, both owned by root. The unit hands them
@@ -47,85 +47,17 @@ pub const NEXT_INSTALL: &str = "systemctl daemon-reload && systemctl enable --no
 /// What to run after uninstalling.
 pub const NEXT_UNINSTALL: &str = "systemctl stop collector; systemctl daemon-reload";
 
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
-pub struct InstallError {
-    action: &'static str,
-    path: String,
-    source: std::io::Error,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.display().to_string();
-    move |source| InstallError {
-        action,
-        path,
-        source,
-    }
-}
-
-/// `path` (absolute) under `root`.
-fn under(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
-}
+pub use ops::install::InstallError;
+use ops::install::{io, restrict, under};
 
 /// Writes the binary (a copy of `binary`), the unit and the config (only if absent) under
 /// `root`. Returns one line per thing done.
 pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> {
-    let mut done = Vec::new();
-
-    let target = under(root, BINARY);
-    create_parent(&target)?;
-    let same = match (binary.canonicalize(), target.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        done.push(format!(
-            "kept {} (it is the running binary)",
-            target.display()
-        ));
-    } else {
-        // Copy beside, then rename: replacing a running binary in place fails (ETXTBSY).
-        let tmp = target.with_extension("new");
-        std::fs::copy(binary, &tmp).map_err(io("cannot copy the binary to", &tmp))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("cannot set the mode of", &tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io("cannot write", &target))?;
-        done.push(format!("wrote {}", target.display()));
-    }
-
-    let unit = under(root, UNIT);
-    create_parent(&unit)?;
-    std::fs::write(&unit, UNIT_TEXT).map_err(io("cannot write", &unit))?;
-    std::fs::set_permissions(&unit, std::fs::Permissions::from_mode(0o644))
-        .map_err(io("cannot set the mode of", &unit))?;
-    done.push(format!("wrote {}", unit.display()));
-
-    let config = under(root, CONFIG);
-    create_parent(&config)?;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&config)
-    {
-        Ok(mut file) => {
-            use std::io::Write as _;
-            // Restricted before anything is written into it.
-            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(CONFIG_MODE))
-                .map_err(io("cannot set the mode of", &config))?;
-            file.write_all(crate::config::EXAMPLE.as_bytes())
-                .map_err(io("cannot write", &config))?;
-            done.push(format!(
-                "wrote {} (every setting at its default, mode {CONFIG_MODE:o})",
-                config.display()
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            done.push(restrict(&config, CONFIG_MODE)?);
-        }
-        Err(e) => return Err(io("cannot write", &config)(e)),
-    }
+    let mut done = vec![
+        ops::install::install_binary(binary, &under(root, BINARY))?,
+        ops::install::write_file(&under(root, UNIT), UNIT_TEXT, 0o644)?,
+        ops::install::write_config_once(&under(root, CONFIG), crate::config::EXAMPLE, CONFIG_MODE)?,
+    ];
 
     let secrets = under(root, SECRETS_DIR);
     match std::fs::create_dir(&secrets) {
@@ -143,23 +75,6 @@ pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> 
         Err(e) => return Err(io("cannot create", &secrets)(e)),
     }
     Ok(done)
-}
-
-/// Keeps an existing file or directory, taking away any permission beyond `mode` (an earlier
-/// install, or an operator, may have left it readable by everyone).
-fn restrict(path: &Path, mode: u32) -> Result<String, InstallError> {
-    let meta = std::fs::metadata(path).map_err(io("cannot read", path))?;
-    let current = meta.permissions().mode() & 0o7777;
-    if current & !mode == 0 {
-        return Ok(format!("kept {} (exists)", path.display()));
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode))
-        .map_err(io("cannot set the mode of", path))?;
-    Ok(format!(
-        "kept {} (exists; mode {current:o} restricted to {:o})",
-        path.display(),
-        current & mode
-    ))
 }
 
 /// Where the collector reads the secret file `path` from: under systemd credentials
@@ -186,19 +101,11 @@ pub fn credential_path(path: &Path, credentials_dir: Option<&Path>) -> PathBuf {
 /// Removes what [`install`] wrote under `root`; with `purge`, the config and the state directory
 /// (the database) too. Returns one line per thing removed; missing files are not an error.
 pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> {
-    let mut done = Vec::new();
     let mut files = vec![WANTS_LINK, UNIT, BINARY];
     if purge {
         files.push(CONFIG);
     }
-    for path in files {
-        let path = under(root, path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => done.push(format!("removed {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot remove", &path)(e)),
-        }
-    }
+    let mut done = ops::install::remove_files(root, &files)?;
     if purge {
         let secrets = under(root, SECRETS_DIR);
         match std::fs::remove_dir_all(&secrets) {
@@ -229,13 +136,6 @@ pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> 
         }
     }
     Ok(done)
-}
-
-fn create_parent(path: &Path) -> Result<(), InstallError> {
-    match path.parent() {
-        Some(dir) => std::fs::create_dir_all(dir).map_err(io("cannot create", dir)),
-        None => Ok(()),
-    }
 }
 
 /// `collector install`: copies this binary and writes the unit and config; prints what it did.

@@ -70,50 +70,16 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
         .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// `at` is `path:line:column` (or the path alone when the parser gave no position).
-    #[error("invalid config file {at}: {reason}")]
-    Invalid { at: String, reason: String },
-}
+pub use ops::config::ConfigError;
 
 /// Reads the file `--config` named, or [`DEFAULT_PATH`] if it exists.
 pub fn load(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
-    let path = explicit.unwrap_or(Path::new(DEFAULT_PATH));
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
-        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(FileConfig::default())
-        }
-        Err(source) => Err(ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        }),
-    }
+    ops::config::load(explicit, Path::new(DEFAULT_PATH))
 }
 
 /// Parses `text`, the contents of `path` (named in errors with the line and column).
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Invalid {
-        at: position(path, text, e.span()),
-        reason: e.message().trim().replace('\n', "; "),
-    })
-}
-
-/// `path:line:column` of the start of `span` in `text` (1-based, column in characters).
-pub(crate) fn position(path: &Path, text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    let Some(span) = span else {
-        return path.display().to_string();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("{}:{line}:{column}", path.display())
+    ops::config::parse(path, text)
 }
 
 /// Whether the argument `id` was left to its default (not on the command line nor in the

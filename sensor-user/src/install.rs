@@ -4,7 +4,7 @@
 //! same code serves a live host, an image being built (`--root`) and tests.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where the installed binary lives (also the unit's `ExecStart`).
 pub const BINARY: &str = "/usr/local/bin/sensor";
@@ -22,27 +22,8 @@ pub const NEXT_INSTALL: &str = "systemctl daemon-reload && systemctl enable --no
 /// What to run after uninstalling.
 pub const NEXT_UNINSTALL: &str = "systemctl stop sensor; systemctl daemon-reload";
 
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
-pub struct InstallError {
-    action: &'static str,
-    path: String,
-    source: std::io::Error,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.display().to_string();
-    move |source| InstallError {
-        action,
-        path,
-        source,
-    }
-}
-
-/// `path` (absolute) under `root`.
-fn under(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
-}
+pub use ops::install::InstallError;
+use ops::install::{io, under};
 
 /// The systemd unit: runs the installed binary with the installed config, as root, restarted
 /// whatever the exit.
@@ -80,57 +61,12 @@ WantedBy=multi-user.target
 /// Writes the unit, the binary (a copy of `binary`), the config (only if absent) and the state
 /// directory under `root`. Returns one line per thing done.
 pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> {
-    let mut done = Vec::new();
-
-    let target = under(root, BINARY);
-    create_parent(&target)?;
-    let same = match (binary.canonicalize(), target.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        done.push(format!(
-            "kept {} (it is the running binary)",
-            target.display()
-        ));
-    } else {
-        // Copy beside, then rename: replacing a running binary in place fails (ETXTBSY).
-        let tmp = target.with_extension("new");
-        std::fs::copy(binary, &tmp).map_err(io("cannot copy the binary to", &tmp))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("cannot set the mode of", &tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io("cannot write", &target))?;
-        done.push(format!("wrote {}", target.display()));
-    }
-
-    let unit_path = under(root, UNIT);
-    create_parent(&unit_path)?;
-    std::fs::write(&unit_path, unit()).map_err(io("cannot write", &unit_path))?;
-    std::fs::set_permissions(&unit_path, std::fs::Permissions::from_mode(0o644))
-        .map_err(io("cannot set the mode of", &unit_path))?;
-    done.push(format!("wrote {}", unit_path.display()));
-
-    let config = under(root, CONFIG);
-    create_parent(&config)?;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&config)
-    {
-        Ok(mut file) => {
-            use std::io::Write as _;
-            file.write_all(crate::config::EXAMPLE.as_bytes())
-                .map_err(io("cannot write", &config))?;
-            done.push(format!(
-                "wrote {} (every setting at its default)",
-                config.display()
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            done.push(format!("kept {} (exists)", config.display()));
-        }
-        Err(e) => return Err(io("cannot write", &config)(e)),
-    }
+    let mut done = vec![
+        ops::install::install_binary(binary, &under(root, BINARY))?,
+        ops::install::write_file(&under(root, UNIT), &unit(), 0o644)?,
+        // It names files, holds no secret, and `sensor status` run by anyone reads it.
+        ops::install::write_config_once(&under(root, CONFIG), crate::config::EXAMPLE, 0o644)?,
+    ];
 
     let state = under(root, STATE_DIR);
     std::fs::create_dir_all(&state).map_err(io("cannot create", &state))?;
@@ -143,19 +79,11 @@ pub fn install(root: &Path, binary: &Path) -> Result<Vec<String>, InstallError> 
 /// Removes what [`install`] wrote under `root`; with `purge`, the config and state directory
 /// too. Returns one line per thing removed; missing files are not an error.
 pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> {
-    let mut done = Vec::new();
     let mut paths = vec![WANTS_LINK, UNIT, BINARY];
     if purge {
         paths.push(CONFIG);
     }
-    for path in paths {
-        let path = under(root, path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => done.push(format!("removed {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot remove", &path)(e)),
-        }
-    }
+    let mut done = ops::install::remove_files(root, &paths)?;
     if purge {
         // The config directory goes only when nothing else is left in it.
         let config_dir = under(root, CONFIG);
@@ -172,13 +100,6 @@ pub fn uninstall(root: &Path, purge: bool) -> Result<Vec<String>, InstallError> 
         }
     }
     Ok(done)
-}
-
-fn create_parent(path: &Path) -> Result<(), InstallError> {
-    match path.parent() {
-        Some(dir) => std::fs::create_dir_all(dir).map_err(io("cannot create", dir)),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
