@@ -291,6 +291,18 @@ impl Stored {
         self.baseline.learned.behaviours()
     }
 
+    /// The file shapes judging matches, as `(intent, shape)`: the stored ones, or while the
+    /// workload still learns, the ones its files hold so far.
+    pub fn shapes(&self) -> Vec<(String, String)> {
+        let mut shapes = self.baseline.shapes.clone();
+        shapes.refresh(&self.baseline.learned);
+        shapes
+            .files
+            .iter()
+            .map(|s| (s.intent.to_string(), s.path.to_string()))
+            .collect()
+    }
+
     pub fn export(&self) -> Export {
         Export::of(&self.workload, self.version, &self.baseline)
     }

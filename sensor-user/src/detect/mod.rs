@@ -262,7 +262,7 @@ impl Step<'_> {
         let dimension = behaviour.dimension();
         let full = if !self.judges(dimension) {
             self.learn(behaviour)
-        } else if judge::is_novel(&self.baseline.tracked.baseline, &behaviour) {
+        } else if judge::is_novel(&self.baseline.tracked.baseline, &behaviour, self.secrets) {
             self.judge(behaviour)
         } else {
             false
