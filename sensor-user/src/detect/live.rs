@@ -10,6 +10,7 @@ use crate::baseline::RateDim;
 use super::budget::Budget;
 use super::finding::Finding;
 use super::incident::Incident;
+use super::loading::Loading;
 use super::rates::{NoveltyWindow, RateWindow};
 
 /// Runs of one CI job tracked at once (concurrent or recent runs).
@@ -43,6 +44,8 @@ pub(crate) struct RunState {
     pub host_checked: bool,
     /// Whether this window was counted as a judged run.
     pub counted: bool,
+    /// New executables in their first moments (see `loading`).
+    pub loading: Loading,
 }
 
 impl RunState {
@@ -64,6 +67,7 @@ impl RunState {
             active: None,
             host_checked: false,
             counted: false,
+            loading: Loading::default(),
         }
     }
 

@@ -222,3 +222,57 @@ fn git_names_are_learnt_as_shapes_and_fold_when_judged() {
     ));
     assert_eq!(d.len(), 1, "{d:?}");
 }
+
+/// A new executable's loading (libraries, locale, `ld.so.cache`) is one novelty with it, and
+/// learnt; what it does after (or a credential read, or a write) is judged as usual.
+#[test]
+fn a_new_executables_loading_is_part_of_its_novelty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let t = at(6 * 3600);
+    let later = t + Duration::from_secs(3);
+    let curl = |time, kind| ev(&w, time, 6001, "/usr/bin/wget", "/bin/bash", kind);
+    let mut events = vec![curl(t, exec("/usr/bin/wget"))];
+    for lib in [
+        "/etc/ld.so.cache",
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
+        "/usr/lib/locale/C.utf8/LC_CTYPE",
+        "/etc/wgetrc",
+    ] {
+        events.push(curl(t, open(lib, false)));
+    }
+    let d = feed(&mut engine, &events);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        d[0].novelty.clone().and_then(|n| n.what),
+        Some(What::Executable("/usr/bin/wget".into()))
+    );
+    // Reads in its first moments that are not loading: a credential, a write.
+    let d = feed(
+        &mut engine,
+        &[
+            curl(t, open("/home/runner/.ssh/id_rsa", false)),
+            curl(t, open("/home/runner/loot.txt", true)),
+        ],
+    );
+    assert_eq!(d.len(), 2, "{d:?}");
+    // After its first moments, a new read is its own deviation.
+    let d = feed(&mut engine, &[curl(later, open("/etc/wget-extra", false))]);
+    assert_eq!(d.len(), 1, "{d:?}");
+    // The loading was learnt: the next run's wget (still a new executable, reported once) is
+    // silent.
+    let w7 = job("7");
+    let t7 = at(7 * 3600);
+    let next: Vec<Attributed> = [
+        exec("/usr/bin/wget"),
+        open("/etc/ld.so.cache", false),
+        open("/usr/lib/x86_64-linux-gnu/libssl.so.3", false),
+    ]
+    .into_iter()
+    .map(|k| ev(&w7, t7, 7001, "/usr/bin/wget", "/bin/bash", k))
+    .collect();
+    assert_eq!(feed(&mut engine, &next), []);
+}
