@@ -38,14 +38,22 @@ impl Shapes {
         self.files.is_empty() && self.from == 0
     }
 
-    /// Relearns the shapes when `learned`'s file accesses changed since; true when it did.
+    /// Relearns the shapes when `learned`'s file accesses changed enough since (see
+    /// [`Shapes::stale`]); true when it did.
     pub fn refresh(&mut self, learned: &Learned) -> bool {
-        let files = learned.count(Dimension::FileAccess);
-        if files == self.from {
+        if !self.stale(learned.count(Dimension::FileAccess)) {
             return false;
         }
         *self = Shapes::learn(learned);
         true
+    }
+
+    /// Whether shapes learnt from `from` file accesses are out of date with `files`: any change
+    /// of a small baseline, a tenth more (or any fewer) of a large one. A judged workload still
+    /// learns a few files (a new executable's loading, an accepted novelty); relearning every
+    /// time would cost a pass over every file per event.
+    fn stale(&self, files: usize) -> bool {
+        files < self.from || files >= self.from + (self.from / 10).max(1)
     }
 
     /// The shapes of `learned`'s file accesses, per intent.
@@ -111,5 +119,14 @@ mod tests {
         learned.learn(file("/w/.git/HEAD", "read"), 100);
         assert!(shapes.refresh(&learned));
         assert_eq!(shapes.from, 5);
+        // A large baseline relearns once it grew by a tenth.
+        let large = Shapes {
+            from: 1000,
+            ..Shapes::default()
+        };
+        assert!(!large.stale(1000));
+        assert!(!large.stale(1099));
+        assert!(large.stale(1100));
+        assert!(large.stale(999), "files were removed");
     }
 }
