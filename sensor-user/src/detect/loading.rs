@@ -2,12 +2,14 @@
 //! libraries, libc the locale and `nsswitch.conf`, the tool its configuration. For a new
 //! executable each of those is new too, and reporting each as its own deviation buries the one
 //! that matters (issue 14: 20 rows of `lib….so` under one new `curl`). They are part of that
-//! one novelty: read-only opens of non-credential files by the process, within
-//! [`LOAD_WINDOW`] of its exec, are learnt (so later runs know them) and not reported.
+//! one novelty: read-only opens of non-credential system files ([`SYSTEM_DIRS`]) by the process,
+//! within [`LOAD_WINDOW_NANOS`] of its exec, are learnt (so later runs know them) and not
+//! reported.
 //!
 //! Bounded by time (a tool that reads a file after its first moments is judged as usual), by
-//! kind (reads only: a write, a credential store, an exec or a connect is judged as usual) and
-//! in memory ([`MAX_LOADING`] processes per run, oldest forgotten first).
+//! kind (reads only of system files: a write, a credential store, the workspace or a home
+//! directory, an exec or a connect is judged as usual), by count ([`MAX_FOLDED`] reads per
+//! process) and in memory ([`MAX_LOADING`] processes per run, oldest forgotten first).
 
 use std::collections::VecDeque;
 
@@ -20,12 +22,19 @@ use super::severity::{SecretPaths, is_credential_access};
 pub const LOAD_WINDOW_NANOS: i64 = 2_000_000_000;
 /// New executables followed at once per run.
 pub const MAX_LOADING: usize = 64;
+/// Reads folded per process: a tool that reads more than a loader does is judged on the rest.
+pub const MAX_FOLDED: u32 = 256;
+/// Where what a program loads lives: libraries, `ld.so.cache`, locale, system configuration,
+/// procfs and sysfs. Not home directories, workspaces or temporary directories.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/etc/", "/usr/", "/lib/", "/lib64/", "/lib32/", "/opt/", "/proc/", "/sys/", "/dev/",
+];
 
 /// New executables of one run still in their loading window.
 #[derive(Debug, Default)]
 pub(crate) struct Loading {
-    /// `(pid, exec time in ns)`, oldest first.
-    started: VecDeque<(u32, i64)>,
+    /// `(pid, exec time in ns, reads folded)`, oldest first.
+    started: VecDeque<(u32, i64, u32)>,
     /// Reads folded into their executable's novelty so far.
     pub folded: u64,
 }
@@ -33,11 +42,11 @@ pub(crate) struct Loading {
 impl Loading {
     /// Process `pid` exec'd an executable the baseline does not know, at `now`.
     pub fn started(&mut self, pid: u32, now: i64) {
-        self.started.retain(|(p, _)| *p != pid);
+        self.started.retain(|(p, _, _)| *p != pid);
         if self.started.len() >= MAX_LOADING {
             self.started.pop_front();
         }
-        self.started.push_back((pid, now));
+        self.started.push_back((pid, now, 0));
     }
 
     /// Whether the new `behaviour` of process `pid` at `now` is part of its executable's
@@ -49,18 +58,23 @@ impl Loading {
         behaviour: &Behaviour,
         secrets: &SecretPaths,
     ) -> bool {
-        let Behaviour::File { intent, .. } = behaviour else {
+        let Behaviour::File { path, intent } = behaviour else {
             return false;
         };
-        let loading = self
-            .started
-            .iter()
-            .any(|(p, t)| *p == pid && (0..=LOAD_WINDOW_NANOS).contains(&(now - t)));
-        let folds = loading
-            && *intent == OpenIntent::READ_ONLY
+        let kind = *intent == OpenIntent::READ_ONLY
+            && SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
             && !is_credential_access(behaviour, secrets);
-        self.folded += u64::from(folds);
-        folds
+        if !kind {
+            return false;
+        }
+        let Some((_, _, folded)) = self.started.iter_mut().find(|(p, t, folded)| {
+            *p == pid && (0..=LOAD_WINDOW_NANOS).contains(&(now - t)) && *folded < MAX_FOLDED
+        }) else {
+            return false;
+        };
+        *folded += 1;
+        self.folded += 1;
+        true
     }
 }
 
@@ -102,6 +116,9 @@ mod tests {
             file("/home/u/.aws/credentials", "read"),
             file("/etc/ld.so.preload", "read|write"),
             file("/tmp/out", "write|create|truncate"),
+            file("/home/runner/work/app/src/main.rs", "read"),
+            file("/tmp/payload.bin", "read"),
+            file("/etc/shadow", "read"),
             Behaviour::Executable("/usr/bin/curl".into()),
             Behaviour::DnsName("example.com".into()),
         ] {
@@ -118,5 +135,13 @@ mod tests {
         assert_eq!(l.started.len(), MAX_LOADING);
         let lib = file("/lib/libc.so.6", "read");
         assert!(!l.folds(0, 1, &lib, &SecretPaths::default()), "forgotten");
+        let last = MAX_LOADING as u32 + 9;
+        for _ in 0..MAX_FOLDED {
+            assert!(l.folds(last, 1, &lib, &SecretPaths::default()));
+        }
+        assert!(
+            !l.folds(last, 1, &lib, &SecretPaths::default()),
+            "past MAX_FOLDED"
+        );
     }
 }

@@ -364,7 +364,11 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
 /// attack per family, with the binaries in `bin_dir`; writes the noise table and the attack
 /// results to `out` (a section for DETECTION.md's noise part).
 pub fn run_noise(bin_dir: &Path, clean: u32, out: &Path) -> anyhow::Result<()> {
-    let report = measure(&Plan::noise(bin_dir.to_owned(), clean))?;
+    // Jobs run elsewhere: the attacks name the actor by this path.
+    let bin_dir = bin_dir
+        .canonicalize()
+        .with_context(|| format!("{}", bin_dir.display()))?;
+    let report = measure(&Plan::noise(bin_dir, clean))?;
     let mut md = report::noise_table(&report);
     let detected = report.attacks.iter().filter(|a| a.detected).count();
     md += &format!(
