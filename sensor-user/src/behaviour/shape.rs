@@ -12,8 +12,8 @@
 //! What keeps a shape from swallowing meaning:
 //! - a slot is learnt per parent directory, never across directories;
 //! - its middle is letters and digits only, at least 2 characters of digits or hex, or at least
-//!   6 characters of a wider alphabet with both letters and digits among its values (so words,
-//!   `passwd`/`shadow`, never fold);
+//!   6 characters of a wider alphabet where at least half the values hold a letter and half a
+//!   digit (so words, `passwd`/`shadow`, crate names `anyhow`/`base64`, never fold);
 //! - shapes are learnt for file paths only: executables are never matched by shape, and the
 //!   judge matches credential stores exactly (see `detect`).
 //!
@@ -113,9 +113,12 @@ impl Slot {
         let generated = match alphabet {
             Alphabet::Digits | Alphabet::Hex => middle_len >= 2,
             Alphabet::Lower | Alphabet::Alnum => {
-                let letters = middles.clone().flatten().any(u8::is_ascii_alphabetic);
-                let digits = middles.flatten().any(u8::is_ascii_digit);
-                middle_len >= 6 && letters && digits
+                // Random characters mix letters and digits in most values; names do not (one
+                // `base64` among `anyhow`, `memchr`, `fastrand` is still a list of words).
+                let half = |has: fn(&u8) -> bool| {
+                    2 * middles.clone().filter(|m| m.iter().any(has)).count() >= values.len()
+                };
+                middle_len >= 6 && half(u8::is_ascii_alphabetic) && half(u8::is_ascii_digit)
             }
         };
         generated.then(|| Slot {

@@ -122,6 +122,12 @@ fn words_and_versions_do_not_fold() {
         .map(|n| format!("/usr/lib/{n}"))
         .collect();
     assert!(learn(&libs).is_empty(), "{:?}", learn(&libs));
+    // Crate names: one holds a digit, the others are words.
+    let crates: Vec<String> = ["anyhow", "memchr", "base64", "syntax", "either", "rayon1"]
+        .iter()
+        .map(|n| format!("/t/deps/lib{n}-<hash>.rlib"))
+        .collect();
+    assert!(learn(&crates).is_empty(), "{:?}", learn(&crates));
     // One changing character is a name, not a random part.
     let numbered: Vec<String> = (1..=6).map(|i| format!("/srv/part{i}.txt")).collect();
     assert!(learn(&numbered).is_empty());
