@@ -146,11 +146,16 @@ impl WorkloadBaseline {
         self.learned.contains(behaviour)
     }
 
-    /// Whether `behaviour` is a file access of a learnt shape (a random name like the ones
-    /// learnt; never a credential store, which the judge matches exactly).
+    /// Whether `behaviour` is a file access or file operation of a learnt shape (a random name
+    /// like the ones learnt; never a credential store, which the judge matches exactly).
     pub(crate) fn has_shape(&self, behaviour: &Behaviour) -> bool {
         match behaviour {
             Behaviour::File { path, intent } => self.shapes.matches(path, *intent),
+            Behaviour::FileOperation {
+                operation,
+                path,
+                detail,
+            } => self.shapes.matches_operation(*operation, path, detail),
             _ => false,
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bounded::Learned;
 use crate::behaviour::shape::{PathShape, learn_shapes};
-use crate::behaviour::{Behaviour, Dimension};
+use crate::behaviour::{Behaviour, Dimension, FileChange};
 use crate::event::OpenIntent;
 
 /// The most shapes one baseline holds (they are matched one by one against unknown paths).
@@ -21,9 +21,21 @@ pub(crate) struct Shapes {
     /// The shapes, with the intent of the accesses they were learnt from.
     #[serde(default)]
     pub files: Vec<FileShape>,
-    /// How many file accesses the baseline held when they were learnt.
+    /// File operations (git links each `tmp_obj_*` to its object) through shaped paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<OperationShape>,
+    /// How many file accesses and file operations the baseline held when they were learnt.
     #[serde(default)]
     pub from: usize,
+}
+
+/// A file operation was learnt on paths of these shapes (`detail` is the operation's detail: a
+/// mode, an owner, or a path that may be shaped too).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct OperationShape {
+    pub operation: FileChange,
+    pub path: PathShape,
+    pub detail: PathShape,
 }
 
 /// Files opened with `intent` at paths of this shape were learnt.
@@ -41,7 +53,7 @@ impl Shapes {
     /// Relearns the shapes when `learned`'s file accesses changed enough since (see
     /// [`Shapes::stale`]); true when it did.
     pub fn refresh(&mut self, learned: &Learned) -> bool {
-        if !self.stale(learned.count(Dimension::FileAccess)) {
+        if !self.stale(counted(learned)) {
             return false;
         }
         *self = Shapes::learn(learned);
@@ -75,8 +87,16 @@ impl Shapes {
         files.truncate(MAX_SHAPES);
         Shapes {
             files,
-            from: learned.count(Dimension::FileAccess),
+            operations: operation_shapes(learned),
+            from: counted(learned),
         }
+    }
+
+    /// Whether file operation `operation` on `path` with `detail` has a learnt shape.
+    pub fn matches_operation(&self, operation: FileChange, path: &str, detail: &str) -> bool {
+        self.operations
+            .iter()
+            .any(|s| s.operation == operation && s.path.matches(path) && s.detail.matches(detail))
     }
 
     /// Whether opening `path` with `intent` has a learnt shape.
@@ -85,6 +105,50 @@ impl Shapes {
             .iter()
             .any(|s| s.intent == intent && s.path.matches(path))
     }
+}
+
+/// What the shapes are learnt from: file accesses and file operations.
+fn counted(learned: &Learned) -> usize {
+    learned.count(Dimension::FileAccess) + learned.count(Dimension::FileOperation)
+}
+
+/// The shapes of the learnt file operations: their paths and path details are shaped together
+/// (a link's source and target are siblings in the same random directories).
+fn operation_shapes(learned: &Learned) -> Vec<OperationShape> {
+    let operations: Vec<(FileChange, &str, &str)> = learned
+        .behaviours()
+        .iter()
+        .filter_map(|b| match b {
+            Behaviour::FileOperation {
+                operation,
+                path,
+                detail,
+            } => Some((*operation, path.as_str(), detail.as_str())),
+            _ => None,
+        })
+        .collect();
+    let paths = operations
+        .iter()
+        .flat_map(|(_, path, detail)| [*path, *detail])
+        .filter(|p| p.starts_with('/'));
+    let shapes = learn_shapes(paths);
+    let shape_of = |p: &str| -> Option<PathShape> { shapes.iter().find(|s| s.matches(p)).cloned() };
+    let literal = |p: &str| -> PathShape { p.parse().unwrap_or_else(|never| match never {}) };
+    let mut out: Vec<OperationShape> = operations
+        .iter()
+        .filter_map(|&(operation, path, detail)| {
+            let (sp, sd) = (shape_of(path), shape_of(detail));
+            (sp.is_some() || sd.is_some()).then(|| OperationShape {
+                operation,
+                path: sp.unwrap_or_else(|| literal(path)),
+                detail: sd.unwrap_or_else(|| literal(detail)),
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_SHAPES);
+    out
 }
 
 #[cfg(test)]
@@ -116,9 +180,41 @@ mod tests {
             json,
             r#"{"files":[{"path":"/w/.git/objects/{hex2}","intent":"read"}],"from":4}"#
         );
+        // git links each temporary object to its name: both paths in random directories.
+        for (dir, tmp) in [
+            ("3a", "Xb2c9Q"),
+            ("f1", "k9LmZ0"),
+            ("0b", "7hQw2e"),
+            ("9c", "P0oIu8"),
+        ] {
+            learned.learn(
+                Behaviour::FileOperation {
+                    operation: FileChange::Link,
+                    path: format!("/w/.git/objects/{dir}/tmp_obj_{tmp}"),
+                    detail: format!("/w/.git/objects/{dir}/<hash>"),
+                },
+                100,
+            );
+        }
+        assert!(shapes.refresh(&learned));
+        let link =
+            |path: &str, detail: &str| shapes.matches_operation(FileChange::Link, path, detail);
+        assert!(link(
+            "/w/.git/objects/77/tmp_obj_Aa1Bb2",
+            "/w/.git/objects/77/<hash>"
+        ));
+        assert!(!link(
+            "/w/.git/objects/77/tmp_obj_Aa1Bb2",
+            "/w/.git/hooks/pre-commit"
+        ));
+        assert!(!shapes.matches_operation(
+            FileChange::Symlink,
+            "/w/.git/objects/77/tmp_obj_Aa1Bb2",
+            "/w/.git/objects/77/<hash>"
+        ));
         learned.learn(file("/w/.git/HEAD", "read"), 100);
         assert!(shapes.refresh(&learned));
-        assert_eq!(shapes.from, 5);
+        assert_eq!(shapes.from, 9);
         // A large baseline relearns once it grew by a tenth.
         let large = Shapes {
             from: 1000,
