@@ -69,7 +69,15 @@ impl Plan {
     /// one attack per family; no service, no learning curve.
     pub fn noise(bin_dir: PathBuf, clean: u32) -> Plan {
         Plan {
-            jobs: Workload::JOBS.to_vec(),
+            // The git job first: its names are the noise this measures.
+            jobs: [
+                Workload::Git,
+                Workload::C,
+                Workload::Node,
+                Workload::Python,
+                Workload::Rust,
+            ]
+            .to_vec(),
             service: false,
             benign_runs: clean,
             one_per_family: true,

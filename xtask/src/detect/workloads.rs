@@ -59,7 +59,7 @@ impl Workload {
                 "python3 -m venv venv\n./venv/bin/pip install --quiet --no-index --find-links \"$WHEELHOUSE\" -r requirements.txt\n./venv/bin/python -m pytest -q -p no:cacheprovider tests > test.log\n./venv/bin/python app.py > out.txt\n"
             }
             Workload::Git => {
-                "git init -q -b main .\ngit add -A\ngit -c user.name=ci -c user.email=ci@example.invalid commit -q -m build\ntar -czf dist.tgz --exclude=.git --exclude=dist.tgz .\nsh scripts/info.sh > out.txt\n"
+                "git init -q -b main .\ngit add -A\ngit -c user.name=ci -c user.email=ci@example.invalid commit -q -m build\ntar -czf dist.tgz README.md src scripts\nsh scripts/info.sh > out.txt\n"
             }
             Workload::Service => "",
         }
