@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
 
+pub mod contract;
 mod names;
 
 pub use names::{kind_from_name, kind_name};

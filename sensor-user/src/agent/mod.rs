@@ -95,13 +95,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     )?
     .with_secret_paths(config.secrets.clone());
     let (transport, delivery) = Transport::start(transport_config(&config), cancel.clone())?;
-    let (sync, adopt, sync_task) =
-        BaselineSync::start(config.share_baselines.then(|| SyncConfig {
-            collector_url: config.collector_url.clone(),
-            tls: config.collector_tls.clone(),
-            agent_id: config.host.clone(),
-            learning_runs: config.learning.learning_runs,
-        }))?;
+    let (sync, adopt, sync_task) = BaselineSync::start(sync_config(&config))?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
@@ -117,11 +111,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         Arc::clone(&metrics),
     )
     .map_err(|source| AgentError::Record {
-        path: config
-            .record_deviations
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        path: display(config.record_deviations.as_deref()),
         source,
     })?;
     tracing::info!(
@@ -140,6 +130,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         sync,
         metrics,
         events: 0,
+        decoded: 0,
+        status_phases: 0,
         config,
     };
     agent.write_status();
@@ -147,11 +139,34 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     agent.refresh_metrics();
     agent.event_loop(adopt, &cancel).await?;
     agent.shutdown();
-    drop(agent);
+    let Agent {
+        outbox,
+        sync,
+        sensor,
+        ..
+    } = agent;
+    drop(sensor);
+    // Ends the sharing task (after its final report).
+    drop(sync);
+    outbox.close();
     let _ = sync_task.await;
     let _ = delivery.await;
     tracing::info!("sensor stopped");
     Ok(())
+}
+
+/// Baseline sharing's settings, when it is on.
+fn sync_config(config: &AgentConfig) -> Option<SyncConfig> {
+    config.share_baselines.then(|| SyncConfig {
+        collector_url: config.collector_url.clone(),
+        tls: config.collector_tls.clone(),
+        agent_id: config.host.clone(),
+        learning_runs: config.learning.learning_runs,
+    })
+}
+
+fn display(path: Option<&std::path::Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 fn transport_config(config: &AgentConfig) -> TransportConfig {
@@ -179,6 +194,10 @@ struct Agent {
     metrics: Arc<Metrics>,
     /// Kernel records read so far.
     events: u64,
+    /// Kernel records decoded so far.
+    decoded: u64,
+    /// `Baselines::phase_changes` when the status was last written.
+    status_phases: u64,
     last_counters: Vec<(&'static str, u64)>,
 }
 
@@ -197,6 +216,11 @@ impl Agent {
                     ready?;
                     let found = self.drain();
                     self.outbox.send(&self.sensor, found);
+                    if self.engine.baselines().phase_changes() != self.status_phases {
+                        // A workload appeared, or started learning a run or being judged:
+                        // status says so now, not at the next tick.
+                        self.write_status();
+                    }
                     self.sync.fetch(self.engine.baselines_mut().baselines_to_fetch());
                 }
                 Some(merged) = adopt.recv() => {
@@ -216,10 +240,12 @@ impl Agent {
         let mut found = Vec::new();
         let (metrics, clock) = (&self.metrics, &self.clock);
         let (engine, attributor) = (&mut self.engine, &mut self.attributor);
+        let mut decoded = 0;
         let read = self
             .sensor
             .drain(|record| match kernel::decode(record, clock) {
                 Ok(event) => {
+                    decoded += 1;
                     metrics.event(&event.kind);
                     found.extend(engine.observe(&attributor.attribute(event)));
                 }
@@ -229,6 +255,11 @@ impl Agent {
                 }
             });
         self.events += read as u64;
+        if decoded > 0 {
+            self.decoded += decoded;
+            let now = crate::event::unix_nanos(std::time::SystemTime::now());
+            self.outbox.transport.set_liveness(now, self.decoded);
+        }
         found
     }
 
@@ -250,7 +281,8 @@ impl Agent {
         self.metrics.workloads(&self.engine.baselines().summary());
     }
 
-    fn write_status(&self) {
+    fn write_status(&mut self) {
+        self.status_phases = self.engine.baselines().phase_changes();
         status::write(
             &self.config.collector_url,
             &self.config.state_dir,

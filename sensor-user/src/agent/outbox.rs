@@ -1,70 +1,51 @@
 //! The way out of the agent: findings become deviations (`report`), get the agent's own facts
-//! (executable hash, recent kernel loss) and go to the transport's spool, with an optional
-//! record of what was spooled (`--record-deviations`).
+//! (recent kernel loss; the executable hash, off the loop) and go to the transport's spool, with
+//! an optional record of what was spooled (`--record-deviations`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use proto::v1;
 
 use crate::detect::Finding;
 use crate::kernel::Sensor;
 use crate::metrics::Metrics;
-use crate::report::Reporter;
-use crate::report::exe_hash::ExecutableHashes;
+use crate::report::{Batch, HashWorker, Reporter, Target};
 use crate::status::lost_total;
 use crate::transport::Transport;
+
+/// Longest wait at shutdown for the hashing of queued deviations.
+const HASH_DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything between detection and the spool.
 pub(super) struct Outbox {
     pub transport: Transport,
     reporter: Reporter,
-    hashes: ExecutableHashes,
     losses: LossWatch,
+    hasher: HashWorker,
+    spool: Arc<Mutex<Spool>>,
+}
+
+/// The last step: metrics, log, record, spool. Shared by the hashing worker and the loop
+/// (which sends straight here what the worker has no room for).
+struct Spool {
+    transport: Transport,
     record: Option<DeviationRecord>,
     metrics: Arc<Metrics>,
 }
 
-impl Outbox {
-    pub fn new(
-        host: String,
-        transport: Transport,
-        sensor: &Sensor,
-        record: Option<&std::path::Path>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Outbox> {
-        Ok(Outbox {
-            transport,
-            reporter: Reporter::new(host),
-            hashes: ExecutableHashes::default(),
-            losses: LossWatch::new(sensor),
-            record: record.map(DeviationRecord::open).transpose()?,
-            metrics,
-        })
-    }
-
-    /// Reports `found` and hands the deviations to the spool.
-    pub fn send(&mut self, sensor: &Sensor, found: Vec<Finding>) {
-        if found.is_empty() {
-            return;
-        }
-        let lost = self.losses.recent(sensor);
-        let mut found = self.reporter.report(found, lost);
-        for d in &mut found {
-            if let Some(p) = d.process.as_mut()
-                && let Some(hash) = self.hashes.of(p.pid, &p.executable)
-            {
-                p.executable_sha256 = hash;
-            }
-        }
-        for d in &found {
+impl Spool {
+    fn send(&mut self, deviations: Vec<v1::Deviation>) {
+        for d in &deviations {
             self.metrics.deviation(d);
             let workload = d.workload.as_ref().map_or("", |w| w.id.as_str());
             tracing::info!(workload, summary = %d.summary, "deviation");
         }
         if let Some(record) = self.record.as_mut() {
-            record.spooling(found.iter().map(|d| d.id.clone()));
+            record.spooling(deviations.iter().map(|d| d.id.clone()));
         }
-        let sent = self.transport.send(found);
+        let sent = self.transport.send(deviations);
         if let Some(record) = self.record.as_mut() {
             record.write(if sent.is_ok() {
                 "spooled\n"
@@ -75,6 +56,58 @@ impl Outbox {
         if let Err(e) = sent {
             tracing::error!(error = %e, "could not queue deviations for delivery");
         }
+    }
+}
+
+impl Outbox {
+    pub fn new(
+        host: String,
+        transport: Transport,
+        sensor: &Sensor,
+        record: Option<&std::path::Path>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Outbox> {
+        let spool = Arc::new(Mutex::new(Spool {
+            transport: transport.clone(),
+            record: record.map(DeviationRecord::open).transpose()?,
+            metrics,
+        }));
+        let worker_spool = Arc::clone(&spool);
+        let hasher = HashWorker::start(move |deviations| {
+            if let Ok(mut spool) = worker_spool.lock() {
+                spool.send(deviations);
+            }
+        });
+        Ok(Outbox {
+            transport,
+            reporter: Reporter::new(host),
+            losses: LossWatch::new(sensor),
+            hasher,
+            spool,
+        })
+    }
+
+    /// Reports `found` and hands the deviations to the hashing worker, or straight to the
+    /// spool (unhashed, with the reason) when it has no room. Never blocks on a file.
+    pub fn send(&mut self, sensor: &Sensor, found: Vec<Finding>) {
+        if found.is_empty() {
+            return;
+        }
+        let lost = self.losses.recent(sensor);
+        let targets = found.iter().map(Target::of).collect();
+        let deviations = self.reporter.report(found, lost);
+        if let Err(unhashed) = self.hasher.submit(Batch {
+            deviations,
+            targets,
+        }) && let Ok(mut spool) = self.spool.lock()
+        {
+            spool.send(unhashed);
+        }
+    }
+
+    /// Lets the queued deviations reach the spool (bounded by [`HASH_DRAIN`]).
+    pub fn close(self) {
+        self.hasher.finish(HASH_DRAIN);
     }
 }
 

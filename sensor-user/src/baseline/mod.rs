@@ -179,6 +179,9 @@ pub struct Baselines {
     novelties: novelties::Novelties,
     /// What was shared with the collector (`wire.rs`).
     shared: wire::Shared,
+    /// Counts the learning phase changes (a new workload, learning run, or start of detection),
+    /// so status can be rewritten when one happens.
+    phase_changes: u64,
 }
 
 /// One workload's baseline and its bookkeeping.
@@ -238,12 +241,19 @@ impl Baselines {
             newest_event: None,
             novelties: novelties::Novelties::default(),
             shared: wire::Shared::default(),
+            phase_changes: 0,
         })
     }
 
     /// The learning configuration.
     pub fn config(&self) -> &LearningConfig {
         &self.config
+    }
+
+    /// How many times a workload appeared, started a learning run or started being judged:
+    /// when it moves, what `summary` says changed.
+    pub fn phase_changes(&self) -> u64 {
+        self.phase_changes
     }
 
     /// The baseline of `event`'s workload (created when new), in the phase the event puts it
@@ -267,6 +277,7 @@ impl Baselines {
         tracked.dirty |= tracked.baseline.profile.upgrade(judged_before, now);
         let (phase, changed) = tracked.baseline.phase(run_id, now, &self.config);
         tracked.dirty |= changed;
+        self.phase_changes += u64::from(changed);
         let learning = phase == Phase::Learning;
         if !learning {
             // Judging starts (or an operator accepted a file): the shapes follow the files.

@@ -49,7 +49,6 @@ pub use rates::{ENUMERATION_THRESHOLD, Enumerated, Spike};
 pub use severity::{SecretPaths, is_credential_access, severity};
 
 use live::{Live, RunState};
-use rates::Spike as RateSpike;
 
 /// How long a kind of finding must be quiet before its aggregate goes out.
 pub const AGGREGATE_QUIET: Duration = Duration::from_secs(10);
@@ -202,7 +201,7 @@ impl Step<'_> {
     }
 
     /// Counts the event in its rates: raises learnt peaks, or returns a spike.
-    fn count_rates(&mut self) -> Option<RateSpike> {
+    fn count_rates(&mut self) -> Option<Spike> {
         let learning = self.learning();
         let (raised, spike) = self
             .run
@@ -251,7 +250,7 @@ impl Step<'_> {
         behaviours
     }
 
-    fn spike(&mut self, spike: RateSpike) {
+    fn spike(&mut self, spike: Spike) {
         let incident = self.incident_id();
         let event = self.shared();
         let f = windows::rate_spike(self.host, event, spike, &self.run.window(), &incident);

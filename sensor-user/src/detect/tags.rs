@@ -28,66 +28,13 @@ pub fn tags(
     let mut out: Vec<&'static str> = Vec::new();
     let has = |s: Signal| signals.contains(&s);
     match behaviour {
-        Some(Behaviour::Executable(path)) => {
-            out.push("mitre:T1059");
-            if has(Signal::DroppedThenExecuted) {
-                out.push("mitre:T1105");
-            }
-            if has(Signal::Fileless) || path.starts_with("memfd:") {
-                out.push("mitre:T1620");
-            }
-            if path.starts_with("/dev/shm/")
-                || path.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
-            {
-                out.push("mitre:T1036");
-            }
-        }
+        Some(Behaviour::Executable(path)) => executable_tags(path, &has, &mut out),
         Some(Behaviour::ExecEdge { .. } | Behaviour::Sequence { .. }) => out.push("mitre:T1059"),
-        Some(Behaviour::File { path, intent }) => {
-            if path.ends_with("/etc/shadow") || path.ends_with("/etc/gshadow") {
-                out.extend(["mitre:T1003.008", "owasp-nhi:NHI2"]);
-            } else if secrets.matches(path) {
-                out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
-            } else if path.starts_with("/proc/<pid>/") {
-                out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
-            }
-            if *intent != OpenIntent::READ_ONLY && is_persistence(path) {
-                out.push(persistence_technique(path));
-            }
-            if has(Signal::OutputTampering) {
-                out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
-            }
-            if has(Signal::InputTampering) {
-                out.push("mitre:T1565.001");
-            }
-            if path.contains("/.git/hooks/") {
-                out.push("mitre:T1195.002");
-            }
-        }
+        Some(Behaviour::File { path, intent }) => file_tags(path, *intent, &has, secrets, &mut out),
         Some(Behaviour::Destination { .. }) => out.push("mitre:T1071"),
         Some(Behaviour::DnsName(_)) => out.push("mitre:T1071.004"),
         Some(Behaviour::Listener { .. }) => out.push("mitre:T1571"),
-        Some(Behaviour::Privilege { operation, .. }) => {
-            use PrivilegeOperation as P;
-            out.push(match operation {
-                P::PtraceAttach => "mitre:T1055.008",
-                P::ReadProcessMemory | P::WriteProcessMemory => "mitre:T1055",
-                P::BpfProgramLoad => "mitre:T1014",
-                P::KernelModuleLoad => "mitre:T1547.006",
-                P::Unshare | P::Setns | P::Mount | P::Umount => "mitre:T1611",
-                _ => "mitre:T1548",
-            });
-            out.push(match operation {
-                P::Unshare
-                | P::Setns
-                | P::Mount
-                | P::Umount
-                | P::PtraceAttach
-                | P::ReadProcessMemory
-                | P::WriteProcessMemory => "owasp-nhi:NHI8",
-                _ => "owasp-nhi:NHI5",
-            });
-        }
+        Some(Behaviour::Privilege { operation, .. }) => privilege_tags(*operation, &mut out),
         Some(Behaviour::FileOperation {
             operation,
             detail,
@@ -137,6 +84,73 @@ pub fn tags(
         }
     }
     tags
+}
+
+/// Tags of a new executable.
+fn executable_tags(path: &str, has: &dyn Fn(Signal) -> bool, out: &mut Vec<&'static str>) {
+    out.push("mitre:T1059");
+    if has(Signal::DroppedThenExecuted) {
+        out.push("mitre:T1105");
+    }
+    if has(Signal::Fileless) || path.starts_with("memfd:") {
+        out.push("mitre:T1620");
+    }
+    if path.starts_with("/dev/shm/") || path.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
+    {
+        out.push("mitre:T1036");
+    }
+}
+
+/// Tags of a new file access.
+fn file_tags(
+    path: &str,
+    intent: OpenIntent,
+    has: &dyn Fn(Signal) -> bool,
+    secrets: &SecretPaths,
+    out: &mut Vec<&'static str>,
+) {
+    if path.ends_with("/etc/shadow") || path.ends_with("/etc/gshadow") {
+        out.extend(["mitre:T1003.008", "owasp-nhi:NHI2"]);
+    } else if secrets.matches(path) {
+        out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
+    } else if path.starts_with("/proc/<pid>/") {
+        out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
+    }
+    if intent != OpenIntent::READ_ONLY && is_persistence(path) {
+        out.push(persistence_technique(path));
+    }
+    if has(Signal::OutputTampering) {
+        out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
+    }
+    if has(Signal::InputTampering) {
+        out.push("mitre:T1565.001");
+    }
+    if path.contains("/.git/hooks/") {
+        out.push("mitre:T1195.002");
+    }
+}
+
+/// Tags of a new privileged operation: the technique, and the identity risk it shows.
+fn privilege_tags(operation: PrivilegeOperation, out: &mut Vec<&'static str>) {
+    use PrivilegeOperation as P;
+    out.push(match operation {
+        P::PtraceAttach => "mitre:T1055.008",
+        P::ReadProcessMemory | P::WriteProcessMemory => "mitre:T1055",
+        P::BpfProgramLoad => "mitre:T1014",
+        P::KernelModuleLoad => "mitre:T1547.006",
+        P::Unshare | P::Setns | P::Mount | P::Umount => "mitre:T1611",
+        _ => "mitre:T1548",
+    });
+    out.push(match operation {
+        P::Unshare
+        | P::Setns
+        | P::Mount
+        | P::Umount
+        | P::PtraceAttach
+        | P::ReadProcessMemory
+        | P::WriteProcessMemory => "owasp-nhi:NHI8",
+        _ => "owasp-nhi:NHI5",
+    });
 }
 
 /// The persistence technique of a write to `path` (one of `severity`'s persistence points).

@@ -1,15 +1,19 @@
 //! Reports: findings become `sensor.v1` deviations here, and only here ([`build::deviation`]
-//! says what `detect` decided; the agent's own facts are added on the way out: the
-//! executable's content hash and whether the kernel lost records just before).
+//! says what `detect` decided); the agent's own facts are added on the way out: whether the
+//! kernel lost records just before ([`Reporter`]) and the executable's content hash, taken off
+//! the event loop ([`HashWorker`]).
 
 mod build;
 pub mod exe_hash;
+pub mod hasher;
 
 use proto::v1;
 
 use crate::detect::{Finding, Signal};
 
 pub use build::deviation;
+pub use exe_hash::Target;
+pub use hasher::{Batch, HashWorker};
 
 /// Turns findings into deviations for one agent (its host identity).
 #[derive(Debug)]
