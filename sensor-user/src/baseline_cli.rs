@@ -379,6 +379,11 @@ fn show_json(s: &Stored) -> Value {
         .map(|(d, bs)| (d.as_str().to_owned(), json!(bs)))
         .collect();
     v["dimensions"] = Value::Object(dims);
+    v["shapes"] = s
+        .shapes()
+        .into_iter()
+        .map(|(intent, path)| json!({"path": path, "intent": intent}))
+        .collect();
     let changes = s.changes();
     let recent = &changes[changes.len().saturating_sub(SHOWN_CHANGES)..];
     v["changes"] = recent
@@ -406,6 +411,13 @@ fn show_text(s: &Stored) -> String {
         out.push_str(&format!("\n{} ({}):\n", d.plural(), bs.len()));
         for b in bs {
             out.push_str(&format!("  {}\n", describe(b)));
+        }
+    }
+    let shapes = s.shapes();
+    if !shapes.is_empty() {
+        out.push_str(&format!("\nfile shapes ({}):\n", shapes.len()));
+        for (intent, path) in shapes {
+            out.push_str(&format!("  {path} ({intent})\n"));
         }
     }
     let changes = s.changes();

@@ -5,7 +5,8 @@
 //! |--------|--------|------|
 //! | `sensor_events_total` | `kind` (exec, fork, exit, open, file_op, connect, bind, listen, accept, dns, privilege) | kernel events decoded |
 //! | `sensor_undecodable_records_total` | | kernel records that did not decode |
-//! | `sensor_kernel_losses_total` | `reason` (lost_*, read_error, suppressed_*) | the kernel's counters: records lost (ring buffer full), reads that failed, repeats filtered on purpose |
+//! | `sensor_kernel_losses_total` | `reason` (lost_*, read_error) | the kernel's loss counters: records lost (ring buffer full), reads that failed |
+//! | `sensor_suppressed_repeats_total` | `reason` (suppressed_open, suppressed_connect) | repeats the kernel filtered on purpose (not losses) |
 //! | `sensor_deviations_total` | `kind`, `severity` | deviations found |
 //! | `sensor_deviations_acknowledged_total` | | deviations the collector stored |
 //! | `sensor_deviations_dropped_total` | | deviations lost (spool full, refused as invalid) |
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::baseline::{LearningStatus, WorkloadSummary};
 use crate::event::EventKind;
+use crate::status::CounterKind;
 use crate::transport::TransportStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +59,7 @@ pub struct Metrics {
     events: Family<KindLabel, Counter>,
     undecodable: Counter,
     kernel: Family<ReasonLabel, Counter>,
+    suppressed: Family<ReasonLabel, Counter>,
     deviations: Family<DeviationLabels, Counter>,
     acknowledged: Counter,
     dropped: Counter,
@@ -81,6 +84,7 @@ impl Metrics {
             events: Family::default(),
             undecodable: Counter::default(),
             kernel: Family::default(),
+            suppressed: Family::default(),
             deviations: Family::default(),
             acknowledged: Counter::default(),
             dropped: Counter::default(),
@@ -99,8 +103,14 @@ impl Metrics {
         registry.register(
             "kernel_losses",
             "Kernel records not delivered whole, by reason: lost_* (ring buffer full), \
-             read_error (a read failed, record sent incomplete), suppressed_* (repeat filtered on purpose)",
+             read_error (a read failed, record sent incomplete)",
             m.kernel.clone(),
+        );
+        registry.register(
+            "suppressed_repeats",
+            "Repeats the kernel filtered on purpose (the same open or connect within its window), \
+             by reason; not losses",
+            m.suppressed.clone(),
         );
         registry.register(
             "deviations",
@@ -168,7 +178,11 @@ impl Metrics {
     pub fn kernel_counters(&self, counters: &[(&'static str, u64)]) {
         for &(reason, total) in counters {
             let delta = self.advance(reason, total);
-            let counter = self.kernel.get_or_create(&ReasonLabel { reason });
+            let family = match CounterKind::of(reason) {
+                CounterKind::Loss => &self.kernel,
+                CounterKind::Suppressed => &self.suppressed,
+            };
+            let counter = family.get_or_create(&ReasonLabel { reason });
             counter.inc_by(delta);
         }
     }
@@ -379,7 +393,7 @@ mod tests {
             "sensor_events_total{kind=\"fork\"} 2",
             "sensor_deviations_total{kind=\"new-exec-edge\",severity=\"low\"} 1",
             "sensor_kernel_losses_total{reason=\"lost_exec\"} 5",
-            "sensor_kernel_losses_total{reason=\"suppressed_open\"} 1",
+            "sensor_suppressed_repeats_total{reason=\"suppressed_open\"} 1",
             "sensor_deviations_acknowledged_total 2",
             "sensor_spool_depth 4",
             "sensor_collector_connected 1",
@@ -391,6 +405,10 @@ mod tests {
                 "{line:?} missing in\n{text}"
             );
         }
+        assert!(
+            !text.contains("sensor_kernel_losses_total{reason=\"suppressed"),
+            "a filtered repeat is not a loss:\n{text}"
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) fn write(
         "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
         "events": events,
         "lost": lost,
+        // Repeats filtered on purpose (not losses).
+        "suppressed": suppressed_total(&counters),
         "counters": counters.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "workloads": engine.summary().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
         // Learning state of each baseline dimension, per workload, for machines.
@@ -60,6 +62,52 @@ pub(crate) fn write(
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write status file");
     }
+}
+
+/// What a kernel counter counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Records the kernel lost (`lost_*`, ring buffer full) or sent incomplete (`read_error`):
+    /// what a baseline or a judgement may lack. An operator acts on these.
+    Loss,
+    /// Repeats the kernel filtered on purpose (`suppressed_*`: the same open or connect again
+    /// within its window). Nothing is missing; counted, never logged as a loss.
+    Suppressed,
+}
+
+impl CounterKind {
+    pub fn of(name: &str) -> CounterKind {
+        if name.starts_with("suppressed_") {
+            CounterKind::Suppressed
+        } else {
+            CounterKind::Loss
+        }
+    }
+}
+
+/// The loss counters (see [`CounterKind`]) that grew from `last` to `now`, as `(name, new,
+/// total)`: what the agent warns about.
+pub(crate) fn new_losses(
+    last: &[(&'static str, u64)],
+    now: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64, u64)> {
+    now.iter()
+        .filter(|(name, _)| CounterKind::of(name) == CounterKind::Loss)
+        .map(|&(name, after)| {
+            let before = last.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            (name, after.saturating_sub(before), after)
+        })
+        .filter(|(_, new, _)| *new > 0)
+        .collect()
+}
+
+/// Repeats the kernel filtered on purpose, all programs together.
+pub(crate) fn suppressed_total(counters: &[(&'static str, u64)]) -> u64 {
+    counters
+        .iter()
+        .filter(|(name, _)| CounterKind::of(name) == CounterKind::Suppressed)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Records the kernel lost, all programs and rings together.
@@ -121,17 +169,19 @@ pub fn render(status: &Value) -> String {
         "programs: {attached} attached, {skipped} skipped\n"
     ));
     out.push_str(&format!(
-        "events: {}, lost: {}\n",
-        status["events"], status["lost"]
+        "events: {}, lost: {}, repeats filtered: {}\n",
+        status["events"],
+        status["lost"],
+        status["suppressed"].as_u64().unwrap_or(0)
     ));
     if let Some(counters) = status["counters"].as_object() {
         let nonzero: Vec<String> = counters
             .iter()
-            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .filter(|(k, v)| v.as_u64().unwrap_or(0) > 0 && CounterKind::of(k) == CounterKind::Loss)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if !nonzero.is_empty() {
-            out.push_str(&format!("counters: {}\n", nonzero.join(" ")));
+            out.push_str(&format!("losses: {}\n", nonzero.join(" ")));
         }
     }
     if let Some(workloads) = status["workloads"].as_array() {
@@ -141,4 +191,38 @@ pub fn render(status: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_losses_are_warned_about_and_repeats_are_counted_apart() {
+        let last = [("lost_exec", 1), ("suppressed_open", 10), ("read_error", 0)];
+        let now = [
+            ("lost_exec", 1),
+            ("suppressed_open", 900),
+            ("read_error", 2),
+        ];
+        assert_eq!(new_losses(&last, &now), [("read_error", 2, 2)]);
+        assert_eq!(new_losses(&now, &now), []);
+        assert_eq!(suppressed_total(&now), 900);
+        assert_eq!(
+            CounterKind::of("suppressed_connect"),
+            CounterKind::Suppressed
+        );
+        assert_eq!(CounterKind::of("lost_open"), CounterKind::Loss);
+
+        let status = serde_json::json!({
+            "pid": 0, "running": false, "delivery": {}, "events": 5, "lost": 1, "suppressed": 900,
+            "counters": {"lost_exec": 1, "suppressed_open": 900},
+        });
+        let text = render(&status);
+        assert!(
+            text.contains("events: 5, lost: 1, repeats filtered: 900\n"),
+            "{text}"
+        );
+        assert!(text.contains("losses: lost_exec=1\n"), "{text}");
+    }
 }

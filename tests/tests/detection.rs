@@ -20,6 +20,10 @@ use tests::workspace_bin;
 /// context).
 const KNOWN_MISSES: &[(&str, &str)] = &[];
 
+/// Stored deviations of any severity a clean run may leave (issue 14: at most 3 per clean run on
+/// average; the CI subset has one clean run per job, so each must hold it).
+const CLEAN_RUN_BUDGET: usize = 3;
+
 #[test]
 fn attacks_are_detected_and_benign_runs_stay_quiet() {
     let bin_dir = workspace_bin("sensor").parent().unwrap().to_owned();
@@ -40,19 +44,29 @@ fn attacks_are_detected_and_benign_runs_stay_quiet() {
         );
     }
     for b in &report.benign {
-        eprintln!("benign {} run {}: {:?}", b.workload.job(), b.run, b.alarms);
+        eprintln!("clean {} run {}: {:?}", b.workload.job(), b.run, b.noise);
     }
     eprintln!("suite took {:?}", report.elapsed);
 
     assert_eq!(report.benign.len(), 2, "one benign run per job");
+    // Quiet by default (issue 14): after learning, a clean run stores no medium+ deviation and
+    // at most CLEAN_RUN_BUDGET of any severity.
     for b in &report.benign {
         assert!(
-            b.alarms.len() <= 1,
-            "benign {} run {} after learning raised {} medium+ deviations: {:#?}",
+            b.alarms.is_empty(),
+            "clean {} run {} after learning raised {} medium+ deviations: {:#?}",
             b.workload.job(),
             b.run,
             b.alarms.len(),
             b.alarms
+        );
+        assert!(
+            b.total() <= CLEAN_RUN_BUDGET,
+            "clean {} run {} stored {} deviations (budget {CLEAN_RUN_BUDGET}): {:#?}",
+            b.workload.job(),
+            b.run,
+            b.total(),
+            b.noise
         );
     }
     assert_eq!(report.attacks.len(), 14, "one attack per family, per job");

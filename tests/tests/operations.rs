@@ -376,7 +376,7 @@ fn sensor_metrics_show_events_while_it_runs() {
     for name in [
         "sensor_kernel_losses_total{reason=\"lost_exec\"}",
         "sensor_kernel_losses_total{reason=\"read_error\"}",
-        "sensor_kernel_losses_total{reason=\"suppressed_open\"}",
+        "sensor_suppressed_repeats_total{reason=\"suppressed_open\"}",
         "sensor_spool_depth",
         "sensor_workloads",
         "sensor_deviations_acknowledged_total",

@@ -41,6 +41,13 @@ enum Command {
         /// Use the sensor, collector and actor already built in target/release.
         #[arg(long)]
         no_build: bool,
+        /// Only the noise measurement (issue 14): every CI job, 5 learning runs, this many clean
+        /// runs, one attack per family; writes the noise table to `--out`.
+        #[arg(long)]
+        noise: Option<u32>,
+        /// With `--noise`: where the sensor, collector and actor binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: std::path::PathBuf,
     },
 }
 
@@ -51,9 +58,16 @@ fn main() -> anyhow::Result<()> {
         Command::BenchMemory(args) => memory_bench::run(&args),
         Command::Portability(args) => portability::run(&args),
         Command::Detect {
+            noise: Some(clean),
+            bin_dir,
+            out,
+            ..
+        } => detect::run_noise(&bin_dir, clean, &out),
+        Command::Detect {
             quick,
             out,
             no_build,
+            ..
         } => detect::run(quick, &out, no_build),
     }
 }

@@ -366,15 +366,15 @@ fn housekeeping(
             );
         }
     }
-    for ((name, before), (_, after)) in last.iter().zip(&now) {
-        if after > before {
-            tracing::warn!(
-                counter = name,
-                new = after - before,
-                total = after,
-                "kernel events lost or incomplete"
-            );
-        }
+    // Losses are an operator's business; repeats filtered on purpose are only counted (metrics,
+    // status).
+    for (name, new, total) in crate::status::new_losses(last, &now) {
+        tracing::warn!(
+            counter = name,
+            new,
+            total,
+            "kernel events lost or incomplete"
+        );
     }
     *last = now;
     tracing::debug!(events, "housekeeping");

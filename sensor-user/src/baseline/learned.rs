@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LearningConfig;
 use super::bounded::Learned;
+use super::shapes::Shapes;
 use crate::behaviour::{Behaviour, Dimension};
 
 /// Whether an event is learnt from or judged.
@@ -51,6 +52,10 @@ pub(crate) struct WorkloadBaseline {
     /// Learning windows that overlapped a kernel loss (see [`LearningLosses`]).
     #[serde(default, skip_serializing_if = "LearningLosses::is_empty")]
     pub learning_losses: LearningLosses,
+    /// Shapes of the random names among the learnt files (see `shapes`), learnt when judging
+    /// starts.
+    #[serde(default, skip_serializing_if = "Shapes::is_empty")]
+    pub shapes: Shapes,
 }
 
 /// Where the workload learnt while the kernel was losing records: what was lost was not learnt,
@@ -145,6 +150,20 @@ impl WorkloadBaseline {
         self.learned.contains(behaviour)
     }
 
+    /// Whether `behaviour` is a file access or file operation of a learnt shape (a random name
+    /// like the ones learnt; never a credential store, which the judge matches exactly).
+    pub(crate) fn has_shape(&self, behaviour: &Behaviour) -> bool {
+        match behaviour {
+            Behaviour::File { path, intent } => self.shapes.matches(path, *intent),
+            Behaviour::FileOperation {
+                operation,
+                path,
+                detail,
+            } => self.shapes.matches_operation(*operation, path, detail),
+            _ => false,
+        }
+    }
+
     /// Records the new-behaviour deviation `id` of `dimension` as reported, unless it was
     /// already or its dimension already reported `limit` deviations.
     pub(crate) fn report(&mut self, id: &str, dimension: Dimension, limit: usize) -> Report {
@@ -168,10 +187,11 @@ impl WorkloadBaseline {
         *later
     }
 
-    /// Whether `behaviour` should be reported: unknown, and not an edge into an executable that
-    /// is itself unknown (the new-executable deviation covers every edge into it).
+    /// Whether `behaviour` should be reported: unknown, not of a learnt shape, and not an edge
+    /// into an executable that is itself unknown (the new-executable deviation covers every edge
+    /// into it).
     pub(crate) fn is_novel(&self, behaviour: &Behaviour) -> bool {
-        if self.knows(behaviour) {
+        if self.knows(behaviour) || self.has_shape(behaviour) {
             return false;
         }
         match behaviour {

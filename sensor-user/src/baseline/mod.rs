@@ -18,6 +18,7 @@ mod bounded;
 mod learned;
 mod profile;
 mod rates;
+mod shapes;
 pub(crate) mod stability;
 mod store;
 // Operator actions, versions and exports (`sensor baseline ...`).
@@ -48,6 +49,7 @@ pub(crate) use bounded::Learn;
 pub(crate) use learned::{Phase, Report, WorkloadBaseline, from_unix_nanos};
 pub(crate) use novelties::Novelties;
 pub use profile::stable_hash;
+pub use shapes::MAX_SHAPES;
 
 /// How long workloads learn before they are judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,6 +279,11 @@ impl Baselines {
         tracked.dirty |= changed;
         self.phase_changes += u64::from(changed);
         let learning = phase == Phase::Learning;
+        if !learning {
+            // Judging starts (or an operator accepted a file): the shapes follow the files.
+            let b = &mut tracked.baseline;
+            tracked.dirty |= b.shapes.refresh(&b.learned);
+        }
         let epoch = if learning {
             tracked.learnt_at = Some(now);
             stability::epoch(&tracked.baseline, run_id, now, &self.config)

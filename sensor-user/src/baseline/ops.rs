@@ -291,6 +291,22 @@ impl Stored {
         self.baseline.learned.behaviours()
     }
 
+    /// The shapes judging matches, as `(intent, file shape)` and `(operation, "path detail")`:
+    /// the stored ones, or while the workload still learns, the ones its files hold so far.
+    pub fn shapes(&self) -> Vec<(String, String)> {
+        let mut shapes = self.baseline.shapes.clone();
+        shapes.refresh(&self.baseline.learned);
+        let files = shapes
+            .files
+            .iter()
+            .map(|s| (s.intent.to_string(), s.path.to_string()));
+        let operations = shapes.operations.iter().map(|s| {
+            let what = format!("{} {}", s.path, s.detail);
+            (s.operation.as_str().to_owned(), what)
+        });
+        files.chain(operations).collect()
+    }
+
     pub fn export(&self) -> Export {
         Export::of(&self.workload, self.version, &self.baseline)
     }

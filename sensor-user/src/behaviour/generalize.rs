@@ -162,7 +162,11 @@ fn temp_name<'a>(part: &'a str, in_temp: bool, out: &mut String) -> Option<&'a s
         let bytes = rest.as_bytes();
         let random =
             bytes.len() >= name.random && bytes[..name.random].iter().all(|&b| (name.alphabet)(b));
-        let ends = bytes.get(name.random).is_none_or(|&b| !(name.alphabet)(b));
+        // The random part ends the name or meets punctuation (`tmpk3j_9x2a.py`): a longer run
+        // of letters is some other name (git's `tmp_obj_fNNAkw` is not Python's `tmp_obj_fNN`).
+        let ends = bytes
+            .get(name.random)
+            .is_none_or(|&b| !(name.alphabet)(b) && !b.is_ascii_alphanumeric());
         if random && ends {
             if name.keep_prefix {
                 out.push_str(name.prefix);
@@ -293,6 +297,10 @@ mod tests {
             // Python, pip, gcc, Go.
             ("/tmp/tmpk3j_9x2a", "/tmp/<tmp>"),
             ("/tmp/tmpk3j_9x2a.py", "/tmp/<tmp>.py"),
+            (
+                "/tmp/w/.git/objects/4d/tmp_obj_fNNAkw",
+                "/tmp/w/.git/objects/4d/tmp_obj_fNNAkw",
+            ),
             (
                 "/tmp/pip-build-env-a1b2_c3d/overlay",
                 "/tmp/pip-build-env-<tmp>/overlay",

@@ -19,6 +19,7 @@ use crate::kernel::dns;
 mod describe;
 mod generalize;
 mod kinds;
+pub mod shape;
 
 pub use describe::{object_name, summary};
 pub use generalize::generalize_path;

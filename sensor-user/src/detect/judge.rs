@@ -27,8 +27,16 @@ pub(crate) fn active_time(nanos: i64) -> (u8, u8) {
 }
 
 /// Whether `behaviour` is new to `baseline`. An hour of the week is new only when the hours
-/// around it are new too (a job that runs at 09:50 may run at 10:05).
-pub(crate) fn is_novel(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> bool {
+/// around it are new too (a job that runs at 09:50 may run at 10:05). A credential store is
+/// known only by its exact path: a learnt shape never folds it.
+pub(crate) fn is_novel(
+    baseline: &WorkloadBaseline,
+    behaviour: &Behaviour,
+    secrets: &SecretPaths,
+) -> bool {
+    if severity::is_credential_access(behaviour, secrets) {
+        return !baseline.knows(behaviour);
+    }
     match *behaviour {
         Behaviour::ActiveTime { weekday, hour } => {
             let at = i32::from(weekday) * 24 + i32::from(hour);
@@ -208,9 +216,41 @@ mod tests {
             10,
         );
         let at = |weekday, hour| Behaviour::ActiveTime { weekday, hour };
-        assert!(!is_novel(&b, &at(6, 22)));
-        assert!(!is_novel(&b, &at(0, 0)), "wraps to Monday");
-        assert!(is_novel(&b, &at(0, 1)));
-        assert!(is_novel(&b, &at(3, 23)));
+        assert!(!is_novel(&b, &at(6, 22), &SecretPaths::default()));
+        assert!(
+            !is_novel(&b, &at(0, 0), &SecretPaths::default()),
+            "wraps to Monday"
+        );
+        assert!(is_novel(&b, &at(0, 1), &SecretPaths::default()));
+        assert!(is_novel(&b, &at(3, 23), &SecretPaths::default()));
+    }
+
+    /// A shape learnt from random names in a directory folds the next one, unless the
+    /// directory holds credentials: there only the exact path is known.
+    #[test]
+    fn shapes_fold_random_names_but_never_credential_stores() {
+        let mut b = WorkloadBaseline::default();
+        let read: crate::event::OpenIntent = "read".parse().expect("intent");
+        for dir in ["/w/cache", "/home/u/.ssh"] {
+            for name in ["a1B2c3", "Zz9Yy8", "0oO0o9", "Qw3rty"] {
+                let path = format!("{dir}/{name}");
+                b.learned.learn(Behaviour::File { path, intent: read }, 100);
+            }
+        }
+        b.shapes.refresh(&b.learned);
+        let file = |path: &str| Behaviour::File {
+            path: path.to_owned(),
+            intent: read,
+        };
+        let secrets = SecretPaths::default();
+        assert!(!is_novel(&b, &file("/w/cache/Xx7Yy6"), &secrets));
+        assert!(is_novel(&b, &file("/home/u/.ssh/Xx7Yy6"), &secrets));
+        assert!(
+            !is_novel(&b, &file("/home/u/.ssh/a1B2c3"), &secrets),
+            "learnt exactly"
+        );
+        // Executables are never matched by shape.
+        let exe = Behaviour::Executable("/w/cache/Xx7Yy6".to_owned());
+        assert!(is_novel(&b, &exe, &secrets));
     }
 }

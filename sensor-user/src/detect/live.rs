@@ -13,6 +13,7 @@ use crate::baseline::RateDim;
 use super::budget::Budget;
 use super::finding::Finding;
 use super::incident::Incident;
+use super::loading::Loading;
 use super::rates::{NoveltyWindow, RateWindow};
 
 /// Runs of one CI job tracked at once (concurrent or recent runs).
@@ -55,6 +56,8 @@ pub(crate) struct RunState {
     pub last_seen: i64,
     /// Whether a blind spot was reported for this window.
     pub blind: bool,
+    /// New executables in their first moments (see `loading`).
+    pub loading: Loading,
 }
 
 /// Novelties remembered per window; past it, recurring novelties of the window are aggregated.
@@ -96,6 +99,7 @@ impl RunState {
             first: None,
             last_seen: 0,
             blind: false,
+            loading: Loading::default(),
         }
     }
 

@@ -19,6 +19,7 @@ mod ids;
 mod incident;
 mod judge;
 mod live;
+mod loading;
 mod rates;
 mod score;
 mod sequence;
@@ -304,8 +305,8 @@ impl Step<'_> {
         let dimension = behaviour.dimension();
         let full = if !self.judges(dimension) {
             self.learn(behaviour)
-        } else if judge::is_novel(&self.baseline.tracked.baseline, &behaviour) {
-            self.judge(behaviour)
+        } else if judge::is_novel(&self.baseline.tracked.baseline, &behaviour, self.secrets) {
+            self.judge_or_fold(behaviour)
         } else {
             false
         };
@@ -356,6 +357,21 @@ impl Step<'_> {
             }
             Learn::Full => true,
         }
+    }
+
+    /// Judges the new `behaviour`, unless it is part of a new executable's loading (then it is
+    /// learnt: see `loading`). True when its dimension is full.
+    fn judge_or_fold(&mut self, behaviour: Behaviour) -> bool {
+        let (pid, now) = (self.event.event.pid, self.now);
+        if self.run.loading.folds(pid, now, &behaviour, self.secrets) {
+            return self.learn(behaviour);
+        }
+        if matches!(behaviour, Behaviour::Executable(_))
+            && matches!(self.event.event.kind, EventKind::Exec { .. })
+        {
+            self.run.loading.started(pid, now);
+        }
+        self.judge(behaviour)
     }
 
     /// Judges the new `behaviour`: scores it in its incident and reports it once (or again,

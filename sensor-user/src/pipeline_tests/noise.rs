@@ -153,3 +153,126 @@ fn runs_differing_in_generated_names_learn_the_same_behaviours() {
     );
     assert_eq!(d[0].severity(), Severity::High, "still in /tmp");
 }
+
+/// One run of `git init; git add; git commit` in a fixed checkout: git's object directories
+/// (two hex digits), its `tmp_obj_XXXXXX` files and `.git/tXXXXXX` temporaries take new values
+/// every run, and no generator table knows them.
+fn git_run(run: u32) -> Vec<Attributed> {
+    let w = job(&run.to_string());
+    let time = at(u64::from(run) * 3600);
+    let pid = 1000 * run + 7;
+    let git = "/usr/bin/git";
+    let e = |kind: EventKind| ev(&w, time, pid, git, "/bin/bash", kind);
+    let mut events = vec![e(exec(git))];
+    for object in 0..3 {
+        let seed = run * 10 + object;
+        let dir = format!("/w/.git/objects/{}", noise(seed, 2, HEX));
+        events.push(e(open(&dir, false)));
+        events.push(e(open(
+            &format!("{dir}/tmp_obj_{}", noise(seed, 6, ALNUM)),
+            true,
+        )));
+    }
+    events.push(e(open(&format!("/w/.git/t{}", noise(run, 6, ALNUM)), true)));
+    events.push(e(open("/w/.git/COMMIT_EDITMSG", true)));
+    events
+}
+
+#[test]
+fn git_names_are_learnt_as_shapes_and_fold_when_judged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    for run in 1..=5 {
+        assert_eq!(feed(&mut engine, &git_run(run)), [], "learning run {run}");
+    }
+    // Five clean runs, each with its own random names: nothing to report.
+    for run in 6..=10 {
+        assert_eq!(feed(&mut engine, &git_run(run)), [], "judged run {run}");
+    }
+    engine.persist().expect("persist");
+    let stored = crate::baseline::ops::load(dir.path(), JOB).expect("stored baseline");
+    let mut shapes: Vec<String> = stored.shapes().into_iter().map(|(_, p)| p).collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        [
+            "/w/.git/objects/{hex2}",
+            "/w/.git/objects/{hex2}/tmp_obj_{alnum6}",
+            "/w/.git/t{alnum6}",
+        ]
+    );
+    // What a shape cannot tell stays novel: a new executable at a shaped path, a new name.
+    let w = job("10");
+    let payload = "/w/.git/objects/ab/tmp_obj_Zz9Yy8";
+    let dropped = ev(&w, at(36_000), 10_008, payload, "/bin/bash", exec(payload));
+    let d = engine.observe(&dropped);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        d[0].novelty.clone().and_then(|n| n.what),
+        Some(What::Executable(payload.into()))
+    );
+    let hook = open("/w/.git/hooks/pre-commit", true);
+    let d = engine.observe(&ev(
+        &w,
+        at(36_000),
+        10_009,
+        "/usr/bin/git",
+        "/bin/bash",
+        hook,
+    ));
+    assert_eq!(d.len(), 1, "{d:?}");
+}
+
+/// A new executable's loading (libraries, locale, `ld.so.cache`) is one novelty with it, and
+/// learnt; what it does after (or a credential read, or a write) is judged as usual.
+#[test]
+fn a_new_executables_loading_is_part_of_its_novelty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let t = at(6 * 3600);
+    let later = t + Duration::from_secs(3);
+    let curl = |time, kind| ev(&w, time, 6001, "/usr/bin/wget", "/bin/bash", kind);
+    let mut events = vec![curl(t, exec("/usr/bin/wget"))];
+    for lib in [
+        "/etc/ld.so.cache",
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
+        "/usr/lib/locale/C.utf8/LC_CTYPE",
+        "/etc/wgetrc",
+    ] {
+        events.push(curl(t, open(lib, false)));
+    }
+    let d = feed(&mut engine, &events);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        d[0].novelty.clone().and_then(|n| n.what),
+        Some(What::Executable("/usr/bin/wget".into()))
+    );
+    // Reads in its first moments that are not loading: a credential, a write.
+    let d = feed(
+        &mut engine,
+        &[
+            curl(t, open("/home/runner/.ssh/id_rsa", false)),
+            curl(t, open("/home/runner/loot.txt", true)),
+        ],
+    );
+    assert_eq!(d.len(), 2, "{d:?}");
+    // After its first moments, a new read is its own deviation.
+    let d = feed(&mut engine, &[curl(later, open("/etc/wget-extra", false))]);
+    assert_eq!(d.len(), 1, "{d:?}");
+    // The loading was learnt: the next run's wget (still a new executable, reported once) is
+    // silent.
+    let w7 = job("7");
+    let t7 = at(7 * 3600);
+    let next: Vec<Attributed> = [
+        exec("/usr/bin/wget"),
+        open("/etc/ld.so.cache", false),
+        open("/usr/lib/x86_64-linux-gnu/libssl.so.3", false),
+    ]
+    .into_iter()
+    .map(|k| ev(&w7, t7, 7001, "/usr/bin/wget", "/bin/bash", k))
+    .collect();
+    assert_eq!(feed(&mut engine, &next), []);
+}

@@ -147,10 +147,17 @@ pub(super) fn judge(
     };
     for &w in runs.benign.keys() {
         for run in judged(w, plan.learning_runs, plan.learning_period) {
+            let of_run: Vec<&Value> = main(w).iter().filter(|d| run.contains(d)).collect();
+            let mut by_severity = [0; 5];
+            for d in &of_run {
+                by_severity[usize::from(store::severity(d))] += 1;
+            }
             report.benign.push(BenignResult {
                 workload: w,
                 run: run.label(runs.service_start_ns),
                 alarms: alarms(main(w), run),
+                stored: by_severity,
+                noise: of_run.into_iter().map(store::describe).collect(),
             });
         }
         let sensors = plan

@@ -72,6 +72,27 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The noise measurement (issue 14): every CI job, 5 learning runs then `clean` clean runs,
+    /// one attack per family; no service, no learning curve.
+    pub fn noise(bin_dir: PathBuf, clean: u32) -> Plan {
+        Plan {
+            // The git job first: its names are the noise this measures.
+            jobs: [
+                Workload::Git,
+                Workload::C,
+                Workload::Node,
+                Workload::Python,
+                Workload::Rust,
+            ]
+            .to_vec(),
+            service: false,
+            benign_runs: clean,
+            one_per_family: true,
+            curve: Vec::new(),
+            ..Plan::new(bin_dir, false)
+        }
+    }
+
     /// The full suite, or with `quick` the C and Rust jobs, one benign run and one variant per
     /// family, without the service and the learning curve.
     pub fn new(bin_dir: PathBuf, quick: bool) -> Plan {
@@ -125,6 +146,17 @@ pub struct BenignResult {
     pub run: String,
     /// Medium-or-higher deviations of the run ("severity kind: summary").
     pub alarms: Vec<String>,
+    /// Every deviation stored for the run, by severity: info, low, medium, high, critical.
+    pub stored: [usize; 5],
+    /// Every deviation stored for the run ("severity kind: summary").
+    pub noise: Vec<String>,
+}
+
+impl BenignResult {
+    /// Deviations of any severity stored for the run.
+    pub fn total(&self) -> usize {
+        self.stored.iter().sum()
+    }
 }
 
 /// False alarms of one sensor configuration on one workload, over the runs it judged.
@@ -393,6 +425,37 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
     report.sensors = counts;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// `cargo xtask detect --noise N`: every CI job, 5 learning runs, `clean` clean runs and one
+/// attack per family, with the binaries in `bin_dir`; writes the noise table and the attack
+/// results to `out` (a section for DETECTION.md's noise part).
+pub fn run_noise(bin_dir: &Path, clean: u32, out: &Path) -> anyhow::Result<()> {
+    // Jobs run elsewhere: the attacks name the actor by this path.
+    let bin_dir = bin_dir
+        .canonicalize()
+        .with_context(|| format!("{}", bin_dir.display()))?;
+    let report = measure(&Plan::noise(bin_dir, clean))?;
+    let mut md = report::noise_table(&report);
+    let detected = report.attacks.iter().filter(|a| a.detected).count();
+    md += &format!(
+        "\nAttacks: {detected} of {} detected (HIGH or CRITICAL), one per family per job; suite took {:.0} s; kernel records lost: {:?}\n",
+        report.attacks.len(),
+        report.elapsed.as_secs_f64(),
+        report.sensors
+    );
+    for a in report.attacks.iter().filter(|a| !a.detected) {
+        md += &format!(
+            "- missed: {} / {} / {}: {:?}\n",
+            a.workload.job(),
+            a.family,
+            a.name,
+            a.evidence
+        );
+    }
+    std::fs::write(out, &md)?;
+    print!("{md}");
+    Ok(())
 }
 
 /// `cargo xtask detect`: builds the binaries, measures, writes `out`.

@@ -15,6 +15,7 @@ fn about(w: Workload) -> &'static str {
         Workload::Python => {
             "venv, `pip install` of pytest + packaging (PyPI wheelhouse), pytest, run a script"
         }
+        Workload::Git => "git init/add/commit of the checkout, tar of it, a shell script using git",
         Workload::Service => {
             "nginx in its own cgroup under 50 req/s, log rotation + reload every window"
         }
@@ -64,6 +65,45 @@ fn ms(v: Option<f64>) -> String {
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|")
+}
+
+/// Stored deviations per clean run (after learning), by severity, per job: the noise an operator
+/// reads (issue 14's budget: at most 3 per clean run on average, none medium or higher).
+pub fn noise_table(report: &Report) -> String {
+    let mut s = String::from(
+        "\n## Noise per clean run\n\n| job | clean runs | stored per run | info | low | medium+ | what was stored |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut jobs: Vec<Workload> = report.benign.iter().map(|b| b.workload).collect();
+    jobs.dedup();
+    for w in jobs {
+        let runs: Vec<&BenignResult> = report.benign.iter().filter(|b| b.workload == w).collect();
+        let n = runs.len().max(1) as f64;
+        let sum = |range: std::ops::Range<usize>| -> f64 {
+            runs.iter()
+                .map(|b| b.stored[range.clone()].iter().sum::<usize>())
+                .sum::<usize>() as f64
+                / n
+        };
+        let total = runs.iter().map(|b| b.total()).sum::<usize>() as f64 / n;
+        let mut what: Vec<String> = runs.iter().flat_map(|b| b.noise.iter().cloned()).collect();
+        what.sort();
+        what.dedup();
+        s += &format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+            w.job(),
+            runs.len(),
+            total,
+            sum(0..1),
+            sum(1..2),
+            sum(2..5),
+            if what.is_empty() {
+                "nothing".to_owned()
+            } else {
+                cell(&what.into_iter().take(6).collect::<Vec<_>>().join("<br>"))
+            }
+        );
+    }
+    s
 }
 
 /// The markdown report.
@@ -281,6 +321,7 @@ pub fn markdown(report: &Report, quick: bool) -> String {
             }
         );
     }
+    s += &noise_table(report);
     s += NOTES;
     s += "\nReproduce: `sudo cargo xtask detect` (about 10 minutes; the first run fetches the \
           registry dependencies into `target/detect-cache`). `--quick`: the C and Rust jobs, one \

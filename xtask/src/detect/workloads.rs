@@ -16,6 +16,9 @@ pub enum Workload {
     Node,
     /// A Python project: a venv, dependencies from PyPI installed with pip, tested with pytest.
     Python,
+    /// git init/add/commit of the checkout, a tarball of it, and a shell script: git's random
+    /// object and temporary names (issue 14's noise), no registry.
+    Git,
     /// nginx serving files under a paced HTTP load, with reloads and log reopening: the
     /// time-based learning path (`--learning-period`).
     Service,
@@ -23,11 +26,12 @@ pub enum Workload {
 
 impl Workload {
     /// Every CI-job workload, in report order.
-    pub const JOBS: [Workload; 4] = [
+    pub const JOBS: [Workload; 5] = [
         Workload::C,
         Workload::Rust,
         Workload::Node,
         Workload::Python,
+        Workload::Git,
     ];
 
     pub fn job(self) -> &'static str {
@@ -36,6 +40,7 @@ impl Workload {
             Workload::Rust => "rust-cargo",
             Workload::Node => "node-npm",
             Workload::Python => "python-pip",
+            Workload::Git => "git-tar",
             Workload::Service => "nginx-service",
         }
     }
@@ -53,6 +58,9 @@ impl Workload {
             Workload::Python => {
                 "python3 -m venv venv\n./venv/bin/pip install --quiet --no-index --find-links \"$WHEELHOUSE\" -r requirements.txt\n./venv/bin/python -m pytest -q -p no:cacheprovider tests > test.log\n./venv/bin/python app.py > out.txt\n"
             }
+            Workload::Git => {
+                "git init -q -b main .\ngit add -A\ngit -c user.name=ci -c user.email=ci@example.invalid commit -q -m build\ntar -czf dist.tgz README.md src scripts\nsh scripts/info.sh > out.txt\n"
+            }
             Workload::Service => "",
         }
     }
@@ -64,6 +72,7 @@ impl Workload {
             Workload::Rust => "target/debug/hello-rs",
             Workload::Node => "node_modules/semver/index.js",
             Workload::Python => "venv/bin/activate",
+            Workload::Git => "dist.tgz",
             Workload::Service => "index.html",
         }
     }
@@ -119,6 +128,17 @@ impl Workload {
                 (
                     "tests/test_app.py",
                     "import hashlib\nfrom packaging.version import Version\n\ndef test_digest():\n    assert len(hashlib.sha256(b'x').hexdigest()) == 64\n\ndef test_versions():\n    assert Version('1.10') > Version('1.9')\n",
+                ),
+            ],
+            Workload::Git => &[
+                (
+                    "README.md",
+                    "# hello\n\nA repository built into a tarball.\n",
+                ),
+                ("src/greeting.txt", "hello, world\n"),
+                (
+                    "scripts/info.sh",
+                    "set -eu\necho \"files: $(git ls-files | wc -l)\"\necho \"head: $(git rev-parse --short HEAD)\"\nsha256sum dist.tgz | cut -c1-16\n",
                 ),
             ],
             Workload::Service => &[],
