@@ -93,20 +93,25 @@ impl CgroupResolver {
         self
     }
 
+    #[cfg(test)]
     pub(crate) fn workload(&mut self, cgroup_id: u64) -> Workload {
+        self.resolve(cgroup_id)
+            .unwrap_or_else(|| unresolved_workload(cgroup_id))
+    }
+
+    /// The workload of `cgroup_id`, or `None` when the tree does not (yet) hold it.
+    pub(crate) fn resolve(&mut self, cgroup_id: u64) -> Option<Workload> {
         if let Some(w) = self.cache.get(&cgroup_id) {
-            return w.clone();
+            return Some(w.clone());
         }
         let may_rescan = self
             .last_scan
             .is_none_or(|last| last.elapsed() >= self.rescan_interval);
         if may_rescan {
             self.rescan();
-            if let Some(w) = self.cache.get(&cgroup_id) {
-                return w.clone();
-            }
+            return self.cache.get(&cgroup_id).cloned();
         }
-        Workload::new(WorkloadKind::Cgroup, format!("cgroup:#{cgroup_id}"))
+        None
     }
 
     /// Rebuilds the cache from the cgroup tree (dropping ids of removed cgroups).
@@ -124,6 +129,11 @@ impl CgroupResolver {
             }
         }
     }
+}
+
+/// The workload of a cgroup id no scan found: `cgroup:#<id>`.
+pub(crate) fn unresolved_workload(cgroup_id: u64) -> Workload {
+    Workload::new(WorkloadKind::Cgroup, format!("cgroup:#{cgroup_id}"))
 }
 
 /// Every cgroup directory under `root`: inode number → path relative to `root` (`/` for root).

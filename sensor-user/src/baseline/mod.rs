@@ -325,6 +325,13 @@ impl Engine {
             tracked.baseline.profile.peaks.insert(rate, peak);
             tracked.dirty = true;
         }
+        // A claimed identity is reported whatever the baseline holds (see `attribute::lineage`).
+        if let Some(claim) = &event.context.identity_claim {
+            let mut d = crate::deviation::identity::identity_switch(&self.host, event, claim);
+            let incident = run.incident(&self.host, &workload.id, judge::tree_root(event), now);
+            judge::finish_finding(&mut d, &incident.id.clone(), &self.secrets);
+            deviations.push(d);
+        }
         let mut behaviours = Behaviour::of(event);
         match &event.event.kind {
             EventKind::Exit { .. } => self.siblings.exit(event.event.pid),

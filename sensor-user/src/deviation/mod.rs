@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod findings;
+pub mod identity;
 pub mod incident;
 pub mod report;
 pub mod score;

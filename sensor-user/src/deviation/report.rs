@@ -111,6 +111,10 @@ fn signals(event: &Attributed, behaviour: &Behaviour, secrets: &SecretPaths) -> 
     {
         out.push("persistence".to_owned());
     }
+    // Evidence: the container behind a workload named by image (`attribute::container`).
+    if let Some(id) = &event.context.container_id {
+        out.push(format!("container-id:{id}"));
+    }
     out
 }
 
