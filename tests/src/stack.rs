@@ -110,6 +110,11 @@ impl Stack {
             .arg(&self.state)
             .output()
             .expect("sensor baseline list");
+        assert!(
+            out.status.success(),
+            "sensor baseline list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -119,5 +124,17 @@ impl Stack {
     /// The sensor's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.sensor_log).unwrap_or_default()
+    }
+}
+
+impl Stack {
+    /// One workload's baseline (`sensor baseline show --json`), when it is on disk.
+    pub fn baseline(&self, workload: &str) -> Option<Value> {
+        let out = Command::new(workspace_bin("sensor"))
+            .args(["baseline", "show", workload, "--json", "--state-dir"])
+            .arg(&self.state)
+            .output()
+            .expect("sensor baseline show");
+        serde_json::from_slice(&out.stdout).ok()
     }
 }

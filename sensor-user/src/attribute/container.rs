@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use super::container_runtime::{self, ContainerInfo, Source};
 use super::workload::{Workload, WorkloadKind};
 
-/// Longest wait of the event loop for the first lookup of a container.
-pub const FIRST_WAIT: Duration = Duration::from_millis(25);
+/// Longest wait of the event loop for the first lookup of a container (a state file read takes
+/// well under a millisecond; the margin is for a loaded host's scheduling).
+pub const FIRST_WAIT: Duration = Duration::from_millis(100);
 /// After a lookup missed [`FIRST_WAIT`], the event loop does not wait for this long.
 const SLOW_RUNTIME_BACKOFF: Duration = Duration::from_secs(10);
 /// A container no source knew is looked up again after this long.
@@ -169,14 +170,23 @@ impl ContainerIdentities {
         }
     }
 
+    /// Starts the lookup worker now rather than at the first container (the agent does, so the
+    /// first container's lookup does not pay for a thread start).
+    pub(crate) fn start(mut self) -> Self {
+        self.worker = Some(start_worker(&self.config));
+        self
+    }
+
     /// The workload of the container `raw` (`container:<id>` from its cgroup) names, and its id
     /// as evidence; `raw` itself while the runtime has not named it.
     pub(crate) fn name(&mut self, raw: &Workload) -> (Workload, Option<String>) {
+        // Answers are taken on every event, so they are recorded (and their reasons logged)
+        // even when the container made no further event.
+        self.collect_answers();
         let Some(id) = raw.id.strip_prefix("container:") else {
             return (raw.clone(), None);
         };
         let id = id.to_owned();
-        self.collect_answers();
         let ask = match self.known.get(&id) {
             Some(Known::Named(w)) => return (w.clone(), Some(id)),
             Some(Known::Pending) => false,

@@ -76,9 +76,10 @@ impl Attributor {
         self
     }
 
-    /// Names containers as `config` says (default: by image, from the runtimes' usual places).
+    /// Names containers as `config` says (default: by image, from the runtimes' usual places),
+    /// with the lookup worker started now.
     pub fn with_containers(mut self, config: ContainerConfig) -> Self {
-        self.containers = ContainerIdentities::new(config);
+        self.containers = ContainerIdentities::new(config).start();
         self
     }
 
