@@ -193,6 +193,32 @@ fn path_by_handle(root: &Path, id: u64) -> Option<String> {
     Some(format!("/{}", relative.display()))
 }
 
+/// Whether `w` is the cgroup v2 root, which tells nothing on a host where the processes of
+/// interest are not placed in v2 cgroups (see [`workload_for_v1_lines`]).
+pub(crate) fn is_shared_root(w: &Workload) -> bool {
+    w.kind == WorkloadKind::Cgroup && w.id == "cgroup:/"
+}
+
+/// The workload of a process from its v1 hierarchies (`/proc/<pid>/cgroup` lines
+/// `N:controllers:path`; the v2 line `0::path` is skipped): the first container found in any
+/// of them, else the first unit, else `cgroup:/`.
+pub(crate) fn workload_for_v1_lines(text: &str) -> Workload {
+    let workloads: Vec<Workload> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let hierarchy = parts.next()?;
+            let _controllers = parts.next()?;
+            let path = parts.next()?;
+            (hierarchy != "0").then(|| workload_for_cgroup_path(path))
+        })
+        .collect();
+    let first = |kind| workloads.iter().find(|w| w.kind == kind).cloned();
+    first(WorkloadKind::Container)
+        .or_else(|| first(WorkloadKind::SystemdUnit))
+        .unwrap_or_else(|| Workload::new(WorkloadKind::Cgroup, "cgroup:/".into()))
+}
+
 /// The workload of a cgroup id no scan found: `cgroup:#<id>`.
 pub(crate) fn unresolved_workload(cgroup_id: u64) -> Workload {
     Workload::new(WorkloadKind::Cgroup, format!("cgroup:#{cgroup_id}"))
@@ -337,6 +363,22 @@ mod tests {
             resolver.workload(u64::MAX).id,
             format!("cgroup:#{}", u64::MAX)
         );
+    }
+
+    #[test]
+    fn v1_paths_name_what_the_shared_v2_root_cannot() {
+        let docker = format!(
+            "12:pids:/docker/{HEX64}\n5:memory:/docker/{HEX64}\n1:name=systemd:/docker/{HEX64}\n0::/\n"
+        );
+        assert_eq!(
+            workload_for_v1_lines(&docker).id,
+            format!("container:{HEX64}")
+        );
+        let unit = "3:pids:/system.slice/cron.service\n0::/\n";
+        assert_eq!(workload_for_v1_lines(unit).id, "unit:cron.service");
+        assert_eq!(workload_for_v1_lines("0::/\n").id, "cgroup:/");
+        assert_eq!(workload_for_v1_lines("garbage").id, "cgroup:/");
+        assert!(is_shared_root(&workload_for_cgroup_path("/")));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Attributor {
     containers: ContainerIdentities,
     processes: ProcessTable,
     context: context::ContextTracker,
+    /// Where `/proc/<pid>/cgroup` is read for the v1 fallback (`/proc`; a fake tree in tests).
+    proc_root: PathBuf,
 }
 
 impl Attributor {
@@ -67,12 +69,19 @@ impl Attributor {
             containers: ContainerIdentities::new(ContainerConfig::default()),
             processes: ProcessTable::new(DEFAULT_MAX_PROCESSES),
             context: context::ContextTracker::default(),
+            proc_root: PathBuf::from("/proc"),
         }
     }
 
     /// Bounds the process table to `max` processes (default [`DEFAULT_MAX_PROCESSES`]).
     pub fn with_max_processes(mut self, max: usize) -> Self {
         self.processes = ProcessTable::new(max);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_proc_root(mut self, proc_root: &Path) -> Self {
+        self.proc_root = proc_root.to_path_buf();
         self
     }
 
@@ -171,7 +180,18 @@ impl Attributor {
     /// The workload of the cgroup of `event`'s process, as its lineage allows, and the claim
     /// its move makes, if any. An unresolved cgroup keeps the process where it was.
     fn cgroup_workload(&mut self, event: &Event) -> (Workload, Option<IdentityClaim>) {
-        let now = self.cgroups.resolve(event.cgroup_id);
+        let now = match self.cgroups.resolve(event.cgroup_id) {
+            Some(root) if cgroup::is_shared_root(&root) => {
+                let pinned = self
+                    .processes
+                    .get(event.pid)
+                    .is_some_and(|e| e.cgroup.is_some());
+                // Without a v1 answer, a process new to the table starts in the root.
+                self.v1_workload(event)
+                    .or_else(|| (!pinned).then_some(root))
+            }
+            other => other,
+        };
         let parent_executable = self
             .processes
             .get(event.ppid)
@@ -204,6 +224,24 @@ impl Attributor {
                 (pinned, claim)
             }
         }
+    }
+
+    /// The v1 fallback, for a process in the cgroup v2 root (a v1-only host, or a hybrid host
+    /// whose runtime made no v2 cgroup for its containers: the v2 id is shared by everything).
+    /// Its v1 cgroup path names it, read from `/proc/<pid>/cgroup` at its exec or first event
+    /// (procfs, a few hundred bytes, never blocks); `None` otherwise, which keeps the workload
+    /// its lineage gave it.
+    fn v1_workload(&self, event: &Event) -> Option<Workload> {
+        let known = self
+            .processes
+            .get(event.pid)
+            .is_some_and(|e| e.cgroup.is_some());
+        if known && !matches!(event.kind, EventKind::Exec { .. }) {
+            return None;
+        }
+        let path = self.proc_root.join(event.pid.to_string()).join("cgroup");
+        let text = procfs::read_small(&path)?;
+        Some(cgroup::workload_for_v1_lines(&text))
     }
 
     /// Updates the table with `event`; returns the identity its exec claims, if any.

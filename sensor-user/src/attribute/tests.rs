@@ -347,3 +347,25 @@ fn seeding_from_a_fake_proc_inherits_jobs() {
     );
     assert_eq!(f.open(2, 1).workload.id, "unit:runner.service");
 }
+
+#[test]
+fn in_the_shared_v2_root_the_v1_path_names_the_container() {
+    let proc_root = tempfile::tempdir().expect("tempdir");
+    let hex = "cd".repeat(32);
+    let dir = proc_root.path().join("300");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("cgroup"),
+        format!("4:memory:/docker/{hex}\n1:name=systemd:/docker/{hex}\n0::/\n"),
+    )
+    .expect("write");
+    let mut f = Fixture::new();
+    f.runner_cgroup = std::fs::metadata(f._root.path()).expect("stat").ino();
+    f.attributor = Attributor::new(f._root.path()).with_proc_root(proc_root.path());
+    let a = f.exec(300, 1, "/bin/sh", &[]);
+    assert_eq!(a.workload.id, format!("container:{hex}"));
+    assert_eq!(a.context.container_id.as_deref(), Some(hex.as_str()));
+    // Later events (no /proc read) keep it; a process without v1 cgroups stays in the root.
+    assert_eq!(f.open(300, 1).workload.id, format!("container:{hex}"));
+    assert_eq!(f.open(301, 1).workload.id, "cgroup:/");
+}
