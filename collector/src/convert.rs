@@ -41,28 +41,10 @@ impl<'a> From<&'a Deviation> for DeviationRow<'a> {
     }
 }
 
-/// Short, lowercase name of a deviation kind, as the command line spells it.
+/// Short, lowercase name of a deviation kind, as the command line spells it (the contract's,
+/// [`proto::kind_name`]).
 pub fn kind_name(kind: i32) -> &'static str {
-    match DeviationKind::try_from(kind) {
-        Ok(DeviationKind::NewExecutable) => "new-executable",
-        Ok(DeviationKind::NewExecEdge) => "new-exec-edge",
-        Ok(DeviationKind::NewFileAccess) => "new-file-access",
-        Ok(DeviationKind::NewNetworkDestination) => "new-network-destination",
-        Ok(DeviationKind::NewPrivilegeUse) => "new-privilege-use",
-        Ok(DeviationKind::NewDnsName) => "new-dns-name",
-        Ok(DeviationKind::NewListener) => "new-listener",
-        Ok(DeviationKind::NewFileOperation) => "new-file-operation",
-        Ok(DeviationKind::CardinalityExploded) => "cardinality-exploded",
-        Ok(DeviationKind::NewSequence) => "new-sequence",
-        Ok(DeviationKind::RateSpike) => "rate-spike",
-        Ok(DeviationKind::Enumeration) => "enumeration",
-        Ok(DeviationKind::UnusualTime) => "unusual-time",
-        Ok(DeviationKind::NewHost) => "new-host",
-        Ok(DeviationKind::Aggregated) => "aggregated",
-        Ok(DeviationKind::IdentitySwitch) => "identity-switch",
-        Ok(DeviationKind::BlindSpot) => "blind-spot",
-        Ok(DeviationKind::Unspecified) | Err(_) => "unspecified",
-    }
+    proto::kind_name(DeviationKind::try_from(kind).unwrap_or(DeviationKind::Unspecified))
 }
 
 /// Lowercase name of a severity.

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use prost::Message;
 use proto::v1::{BatchAck, DeviationBatch, ingest_server::Ingest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,16 +13,13 @@ use crate::convert::unix_nanos;
 use crate::metrics::{IngestError, Metrics};
 use crate::store::{BatchKey, Store};
 
-/// Most deviations accepted in one batch.
-pub const MAX_BATCH_DEVIATIONS: usize = 10_000;
-/// Largest encoded batch accepted, in bytes. Transport decoding allows a bit more
-/// ([`MAX_DECODE_BYTES`]) so that a batch just over the limit gets a clear `RESOURCE_EXHAUSTED`
-/// naming its sequence rather than a transport error.
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// The batch limits and the rejected-batch trailer of the contract (`proto::contract`, shared
+/// with the agent). Transport decoding allows more ([`MAX_DECODE_BYTES`]) so that a batch just
+/// over [`MAX_BATCH_BYTES`] gets a clear `RESOURCE_EXHAUSTED` naming its sequence rather than a
+/// transport error.
+pub use proto::contract::{MAX_BATCH_BYTES, MAX_BATCH_DEVIATIONS, REJECTED_SEQUENCE_TRAILER};
 /// Largest message the gRPC layer decodes at all.
 pub const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
-/// Trailer naming the sequence of a rejected batch, so the agent can drop it (see the proto).
-pub const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";
 
 /// The Ingest service.
 pub struct IngestService {
@@ -223,50 +219,16 @@ async fn heartbeat(
     })
 }
 
-/// Checks what the store relies on. Errors name the offending batch or deviation.
+/// Checks what the store relies on (the contract's [`proto::contract::check_batch`]). Errors
+/// name the offending batch or deviation.
 pub fn validate(batch: &DeviationBatch) -> Result<(), Status> {
-    let sequence = batch.sequence;
-    if batch.agent_id.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "batch {sequence}: agent_id is empty"
-        )));
-    }
-    if sequence == 0 && batch.status.is_none() {
-        return Err(Status::invalid_argument(
-            "batch sequence 0: sequences start at 1 (0 is a heartbeat, which carries a status)",
-        ));
-    }
-    if sequence == 0 && !batch.deviations.is_empty() {
-        return Err(Status::invalid_argument(
-            "heartbeat (sequence 0) carries deviations; send them in a numbered batch",
-        ));
-    }
-    let count = batch.deviations.len();
-    if count > MAX_BATCH_DEVIATIONS {
-        return Err(Status::resource_exhausted(format!(
-            "batch {sequence}: {count} deviations, more than {MAX_BATCH_DEVIATIONS}"
-        )));
-    }
-    let bytes = batch.encoded_len();
-    if bytes > MAX_BATCH_BYTES {
-        return Err(Status::resource_exhausted(format!(
-            "batch {sequence}: {bytes} bytes, more than {MAX_BATCH_BYTES}"
-        )));
-    }
-    for (index, deviation) in batch.deviations.iter().enumerate() {
-        if deviation.id.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "batch {sequence}: deviation #{index} has no id"
-            )));
+    proto::contract::check_batch(batch).map_err(|problem| {
+        if problem.is_too_large() {
+            Status::resource_exhausted(problem.to_string())
+        } else {
+            Status::invalid_argument(problem.to_string())
         }
-        if deviation.workload.as_ref().is_none_or(|w| w.id.is_empty()) {
-            return Err(Status::invalid_argument(format!(
-                "batch {sequence}: deviation {} has no workload",
-                deviation.id
-            )));
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Adds the rejected-sequence trailer to a validation error.

@@ -6,6 +6,11 @@ pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
 
+pub mod contract;
+mod names;
+
+pub use names::{kind_from_name, kind_name};
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every `sensor.v1` file, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the services without the .proto).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

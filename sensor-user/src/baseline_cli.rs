@@ -288,7 +288,7 @@ fn age(s: &Stored) -> String {
     let Some(first) = s.first_seen_unix_nanos() else {
         return "-".into();
     };
-    let now = crate::deviation::report::unix_nanos(std::time::SystemTime::now());
+    let now = crate::event::unix_nanos(std::time::SystemTime::now());
     let secs = u64::try_from(now.saturating_sub(first) / 1_000_000_000).unwrap_or(0);
     // Minutes are precise enough for an age.
     let rounded = if secs >= 60 { secs - secs % 60 } else { secs };
@@ -483,7 +483,7 @@ mod tests {
         );
         let f = Behaviour::File {
             path: "/etc/hosts".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(describe(&f), "intent=read path=/etc/hosts");
     }

@@ -17,9 +17,9 @@ use std::time::Duration;
 use proto::v1::baselines_client::BaselinesClient;
 use proto::v1::{Baseline, BaselineReport, FetchBaselineRequest};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::transport::{ClientTls, TransportError};
+use crate::transport::{ClientTls, TransportError, endpoint};
 
 /// Longest wait for one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,7 +66,10 @@ impl BaselineSync {
             });
             return Ok((BaselineSync { requests: None }, adopt_rx, task));
         };
-        let channel = endpoint(&config.collector_url, config.tls.as_ref())?.connect_lazy();
+        // The one endpoint builder of the agent (URL checks, TLS, keepalive), with a call timeout.
+        let channel = endpoint(&config.collector_url, config.tls.as_ref())?
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(config, BaselinesClient::new(channel), rx, adopt_tx));
         Ok((BaselineSync { requests: Some(tx) }, adopt_rx, task))
@@ -85,29 +88,6 @@ impl BaselineSync {
             let _ = tx.send(Request::Fetch(workloads));
         }
     }
-}
-
-/// The collector's gRPC endpoint, plain or TLS as the deviations' transport uses it.
-fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, TransportError> {
-    let invalid = |reason: String| TransportError::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| invalid(e.to_string()))?
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    if let Some(tls) = tls {
-        let host = endpoint
-            .uri()
-            .host()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-            .ok_or_else(|| invalid("no host".into()))?;
-        endpoint = endpoint
-            .tls_config(tls.load(&host)?)
-            .map_err(|e| invalid(e.to_string()))?;
-    }
-    Ok(endpoint)
 }
 
 async fn run(

@@ -1,12 +1,40 @@
 //! The command line of the `sensor` binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::config::ListenAddr;
+/// The default configuration file (`crate::config::DEFAULT_PATH`); here so that the command
+/// line needs nothing of the configuration module, which reads the command line.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
+
+/// A local address to serve on, or none (written `""`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(ListenAddr(None));
+        }
+        text.parse().map(|a| ListenAddr(Some(a))).map_err(|_| {
+            format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9464, or \"\" for none")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// Host-level behavior sensor: learns what each workload normally does and reports deviations.
 #[derive(Debug, Parser)]
@@ -26,7 +54,7 @@ pub struct Cli {
         global = true,
         value_name = "PATH",
         env = "SENSOR_CONFIG",
-        default_value = crate::config::DEFAULT_PATH
+        default_value = DEFAULT_CONFIG_PATH
     )]
     pub config: PathBuf,
 }

@@ -7,20 +7,19 @@
 //! environment variable, the file, the built-in default. The shipped example,
 //! `packaging/sensor.toml`, lists every key with its default.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 
+pub use crate::cli::ListenAddr;
 use crate::cli::{Cli, Command, LogFormat};
 
 /// Where the configuration is read from when `--config` is not given. A missing file there is
 /// fine (everything has a default); a missing `--config` file is an error.
-pub const DEFAULT_PATH: &str = "/etc/sensor/sensor.toml";
+pub const DEFAULT_PATH: &str = crate::cli::DEFAULT_CONFIG_PATH;
 
 /// The example configuration, also what `sensor install` writes when no file exists.
 pub const EXAMPLE: &str = include_str!("../../packaging/sensor.toml");
@@ -65,30 +64,6 @@ pub struct FileConfig {
     pub collector_ca: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
-}
-
-/// A local address to serve on, or none (written `""`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenAddr(pub Option<SocketAddr>);
-
-impl FromStr for ListenAddr {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(ListenAddr(None));
-        }
-        text.parse().map(|a| ListenAddr(Some(a))).map_err(|_| {
-            format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9464, or \"\" for none")
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for ListenAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// A humantime duration ("24h", "30m") as a TOML string.

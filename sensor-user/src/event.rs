@@ -3,6 +3,13 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+/// `time` as ns since the Unix epoch (0 before it, saturating far after it): how every stage
+/// stores and compares event times.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// One thing a process did, as the kernel saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -203,13 +210,61 @@ pub enum PrivilegeOp {
     },
 }
 
-/// What an open asked to do with the file.
+/// What an open asked to do with the file. Written (in baselines, JSON and summaries) as its
+/// [`Display`](std::fmt::Display): `read|write|create|truncate`, the set parts only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpenIntent {
     pub read: bool,
     pub write: bool,
     pub create: bool,
     pub truncate: bool,
+}
+
+impl OpenIntent {
+    /// Reading only.
+    pub const READ_ONLY: OpenIntent = OpenIntent {
+        read: true,
+        write: false,
+        create: false,
+        truncate: false,
+    };
+
+    /// Whether it changes the file: writes, creates or truncates it.
+    pub fn modifies(self) -> bool {
+        self.write || self.create || self.truncate
+    }
+}
+
+impl std::str::FromStr for OpenIntent {
+    type Err = String;
+
+    /// The [`Display`](std::fmt::Display) form back; `""` is no part set.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut intent = OpenIntent::default();
+        for part in text.split('|').filter(|p| !p.is_empty()) {
+            match part {
+                "read" => intent.read = true,
+                "write" => intent.write = true,
+                "create" => intent.create = true,
+                "truncate" => intent.truncate = true,
+                other => return Err(format!("unknown open intent {other:?}")),
+            }
+        }
+        Ok(intent)
+    }
+}
+
+impl serde::Serialize for OpenIntent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OpenIntent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl std::fmt::Display for OpenIntent {
@@ -235,10 +290,19 @@ impl std::fmt::Display for OpenIntent {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Protocol {

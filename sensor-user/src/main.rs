@@ -47,7 +47,10 @@ fn main() -> ExitCode {
                         learning_runs: args.learning_runs,
                         learning_period: args.learning_period,
                     },
-                    host: args.host.unwrap_or_else(host_name),
+                    // The agent's one host identity: in deviation ids, deviations and heartbeats.
+                    host: args
+                        .host
+                        .unwrap_or_else(sensor_user::transport::default_agent_id),
                     cgroup_root: args.cgroup_root.unwrap_or_else(default_cgroup_root),
                     containers: sensor_user::attribute::ContainerConfig::new(
                         args.container_identity,
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
                         open_hook: args.open_hook,
                     },
                     metrics_listen: args.metrics_listen.0,
-                    secrets: sensor_user::deviation::SecretPaths::with_extra(args.secret_paths),
+                    secrets: sensor_user::detect::SecretPaths::with_extra(args.secret_paths),
                     flush_interval: args.flush_interval,
                     heartbeat_interval: args.heartbeat_interval,
                     record_deviations: args.record_deviations,
@@ -162,13 +165,6 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     tracing::info!("stopping");
     cancel.cancel();
-}
-
-fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".into())
 }
 
 fn default_cgroup_root() -> std::path::PathBuf {

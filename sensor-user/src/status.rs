@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::agent::{self, AgentConfig};
-use crate::baseline::Engine;
+use crate::baseline::Baselines;
 use crate::kernel::Sensor;
 use crate::transport::TransportStats;
 
@@ -19,17 +18,18 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// attached, event and loss counts, workloads. For operators, and for tests waiting on
 /// readiness. Written to a temporary file and renamed, so a reader never sees half of it.
 pub(crate) fn write(
-    config: &AgentConfig,
+    collector: &str,
+    state_dir: &Path,
     sensor: &Sensor,
-    engine: &Engine,
+    engine: &Baselines,
     transport: &TransportStats,
     events: u64,
 ) {
     let counters = sensor.counters();
-    let lost = agent::lost_total(sensor);
+    let lost = lost_total(sensor);
     let status = serde_json::json!({
         "pid": std::process::id(),
-        "collector": config.collector_url,
+        "collector": collector,
         "delivery": {
             "connected": transport.connected,
             "spooled": transport.unacknowledged,
@@ -53,13 +53,23 @@ pub(crate) fn write(
             serde_json::json!(w.learning_losses),
         )).collect::<serde_json::Map<_, _>>(),
     });
-    let path = path(&config.state_dir);
-    let tmp = config.state_dir.join("status.json.tmp");
+    let path = path(state_dir);
+    let tmp = state_dir.join("status.json.tmp");
     let written =
         std::fs::write(&tmp, status.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write status file");
     }
+}
+
+/// Records the kernel lost, all programs and rings together.
+pub(crate) fn lost_total(sensor: &Sensor) -> u64 {
+    sensor
+        .counters()
+        .iter()
+        .filter(|(name, _)| name.starts_with("lost_"))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::behaviour::{Behaviour, Dimension};
+use crate::behaviour::{Behaviour, Dimension};
+use crate::event::OpenIntent;
 
 /// The most distinct behaviours of one [`Dimension`] a workload's baseline learns, and the most
 /// new behaviours of one dimension reported for a workload once it is judged.
@@ -56,13 +57,13 @@ impl Learned {
     }
 
     /// The intents `path` was learnt opened with (a range of the ordered set: no scan).
-    pub(crate) fn intents<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn intents<'a>(&'a self, path: &'a str) -> impl Iterator<Item = OpenIntent> + 'a {
         let start = Behaviour::File {
             path: path.to_owned(),
-            intent: String::new(),
+            intent: OpenIntent::default(),
         };
         self.set.range(start..).map_while(move |b| match b {
-            Behaviour::File { path: p, intent } if p == path => Some(intent.as_str()),
+            Behaviour::File { path: p, intent } if p == path => Some(*intent),
             _ => None,
         })
     }
@@ -111,7 +112,7 @@ mod tests {
     fn file(i: usize) -> Behaviour {
         Behaviour::File {
             path: format!("/f{i}"),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         }
     }
 

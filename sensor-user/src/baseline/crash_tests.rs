@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::behaviour::Behaviour;
 use super::learned::WorkloadBaseline;
 use super::{store, version};
+use crate::behaviour::Behaviour;
 
 const CHILD_ENV: &str = "SENSOR_BASELINE_CRASH_DIR";
 const WORKLOADS: [&str; 3] = [

@@ -17,9 +17,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::MAX_BEHAVIOURS_PER_DIMENSION;
-use super::behaviour::{Behaviour, Dimension};
 use super::bounded::Learned;
 use super::learned::WorkloadBaseline;
+use crate::behaviour::{Behaviour, Dimension};
 
 /// The `format` of an export.
 pub const FORMAT: &str = "sensor-baseline";
@@ -139,7 +139,7 @@ mod tests {
         b.learned.learn(
             Behaviour::File {
                 path: "/etc/hosts".into(),
-                intent: "read".into(),
+                intent: "read".parse().expect("intent"),
             },
             10,
         );

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::LearningConfig;
-use super::behaviour::{Behaviour, Dimension};
 use super::bounded::Learned;
+use crate::behaviour::{Behaviour, Dimension};
 
 /// Whether an event is learnt from or judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +197,7 @@ fn is_empty_profile(p: &super::profile::Profile) -> bool {
     *p == super::profile::Profile::default()
 }
 
-/// The inverse of `deviation::report::unix_nanos` for non-negative values.
+/// The inverse of `crate::event::unix_nanos` for non-negative values.
 pub(crate) fn from_unix_nanos(nanos: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }

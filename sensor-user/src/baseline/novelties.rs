@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::behaviour::Behaviour;
+use crate::behaviour::Behaviour;
 
 /// Deviations remembered by id.
 const KEEP: usize = 10_000;

@@ -3,7 +3,7 @@
 //! `sensor baseline list | show | export | diff`.
 //!
 //! Every change goes through [`Operation`] and one function, [`change`], whether a running agent
-//! applies it to its in-memory baseline ([`Engine::apply`], reached through the request mailbox
+//! applies it to its in-memory baseline ([`Baselines::apply`], reached through the request mailbox
 //! in `requests.rs`) or `sensor baseline` applies it to the file itself when no agent holds the
 //! state directory ([`apply_offline`]). Each applied change is saved at once and versioned
 //! (`version.rs`). Reads need no coordination: baseline files are only ever replaced by rename.
@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::behaviour::Behaviour;
 use super::export::Export;
 use super::learned::WorkloadBaseline;
 use super::store::{self, BaselineError};
 use super::version::{self, VersionError};
-use super::{Engine, MAX_BEHAVIOURS_PER_DIMENSION, Tracked, novelties};
+use super::{Baselines, MAX_BEHAVIOURS_PER_DIMENSION, Tracked, novelties};
+use crate::behaviour::Behaviour;
 
 /// A change an operator asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +176,7 @@ fn change(op: &Operation, b: &mut WorkloadBaseline) -> String {
     }
 }
 
-impl Engine {
+impl Baselines {
     /// Applies an operator's change to the live baseline and saves it at once.
     pub fn apply(&mut self, op: Operation) -> Result<Applied, OpsError> {
         let op = op.resolve(|id| self.novelties.find(&self.dir, id))?;
@@ -185,12 +185,7 @@ impl Engine {
             if !op.creates() {
                 return Err(OpsError::UnknownWorkload(workload));
             }
-            let tracked = Tracked {
-                file_name: store::file_name(&workload),
-                baseline: WorkloadBaseline::default(),
-                dirty: true,
-                learnt_at: None,
-            };
+            let tracked = Tracked::new(&workload);
             self.workloads.insert(workload.clone(), tracked);
         }
         let Some(tracked) = self.workloads.get_mut(&workload) else {
@@ -441,7 +436,7 @@ mod tests {
     #[test]
     fn engine_applies_operations_to_live_baselines() {
         let state = tempfile::tempdir().unwrap();
-        let mut engine = Engine::open(state.path(), LearningConfig::default(), "h".into()).unwrap();
+        let mut engine = Baselines::open(state.path(), LearningConfig::default()).unwrap();
         let w = "unit:x.service".to_owned();
         engine
             .apply(Operation::Accept {

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::behaviour::Dimension;
 use super::bounded::MAX_BEHAVIOURS_PER_DIMENSION;
 use super::rates::RateDim;
+use crate::behaviour::Dimension;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Profile {
@@ -52,8 +52,26 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
-/// Version of the profile written by this build.
-pub(crate) const PROFILE_VERSION: u32 = 1;
+/// Version of the profile written by this build. 2: run hashes are [`stable_hash`]es (version 1
+/// wrote the std hasher's, which change between Rust releases, so they are forgotten on upgrade:
+/// at worst the run in progress at the upgrade counts twice).
+pub(crate) const PROFILE_VERSION: u32 = 2;
+
+/// Domain separation of [`stable_hash`].
+const HASH_DOMAIN: &[u8] = b"sensor.baseline.run/1";
+
+/// A 64-bit hash of `key` that every build computes the same (the first 8 bytes of a SHA-256),
+/// for anything persisted.
+pub fn stable_hash(key: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(HASH_DOMAIN)
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
 
 /// Dimensions that baselines written before the profile did not learn.
 pub(crate) const LATE_DIMENSIONS: [Dimension; 3] =
@@ -82,10 +100,17 @@ impl Profile {
         if self.version >= PROFILE_VERSION {
             return false;
         }
-        self.version = PROFILE_VERSION;
-        if judged {
+        if self.version == 0 && judged {
             self.late_since = Some(now);
         }
+        if self.version < 2 {
+            // Unstable hashes cannot be compared with stable ones: forget them.
+            self.last_judged = 0;
+            for n in self.novel_runs.values_mut() {
+                n.last = 0;
+            }
+        }
+        self.version = PROFILE_VERSION;
         true
     }
 
@@ -136,5 +161,40 @@ impl Profile {
             return false;
         }
         self.outputs.insert(path.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_hashes_are_stable_and_old_ones_are_forgotten() {
+        // Fixed forever: a change here breaks every saved baseline's run counting.
+        assert_eq!(stable_hash("run-7"), stable_hash("run-7"));
+        assert_ne!(stable_hash("run-7"), stable_hash("run-8"));
+        assert_eq!(stable_hash("run-7"), 0xa08d01f51ee64a14);
+        let mut old = Profile {
+            version: 1,
+            judged_runs: 3,
+            last_judged: 0xdead_beef,
+            ..Profile::default()
+        };
+        old.novel_runs.insert(
+            Dimension::FileAccess,
+            NovelRuns {
+                runs: 2,
+                last: 0xfeed,
+            },
+        );
+        assert!(old.upgrade(true, 5));
+        assert_eq!(old.version, PROFILE_VERSION);
+        assert_eq!(old.late_since, None, "only version 0 profiles learn late");
+        assert_eq!(old.last_judged, 0);
+        assert_eq!(old.novel_runs[&Dimension::FileAccess].last, 0);
+        assert_eq!(old.judged_runs, 3, "counts are kept");
+        assert!(old.judged(stable_hash("run-9")));
+        assert!(!old.judged(stable_hash("run-9")));
+        assert!(!old.upgrade(true, 6));
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::Engine;
+use super::Baselines;
 use super::ops::{self, Applied, Operation, OpsError};
 use super::store::BaselineError;
 
@@ -113,7 +113,7 @@ fn submit(state_dir: &Path, op: Operation, timeout: Duration) -> Result<Applied,
     std::fs::create_dir_all(&dir).map_err(|e| io("create the request directory", e))?;
     let id = format!(
         "{}-{}",
-        crate::deviation::report::unix_nanos(std::time::SystemTime::now()),
+        crate::event::unix_nanos(std::time::SystemTime::now()),
         std::process::id()
     );
     let request = dir.join(format!("{id}.request"));
@@ -146,7 +146,7 @@ fn submit(state_dir: &Path, op: Operation, timeout: Duration) -> Result<Applied,
     }
 }
 
-impl Engine {
+impl Baselines {
     /// Applies the operator requests waiting in the mailbox and answers each; returns how many.
     pub fn serve_requests(&mut self) -> usize {
         let dir = requests_dir(&self.dir);
@@ -217,7 +217,7 @@ mod tests {
         let stop2 = std::sync::Arc::clone(&stop);
         let agent = std::thread::spawn(move || {
             let _lock = lock;
-            let mut engine = Engine::open(&path, LearningConfig::default(), "h".into()).unwrap();
+            let mut engine = Baselines::open(&path, LearningConfig::default()).unwrap();
             while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
                 engine.serve_requests();
                 std::thread::sleep(Duration::from_millis(20));

@@ -12,8 +12,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::LearningConfig;
-use super::behaviour::Dimension;
 use super::learned::WorkloadBaseline;
+use crate::behaviour::Dimension;
 
 /// Learning epochs of a workload that learns for a period.
 pub const PERIOD_EPOCHS: u32 = 5;

@@ -219,7 +219,7 @@ pub(crate) fn save_versioned(
     if changed {
         let change = super::version::Change {
             version: baseline_version,
-            unix_nanos: crate::deviation::report::unix_nanos(std::time::SystemTime::now()),
+            unix_nanos: crate::event::unix_nanos(std::time::SystemTime::now()),
             reason: reason.to_owned(),
             added,
             removed,

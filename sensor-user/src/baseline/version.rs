@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::behaviour::{Behaviour, Dimension};
+use crate::behaviour::{Behaviour, Dimension};
 
 /// The log is compacted once it is larger than this many times the baseline file (and larger
 /// than [`MIN_LOG_BYTES`]); compaction keeps the newest entries filling half of that.

@@ -18,10 +18,10 @@ use std::time::SystemTime;
 
 use proto::v1::{Baseline, BaselineDimension};
 
-use super::behaviour::Behaviour;
 use super::bounded::Learned;
 use super::learned::WorkloadBaseline;
-use super::{Engine, LearningConfig, Tracked, store};
+use super::{Baselines, LearningConfig, Tracked};
+use crate::behaviour::Behaviour;
 
 /// What was shared with the collector, per workload.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     reported: HashMap<String, (usize, usize)>,
     /// Workloads whose merged baseline was asked for already.
     asked: HashSet<String>,
-    /// Workloads first seen since the last [`Engine::baselines_to_fetch`].
+    /// Workloads first seen since the last [`Baselines::baselines_to_fetch`].
     pub(crate) started: Vec<String>,
     /// Whether the workloads loaded from disk were considered.
     scanned: bool,
@@ -92,12 +92,12 @@ fn mature(b: &WorkloadBaseline, config: &LearningConfig, now: i64) -> bool {
         .is_some_and(|first| now.saturating_sub(first) >= period)
 }
 
-impl Engine {
+impl Baselines {
     /// The baselines that learnt something since they were last reported, in wire form; they
     /// count as reported (reports are idempotent at the collector, so the caller retries a
     /// failed one as it likes).
     pub fn baselines_to_report(&mut self) -> Vec<Baseline> {
-        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let now = crate::event::unix_nanos(SystemTime::now());
         let mut out = Vec::new();
         for (id, t) in &self.workloads {
             let sizes = (t.baseline.learned.len(), t.baseline.learning_runs.len());
@@ -118,7 +118,7 @@ impl Engine {
     /// started since the last call (and, the first time, those loaded from disk). Each is
     /// returned once per engine. Cheap enough to call after every batch of events.
     pub fn baselines_to_fetch(&mut self) -> Vec<String> {
-        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let now = crate::event::unix_nanos(SystemTime::now());
         let mut candidates = std::mem::take(&mut self.shared.started);
         if !self.shared.scanned {
             self.shared.scanned = true;
@@ -139,18 +139,13 @@ impl Engine {
     /// Adopts the collector's merged baseline for its workload (see the module documentation).
     /// Returns whether the workload is now judged against it.
     pub fn adopt(&mut self, wire: &Baseline) -> bool {
-        let now = crate::deviation::report::unix_nanos(SystemTime::now());
+        let now = crate::event::unix_nanos(SystemTime::now());
         let workload = wire.workload_id.clone();
         let config = self.config.clone();
         let tracked = self
             .workloads
             .entry(workload.clone())
-            .or_insert_with(|| Tracked {
-                file_name: store::file_name(&workload),
-                baseline: WorkloadBaseline::default(),
-                dirty: true,
-                learnt_at: None,
-            });
+            .or_insert_with(|| Tracked::new(&workload));
         let b = &mut tracked.baseline;
         if b.frozen || mature(b, &config, now) {
             // Frozen by an operator, or complete locally: the local baseline wins.
@@ -217,7 +212,7 @@ mod tests {
         b.learned.learn(
             Behaviour::File {
                 path: "/etc/hosts".into(),
-                intent: "read".into(),
+                intent: "read".parse().expect("intent"),
             },
             10,
         );
@@ -241,7 +236,7 @@ mod tests {
             learning_runs: 2,
             ..LearningConfig::default()
         };
-        let mut engine = Engine::open(state.path(), config, "h".into()).unwrap();
+        let mut engine = Baselines::open(state.path(), config).unwrap();
         let mut merged = WorkloadBaseline::default();
         merged.learned.learn(exe("/bin/a"), 10);
         merged.learning_runs = vec!["1".into(), "2".into()];
@@ -266,7 +261,7 @@ mod tests {
             learning_runs: 3,
             ..LearningConfig::default()
         };
-        let mut engine = Engine::open(state.path(), config, "h".into()).unwrap();
+        let mut engine = Baselines::open(state.path(), config).unwrap();
         let w = "github:a/b/ci/c";
         let mut local = WorkloadBaseline::default();
         local.learned.learn(exe("/bin/local"), 10);

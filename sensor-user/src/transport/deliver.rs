@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use proto::contract::REJECTED_SEQUENCE_TRAILER;
 use proto::v1::{BatchAck, DeviationBatch, ingest_client::IngestClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings on the otherwise quiet stream notice a vanished collector.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Trailer with which the collector names a batch it will never accept (see the proto).
-const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";
 
 /// Checks the collector URL and prepares the connection settings: TLS (with `tls`) for
 /// `https://`, plain HTTP/2 for `http://`.
@@ -425,7 +424,7 @@ impl Delivery {
             .metadata()
             .get(REJECTED_SEQUENCE_TRAILER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+            .and_then(proto::contract::rejected_sequence)
         else {
             return false;
         };

@@ -1,6 +1,7 @@
 //! Heartbeats: on every stream the agent opens, and then every `heartbeat_interval`, it sends a
 //! `DeviationBatch` of sequence 0 carrying its `AgentStatus` (version, spool depth, deviations
-//! dropped and kernel records lost since it started). The collector records the contact, so it
+//! dropped and kernel records lost since it started, and the pipeline's liveness: when it last
+//! decoded a record and how many it decoded). The collector records the contact, so it
 //! can tell a quiet agent (nothing new to report) from a stopped one, and learns of drops once the
 //! agent reaches it again. Heartbeats take no spool space and no window slot: a lost one is
 //! simply superseded by the next, whose drop count is cumulative over the spool's life (kept in
@@ -43,13 +44,17 @@ pub fn message(inner: &Inner) -> DeviationBatch {
         status: Some(AgentStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             instance_id: inner.spool_id.clone(),
-            host: super::default_agent_id(),
+            // The agent's one host identity (`--host`), as in its deviations.
+            host: inner.agent_id.clone(),
             spool_deviations,
             dropped_total,
             kernel_lost_total: inner.kernel_lost.load(Ordering::Relaxed),
             heartbeat_interval_millis: u32::try_from(inner.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
-            ..AgentStatus::default()
+            last_event_unix_nanos: inner.last_event_unix_nanos.load(Ordering::Relaxed),
+            // Records are judged as they are read: nothing waits between reader and pipeline.
+            event_queue_depth: 0,
+            events_decoded_total: inner.events_decoded.load(Ordering::Relaxed),
         }),
     }
 }

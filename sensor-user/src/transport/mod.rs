@@ -16,7 +16,7 @@ mod tests;
 mod tls;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use proto::v1::Deviation;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use deliver::endpoint;
 use spool::Spool;
 pub use tls::ClientTls;
 
@@ -34,12 +35,11 @@ pub const DEFAULT_MAX_BATCH: usize = 256;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Default size limit of the spool.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
-/// The collector refuses batches of more deviations than this.
-const MAX_BATCH_LIMIT: usize = 10_000;
-/// A batch is sealed once its deviations take this many bytes, far below the collector's 4 MiB.
-const MAX_BATCH_BYTES: u64 = 2 * 1024 * 1024;
-/// Largest single deviation accepted by [`Transport::send`].
-const MAX_DEVIATION_BYTES: usize = 1024 * 1024;
+/// The collector refuses batches of more deviations than this (the contract's limit).
+const MAX_BATCH_LIMIT: usize = proto::contract::MAX_BATCH_DEVIATIONS;
+/// A batch is sealed once its deviations take this many bytes: half the contract's limit, room
+/// for the batch's own fields and a last deviation of up to `MAX_DEVIATION_BYTES`.
+const MAX_BATCH_BYTES: u64 = (proto::contract::MAX_BATCH_BYTES / 2) as u64;
 /// Default time between two heartbeats to the collector.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = heartbeat::DEFAULT_INTERVAL;
 /// Spool-full errors are logged at most this often (with the running count).
@@ -149,6 +149,9 @@ struct Inner {
     heartbeat_interval: Duration,
     /// Kernel records lost since start, as last told by [`Transport::set_kernel_lost`].
     kernel_lost: AtomicU64,
+    /// Pipeline liveness, as last told by [`Transport::set_liveness`].
+    last_event_unix_nanos: AtomicI64,
+    events_decoded: AtomicU64,
     /// When a spool-full error was last logged.
     last_drop_log: Mutex<Option<Instant>>,
 }
@@ -227,6 +230,8 @@ impl Transport {
             connected: AtomicBool::new(false),
             heartbeat_interval: config.heartbeat_interval,
             kernel_lost: AtomicU64::new(0),
+            last_event_unix_nanos: AtomicI64::new(0),
+            events_decoded: AtomicU64::new(0),
             last_drop_log: Mutex::new(None),
         });
         let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
@@ -265,6 +270,19 @@ impl Transport {
         self.inner.kernel_lost.store(total, Ordering::Relaxed);
     }
 
+    /// Records the pipeline's liveness, reported in the next heartbeats: when it last decoded
+    /// a kernel record (ns since the epoch) and how many it decoded since the agent started. A
+    /// stalled event loop stops telling, so its heartbeats show the stall.
+    pub fn set_liveness(&self, last_event_unix_nanos: i64, events_decoded_total: u64) {
+        let inner = &self.inner;
+        inner
+            .last_event_unix_nanos
+            .store(last_event_unix_nanos, Ordering::Relaxed);
+        inner
+            .events_decoded
+            .store(events_decoded_total, Ordering::Relaxed);
+    }
+
     /// Snapshot for logs/status.
     pub fn stats(&self) -> TransportStats {
         TransportStats {
@@ -276,23 +294,13 @@ impl Transport {
     }
 }
 
-/// What the collector would refuse, refused here where the caller can still see why.
+/// What the collector would refuse, refused here where the caller can still see why (the
+/// contract's [`proto::contract::check_deviation`]).
 fn validate(deviation: &Deviation) -> Result<(), TransportError> {
-    let invalid = |reason: &str| TransportError::InvalidDeviation {
-        id: deviation.id.clone(),
-        reason: reason.to_owned(),
-    };
-    if deviation.id.is_empty() {
-        return Err(invalid("empty id"));
-    }
-    if deviation.workload.as_ref().is_none_or(|w| w.id.is_empty()) {
-        return Err(invalid("no workload"));
-    }
-    let size = deviation.encoded_len();
-    if size > MAX_DEVIATION_BYTES {
-        return Err(invalid(&format!(
-            "{size} bytes encoded, more than {MAX_DEVIATION_BYTES}"
-        )));
-    }
-    Ok(())
+    proto::contract::check_deviation(deviation).map_err(|problem| {
+        TransportError::InvalidDeviation {
+            id: deviation.id.clone(),
+            reason: problem.to_string(),
+        }
+    })
 }

@@ -506,6 +506,7 @@ async fn heartbeats_report_status_and_drops_once_connected() {
     };
     let (transport, task) = Transport::start(small, cancel.clone()).unwrap();
     transport.set_kernel_lost(7);
+    transport.set_liveness(1_700_000_000_000_000_000, 42);
     transport.send(deviations(0..100)).unwrap();
     let dropped = transport.stats().dropped;
     assert!(dropped > 0, "the spool overflowed");
@@ -526,7 +527,13 @@ async fn heartbeats_report_status_and_drops_once_connected() {
     assert_eq!(status.kernel_lost_total, 7);
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(status.heartbeat_interval_millis, 100);
-    assert!(!status.instance_id.is_empty() && !status.host.is_empty());
+    assert!(!status.instance_id.is_empty());
+    assert_eq!(status.host, "agent-test", "the agent's one host identity");
+    assert_eq!(
+        (status.last_event_unix_nanos, status.events_decoded_total),
+        (1_700_000_000_000_000_000, 42),
+        "the pipeline's liveness"
+    );
     assert_eq!(
         status.spool_deviations,
         100 - dropped,

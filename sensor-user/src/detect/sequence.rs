@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::behaviour::Behaviour;
+use crate::behaviour::Behaviour;
 
 /// Length of the n-grams of sibling executables.
 pub const N: usize = 2;

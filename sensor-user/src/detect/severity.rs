@@ -36,7 +36,7 @@
 use proto::v1::Severity;
 
 use crate::attribute::Context;
-use crate::baseline::Behaviour;
+use crate::behaviour::{Behaviour, FileChange};
 
 /// Directories whose executables are suspicious: world-writable scratch space and home dirs.
 const SCRATCH_OR_HOME: &[&str] = &[
@@ -70,8 +70,6 @@ const DEFAULT_SECRET_PATHS: &[&str] = &[
     "/etc/shadow",
     "/etc/gshadow",
 ];
-/// Open intents that change a file.
-const MODIFYING: &[&str] = &["write", "create", "truncate"];
 
 /// Files that make code run later (shell startup, schedulers, service units, git hooks,
 /// preloads): writing one is how an intruder stays. A pattern ending in `/` is a directory.
@@ -114,15 +112,16 @@ pub fn is_persistence(path: &str) -> bool {
     matches_any(PERSISTENCE_PATHS, path)
 }
 
+/// A chmod (`detail`: the new mode, octal) that adds setuid or setgid: a way to keep privilege.
+pub(crate) fn is_setid_chmod(operation: FileChange, detail: &str) -> bool {
+    operation == FileChange::Chmod
+        && u32::from_str_radix(detail, 8).is_ok_and(|mode| mode & 0o6000 != 0)
+}
+
 /// Another process's environment or memory through procfs (paths are generalised, so a pid
 /// reads `<pid>`).
 fn is_other_process_memory(path: &str) -> bool {
     path.starts_with("/proc/<pid>/") && (path.ends_with("/environ") || path.ends_with("/mem"))
-}
-
-/// Whether an open intent (`read|write|…`) changes the file.
-pub(crate) fn modifies(intent: &str) -> bool {
-    intent.split('|').any(|part| MODIFYING.contains(&part))
 }
 
 /// Which paths are credential stores. A pattern ending in `/` is a directory: every path with
@@ -170,21 +169,6 @@ impl SecretPaths {
 /// Severity of a cardinality-exploded deviation (see the module table).
 pub const CARDINALITY: Severity = Severity::High;
 
-/// Privileged operations that reach into other processes or the kernel.
-const INTRUSIVE_PRIVILEGES: &[&str] = &[
-    "ptrace-attach",
-    "read-process-memory",
-    "write-process-memory",
-    "bpf-program-load",
-    "kernel-module-load",
-    // New namespaces: what sandbox escapes and container breakouts start with, and an
-    // unprivileged CI job never needs unless its baseline says so.
-    "unshare",
-    "setns",
-    // A new mount: hiding files, escaping a sandbox, or reaching the host's devices.
-    "mount",
-];
-
 /// The severity of reporting `behaviour` as new in `context` (see the module table).
 pub fn severity(behaviour: &Behaviour, context: &Context, secrets: &SecretPaths) -> Severity {
     if matches!(behaviour, Behaviour::Executable(_))
@@ -214,17 +198,13 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
         Behaviour::ExecEdge { .. } => Severity::Low,
         Behaviour::File { path, .. } if secrets.matches(path) => Severity::High,
         Behaviour::File { path, .. } if is_other_process_memory(path) => Severity::High,
-        Behaviour::File { path, intent } if modifies(intent) && is_persistence(path) => {
+        Behaviour::File { path, intent } if intent.modifies() && is_persistence(path) => {
             Severity::High
         }
-        Behaviour::File { intent, .. } if modifies(intent) => Severity::Medium,
+        Behaviour::File { intent, .. } if intent.modifies() => Severity::Medium,
         Behaviour::File { .. } => Severity::Low,
         Behaviour::Destination { .. } => Severity::Medium,
-        Behaviour::Privilege { operation, .. }
-            if INTRUSIVE_PRIVILEGES.contains(&operation.as_str()) =>
-        {
-            Severity::High
-        }
+        Behaviour::Privilege { operation, .. } if operation.intrusive() => Severity::High,
         Behaviour::Privilege { .. } => Severity::Medium,
         Behaviour::DnsName(name)
             if name.len() > 100 || name.split('.').any(|label| label.len() > 40) =>
@@ -236,11 +216,7 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
         Behaviour::FileOperation { path, .. } if secrets.matches(path) => Severity::High,
         Behaviour::FileOperation {
             operation, detail, ..
-        } if operation == "chmod"
-            && u32::from_str_radix(detail, 8).is_ok_and(|mode| mode & 0o6000 != 0) =>
-        {
-            Severity::High
-        }
+        } if is_setid_chmod(*operation, detail) => Severity::High,
         Behaviour::FileOperation { .. } => Severity::Low,
         Behaviour::Sequence { .. } => Severity::Low,
         Behaviour::Host(_) => Severity::Low,
@@ -255,7 +231,7 @@ mod tests {
     fn file(path: &str, intent: &str) -> Behaviour {
         Behaviour::File {
             path: path.into(),
-            intent: intent.into(),
+            intent: intent.parse().expect("intent"),
         }
     }
 
@@ -306,7 +282,7 @@ mod tests {
                 Behaviour::Destination {
                     address: "10.0.0.1".parse().expect("ip"),
                     port: 443,
-                    protocol: "tcp".into(),
+                    protocol: crate::event::Protocol::Tcp,
                 },
                 Severity::Medium,
             ),
@@ -333,7 +309,7 @@ mod tests {
             "/etc/shadow",
         ];
         for path in paths {
-            let generalised = crate::baseline::generalize_path(path);
+            let generalised = crate::behaviour::generalize_path(path);
             let b = file(&generalised, "read");
             assert!(
                 is_credential_access(&b, &SecretPaths::default()),
@@ -351,7 +327,7 @@ mod tests {
     fn new_dimensions_and_context() {
         let ctx = Context::default();
         let privilege = |op: &str| Behaviour::Privilege {
-            operation: op.into(),
+            operation: op.parse().expect("operation"),
             detail: String::new(),
         };
         assert_eq!(
@@ -376,7 +352,7 @@ mod tests {
             Severity::High
         );
         let chmod = |mode: &str| Behaviour::FileOperation {
-            operation: "chmod".into(),
+            operation: "chmod".parse().expect("operation"),
             path: "/tmp/x".into(),
             detail: mode.into(),
         };

@@ -841,11 +841,12 @@ fn a_frozen_baseline_learns_no_hours_either() {
     let mut engine = learned_ci(dir.path());
     let hours = only(engine.summary()).active_hours;
     engine
-        .workloads
-        .get_mut(JOB)
-        .expect("the job's baseline")
-        .baseline
-        .frozen = true;
+        .detect
+        .baselines_mut()
+        .apply(crate::baseline::ops::Operation::Freeze {
+            workload: JOB.into(),
+        })
+        .expect("the job's baseline");
     // Run 30 is at an hour never seen; hours are still learning (less than a week), but a
     // frozen baseline learns nothing.
     assert_eq!(feed(&mut engine, &ci_run(30)), []);

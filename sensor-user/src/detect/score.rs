@@ -20,10 +20,12 @@
 //! else info. So a single odd event in a dimension that keeps changing is low, while a chain of
 //! new behaviour touching secrets and then the network is high.
 
-use proto::v1::{self, Severity};
+use proto::v1::Severity;
 
-use crate::baseline::{Behaviour, DimensionState};
+use crate::baseline::DimensionState;
+use crate::behaviour::Behaviour;
 
+use super::finding::{Evidence, Signal};
 use super::incident::Incident;
 
 /// What scoring needs to know besides the behaviour.
@@ -50,8 +52,8 @@ pub struct Facts<'a> {
 pub struct Scored {
     pub score: u32,
     pub severity: Severity,
-    pub signals: Vec<String>,
-    pub related: Vec<v1::Evidence>,
+    pub signals: Vec<Signal>,
+    pub related: Vec<Evidence>,
     /// The incident's chain (credential, tool, archive, output) raised it.
     pub chained: bool,
 }
@@ -84,11 +86,11 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
     match facts.state {
         DimensionState::Stable => {
             score += 5;
-            s.signals.push("stable-dimension".into());
+            s.signals.push(Signal::StableDimension);
         }
         DimensionState::Unstable if base < Severity::High => {
             score -= 15;
-            s.signals.push("unstable-dimension".into());
+            s.signals.push(Signal::UnstableDimension);
         }
         _ => {}
     }
@@ -101,19 +103,19 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
         if let Some(e) = &incident.credential {
             score += 30;
             floor = 70;
-            s.signals.push("after-credential-access".into());
+            s.signals.push(Signal::AfterCredentialAccess);
             s.related.push(e.clone());
             s.chained = true;
         }
         if let Some(e) = incident.new_tool(facts.executable) {
             score += 25;
-            s.signals.push("new-tool-to-new-host".into());
+            s.signals.push(Signal::NewToolToNewHost);
             s.related.push(e.clone());
             s.chained = true;
         }
         if let Some(e) = &incident.archive {
             score += 25;
-            s.signals.push("after-archive".into());
+            s.signals.push(Signal::AfterArchive);
             if !s.related.contains(e) {
                 s.related.push(e.clone());
             }
@@ -124,11 +126,11 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
         match facts.dns_known {
             None => {
                 score += 10;
-                s.signals.push("no-dns".into());
+                s.signals.push(Signal::NoDns);
             }
             Some(true) => {
                 score -= 15;
-                s.signals.push("known-name".into());
+                s.signals.push(Signal::KnownName);
             }
             Some(false) => {}
         }
@@ -136,20 +138,20 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
     if facts.output {
         score += 25;
         floor = floor.max(70);
-        s.signals.push("output-tampering".into());
+        s.signals.push(Signal::OutputTampering);
         s.chained = true;
     }
     if facts.input {
         score += 15;
-        s.signals.push("input-tampering".into());
+        s.signals.push(Signal::InputTampering);
     }
     if facts.privileged {
         score += 10;
-        s.signals.push("privileged".into());
+        s.signals.push(Signal::Privileged);
     }
     if facts.breadth >= 3 && base >= Severity::Medium {
         score += 5;
-        s.signals.push(format!("breadth:{}", facts.breadth));
+        s.signals.push(Signal::Breadth(facts.breadth));
     }
     s.related.sort_by_key(|e| e.time_unix_nanos);
     s.score = u32::try_from(score.max(floor).clamp(0, 100)).unwrap_or(0);
@@ -160,14 +162,14 @@ pub fn score(base: Severity, behaviour: &Behaviour, facts: &Facts<'_>) -> Scored
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deviation::incident::evidence;
+    use crate::detect::incident::evidence;
     use proto::v1::DeviationKind;
 
     fn dest() -> Behaviour {
         Behaviour::Destination {
             address: "203.0.113.7".parse().expect("ip"),
             port: 443,
-            protocol: "tcp".into(),
+            protocol: crate::event::Protocol::Tcp,
         }
     }
 
@@ -216,7 +218,7 @@ mod tests {
         let mut i = Incident::for_run("h", "w", "1");
         let ssh = Behaviour::File {
             path: "/root/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         i.record(&ssh, true, || {
             evidence("cred", DeviationKind::NewFileAccess, "ssh key".into(), 5)
@@ -227,13 +229,13 @@ mod tests {
         let s = score(Severity::Medium, &dest(), &f);
         assert_eq!(s.severity, Severity::High, "{s:?}");
         assert!(s.chained);
-        assert!(s.signals.contains(&"after-credential-access".to_owned()));
+        assert!(s.signals.contains(&Signal::AfterCredentialAccess));
         assert_eq!(s.related.len(), 1);
         assert_eq!(s.related[0].deviation_id, "cred");
         // Not for local behaviour.
         let file = Behaviour::File {
             path: "/etc/x".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(score(Severity::Low, &file, &f).severity, Severity::Info);
     }
@@ -256,7 +258,7 @@ mod tests {
         f.output = true;
         let write = Behaviour::File {
             path: "/w/out/app".into(),
-            intent: "write|create".into(),
+            intent: "write|create".parse().expect("intent"),
         };
         let s = score(Severity::Medium, &write, &f);
         assert_eq!((s.score, s.severity), (70, Severity::High));

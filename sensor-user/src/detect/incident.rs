@@ -5,11 +5,13 @@
 //!
 //! Bounded: a handful of evidence entries per incident, and the engine keeps few incidents.
 
-use proto::v1::{self, DeviationKind};
+use proto::v1::DeviationKind;
 
-use crate::baseline::{Behaviour, Dimension};
+use crate::baseline::Dimension;
+use crate::behaviour::Behaviour;
 
-use super::report::hash_fields;
+use super::finding::Evidence;
+use super::ids::hash_fields;
 
 /// New executables remembered per incident.
 const MAX_TOOLS: usize = 32;
@@ -33,11 +35,11 @@ pub struct Incident {
     /// Carried by every deviation of the incident (`Deviation.incident_id`).
     pub id: String,
     /// The first new credential access.
-    pub credential: Option<v1::Evidence>,
+    pub credential: Option<Evidence>,
     /// The first new run of an archiver (new executable, edge or sequence ending in one).
-    pub archive: Option<v1::Evidence>,
+    pub archive: Option<Evidence>,
     /// New executables (generalised paths) and their evidence.
-    tools: Vec<(String, v1::Evidence)>,
+    tools: Vec<(String, Evidence)>,
     /// Dimensions with new behaviour (bit per dimension).
     dimensions: u16,
     /// Ids of the deviations first reported in this incident (bounded).
@@ -75,7 +77,7 @@ impl Incident {
         &mut self,
         behaviour: &Behaviour,
         credential: bool,
-        evidence: impl FnOnce() -> v1::Evidence,
+        evidence: impl FnOnce() -> Evidence,
     ) {
         self.dimensions |= 1 << behaviour.dimension().index();
         let new_tool = match behaviour {
@@ -110,7 +112,7 @@ impl Incident {
 
     /// Whether any of `evidence` was first reported in this incident: a chain worth reporting
     /// again, unlike one whose every link was reported in earlier incidents.
-    pub fn has_fresh(&self, evidence: &[v1::Evidence]) -> bool {
+    pub fn has_fresh(&self, evidence: &[Evidence]) -> bool {
         evidence
             .iter()
             .any(|e| self.fresh.contains(&e.deviation_id))
@@ -122,7 +124,7 @@ impl Incident {
     }
 
     /// The evidence that `executable` (generalised) is new in this incident.
-    pub fn new_tool(&self, executable: &str) -> Option<&v1::Evidence> {
+    pub fn new_tool(&self, executable: &str) -> Option<&Evidence> {
         self.tools
             .iter()
             .find(|(path, _)| path == executable)
@@ -130,6 +132,7 @@ impl Incident {
     }
 
     /// Dimensions with new behaviour so far.
+    #[cfg(test)]
     pub fn breadth(&self) -> u32 {
         self.dimensions.count_ones()
     }
@@ -141,10 +144,10 @@ impl Incident {
 }
 
 /// Evidence for a deviation of `kind`.
-pub fn evidence(id: &str, kind: DeviationKind, summary: String, time: i64) -> v1::Evidence {
-    v1::Evidence {
+pub fn evidence(id: &str, kind: DeviationKind, summary: String, time: i64) -> Evidence {
+    Evidence {
         deviation_id: id.to_owned(),
-        kind: kind.into(),
+        kind,
         summary,
         time_unix_nanos: time,
     }
@@ -154,7 +157,7 @@ pub fn evidence(id: &str, kind: DeviationKind, summary: String, time: i64) -> v1
 mod tests {
     use super::*;
 
-    fn ev(id: &str) -> v1::Evidence {
+    fn ev(id: &str) -> Evidence {
         evidence(id, DeviationKind::NewExecutable, id.into(), 1)
     }
 
@@ -175,7 +178,7 @@ mod tests {
         let mut i = Incident::for_run("h", "w", "1");
         let ssh = Behaviour::File {
             path: "/root/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         i.record(&ssh, true, || ev("cred"));
         i.record(&ssh, true, || ev("cred-again"));

@@ -1,19 +1,20 @@
 //! Judging a new behaviour in its context: the facts scoring needs (dimension state, incident,
-//! DNS name, build outputs, privilege), and the finishing of deviations (score, signals,
-//! evidence, incident, tags).
+//! DNS name, build outputs, privilege), and its verdict (severity, score, signals, evidence,
+//! incident, tags).
 
-use proto::v1;
+use std::sync::Arc;
 
 use crate::attribute::Attributed;
-use crate::deviation::incident::Incident;
-use crate::deviation::score::{self, Facts, Scored};
-use crate::deviation::{SecretPaths, severity, tags};
+use crate::baseline::{LearningConfig, WorkloadBaseline, stability};
+use crate::behaviour::{Behaviour, generalize_path};
+use crate::event::OpenIntent;
 
-use super::LearningConfig;
-use super::behaviour::Behaviour;
-use super::generalize::generalize_path;
-use super::learned::WorkloadBaseline;
-use super::stability;
+use super::finding::{Evidence, Signal, Verdict};
+use super::ids::deviation_kind;
+use super::incident::Incident;
+use super::score::{self, Facts, Scored};
+use super::severity::{self, SecretPaths};
+use super::tags;
 
 /// The hour of the week of `nanos` (since the epoch), UTC: (weekday, 0 = Monday; hour).
 pub(crate) fn active_time(nanos: i64) -> (u8, u8) {
@@ -62,7 +63,7 @@ fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     let Behaviour::File { path, intent } = behaviour else {
         return (false, false);
     };
-    if !severity::modifies(intent) {
+    if !intent.modifies() {
         return (false, false);
     }
     if baseline.profile.outputs.contains(path) {
@@ -70,7 +71,7 @@ fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     }
     let mut known = false;
     for intent in baseline.learned.intents(path) {
-        if severity::modifies(intent) {
+        if intent.modifies() {
             return (true, false);
         }
         known = true;
@@ -116,41 +117,70 @@ pub(crate) fn score(
     )
 }
 
-/// Puts `scored`, the incident and the tags into the deviation `d` reporting `behaviour`.
-pub(crate) fn finish(
-    d: &mut v1::Deviation,
-    scored: Scored,
-    incident: &str,
-    behaviour: &Behaviour,
-    secrets: &SecretPaths,
-) {
-    d.severity = scored.severity.into();
-    d.score = scored.score;
-    d.signals.extend(scored.signals);
-    d.related = scored.related;
-    d.incident_id = incident.to_owned();
-    d.tags = tags::tags(d.kind(), Some(behaviour), &d.signals, secrets);
+/// Context worth saying next to the novelty, before scoring adds its own (see
+/// `Deviation.signals` in the proto).
+fn base_signals(event: &Attributed, behaviour: &Behaviour, secrets: &SecretPaths) -> Vec<Signal> {
+    let mut out = Vec::new();
+    if let Behaviour::Executable(_) = behaviour {
+        if event.context.dropped_then_executed {
+            out.push(Signal::DroppedThenExecuted);
+        }
+        if event.context.fileless {
+            out.push(Signal::Fileless);
+        }
+    }
+    if severity::is_credential_access(behaviour, secrets) {
+        out.push(Signal::Credential);
+    }
+    if let Behaviour::File { path, intent } = behaviour
+        && *intent != OpenIntent::READ_ONLY
+        && severity::is_persistence(path)
+    {
+        out.push(Signal::Persistence);
+    }
+    out
 }
 
-/// Scores and tags a deviation that is not about one behaviour (cardinality, rate spike,
-/// enumeration) from its base severity, and puts it in `incident`.
-pub(crate) fn finish_finding(d: &mut v1::Deviation, incident: &str, secrets: &SecretPaths) {
-    d.score = score::base_score(d.severity());
-    d.incident_id = incident.to_owned();
-    d.tags = tags::tags(d.kind(), None, &d.signals, secrets);
+/// The verdict on the new `behaviour` of `event` (deviation `id`, in `incident`), scored as
+/// `scored`; `escalated` when reported again for this incident's chain.
+pub(crate) fn verdict(
+    id: String,
+    event: Arc<Attributed>,
+    behaviour: &Behaviour,
+    scored: Scored,
+    incident: &str,
+    escalated: bool,
+    secrets: &SecretPaths,
+) -> Verdict {
+    let mut signals = base_signals(&event, behaviour, secrets);
+    if escalated {
+        signals.push(Signal::Escalated);
+    }
+    signals.extend(scored.signals);
+    let tags = tags::tags(
+        deviation_kind(behaviour),
+        Some(behaviour),
+        &signals,
+        secrets,
+    );
+    Verdict {
+        id,
+        event,
+        severity: scored.severity,
+        score: scored.score,
+        signals,
+        related: scored.related,
+        incident_id: incident.to_owned(),
+        tags,
+    }
 }
 
 /// Evidence of the new `behaviour` (deviation `id`) of `event`, for later deviations.
-pub(crate) fn evidence(
-    id: &str,
-    behaviour: &Behaviour,
-    event: &Attributed,
-    now: i64,
-) -> v1::Evidence {
-    crate::deviation::incident::evidence(
+pub(crate) fn evidence(id: &str, behaviour: &Behaviour, event: &Attributed, now: i64) -> Evidence {
+    super::incident::evidence(
         id,
-        crate::deviation::deviation_kind(behaviour),
-        crate::deviation::report::summary(event, behaviour),
+        deviation_kind(behaviour),
+        crate::behaviour::summary(event, behaviour),
         now,
     )
 }

@@ -1,14 +1,26 @@
-//! The things a workload does that its baseline records, extracted from attributed events.
+//! What a workload did, as typed behaviours: the vocabulary shared by baselines (what is
+//! learnt), detection (what is new) and reports (what is said). Extracted from attributed events
+//! ([`Behaviour::of`]) with paths generalised ([`generalize_path`]) so identical runs show
+//! identical behaviours.
+//!
+//! A leaf of the pipeline: it reads events and their attribution, and imports nothing
+//! downstream (baseline, detect, report).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::Attributed;
-use crate::event::{EventKind, FileOperation, PrivilegeOp};
+use crate::event::{EventKind, FileOperation, OpenIntent, PrivilegeOp, Protocol};
 use crate::kernel::dns;
 
-use super::generalize::generalize_path;
+mod describe;
+mod generalize;
+mod kinds;
+
+pub use describe::{object_name, summary};
+pub use generalize::generalize_path;
+pub use kinds::{FileChange, PrivilegeOperation};
 
 /// One learnable behaviour of a workload. Paths (executables, edges, files, file operations,
 /// mount targets) are generalised with [`generalize_path`].
@@ -19,18 +31,20 @@ pub enum Behaviour {
     Executable(String),
     /// `parent` (the executable of the exec'ing process's parent) started `child` (Exec).
     ExecEdge { parent: String, child: String },
-    /// A file was opened with this intent (`read|write|…`, as `OpenIntent` displays it).
-    File { path: String, intent: String },
+    /// A file was opened with this intent (`read|write|…` in JSON).
+    File { path: String, intent: OpenIntent },
     /// An outbound connect was attempted, whatever its result.
     Destination {
         address: IpAddr,
         port: u16,
-        /// `tcp` or `udp`.
-        protocol: String,
+        protocol: Protocol,
     },
     /// A privileged operation: `operation` as in the proto's `PrivilegeUse`, `detail` its
     /// learnable target (requested ids, fs type, namespace flags...). Refused attempts count.
-    Privilege { operation: String, detail: String },
+    Privilege {
+        operation: PrivilegeOperation,
+        detail: String,
+    },
     /// A DNS name was queried.
     DnsName(String),
     /// A socket listened on this address and port (ephemeral ports, >= 32768, are all `0`:
@@ -38,13 +52,13 @@ pub enum Behaviour {
     Listener {
         address: IpAddr,
         port: u16,
-        protocol: String,
+        protocol: Protocol,
     },
     /// A security-relevant file change: chmod, chown, link, symlink (`detail`: the new mode,
     /// owner, link or target; links and targets generalised too). Renames, unlinks and mkdirs of
     /// build trees are not baselined (yet).
     FileOperation {
-        operation: String,
+        operation: FileChange,
         path: String,
         detail: String,
     },
@@ -81,7 +95,7 @@ impl Behaviour {
             }
             EventKind::Open { path, intent } => vec![Behaviour::File {
                 path: generalize_path(path),
-                intent: intent.to_string(),
+                intent: *intent,
             }],
             EventKind::Connect {
                 address,
@@ -91,15 +105,12 @@ impl Behaviour {
             } => vec![Behaviour::Destination {
                 address: *address,
                 port: *port,
-                protocol: protocol.as_str().to_owned(),
+                protocol: *protocol,
             }],
-            EventKind::Privilege { op, .. } => {
-                let (operation, detail) = privilege_key(op);
-                vec![Behaviour::Privilege {
-                    operation: operation.into(),
-                    detail,
-                }]
-            }
+            EventKind::Privilege { op, .. } => privilege_key(op)
+                .map(|(operation, detail)| Behaviour::Privilege { operation, detail })
+                .into_iter()
+                .collect(),
             EventKind::Dns {
                 response: false,
                 message,
@@ -115,7 +126,7 @@ impl Behaviour {
             } => vec![Behaviour::Listener {
                 address: *address,
                 port: if *port >= EPHEMERAL_PORTS { 0 } else { *port },
-                protocol: protocol.as_str().to_owned(),
+                protocol: *protocol,
             }],
             EventKind::FileOp(op) => file_operation(op).into_iter().collect(),
             // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
@@ -125,51 +136,55 @@ impl Behaviour {
 }
 
 /// `(operation, detail)` of a privileged operation; the detail leaves out what changes every
-/// time (target pids, results).
-fn privilege_key(op: &PrivilegeOp) -> (&'static str, String) {
-    match op {
+/// time (target pids, results). `None` only for a set-id syscall the decoder does not name
+/// (it names all eight).
+fn privilege_key(op: &PrivilegeOp) -> Option<(PrivilegeOperation, String)> {
+    use PrivilegeOperation as P;
+    Some(match op {
         PrivilegeOp::SetIds { syscall, ids } => (
-            syscall,
+            syscall.parse().ok()?,
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
         ),
         PrivilegeOp::Capset {
             effective,
             permitted,
         } => (
-            "capset",
+            P::Capset,
             format!("effective={effective:#x},permitted={permitted:#x}"),
         ),
-        PrivilegeOp::PtraceAttach { .. } => ("ptrace-attach", String::new()),
-        PrivilegeOp::ReadProcessMemory { .. } => ("read-process-memory", String::new()),
-        PrivilegeOp::WriteProcessMemory { .. } => ("write-process-memory", String::new()),
+        PrivilegeOp::PtraceAttach { .. } => (P::PtraceAttach, String::new()),
+        PrivilegeOp::ReadProcessMemory { .. } => (P::ReadProcessMemory, String::new()),
+        PrivilegeOp::WriteProcessMemory { .. } => (P::WriteProcessMemory, String::new()),
         PrivilegeOp::BpfProgramLoad { program_type } => {
-            ("bpf-program-load", format!("type={program_type}"))
+            (P::BpfProgramLoad, format!("type={program_type}"))
         }
         PrivilegeOp::KernelModuleLoad { name } => {
-            ("kernel-module-load", name.clone().unwrap_or_default())
+            (P::KernelModuleLoad, name.clone().unwrap_or_default())
         }
         PrivilegeOp::Mount { fstype, target, .. } => {
-            ("mount", format!("{fstype} on {}", generalize_path(target)))
+            (P::Mount, format!("{fstype} on {}", generalize_path(target)))
         }
-        PrivilegeOp::Umount { target } => ("umount", generalize_path(target)),
-        PrivilegeOp::Unshare { flags } => ("unshare", format!("{flags:#x}")),
-        PrivilegeOp::Setns { nstype } => ("setns", format!("{nstype:#x}")),
-    }
+        PrivilegeOp::Umount { target } => (P::Umount, generalize_path(target)),
+        PrivilegeOp::Unshare { flags } => (P::Unshare, format!("{flags:#x}")),
+        PrivilegeOp::Setns { nstype } => (P::Setns, format!("{nstype:#x}")),
+    })
 }
 
 fn file_operation(op: &FileOperation) -> Option<Behaviour> {
     let (operation, path, detail) = match op {
-        FileOperation::Chmod { path, mode } => ("chmod", path, format!("{mode:o}")),
+        FileOperation::Chmod { path, mode } => (FileChange::Chmod, path, format!("{mode:o}")),
         FileOperation::Chown { path, uid, gid } => {
             let id = |v: &Option<u32>| v.map_or("-".to_owned(), |v| v.to_string());
-            ("chown", path, format!("{}:{}", id(uid), id(gid)))
+            (FileChange::Chown, path, format!("{}:{}", id(uid), id(gid)))
         }
-        FileOperation::Link { existing, new } => ("link", existing, generalize_path(new)),
-        FileOperation::Symlink { target, link } => ("symlink", link, generalize_path(target)),
+        FileOperation::Link { existing, new } => (FileChange::Link, existing, generalize_path(new)),
+        FileOperation::Symlink { target, link } => {
+            (FileChange::Symlink, link, generalize_path(target))
+        }
         _ => return None,
     };
     Some(Behaviour::FileOperation {
-        operation: operation.into(),
+        operation,
         path: generalize_path(path),
         detail,
     })
@@ -268,5 +283,31 @@ impl Behaviour {
             Behaviour::Host(_) => Dimension::Host,
             Behaviour::ActiveTime { .. } => Dimension::ActiveTime,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Baselines, exports and shared baselines hold behaviours as JSON written when these
+    /// fields were strings: the typed fields read and write the same text.
+    #[test]
+    fn json_is_what_the_string_fields_wrote() {
+        let texts = [
+            r#"{"file":{"path":"/etc/hosts","intent":"read|write"}}"#,
+            r#"{"file":{"path":"/etc/hosts","intent":""}}"#,
+            r#"{"destination":{"address":"10.0.0.1","port":443,"protocol":"tcp"}}"#,
+            r#"{"listener":{"address":"0.0.0.0","port":0,"protocol":"udp"}}"#,
+            r#"{"privilege":{"operation":"setresuid","detail":"0,0,0"}}"#,
+            r#"{"privilege":{"operation":"ptrace-attach","detail":""}}"#,
+            r#"{"file_operation":{"operation":"chmod","path":"/tmp/x","detail":"4755"}}"#,
+        ];
+        for text in texts {
+            let b: Behaviour = serde_json::from_str(text).expect(text);
+            assert_eq!(serde_json::to_string(&b).expect("serialises"), text);
+        }
+        let unknown = r#"{"file":{"path":"/x","intent":"read|exec"}}"#;
+        assert!(serde_json::from_str::<Behaviour>(unknown).is_err());
     }
 }

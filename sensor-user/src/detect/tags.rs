@@ -12,88 +12,35 @@
 
 use proto::v1::DeviationKind;
 
-use crate::baseline::Behaviour;
+use crate::behaviour::{Behaviour, PrivilegeOperation};
+use crate::event::OpenIntent;
 
-use super::SecretPaths;
-use super::severity::is_persistence;
+use super::finding::Signal;
+use super::severity::{SecretPaths, is_persistence, is_setid_chmod};
 
 /// Tags of a deviation of `kind` about `behaviour` (when it is one) with `signals`.
 pub fn tags(
     kind: DeviationKind,
     behaviour: Option<&Behaviour>,
-    signals: &[String],
+    signals: &[Signal],
     secrets: &SecretPaths,
-) -> Vec<String> {
+) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    let has = |s: &str| signals.iter().any(|x| x == s);
+    let has = |s: Signal| signals.contains(&s);
     match behaviour {
-        Some(Behaviour::Executable(path)) => {
-            out.push("mitre:T1059");
-            if has("dropped-then-executed") {
-                out.push("mitre:T1105");
-            }
-            if has("fileless") || path.starts_with("memfd:") {
-                out.push("mitre:T1620");
-            }
-            if path.starts_with("/dev/shm/")
-                || path.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
-            {
-                out.push("mitre:T1036");
-            }
-        }
+        Some(Behaviour::Executable(path)) => executable_tags(path, &has, &mut out),
         Some(Behaviour::ExecEdge { .. } | Behaviour::Sequence { .. }) => out.push("mitre:T1059"),
-        Some(Behaviour::File { path, intent }) => {
-            if path.ends_with("/etc/shadow") || path.ends_with("/etc/gshadow") {
-                out.extend(["mitre:T1003.008", "owasp-nhi:NHI2"]);
-            } else if secrets.matches(path) {
-                out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
-            } else if path.starts_with("/proc/<pid>/") {
-                out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
-            }
-            if intent != "read" && is_persistence(path) {
-                out.push(persistence_technique(path));
-            }
-            if has("output-tampering") {
-                out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
-            }
-            if has("input-tampering") {
-                out.push("mitre:T1565.001");
-            }
-            if path.contains("/.git/hooks/") {
-                out.push("mitre:T1195.002");
-            }
-        }
+        Some(Behaviour::File { path, intent }) => file_tags(path, *intent, &has, secrets, &mut out),
         Some(Behaviour::Destination { .. }) => out.push("mitre:T1071"),
         Some(Behaviour::DnsName(_)) => out.push("mitre:T1071.004"),
         Some(Behaviour::Listener { .. }) => out.push("mitre:T1571"),
-        Some(Behaviour::Privilege { operation, .. }) => {
-            out.push(match operation.as_str() {
-                "ptrace-attach" => "mitre:T1055.008",
-                "read-process-memory" | "write-process-memory" => "mitre:T1055",
-                "bpf-program-load" => "mitre:T1014",
-                "kernel-module-load" => "mitre:T1547.006",
-                "unshare" | "setns" | "mount" | "umount" => "mitre:T1611",
-                _ => "mitre:T1548",
-            });
-            out.push(match operation.as_str() {
-                "unshare"
-                | "setns"
-                | "mount"
-                | "umount"
-                | "ptrace-attach"
-                | "read-process-memory"
-                | "write-process-memory" => "owasp-nhi:NHI8",
-                _ => "owasp-nhi:NHI5",
-            });
-        }
+        Some(Behaviour::Privilege { operation, .. }) => privilege_tags(*operation, &mut out),
         Some(Behaviour::FileOperation {
             operation,
             detail,
             path,
         }) => {
-            let setid = operation == "chmod"
-                && u32::from_str_radix(detail, 8).is_ok_and(|m| m & 0o6000 != 0);
-            if setid {
+            if is_setid_chmod(*operation, detail) {
                 out.extend(["mitre:T1548.001", "owasp-nhi:NHI5"]);
             } else if secrets.matches(path) {
                 out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
@@ -105,13 +52,13 @@ pub fn tags(
         Some(Behaviour::ActiveTime { .. }) => out.extend(["mitre:T1078", "owasp-nhi:NHI10"]),
         None => {}
     }
-    if has("after-credential-access") {
+    if has(Signal::AfterCredentialAccess) {
         out.extend(["mitre:T1041", "owasp-nhi:NHI2"]);
     }
-    if has("after-archive") {
+    if has(Signal::AfterArchive) {
         out.extend(["mitre:T1560.001", "mitre:T1041"]);
     }
-    if has("new-tool-to-new-host") {
+    if has(Signal::NewToolToNewHost) {
         out.push("mitre:T1105");
     }
     match kind {
@@ -130,13 +77,80 @@ pub fn tags(
     if !network {
         out.push("nist-csf:DE.CM-09");
     }
-    let mut tags: Vec<String> = Vec::with_capacity(out.len());
+    let mut tags: Vec<&'static str> = Vec::with_capacity(out.len());
     for t in out {
-        if !tags.iter().any(|x| x == t) {
-            tags.push(t.to_owned());
+        if !tags.contains(&t) {
+            tags.push(t);
         }
     }
     tags
+}
+
+/// Tags of a new executable.
+fn executable_tags(path: &str, has: &dyn Fn(Signal) -> bool, out: &mut Vec<&'static str>) {
+    out.push("mitre:T1059");
+    if has(Signal::DroppedThenExecuted) {
+        out.push("mitre:T1105");
+    }
+    if has(Signal::Fileless) || path.starts_with("memfd:") {
+        out.push("mitre:T1620");
+    }
+    if path.starts_with("/dev/shm/") || path.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
+    {
+        out.push("mitre:T1036");
+    }
+}
+
+/// Tags of a new file access.
+fn file_tags(
+    path: &str,
+    intent: OpenIntent,
+    has: &dyn Fn(Signal) -> bool,
+    secrets: &SecretPaths,
+    out: &mut Vec<&'static str>,
+) {
+    if path.ends_with("/etc/shadow") || path.ends_with("/etc/gshadow") {
+        out.extend(["mitre:T1003.008", "owasp-nhi:NHI2"]);
+    } else if secrets.matches(path) {
+        out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
+    } else if path.starts_with("/proc/<pid>/") {
+        out.extend(["mitre:T1003.007", "owasp-nhi:NHI8"]);
+    }
+    if intent != OpenIntent::READ_ONLY && is_persistence(path) {
+        out.push(persistence_technique(path));
+    }
+    if has(Signal::OutputTampering) {
+        out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
+    }
+    if has(Signal::InputTampering) {
+        out.push("mitre:T1565.001");
+    }
+    if path.contains("/.git/hooks/") {
+        out.push("mitre:T1195.002");
+    }
+}
+
+/// Tags of a new privileged operation: the technique, and the identity risk it shows.
+fn privilege_tags(operation: PrivilegeOperation, out: &mut Vec<&'static str>) {
+    use PrivilegeOperation as P;
+    out.push(match operation {
+        P::PtraceAttach => "mitre:T1055.008",
+        P::ReadProcessMemory | P::WriteProcessMemory => "mitre:T1055",
+        P::BpfProgramLoad => "mitre:T1014",
+        P::KernelModuleLoad => "mitre:T1547.006",
+        P::Unshare | P::Setns | P::Mount | P::Umount => "mitre:T1611",
+        _ => "mitre:T1548",
+    });
+    out.push(match operation {
+        P::Unshare
+        | P::Setns
+        | P::Mount
+        | P::Umount
+        | P::PtraceAttach
+        | P::ReadProcessMemory
+        | P::WriteProcessMemory => "owasp-nhi:NHI8",
+        _ => "owasp-nhi:NHI5",
+    });
 }
 
 /// The persistence technique of a write to `path` (one of `severity`'s persistence points).
@@ -162,19 +176,18 @@ fn persistence_technique(path: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    fn t(kind: DeviationKind, b: &Behaviour, signals: &[&str]) -> Vec<String> {
-        let signals: Vec<String> = signals.iter().map(|s| (*s).to_owned()).collect();
-        tags(kind, Some(b), &signals, &SecretPaths::default())
+    fn t(kind: DeviationKind, b: &Behaviour, signals: &[Signal]) -> Vec<&'static str> {
+        tags(kind, Some(b), signals, &SecretPaths::default())
     }
 
     #[test]
     fn credential_exfiltration_and_persistence() {
         let ssh = Behaviour::File {
             path: "/home/u/.ssh/id_rsa".into(),
-            intent: "read".into(),
+            intent: "read".parse().expect("intent"),
         };
         assert_eq!(
-            t(DeviationKind::NewFileAccess, &ssh, &["credential"]),
+            t(DeviationKind::NewFileAccess, &ssh, &[Signal::Credential]),
             [
                 "mitre:T1552.001",
                 "owasp-nhi:NHI2",
@@ -185,13 +198,13 @@ mod tests {
         let dest = Behaviour::Destination {
             address: "127.0.0.1".parse().expect("ip"),
             port: 9,
-            protocol: "tcp".into(),
+            protocol: crate::event::Protocol::Tcp,
         };
         assert_eq!(
             t(
                 DeviationKind::NewNetworkDestination,
                 &dest,
-                &["after-credential-access", "after-archive"]
+                &[Signal::AfterCredentialAccess, Signal::AfterArchive]
             ),
             [
                 "mitre:T1071",
@@ -203,15 +216,15 @@ mod tests {
         );
         let bashrc = Behaviour::File {
             path: "/home/u/.bashrc".into(),
-            intent: "write|create".into(),
+            intent: "write|create".parse().expect("intent"),
         };
-        assert!(t(DeviationKind::NewFileAccess, &bashrc, &[]).contains(&"mitre:T1546.004".into()));
+        assert!(t(DeviationKind::NewFileAccess, &bashrc, &[]).contains(&"mitre:T1546.004"));
         let unshare = Behaviour::Privilege {
-            operation: "unshare".into(),
+            operation: "unshare".parse().expect("operation"),
             detail: "0x4000000".into(),
         };
         let tags = t(DeviationKind::NewPrivilegeUse, &unshare, &[]);
-        assert!(tags.contains(&"mitre:T1611".into()) && tags.contains(&"owasp-nhi:NHI8".into()));
+        assert!(tags.contains(&"mitre:T1611") && tags.contains(&"owasp-nhi:NHI8"));
         // Every tag is scheme:id.
         for tag in tags {
             let (scheme, id) = tag.split_once(':').expect("scheme:id");

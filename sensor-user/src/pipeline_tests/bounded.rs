@@ -112,7 +112,7 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
     };
     let singles = of(DeviationKind::NewFileAccess);
     let aggregates = of(DeviationKind::Aggregated);
-    assert_eq!(singles.len(), crate::deviation::budget::BUDGET as usize);
+    assert_eq!(singles.len(), crate::detect::BUDGET as usize);
     assert_eq!(aggregates.len(), 1);
     assert_eq!(
         singles.len() as u64 + aggregates[0].count,
@@ -133,7 +133,7 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
     );
     assert_eq!(
         last.id,
-        report::cardinality_id(HOST, JOB, Dimension::FileAccess)
+        crate::detect::cardinality_id(HOST, JOB, Dimension::FileAccess)
     );
     let s = only(engine.summary());
     assert_eq!(

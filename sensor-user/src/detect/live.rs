@@ -5,10 +5,12 @@
 
 use std::collections::VecDeque;
 
-use crate::deviation::budget::Budget;
-use crate::deviation::incident::Incident;
+use crate::baseline::RateDim;
 
-use super::rates::{NoveltyWindow, RateDim, RateWindow};
+use super::budget::Budget;
+use super::finding::Finding;
+use super::incident::Incident;
+use super::rates::{NoveltyWindow, RateWindow};
 
 /// Runs of one CI job tracked at once (concurrent or recent runs).
 pub const MAX_RUNS: usize = 8;
@@ -73,12 +75,10 @@ impl RunState {
         }
     }
 
-    /// A hash of [`Self::window`], for counting distinct runs.
+    /// A hash of [`Self::window`], for counting distinct runs. Persisted in baselines, so
+    /// stable across builds (see [`crate::baseline::stable_hash`]).
     pub fn window_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.window().hash(&mut h);
-        h.finish()
+        crate::baseline::stable_hash(&self.window())
     }
 
     /// The incident of an event of process `root`'s tree (other workloads) or of the run.
@@ -111,7 +111,7 @@ impl Live {
         run: Option<&str>,
         time: i64,
         peak: &dyn Fn(RateDim) -> u32,
-        out: &mut Vec<proto::v1::Deviation>,
+        out: &mut Vec<Finding>,
     ) -> &mut RunState {
         let hour = time.div_euclid(HOUR_NANOS);
         let found = self.runs.iter().position(|r| r.run.as_deref() == run);
@@ -120,7 +120,7 @@ impl Live {
                 let state = &mut self.runs[i];
                 if run.is_none() && hour > state.hour {
                     // A new hour for a workload without runs: new window, same incidents.
-                    out.extend(state.budget.reset(&state.window()));
+                    out.extend(state.budget.reset(host, &state.window()));
                     state.hour = hour;
                     state.rates = RateWindow::new(peak);
                     state.novelties = NoveltyWindow::default();
@@ -132,7 +132,7 @@ impl Live {
             None => {
                 if self.runs.len() >= MAX_RUNS {
                     let mut old = self.runs.remove(0);
-                    out.extend(old.budget.reset(&old.window()));
+                    out.extend(old.budget.reset(host, &old.window()));
                 }
                 self.runs
                     .push(RunState::new(host, workload, run, hour, peak));
@@ -149,11 +149,11 @@ impl Live {
     }
 
     /// Aggregates quiet since `quiet_since` (event time), or all of them.
-    pub(crate) fn flush(&mut self, quiet_since: Option<i64>) -> Vec<proto::v1::Deviation> {
+    pub(crate) fn flush(&mut self, host: &str, quiet_since: Option<i64>) -> Vec<Finding> {
         let mut out = Vec::new();
         for state in &mut self.runs {
             let window = state.window();
-            out.extend(state.budget.flush(&window, quiet_since));
+            out.extend(state.budget.flush(host, &window, quiet_since));
         }
         out
     }

@@ -1,6 +1,9 @@
-//! Engine scenarios on synthetic attributed events, with baselines in a temporary directory.
+//! Engine scenarios on synthetic attributed events, with baselines in a temporary directory:
+//! the detect and report stages chained as the agent chains them, checked on the deviations
+//! they produce.
 
 mod bounded;
+mod budget;
 mod losses;
 mod noise;
 mod perf;
@@ -12,9 +15,14 @@ use std::time::{Duration, SystemTime};
 
 use proto::v1::{self, DeviationKind, Severity, novelty::What};
 
-use super::*;
-use crate::attribute::{ProcessInfo, Workload, WorkloadKind};
+use crate::attribute::{Attributed, ProcessInfo, Workload, WorkloadKind};
+use crate::baseline::{
+    BaselineError, Dimension, DimensionState, LearningConfig, LearningStatus,
+    MAX_BEHAVIOURS_PER_DIMENSION, WorkloadSummary,
+};
+use crate::detect;
 use crate::event::{ConnectResult, Event, EventKind, OpenIntent, Protocol};
+use crate::report::Reporter;
 
 const JOB: &str = "github:acme/app/ci/build";
 const HOST: &str = "host-1";
@@ -177,6 +185,42 @@ fn normal_run(w: &Workload, time: SystemTime, base_pid: u32) -> Vec<Attributed> 
     ]
 }
 
+/// The detect and report stages, as the agent chains them.
+#[derive(Debug)]
+struct Engine {
+    detect: detect::Engine,
+    report: Reporter,
+}
+
+impl Engine {
+    fn open(dir: &Path, config: LearningConfig, host: String) -> Result<Engine, BaselineError> {
+        Ok(Engine {
+            report: Reporter::new(host.clone()),
+            detect: detect::Engine::open(dir, config, host)?,
+        })
+    }
+
+    fn observe(&mut self, event: &Attributed) -> Vec<v1::Deviation> {
+        self.report.report(self.detect.observe(event), false)
+    }
+
+    fn flush_aggregates(&mut self, now: Option<SystemTime>) -> Vec<v1::Deviation> {
+        self.report.report(self.detect.flush_aggregates(now), false)
+    }
+
+    fn summary(&self) -> Vec<WorkloadSummary> {
+        self.detect.baselines().summary()
+    }
+
+    fn persist(&mut self) -> Result<(), BaselineError> {
+        self.detect.baselines_mut().persist()
+    }
+
+    fn note_kernel_loss(&mut self, window: Duration) -> usize {
+        self.detect.baselines_mut().note_kernel_loss(window)
+    }
+}
+
 fn engine(dir: &Path) -> Engine {
     Engine::open(dir, LearningConfig::default(), HOST.into()).expect("open engine")
 }
@@ -336,7 +380,7 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
     let file = |path: &str, intent: &str| {
         What::File(v1::FileAccess {
             path: path.into(),
-            intent: intent.into(),
+            intent: intent.parse().expect("intent"),
         })
     };
     let want = vec![
@@ -423,7 +467,10 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
         first.workload.as_ref().map(|w| w.run_id.as_str()),
         Some("6")
     );
-    assert_eq!(first.time_unix_nanos, report::unix_nanos(at(6 * 3600)));
+    assert_eq!(
+        first.time_unix_nanos,
+        crate::event::unix_nanos(at(6 * 3600))
+    );
     assert_eq!(first.process.as_ref().map(|p| p.pid), Some(50));
 
     // The same novelties again, in the same run and in a later one: nothing new, and the

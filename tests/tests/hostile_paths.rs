@@ -1,0 +1,178 @@
+//! A watched process plants what an agent that opens files on behalf of events would block on,
+//! where it would look: its own executable, renamed and replaced by a FIFO, a symlink to a
+//! device (`/dev/zero`, a tty), and a large sparse file. The real sensor keeps decoding, says in
+//! each deviation why it did not hash the executable, and reports the attack that follows
+//! within seconds. Real binaries, real kernel programs, gRPC over a real socket.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::{Guard, free_port, wait_for, workspace_bin};
+
+/// Each planting step runs a copy of bash that renames its own executable and puts the trap
+/// at the old path before it exits: by the time the agent looks, the trap is there.
+const JOB: &str = r#"
+cat "$WORK/input.txt" > /dev/null
+if [ -n "$HOSTILE" ]; then
+  for kind in fifo zero tty big; do
+    cp /bin/bash "$WORK/t_$kind"
+    "$WORK/t_$kind" -c '
+      mv "$1" "$1.old"
+      case "$2" in
+        fifo) mkfifo "$1" ;;
+        zero) ln -s /dev/zero "$1" ;;
+        tty) ln -s /dev/tty "$1" ;;
+        big) truncate -s 250M "$1" ;;
+      esac' planter "$WORK/t_$kind" "$kind"
+  done
+fi
+if [ -n "$ATTACK" ]; then
+  /usr/bin/id > /dev/null
+  cat "$WORK/secret.txt" > /dev/null
+fi
+"#;
+
+const WORKLOAD: &str = "github:acme/hostile/ci/build";
+
+fn run_job(dir: &Path, run_id: u32, hostile: bool) {
+    let status = Command::new("/bin/bash")
+        .arg(dir.join("job.sh"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GITHUB_REPOSITORY", "acme/hostile")
+        .env("GITHUB_WORKFLOW", "ci")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_RUN_ID", run_id.to_string())
+        .env("WORK", dir.join("work"))
+        .env("HOSTILE", if hostile { "1" } else { "" })
+        .env("ATTACK", if hostile { "1" } else { "" })
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "job run {run_id} failed");
+}
+
+fn deviations(server: &str) -> Vec<Value> {
+    let out = Command::new(workspace_bin("collector"))
+        .args(["deviations", "--server", server, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "collector deviations failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .filter(|d: &Value| d["workload"] == WORKLOAD)
+        .collect()
+}
+
+fn events_read(state: &Path) -> u64 {
+    std::fs::read_to_string(state.join("status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|s| s["events"].as_u64())
+        .unwrap_or(0)
+}
+
+fn signals(d: &Value) -> Vec<&str> {
+    d["signals"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn planted_traps_neither_stall_the_agent_nor_hide_the_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("input.txt"), "input").unwrap();
+    std::fs::write(work.join("secret.txt"), "secret").unwrap();
+    std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
+
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let _collector = Guard(
+        Command::new(workspace_bin("collector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "", "--db"])
+            .arg(dir.path().join("collector.db"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("collector to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let state = dir.path().join("state");
+    let _sensor = Guard(
+        Command::new(workspace_bin("sensor"))
+            .args(["run", "--collector", &server, "--learning-runs", "1"])
+            .args(["--heartbeat-interval", "1s", "--state-dir"])
+            .arg(&state)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("sensor to attach", Duration::from_secs(30), || {
+        std::fs::read_to_string(state.join("status.json")).ok()
+    });
+
+    run_job(dir.path(), 1, false);
+    run_job(dir.path(), 2, true);
+
+    // The attack after the traps is reported, within seconds.
+    let found = wait_for(
+        "the attack after the traps",
+        Duration::from_secs(15),
+        || {
+            let all = deviations(&server);
+            let id = all.iter().any(|d| {
+                d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id"
+            });
+            let secret = all.iter().any(|d| {
+                d["kind"] == "new-file-access"
+                    && d["novelty"]["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("/work/secret.txt"))
+            });
+            (id && secret).then_some(all)
+        },
+    );
+
+    // Each planted executable is reported, without a hash, with the reason.
+    let want = [
+        ("fifo", "executable-not-hashed:not-regular-file"),
+        ("zero", "executable-not-hashed:symlink"),
+        ("tty", "executable-not-hashed:symlink"),
+        ("big", "executable-not-hashed:replaced"),
+    ];
+    for (kind, signal) in want {
+        let name = format!("/work/t_{kind}");
+        let d = found
+            .iter()
+            .find(|d| {
+                d["kind"] == "new-executable"
+                    && d["novelty"]["executable"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with(&name))
+            })
+            .unwrap_or_else(|| panic!("no deviation for {name}: {found:#?}"));
+        assert!(signals(d).contains(&signal), "{kind}: {d}");
+        assert_eq!(d["process"]["executable_sha256"], "", "{kind}: {d}");
+    }
+
+    // And it keeps decoding: records go on being read after the traps.
+    let before = events_read(&state);
+    run_job(dir.path(), 3, false);
+    wait_for(
+        "the agent to read more records",
+        Duration::from_secs(15),
+        || (events_read(&state) > before).then_some(()),
+    );
+}
