@@ -195,6 +195,11 @@ fn novelty_json(d: &Deviation) -> Value {
             "budget": a.budget,
             "sample_ids": a.sample_ids,
         }),
+        Some(What::Identity(w)) => json!({
+            "workload": w.id,
+            "workload_kind": w.kind().as_str_name(),
+            "run_id": w.run_id,
+        }),
         None => Value::Null,
     }
 }

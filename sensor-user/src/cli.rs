@@ -161,6 +161,23 @@ pub struct RunArgs {
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
 
+    /// How container workloads are named: `image` (every container of an image shares one
+    /// baseline), `image+name`, or `image+label:KEY[,KEY...]` (e.g.
+    /// `image+label:io.kubernetes.pod.namespace,app`).
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "image",
+        env = "SENSOR_CONTAINER_IDENTITY"
+    )]
+    pub container_identity: crate::attribute::ContainerNaming,
+
+    /// Where a container's image, name and labels are read, in order (repeatable): KIND:PATH with
+    /// KIND podman-state, docker-state, containerd-state or docker-api (a Docker Engine API
+    /// socket, also `podman system service`). Default: the runtimes' usual places.
+    #[arg(long = "container-source", value_name = "KIND:PATH")]
+    pub container_sources: Vec<crate::attribute::ContainerSource>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics; "" for none.
     #[arg(
         long,

@@ -54,6 +54,10 @@ pub struct FileConfig {
     pub secret_paths: Option<Vec<String>>,
     /// The cgroup v2 mount.
     pub cgroup_root: Option<PathBuf>,
+    /// How container workloads are named (`--container-identity`).
+    pub container_identity: Option<crate::attribute::ContainerNaming>,
+    /// Where containers are looked up (`--container-source`).
+    pub container_sources: Option<Vec<crate::attribute::ContainerSource>>,
     /// Prometheus endpoint, "" for none.
     pub metrics_listen: Option<ListenAddr>,
     /// TLS to an https:// collector: its CA, this agent's certificate and key.
@@ -146,6 +150,18 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             if unset(m, "cgroup_root") && file.cgroup_root.is_some() {
                 args.cgroup_root.clone_from(&file.cgroup_root);
             }
+            set(
+                m,
+                "container_identity",
+                &mut args.container_identity,
+                &file.container_identity,
+            );
+            set(
+                m,
+                "container_sources",
+                &mut args.container_sources,
+                &file.container_sources,
+            );
             for (id, arg, value) in [
                 ("collector_ca", &mut args.collector_ca, &file.collector_ca),
                 ("client_cert", &mut args.client_cert, &file.client_cert),

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
                         .host
                         .unwrap_or_else(sensor_user::transport::default_agent_id),
                     cgroup_root: args.cgroup_root.unwrap_or_else(default_cgroup_root),
+                    containers: sensor_user::attribute::ContainerConfig::new(
+                        args.container_identity,
+                        args.container_sources,
+                    ),
                     load: sensor_user::kernel::LoadOptions {
                         filter_repeats: !args.no_kernel_filter,
                         open_hook: args.open_hook,

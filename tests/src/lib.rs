@@ -3,6 +3,8 @@
 //! Tests here trigger real behaviour in real processes and wait, with a deadline, for the events
 //! or deviations to show up; they never sleep a fixed time and hope.
 
+pub mod stack;
+
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};

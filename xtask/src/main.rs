@@ -4,6 +4,7 @@ mod bench;
 mod detect;
 mod ingest_bench;
 mod memory_bench;
+mod package;
 mod peers;
 mod portability;
 
@@ -27,6 +28,8 @@ enum Command {
     /// Measure baseline sizes of typical CI jobs learnt by the real sensor, and the agent's
     /// memory with 1, 100 and 1000 workloads; write them to their section of BENCHMARKS.md.
     BenchMemory(memory_bench::Args),
+    /// Build the Debian packages of the sensor and the collector (dpkg-deb) into target/debian.
+    Package(package::Args),
     /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
     Portability(portability::Args),
     /// Run benign CI jobs and injected attacks against the real sensor and collector, and write
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::BenchIngest(args) => ingest_bench::run(&args),
         Command::BenchMemory(args) => memory_bench::run(&args),
+        Command::Package(args) => package::run(&args),
         Command::Portability(args) => portability::run(&args),
         Command::Detect {
             noise: Some(clean),

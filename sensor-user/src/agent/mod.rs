@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub learning: LearningConfig,
     pub host: String,
     pub cgroup_root: PathBuf,
+    /// How container workloads are named, and where from.
+    pub containers: crate::attribute::ContainerConfig,
     pub load: kernel::LoadOptions,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -101,7 +103,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         serve_metrics(addr, Arc::clone(&metrics), cancel.clone()).await;
     }
     let sensor = Sensor::load(&config.load)?;
-    let mut attributor = Attributor::new(&config.cgroup_root);
+    let mut attributor =
+        Attributor::new(&config.cgroup_root).with_containers(config.containers.clone());
     attributor.seed_from_proc();
     let outbox = Outbox::new(
         config.host.clone(),

@@ -17,12 +17,15 @@ const CONTAINER_SCOPE_PREFIXES: &[&str] = &["docker-", "cri-containerd-", "crio-
 const MIN_CONTAINER_ID_LEN: usize = 12;
 /// Deepest directory level walked under the cgroup root.
 const MAX_DEPTH: usize = 64;
+/// cgroups remembered between two rescans (a rescan replaces the cache).
+const MAX_CACHED: usize = 65_536;
 
 /// The workload of a cgroup v2 path relative to the cgroup root (`/` for the root, as in
 /// `/proc/<pid>/cgroup`).
 ///
 /// From the deepest component up, the first container found wins: `docker-<id>.scope`,
-/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, `<id>` under a `docker`
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope` (or the same without
+/// `.scope`, as the cgroupfs driver names them), `<id>` under a `docker`
 /// directory or under a kubernetes `pod…` directory, or any 64-hex-digit component
 /// (`container:<id>`). Otherwise the deepest `*.service` or `*.scope` component
 /// (`unit:<name>`). Otherwise the path itself (`cgroup:<path>`).
@@ -52,11 +55,18 @@ pub fn workload_for_cgroup_path(path: &str) -> Workload {
 fn container_id<'a>(part: &'a str, parent: Option<&str>, above: &[&str]) -> Option<&'a str> {
     let is_id =
         |s: &str| s.len() >= MIN_CONTAINER_ID_LEN && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(scope) = part.strip_suffix(".scope") {
-        return CONTAINER_SCOPE_PREFIXES
-            .iter()
-            .find_map(|prefix| scope.strip_prefix(prefix))
-            .filter(|id| is_id(id));
+    // `<prefix><id>.scope` (systemd cgroup driver) or `<prefix><id>` (cgroupfs driver, e.g.
+    // podman's `/libpod_parent/libpod-<id>`).
+    let name = part.strip_suffix(".scope").unwrap_or(part);
+    if let Some(id) = CONTAINER_SCOPE_PREFIXES
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .filter(|id| is_id(id))
+    {
+        return Some(id);
+    }
+    if part.ends_with(".scope") {
+        return None;
     }
     let in_docker = parent == Some("docker");
     let in_pod = parent.is_some_and(|p| p.starts_with("pod"))
@@ -93,20 +103,36 @@ impl CgroupResolver {
         self
     }
 
+    #[cfg(test)]
     pub(crate) fn workload(&mut self, cgroup_id: u64) -> Workload {
+        self.resolve(cgroup_id)
+            .unwrap_or_else(|| unresolved_workload(cgroup_id))
+    }
+
+    /// The workload of `cgroup_id`, or `None` when the tree does not (yet) hold it.
+    ///
+    /// A miss asks the kernel for that one cgroup first ([`path_by_handle`]): a container's
+    /// processes often live less than the rescan interval, and must not all miss.
+    pub(crate) fn resolve(&mut self, cgroup_id: u64) -> Option<Workload> {
         if let Some(w) = self.cache.get(&cgroup_id) {
-            return w.clone();
+            return Some(w.clone());
+        }
+        if let Some(path) = path_by_handle(&self.root, cgroup_id) {
+            if self.cache.len() >= MAX_CACHED {
+                self.cache.clear();
+            }
+            let w = workload_for_cgroup_path(&path);
+            self.cache.insert(cgroup_id, w.clone());
+            return Some(w);
         }
         let may_rescan = self
             .last_scan
             .is_none_or(|last| last.elapsed() >= self.rescan_interval);
         if may_rescan {
             self.rescan();
-            if let Some(w) = self.cache.get(&cgroup_id) {
-                return w.clone();
-            }
+            return self.cache.get(&cgroup_id).cloned();
         }
-        Workload::new(WorkloadKind::Cgroup, format!("cgroup:#{cgroup_id}"))
+        None
     }
 
     /// Rebuilds the cache from the cgroup tree (dropping ids of removed cgroups).
@@ -124,6 +150,78 @@ impl CgroupResolver {
             }
         }
     }
+}
+
+/// The path (`/`-rooted, relative to the cgroup2 mount `root`) of the cgroup `id`, asked of the
+/// kernel directly: a cgroup id is the kernfs file handle of its directory, so
+/// `open_by_handle_at` opens it without a walk (as systemd and bpftool do). `None` when the id
+/// is gone, the filesystem is not cgroup2 (tests' temporary trees) or the agent lacks
+/// `CAP_DAC_READ_SEARCH`: the caller falls back to a scan.
+fn path_by_handle(root: &Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct file_handle` with the 8 bytes of a kernfs id.
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: [u8; 8],
+    }
+    /// `FILEID_KERNFS` in include/linux/exportfs.h.
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mount = std::fs::File::open(root).ok()?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id: id.to_ne_bytes(),
+    };
+    // SAFETY: `handle` is a `file_handle` header followed by its `handle_bytes` bytes, alive for
+    // the call; the returned descriptor is owned right below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&raw mut handle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let full = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+    let relative = full.strip_prefix(root).ok()?;
+    Some(format!("/{}", relative.display()))
+}
+
+/// Whether `w` is the cgroup v2 root, which tells nothing on a host where the processes of
+/// interest are not placed in v2 cgroups (see [`workload_for_v1_lines`]).
+pub(crate) fn is_shared_root(w: &Workload) -> bool {
+    w.kind == WorkloadKind::Cgroup && w.id == "cgroup:/"
+}
+
+/// The workload of a process from its v1 hierarchies (`/proc/<pid>/cgroup` lines
+/// `N:controllers:path`; the v2 line `0::path` is skipped): the first container found in any
+/// of them, else the first unit, else `cgroup:/`.
+pub(crate) fn workload_for_v1_lines(text: &str) -> Workload {
+    let workloads: Vec<Workload> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let hierarchy = parts.next()?;
+            let _controllers = parts.next()?;
+            let path = parts.next()?;
+            (hierarchy != "0").then(|| workload_for_cgroup_path(path))
+        })
+        .collect();
+    let first = |kind| workloads.iter().find(|w| w.kind == kind).cloned();
+    first(WorkloadKind::Container)
+        .or_else(|| first(WorkloadKind::SystemdUnit))
+        .unwrap_or_else(|| Workload::new(WorkloadKind::Cgroup, "cgroup:/".into()))
+}
+
+/// The workload of a cgroup id no scan found: `cgroup:#<id>`.
+pub(crate) fn unresolved_workload(cgroup_id: u64) -> Workload {
+    Workload::new(WorkloadKind::Cgroup, format!("cgroup:#{cgroup_id}"))
 }
 
 /// Every cgroup directory under `root`: inode number → path relative to `root` (`/` for root).
@@ -208,6 +306,11 @@ mod tests {
                 "container:0123456789ab",
             ),
             (format!("/some/where/{HEX64}"), "container:HEX"),
+            (format!("/libpod_parent/libpod-{HEX64}"), "container:HEX"),
+            (
+                "/libpod_parent/conmon".into(),
+                "cgroup:/libpod_parent/conmon",
+            ),
             // Not containers: conmon scopes, runtime services, short or non-hex ids.
             (
                 format!("/machine.slice/libpod-conmon-{HEX64}.scope"),
@@ -260,6 +363,41 @@ mod tests {
             resolver.workload(u64::MAX).id,
             format!("cgroup:#{}", u64::MAX)
         );
+    }
+
+    #[test]
+    fn v1_paths_name_what_the_shared_v2_root_cannot() {
+        let docker = format!(
+            "12:pids:/docker/{HEX64}\n5:memory:/docker/{HEX64}\n1:name=systemd:/docker/{HEX64}\n0::/\n"
+        );
+        assert_eq!(
+            workload_for_v1_lines(&docker).id,
+            format!("container:{HEX64}")
+        );
+        let unit = "3:pids:/system.slice/cron.service\n0::/\n";
+        assert_eq!(workload_for_v1_lines(unit).id, "unit:cron.service");
+        assert_eq!(workload_for_v1_lines("0::/\n").id, "cgroup:/");
+        assert_eq!(workload_for_v1_lines("garbage").id, "cgroup:/");
+        assert!(is_shared_root(&workload_for_cgroup_path("/")));
+    }
+
+    #[test]
+    fn the_kernel_names_a_cgroup_by_its_id() {
+        let root = Path::new("/sys/fs/cgroup/unified");
+        let Some(child) = std::fs::read_dir(root)
+            .ok()
+            .and_then(|mut d| d.find(|e| e.as_ref().is_ok_and(|e| e.path().is_dir())))
+            .and_then(Result::ok)
+        else {
+            println!("skipped: no hybrid cgroup2 mount with a child cgroup here");
+            return;
+        };
+        let id = child.metadata().expect("stat").ino();
+        match path_by_handle(root, id) {
+            Some(path) => assert_eq!(path, format!("/{}", child.file_name().to_string_lossy())),
+            None => println!("skipped: open_by_handle_at refused (not root?)"),
+        }
+        assert_eq!(path_by_handle(root, u64::MAX), None);
     }
 
     #[test]

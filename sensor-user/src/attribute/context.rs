@@ -21,6 +21,12 @@ pub struct Context {
     pub dropped_then_executed: bool,
     /// For an exec: the executable is a memfd or a deleted file.
     pub fileless: bool,
+    /// The process claimed a job, run or cgroup identity its lineage does not give it (set by
+    /// the attributor, once per lineage and claim; see `attribute::lineage`).
+    pub identity_claim: Option<super::IdentityClaim>,
+    /// For an event in a container: the container's id (evidence; the workload is named by
+    /// image and outlives it, see `attribute::container`).
+    pub container_id: Option<String>,
 }
 
 /// Remembered names and written paths, bounded: the oldest are forgotten first.

@@ -3,11 +3,16 @@
 //! The [`Attributor`] keeps a process table fed by the events themselves (they arrive in causal
 //! order from one ring buffer: a fork before the child's events) and seeded from `/proc` at start.
 //! A process belongs to a CI job when it, or an ancestor, exec'd with a complete set of CI
-//! variables ([`ci_job_from_env`]); otherwise to the workload of its cgroup
-//! ([`workload_for_cgroup_path`]).
+//! variables ([`ci_job_from_env`]) while outside every job; otherwise to the workload of its
+//! cgroup ([`workload_for_cgroup_path`]) as its lineage allows. Identities a process claims but
+//! its lineage does not give it are flagged on the event ([`Context::identity_claim`], see
+//! `lineage`).
 
 mod cgroup;
+mod container;
+mod container_runtime;
 mod context;
+mod lineage;
 mod process;
 mod procfs;
 mod workload;
@@ -22,11 +27,16 @@ use std::time::SystemTime;
 use crate::event::{Event, EventKind};
 
 pub use cgroup::workload_for_cgroup_path;
+pub use container::{ContainerConfig, ContainerNaming};
+pub use container_runtime::{ContainerInfo, Source as ContainerSource};
 pub use context::Context;
+pub use lineage::{ClaimSource, IdentityClaim};
 pub use process::{DEFAULT_MAX_PROCESSES, EXIT_GRACE, MAX_ANCESTRY, ProcessInfo};
 pub use workload::{Workload, WorkloadKind, ci_job_from_env};
 
-use cgroup::CgroupResolver;
+use cgroup::{CgroupResolver, unresolved_workload};
+use container::ContainerIdentities;
+use lineage::{CgroupChange, JobChange};
 use process::{Entry, ProcessTable};
 
 /// An event with the workload and process it belongs to.
@@ -43,8 +53,11 @@ pub struct Attributed {
 #[derive(Debug)]
 pub struct Attributor {
     cgroups: CgroupResolver,
+    containers: ContainerIdentities,
     processes: ProcessTable,
     context: context::ContextTracker,
+    /// Where `/proc/<pid>/cgroup` is read for the v1 fallback (`/proc`; a fake tree in tests).
+    proc_root: PathBuf,
 }
 
 impl Attributor {
@@ -53,14 +66,29 @@ impl Attributor {
     pub fn new(cgroup_root: impl Into<PathBuf>) -> Self {
         Attributor {
             cgroups: CgroupResolver::new(cgroup_root.into()),
+            containers: ContainerIdentities::new(ContainerConfig::default()),
             processes: ProcessTable::new(DEFAULT_MAX_PROCESSES),
             context: context::ContextTracker::default(),
+            proc_root: PathBuf::from("/proc"),
         }
     }
 
     /// Bounds the process table to `max` processes (default [`DEFAULT_MAX_PROCESSES`]).
     pub fn with_max_processes(mut self, max: usize) -> Self {
         self.processes = ProcessTable::new(max);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_proc_root(mut self, proc_root: &Path) -> Self {
+        self.proc_root = proc_root.to_path_buf();
+        self
+    }
+
+    /// Names containers as `config` says (default: by image, from the runtimes' usual places),
+    /// with the lookup worker started now.
+    pub fn with_containers(mut self, config: ContainerConfig) -> Self {
+        self.containers = ContainerIdentities::new(config).start();
         self
     }
 
@@ -95,6 +123,8 @@ impl Attributor {
                 uid: p.uid,
                 euid: p.euid,
                 job,
+                cgroup: None,
+                claim: None,
                 exited_at: None,
                 last_seen: now,
             };
@@ -106,23 +136,39 @@ impl Attributor {
     /// Updates the process table with `event` and returns it in context.
     ///
     /// - Fork: the child gets an entry copied from the parent (executable, argv, job).
-    /// - Exec: updates executable and argv; a complete set of CI variables makes the process the
-    ///   root of that job (a different set than its inherited job: a nested job), an incomplete or
-    ///   absent set keeps the inherited job.
+    /// - Exec: updates executable and argv; a complete set of CI variables makes a process
+    ///   outside every job the root of that job. Inside a job, a set naming another job or run
+    ///   changes nothing but is flagged as an identity claim; an incomplete or absent set keeps
+    ///   the inherited job.
+    /// - Other processes get the workload of their cgroup, as far as their lineage allows (a
+    ///   move out of a container or unit by the process itself is a claim: see `lineage`).
     /// - Exit: the process stays for [`EXIT_GRACE`] of event time, so late events still attribute.
     /// - A process the table does not know is created from its parent (`ppid`): inherited job and,
     ///   as a best guess, the parent's executable. An Exec of a pid whose entry already exited is a
     ///   new process (pid reuse after a missed fork) and is treated the same way.
     pub fn attribute(&mut self, event: Event) -> Attributed {
         self.processes.sweep(event.time);
-        self.track(&event);
+        let mut claim = self.track(&event);
         let job = self.processes.get(event.pid).and_then(|e| e.job.clone());
+        let mut container_id = None;
         let workload = match job {
             Some(job) => job,
-            None => self.cgroups.workload(event.cgroup_id),
+            None => {
+                let (workload, moved) = self.cgroup_workload(&event);
+                // Lineage decides on cgroup workloads (container ids); the name comes after.
+                let (workload, id) = self.containers.name(&workload);
+                container_id = id;
+                claim = claim.or(moved.map(|mut c| {
+                    c.claimed = self.containers.name(&c.claimed).0;
+                    c
+                }));
+                workload
+            }
         };
         let process = self.processes.info(event.pid);
-        let context = self.context.observe(&event.kind, &workload);
+        let mut context = self.context.observe(&event.kind, &workload);
+        context.identity_claim = claim;
+        context.container_id = container_id;
         Attributed {
             event,
             workload,
@@ -131,7 +177,75 @@ impl Attributor {
         }
     }
 
-    fn track(&mut self, event: &Event) {
+    /// The workload of the cgroup of `event`'s process, as its lineage allows, and the claim
+    /// its move makes, if any. An unresolved cgroup keeps the process where it was.
+    fn cgroup_workload(&mut self, event: &Event) -> (Workload, Option<IdentityClaim>) {
+        let now = match self.cgroups.resolve(event.cgroup_id) {
+            Some(root) if cgroup::is_shared_root(&root) => {
+                let pinned = self
+                    .processes
+                    .get(event.pid)
+                    .is_some_and(|e| e.cgroup.is_some());
+                // Without a v1 answer, a process new to the table starts in the root.
+                self.v1_workload(event)
+                    .or_else(|| (!pinned).then_some(root))
+            }
+            other => other,
+        };
+        let parent_executable = self
+            .processes
+            .get(event.ppid)
+            .filter(|_| event.ppid != event.pid)
+            .map(|p| p.executable.clone());
+        let mover = lineage::mover(event.ppid, parent_executable.as_deref());
+        let Some(entry) = self.processes.get_mut(event.pid) else {
+            return (
+                now.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
+                None,
+            );
+        };
+        let (pinned, now) = match (entry.cgroup.clone(), now) {
+            (Some(pinned), None) => return (pinned, None),
+            (None, None) => return (unresolved_workload(event.cgroup_id), None),
+            (None, Some(now)) => {
+                entry.cgroup = Some(now.clone());
+                return (now, None);
+            }
+            (Some(pinned), Some(now)) => (pinned, now),
+        };
+        match lineage::cgroup_change(&pinned, &now, mover) {
+            CgroupChange::Stay => (now, None),
+            CgroupChange::Move => {
+                entry.cgroup = Some(now.clone());
+                (now, None)
+            }
+            CgroupChange::Claim => {
+                let claim = new_claim(&mut entry.claim, now, ClaimSource::CgroupMove);
+                (pinned, claim)
+            }
+        }
+    }
+
+    /// The v1 fallback, for a process in the cgroup v2 root (a v1-only host, or a hybrid host
+    /// whose runtime made no v2 cgroup for its containers: the v2 id is shared by everything).
+    /// Its v1 cgroup path names it, read from `/proc/<pid>/cgroup` at its exec or first event
+    /// (procfs, a few hundred bytes, never blocks); `None` otherwise, which keeps the workload
+    /// its lineage gave it.
+    fn v1_workload(&self, event: &Event) -> Option<Workload> {
+        let known = self
+            .processes
+            .get(event.pid)
+            .is_some_and(|e| e.cgroup.is_some());
+        if known && !matches!(event.kind, EventKind::Exec { .. }) {
+            return None;
+        }
+        let path = self.proc_root.join(event.pid.to_string()).join("cgroup");
+        let text = procfs::read_small(&path)?;
+        Some(cgroup::workload_for_v1_lines(&text))
+    }
+
+    /// Updates the table with `event`; returns the identity its exec claims, if any.
+    fn track(&mut self, event: &Event) -> Option<IdentityClaim> {
         let pid = event.pid;
         let is_exec = matches!(event.kind, EventKind::Exec { .. });
         let known = self
@@ -142,9 +256,8 @@ impl Attributor {
             let entry = self.orphan_entry(event);
             self.processes.insert(pid, entry, pid);
         }
-        let Some(entry) = self.processes.get_mut(pid) else {
-            return;
-        };
+        let entry = self.processes.get_mut(pid)?;
+        let mut claim = None;
         entry.ppid = event.ppid;
         entry.uid = event.uid;
         entry.euid = event.euid;
@@ -161,8 +274,12 @@ impl Attributor {
                 entry.executable.clone_from(executable);
                 entry.argv.clone_from(argv);
                 entry.argv_truncated = *argv_truncated;
-                if let Some(job) = ci_job_from_env(env) {
-                    entry.job = Some(job);
+                match lineage::job_on_exec(entry.job.as_ref(), ci_job_from_env(env)) {
+                    JobChange::Keep => {}
+                    JobChange::Start(job) => entry.job = Some(job),
+                    JobChange::Claim(named) => {
+                        claim = new_claim(&mut entry.claim, named, ClaimSource::CiEnvironment);
+                    }
                 }
             }
             EventKind::Fork { child_pid } => {
@@ -180,6 +297,7 @@ impl Attributor {
         if let Some((child_pid, entry)) = child {
             self.processes.insert(child_pid, entry, pid);
         }
+        claim
     }
 
     /// An entry for a process first seen through `event`, inheriting from its parent if known.
@@ -196,13 +314,33 @@ impl Attributor {
             uid: event.uid,
             euid: event.euid,
             job: parent.and_then(|p| p.job.clone()),
+            cgroup: parent.and_then(|p| p.cgroup.clone()),
+            claim: parent.and_then(|p| p.claim.clone()),
             exited_at: None,
             last_seen: event.time,
         }
     }
 }
 
-/// The job of seeded process `pid`: its own CI job, else its nearest ancestor's (memoised).
+/// A claim of `claimed` by a process whose lineage last claimed `last`: flagged only when it
+/// differs (descendants inheriting the claiming environment or cgroup do not repeat it).
+fn new_claim(
+    last: &mut Option<Workload>,
+    claimed: Workload,
+    source: ClaimSource,
+) -> Option<IdentityClaim> {
+    if last
+        .as_ref()
+        .is_some_and(|l| lineage::same_identity(l, &claimed))
+    {
+        return None;
+    }
+    *last = Some(claimed.clone());
+    Some(IdentityClaim { claimed, source })
+}
+
+/// The job of seeded process `pid`: its outermost ancestor's CI job, else its own (memoised).
+/// As for live processes, a job inside a job is no new job.
 fn seeded_job(
     pid: u32,
     by_pid: &HashMap<u32, &procfs::ProcProcess>,
@@ -227,8 +365,8 @@ fn seeded_job(
         cur = p.ppid;
     }
     for pid in chain.into_iter().rev() {
-        if let Some(own) = by_pid.get(&pid).and_then(|p| p.ci_job.clone()) {
-            inherited = Some(own);
+        if inherited.is_none() {
+            inherited = by_pid.get(&pid).and_then(|p| p.ci_job.clone());
         }
         memo.insert(pid, inherited.clone());
     }

@@ -42,6 +42,11 @@ pub(crate) struct Entry {
     pub euid: u32,
     /// The CI job this process belongs to (its own, or inherited from its ancestors).
     pub job: Option<Workload>,
+    /// The cgroup workload its lineage gives it (see `lineage`); `None` until its first event.
+    pub cgroup: Option<Workload>,
+    /// The last identity claimed in its lineage (see `lineage`), so descendants that inherit
+    /// the claim do not repeat it.
+    pub claim: Option<Workload>,
     /// Event time of its exit, while it waits out [`EXIT_GRACE`].
     pub exited_at: Option<SystemTime>,
     /// Event time of its newest event (for eviction when the table is full).
@@ -182,6 +187,8 @@ mod tests {
             uid: 0,
             euid: 0,
             job: None,
+            cgroup: None,
+            claim: None,
             exited_at: None,
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
         }

@@ -68,6 +68,22 @@ fn read_process(dir: &Path, pid: u32) -> Option<ProcProcess> {
     })
 }
 
+/// Most bytes read by [`read_small`].
+const SMALL: u64 = 16 * 1024;
+
+/// A small procfs file (`/proc/<pid>/cgroup`), at most [`SMALL`] bytes; `None` when the
+/// process is gone.
+pub(crate) fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(SMALL)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// The ppid from `/proc/<pid>/stat` (`pid (comm) state ppid …`; comm may hold spaces and `)`).
 pub(crate) fn parse_stat_ppid(stat: &str) -> Option<u32> {
     let (_, rest) = stat.rsplit_once(')')?;

@@ -148,7 +148,7 @@ fn gitlab_job() {
 }
 
 #[test]
-fn nested_runner_starts_a_new_job_for_its_subtree() {
+fn a_job_inside_a_job_is_a_claim_not_a_new_job() {
     let mut f = Fixture::new();
     f.exec(30, 1, "/bin/bash", GITHUB);
     f.fork(30, 31);
@@ -159,19 +159,109 @@ fn nested_runner_starts_a_new_job_for_its_subtree() {
         "GITHUB_RUN_ID=9",
     ];
     let nested = f.exec(31, 30, "/usr/bin/act", &nested_env);
-    assert_eq!(nested.workload.id, "github:acme/inner/w/j");
-    assert_eq!(nested.workload.run_id.as_deref(), Some("9"));
+    assert_eq!(nested.workload.id, "github:acme/app/ci/build");
+    assert_eq!(nested.workload.run_id.as_deref(), Some("42.2"));
+    let claim = nested.context.identity_claim.expect("claim flagged");
+    assert_eq!(claim.claimed.id, "github:acme/inner/w/j");
+    assert_eq!(claim.claimed.run_id.as_deref(), Some("9"));
+    assert_eq!(claim.source, ClaimSource::CiEnvironment);
+    // Its descendants inherit the claiming environment: same job, the claim is not repeated.
     f.fork(31, 32);
-    assert_eq!(
-        f.exec(32, 31, "/bin/true", &[]).workload.id,
-        "github:acme/inner/w/j"
-    );
-    // The outer job is untouched.
-    assert_eq!(f.open(30, 1).workload.id, "github:acme/app/ci/build");
-    // Re-exec with the same set as the inherited job keeps it.
+    let child = f.exec(32, 31, "/bin/true", &nested_env);
+    assert_eq!(child.workload.id, "github:acme/app/ci/build");
+    assert_eq!(child.context.identity_claim, None);
+    // Re-exec with the same set as the inherited job keeps it, unflagged.
     f.fork(30, 33);
     let same = f.exec(33, 30, "/bin/ls", GITHUB);
     assert_eq!(same.workload.id, "github:acme/app/ci/build");
+    assert_eq!(same.context.identity_claim, None);
+}
+
+#[test]
+fn another_run_id_or_job_name_inside_a_job_is_flagged_once_per_claim() {
+    let mut f = Fixture::new();
+    f.exec(80, 1, "/bin/bash", GITHUB);
+    f.fork(80, 81);
+    let mut other_run: Vec<&str> = GITHUB.to_vec();
+    other_run[3] = "GITHUB_RUN_ID=7";
+    let a = f.exec(81, 80, "/usr/bin/python3", &other_run);
+    assert_eq!(
+        a.workload.run_id.as_deref(),
+        Some("42.2"),
+        "stays in its run"
+    );
+    let claim = a.context.identity_claim.expect("run claim");
+    assert_eq!(claim.claimed.id, "github:acme/app/ci/build");
+    assert_eq!(claim.claimed.run_id.as_deref(), Some("7.2"));
+    // Later events of the claimer are plain job events.
+    assert_eq!(f.open(81, 80).context.identity_claim, None);
+    // A different claim further down is flagged again.
+    f.fork(81, 82);
+    let mut other_job = other_run.clone();
+    other_job[2] = "GITHUB_JOB=x";
+    let b = f.exec(82, 81, "/usr/bin/curl", &other_job);
+    assert_eq!(b.workload.id, "github:acme/app/ci/build");
+    assert_eq!(
+        b.context.identity_claim.map(|c| c.claimed.id),
+        Some("github:acme/app/ci/x".to_owned())
+    );
+}
+
+/// Moves a fixture process's events to the cgroup at `path` (created if needed).
+fn cgroup(f: &Fixture, path: &str) -> u64 {
+    let dir = f._root.path().join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::metadata(&dir).expect("stat").ino()
+}
+
+#[test]
+fn leaving_a_unit_or_container_by_oneself_is_a_claim() {
+    let mut f = Fixture::new();
+    let hex = "ab".repeat(32);
+    let ctr = cgroup(&f, &format!("/machine.slice/libpod-{hex}.scope"));
+    let evil = cgroup(&f, "/evil");
+    let other = cgroup(&f, "/system.slice/other.service");
+    let unit = f.runner_cgroup;
+
+    // A unit's process moving itself into a fresh cgroup stays in the unit, flagged once.
+    f.exec(90, 5, "/usr/bin/web", &[]);
+    f.runner_cgroup = evil;
+    let moved = f.open(90, 5);
+    assert_eq!(moved.workload.id, "unit:runner.service");
+    let claim = moved.context.identity_claim.expect("cgroup claim");
+    assert_eq!(claim.claimed.id, "cgroup:/evil");
+    assert_eq!(claim.source, ClaimSource::CgroupMove);
+    assert_eq!(f.open(90, 5).context.identity_claim, None, "once");
+    f.fork(90, 91);
+    assert_eq!(
+        f.open(91, 90).workload.id,
+        "unit:runner.service",
+        "child too"
+    );
+
+    // Init moving its child into another unit is a move.
+    f.runner_cgroup = unit;
+    assert_eq!(f.open(92, 1).workload.id, "unit:runner.service");
+    f.runner_cgroup = other;
+    let placed = f.open(92, 1);
+    assert_eq!(placed.workload.id, "unit:other.service");
+    assert_eq!(placed.context.identity_claim, None);
+
+    // A runtime placing its child into a container is a move; the container's process cannot
+    // leave it afterwards, not even into a unit.
+    f.exec(93, 1, "/usr/bin/runc", &[]);
+    f.fork(93, 94);
+    f.runner_cgroup = ctr;
+    let inside = f.exec(94, 93, "/bin/sh", &[]);
+    assert_eq!(inside.workload.id, format!("container:{hex}"));
+    assert_eq!(inside.context.identity_claim, None);
+    f.runner_cgroup = other;
+    let escaped = f.open(94, 93);
+    assert_eq!(escaped.workload.id, format!("container:{hex}"));
+    assert_eq!(
+        escaped.context.identity_claim.map(|c| c.claimed.id),
+        Some("unit:other.service".to_owned())
+    );
 }
 
 #[test]
@@ -256,4 +346,26 @@ fn seeding_from_a_fake_proc_inherits_jobs() {
         ["/usr/bin/env", "/bin/bash", "/usr/bin/runner", "/sbin/init"]
     );
     assert_eq!(f.open(2, 1).workload.id, "unit:runner.service");
+}
+
+#[test]
+fn in_the_shared_v2_root_the_v1_path_names_the_container() {
+    let proc_root = tempfile::tempdir().expect("tempdir");
+    let hex = "cd".repeat(32);
+    let dir = proc_root.path().join("300");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("cgroup"),
+        format!("4:memory:/docker/{hex}\n1:name=systemd:/docker/{hex}\n0::/\n"),
+    )
+    .expect("write");
+    let mut f = Fixture::new();
+    f.runner_cgroup = std::fs::metadata(f._root.path()).expect("stat").ino();
+    f.attributor = Attributor::new(f._root.path()).with_proc_root(proc_root.path());
+    let a = f.exec(300, 1, "/bin/sh", &[]);
+    assert_eq!(a.workload.id, format!("container:{hex}"));
+    assert_eq!(a.context.container_id.as_deref(), Some(hex.as_str()));
+    // Later events (no /proc read) keep it; a process without v1 cgroups stays in the root.
+    assert_eq!(f.open(300, 1).workload.id, format!("container:{hex}"));
+    assert_eq!(f.open(301, 1).workload.id, "cgroup:/");
 }

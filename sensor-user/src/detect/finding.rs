@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use proto::v1::{DeviationKind, Severity};
 
-use crate::attribute::Attributed;
+use crate::attribute::{Attributed, ClaimSource, IdentityClaim};
 use crate::baseline::Dimension;
 use crate::behaviour::Behaviour;
 
@@ -44,6 +44,12 @@ pub enum Finding {
         kind: DeviationKind,
         count: u64,
         samples: Vec<Finding>,
+        verdict: Verdict,
+    },
+    /// A process claimed a workload its lineage does not give it (see `attribute::lineage`);
+    /// it stays in the event's workload.
+    IdentitySwitch {
+        claim: IdentityClaim,
         verdict: Verdict,
     },
 }
@@ -111,6 +117,8 @@ pub enum Signal {
     /// Reported before and not accepted: reported again in this run (or hour), the first time
     /// it recurs there; the number of earlier runs it was reported in.
     Recurring(u32),
+    /// How an identity switch was claimed.
+    ClaimedBy(ClaimSource),
 }
 
 /// Why an executable was not hashed (the agent never blocks on a file a process controls).
@@ -173,6 +181,7 @@ impl fmt::Display for Signal {
                 return write!(f, "executable-not-hashed:{}", why.as_str());
             }
             Signal::Recurring(n) => return write!(f, "recurring:{n}"),
+            Signal::ClaimedBy(source) => return write!(f, "claimed-by-{}", source.as_str()),
         };
         f.write_str(name)
     }
@@ -186,7 +195,8 @@ impl Finding {
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
             | Finding::BlindSpot { verdict, .. }
-            | Finding::Aggregate { verdict, .. } => verdict,
+            | Finding::Aggregate { verdict, .. }
+            | Finding::IdentitySwitch { verdict, .. } => verdict,
         }
     }
 
@@ -197,7 +207,8 @@ impl Finding {
             | Finding::RateSpike { verdict, .. }
             | Finding::Enumeration { verdict, .. }
             | Finding::BlindSpot { verdict, .. }
-            | Finding::Aggregate { verdict, .. } => verdict,
+            | Finding::Aggregate { verdict, .. }
+            | Finding::IdentitySwitch { verdict, .. } => verdict,
         }
     }
 
@@ -210,6 +221,7 @@ impl Finding {
             Finding::Enumeration { .. } => DeviationKind::Enumeration,
             Finding::Aggregate { .. } => DeviationKind::Aggregated,
             Finding::BlindSpot { .. } => DeviationKind::BlindSpot,
+            Finding::IdentitySwitch { .. } => DeviationKind::IdentitySwitch,
         }
     }
 

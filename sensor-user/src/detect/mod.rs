@@ -15,6 +15,7 @@
 
 mod budget;
 mod finding;
+mod identity;
 mod ids;
 mod incident;
 mod judge;
@@ -128,6 +129,7 @@ impl Engine {
         step.count_judged_run();
         step.remember_window();
         let spike = step.count_rates();
+        step.identity_claim();
         let behaviours = step.behaviours(&mut self.siblings);
         if let Some(spike) = spike {
             step.spike(spike);
@@ -291,6 +293,18 @@ impl Step<'_> {
             behaviours.push(Behaviour::ActiveTime { weekday, hour });
         }
         behaviours
+    }
+
+    /// Reports an identity the event's process claimed, whatever the baseline holds (see
+    /// `attribute::lineage`); never held back by the budget.
+    fn identity_claim(&mut self) {
+        let Some(claim) = &self.event.context.identity_claim else {
+            return;
+        };
+        let incident = self.incident_id();
+        let event = self.shared();
+        let f = identity::identity_switch(self.host, event, claim.clone(), &incident);
+        self.out.push(f);
     }
 
     fn spike(&mut self, spike: Spike) {

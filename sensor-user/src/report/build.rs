@@ -3,7 +3,7 @@
 
 use proto::v1::{self, DeviationKind, novelty::What};
 
-use crate::attribute::{Attributed, ProcessInfo, Workload, WorkloadKind};
+use crate::attribute::{Attributed, IdentityClaim, ProcessInfo, Workload, WorkloadKind};
 use crate::baseline::{Dimension, WINDOW_SECONDS as RATE_WINDOW_SECONDS};
 use crate::behaviour::{Behaviour, summary};
 use crate::detect::{BUDGET, ENUMERATION_THRESHOLD, Enumerated, Evidence, Finding, Spike};
@@ -36,6 +36,7 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
             samples,
             ..
         } => aggregate(*kind, *count, samples),
+        Finding::IdentitySwitch { claim, .. } => identity_switch(event, claim),
     };
     v1::Deviation {
         id: verdict.id.clone(),
@@ -47,7 +48,7 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
         summary,
         process: Some(v1::Process::from(&event.process)),
         novelty: Some(v1::Novelty { what: Some(what) }),
-        signals: verdict.signals.iter().map(ToString::to_string).collect(),
+        signals: signals(finding),
         incident_id: verdict.incident_id.clone(),
         tags: verdict.tags.iter().map(|t| (*t).to_owned()).collect(),
         score: verdict.score,
@@ -59,6 +60,41 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
 
 /// Summary, novelty, count and samples of a deviation.
 type Said = (String, What, u64, Vec<String>);
+
+/// The verdict's signals, and for a new behaviour the container behind a workload named by
+/// image (`container-id:<id>`, see `attribute::container`) as evidence.
+fn signals(finding: &Finding) -> Vec<String> {
+    let verdict = finding.verdict();
+    let mut out: Vec<String> = verdict.signals.iter().map(ToString::to_string).collect();
+    if let Finding::Novel { .. } = finding
+        && let Some(id) = &verdict.event.context.container_id
+    {
+        out.push(format!("container-id:{id}"));
+    }
+    out
+}
+
+fn identity_switch(event: &Attributed, claim: &IdentityClaim) -> Said {
+    let p = &event.process;
+    let summary = format!(
+        "identity switch: pid {} ({}) in {} claimed {} ({}); kept in its workload",
+        p.pid,
+        p.executable,
+        named(&event.workload),
+        named(&claim.claimed),
+        claim.source.as_str(),
+    );
+    let what = What::Identity(v1::Workload::from(&claim.claimed));
+    (summary, what, 1, Vec::new())
+}
+
+/// `id` or `id run <run>`.
+fn named(w: &Workload) -> String {
+    match &w.run_id {
+        Some(run) => format!("{} run {run}", w.id),
+        None => w.id.clone(),
+    }
+}
 
 fn cardinality(event: &Attributed, dimension: Dimension, limit: usize, learning: bool) -> Said {
     let workload = &event.workload.id;
@@ -372,6 +408,73 @@ mod tests {
         assert_eq!(
             d.novelty.expect("novelty").what,
             Some(What::Executable("/usr/bin/nc".into()))
+        );
+    }
+
+    #[test]
+    fn identity_switch_names_the_claimed_workload() {
+        use crate::attribute::ClaimSource;
+        let a = attributed();
+        let claimed = Workload {
+            run_id: Some("7".into()),
+            ..a.workload.clone()
+        };
+        let claim = IdentityClaim {
+            claimed,
+            source: ClaimSource::CiEnvironment,
+        };
+        let f = Finding::IdentitySwitch {
+            claim,
+            verdict: Verdict {
+                id: "the-id".into(),
+                event: Arc::new(a),
+                severity: Severity::High,
+                score: 80,
+                signals: vec![Signal::ClaimedBy(ClaimSource::CiEnvironment)],
+                related: Vec::new(),
+                incident_id: "inc".into(),
+                tags: Vec::new(),
+            },
+        };
+        let d = deviation("h", &f);
+        assert_eq!(d.kind(), DeviationKind::IdentitySwitch);
+        assert_eq!(d.severity(), v1::Severity::High);
+        assert_eq!(d.workload.as_ref().expect("workload").run_id, "7.1");
+        assert_eq!(d.signals, ["claimed-by-ci-environment"]);
+        let Some(What::Identity(w)) = d.novelty.and_then(|n| n.what) else {
+            panic!("novelty is the claimed workload");
+        };
+        assert_eq!(
+            (w.id.as_str(), w.run_id.as_str()),
+            ("github:acme/app/ci/build", "7")
+        );
+        assert_eq!(
+            d.summary,
+            "identity switch: pid 12 (/usr/bin/nc) in github:acme/app/ci/build run 7.1 claimed \
+             github:acme/app/ci/build run 7 (ci-environment); kept in its workload"
+        );
+    }
+
+    #[test]
+    fn container_id_is_evidence_of_new_behaviours() {
+        let mut a = attributed();
+        a.context.container_id = Some("abc123".into());
+        let f = Finding::Novel {
+            behaviour: Behaviour::Executable("/usr/bin/nc".into()),
+            verdict: Verdict {
+                id: "the-id".into(),
+                event: Arc::new(a),
+                severity: Severity::Medium,
+                score: 50,
+                signals: vec![Signal::Fileless],
+                related: Vec::new(),
+                incident_id: "inc".into(),
+                tags: Vec::new(),
+            },
+        };
+        assert_eq!(
+            deviation("h", &f).signals,
+            ["fileless", "container-id:abc123"]
         );
     }
 
