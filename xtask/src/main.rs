@@ -7,6 +7,7 @@ mod memory_bench;
 mod package;
 mod peers;
 mod portability;
+mod systemd_check;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ enum Command {
     Package(package::Args),
     /// Boot Debian's 6.1 and 6.12 kernels in qemu and load and attach every program in each.
     Portability(portability::Args),
+    /// Install both .debs on a debootstrapped Debian with systemd booted in qemu, and check the
+    /// services, unit attribution, judging, reinstall and `sensor status` (not run in CI).
+    SystemdCheck(systemd_check::Args),
     /// Run benign CI jobs and injected attacks against the real sensor and collector, and write
     /// detection rates, false alarms and latency to DETECTION.md.
     Detect {
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchMemory(args) => memory_bench::run(&args),
         Command::Package(args) => package::run(&args),
         Command::Portability(args) => portability::run(&args),
+        Command::SystemdCheck(args) => systemd_check::run(&args),
         Command::Detect {
             noise: Some(clean),
             bin_dir,

@@ -308,13 +308,13 @@ fn check_kernel(
 
 // ---- kernels -----------------------------------------------------------------------------
 
-struct Kernel {
-    package: String,
-    vmlinuz: PathBuf,
+pub(crate) struct Kernel {
+    pub(crate) package: String,
+    pub(crate) vmlinuz: PathBuf,
 }
 
 /// The newest bookworm `linux-image-<label>.*-cloud-amd64-unsigned`, cached by label.
-fn fetch_kernel(dir: &Path, label: &str, refresh: bool) -> Result<Kernel, String> {
+pub(crate) fn fetch_kernel(dir: &Path, label: &str, refresh: bool) -> Result<Kernel, String> {
     let cache = dir.join("kernels").join(label);
     let vmlinuz = cache.join("vmlinuz");
     if !refresh
@@ -1002,14 +1002,14 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
     Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
         .to_path_buf())
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map_or_else(|| root.join("target"), |t| root.join(t))
