@@ -122,8 +122,7 @@ fn connect_addr(req: *const u8, ev: &mut IoUringEvent) -> u64 {
     match family {
         AF_INET => {
             // SAFETY: as above.
-            if let Ok(a) = unsafe { bpf_probe_read_user(uaddr.wrapping_add(4) as *const [u8; 4]) }
-            {
+            if let Ok(a) = unsafe { bpf_probe_read_user(uaddr.wrapping_add(4) as *const [u8; 4]) } {
                 ev.addr[..4].copy_from_slice(&a);
             }
         }
