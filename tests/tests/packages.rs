@@ -105,14 +105,19 @@ fn packages_hold_binaries_units_configs_and_keep_state() {
         );
 
         // The packaged unit runs the packaged binary with the packaged configuration.
+        // (The collector reads it as a systemd credential: root's file, handed to its dynamic
+        // user.)
         let unit = member(&deb, false, &format!("lib/systemd/system/{name}.service"));
-        assert!(
-            unit.contains(&format!(
-                "ExecStart=/usr/bin/{name} {} --config /etc/sensor/{config}",
-                if name == "sensor" { "run" } else { "serve" }
-            )),
-            "{unit}"
-        );
+        let exec = if name == "sensor" {
+            format!("ExecStart=/usr/bin/sensor run --config /etc/sensor/{config}")
+        } else {
+            assert!(
+                unit.contains(&format!("LoadCredential=config:/etc/sensor/{config}")),
+                "{unit}"
+            );
+            "ExecStart=/usr/bin/collector serve --config ${CREDENTIALS_DIRECTORY}/config".to_owned()
+        };
+        assert!(unit.contains(&exec), "{unit}");
         assert!(unit.contains("WantedBy=multi-user.target"), "{unit}");
         // The shipped configuration is the example the binary documents.
         let shipped = member(&deb, false, &format!("etc/sensor/{config}"));

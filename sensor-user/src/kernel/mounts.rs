@@ -18,6 +18,8 @@ pub struct MountError {
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const BPFFS: &str = "/sys/fs/bpf";
+const CGROUP: &str = "/sys/fs/cgroup";
+const CGROUP_UNIFIED: &str = "/sys/fs/cgroup/unified";
 
 /// Mounts tracefs and bpffs where they are missing. Returns what it mounted, for the log.
 pub fn ensure() -> Result<Vec<&'static str>, MountError> {
@@ -32,6 +34,19 @@ pub fn ensure() -> Result<Vec<&'static str>, MountError> {
     if !is_mount_of(BPFFS, "bpf") {
         mount_fs("bpf", BPFFS)?;
         mounted.push(BPFFS);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if cgroup2_mount_point(&mounts).is_none() {
+        // A v1 layout (a tmpfs at /sys/fs/cgroup) keeps its place: v2 goes beside it, as
+        // hybrid hosts do. Otherwise (nothing mounted there) v2 is the hierarchy.
+        let at = if is_mount_of(CGROUP, "tmpfs") {
+            let _ = std::fs::create_dir(CGROUP_UNIFIED);
+            CGROUP_UNIFIED
+        } else {
+            CGROUP
+        };
+        mount_fs("cgroup2", at)?;
+        mounted.push(at);
     }
     Ok(mounted)
 }
