@@ -99,13 +99,30 @@ pub enum EventKind {
     /// io_uring use, which the syscall tracepoints do not see: a ring set up, or a request kind
     /// submitted to one (first time per process image and object).
     IoUring(IoUringUse),
-    /// A DNS message the process sent to (or received from) `server`, raw; see
-    /// [`crate::kernel::dns`] to read it.
+    /// A DNS message the process sent to (or received from) `server`, read once at decode
+    /// ([`crate::kernel::dns`]); `None` when the captured bytes are not a well-formed DNS
+    /// message with a question.
     Dns {
         server: IpAddr,
         response: bool,
-        message: Vec<u8>,
+        message: Option<DnsMessage>,
     },
+}
+
+/// The first question of a DNS message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsQuestion {
+    /// Lower-case, without the trailing dot.
+    pub name: String,
+    /// Record type as text: `A`, `AAAA`, `TXT`, ...
+    pub qtype: String,
+}
+
+/// What a DNS message says: its question and, for a response, the addresses it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsMessage {
+    pub question: DnsQuestion,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// Which file an exec mapped.

@@ -187,3 +187,17 @@ pub fn run(cmd: &mut std::process::Command) -> u32 {
     assert!(child.wait().expect("wait").success(), "{cmd:?} failed");
     pid
 }
+
+/// A bash command run as step of a GitHub Actions job `<repo>/ci/build` (workload
+/// `github:<repo>/ci/build`), run `run`: a clean environment with only `PATH` and the job's
+/// variables. Callers add their own variables and the script (`.arg(file)` or `.args(["-c", s])`).
+pub fn github_job(repo: &str, run: impl std::fmt::Display) -> std::process::Command {
+    let mut cmd = std::process::Command::new("/bin/bash");
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GITHUB_REPOSITORY", repo)
+        .env("GITHUB_WORKFLOW", "ci")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_RUN_ID", run.to_string());
+    cmd
+}

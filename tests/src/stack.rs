@@ -2,7 +2,7 @@
 //! programs) on a real loopback socket, both stopped with SIGTERM when dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,19 +12,29 @@ use crate::{free_port, wait_for, workspace_bin};
 /// A child stopped with SIGTERM on drop (the sensor flushes on the way out), killed after 15 s.
 pub struct Stopped(pub Child);
 
-impl Drop for Stopped {
-    fn drop(&mut self) {
+impl Stopped {
+    /// Sends SIGTERM and waits up to 15 s for the exit; `None` when it had to be killed.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        None
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+        }
     }
 }
 
@@ -119,6 +129,12 @@ impl Stack {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Stops the sensor, then the collector, with SIGTERM; their exit statuses (`None`: killed
+    /// after 15 s).
+    pub fn stop(mut self) -> (Option<ExitStatus>, Option<ExitStatus>) {
+        (self.sensor.terminate(), self.collector.terminate())
     }
 
     /// The sensor's log so far.

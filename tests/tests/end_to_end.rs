@@ -3,11 +3,12 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::{free_port, wait_for, workspace_bin};
+use tests::stack::Stack;
+use tests::{wait_for, workspace_bin};
 
 const JOB: &str = r#"
 cat "$WORK/input.txt" > /dev/null
@@ -22,42 +23,9 @@ if [ -n "$MALICIOUS" ]; then
 fi
 "#;
 
-use tests::Guard;
-
-fn terminate(mut guard: Guard) -> std::process::ExitStatus {
-    // SAFETY: sending SIGTERM to our own child.
-    unsafe { libc::kill(guard.0.id() as i32, libc::SIGTERM) };
-    let status = guard.0.wait().unwrap();
-    std::mem::forget(guard);
-    status
-}
-
-fn deviations(server: &str) -> Vec<Value> {
-    let out = Command::new(workspace_bin("collector"))
-        .args(["deviations", "--server", server, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "collector deviations failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
-
 fn run_job(dir: &Path, run_id: u32, ports: (u16, u16), malicious: bool) {
-    let status = Command::new("/bin/bash")
+    let status = tests::github_job("acme/app", run_id)
         .arg(dir.join("job.sh"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_REPOSITORY", "acme/app")
-        .env("GITHUB_WORKFLOW", "ci")
-        .env("GITHUB_JOB", "build")
-        .env("GITHUB_RUN_ID", run_id.to_string())
         .env("WORK", dir.join("work"))
         .env("PORT1", ports.0.to_string())
         .env("PORT2", ports.1.to_string())
@@ -82,38 +50,8 @@ fn ci_job_learns_then_reports_new_behaviour() {
         new.local_addr().unwrap().port(),
     );
 
-    let port = free_port();
-    let server = format!("http://127.0.0.1:{port}");
-    let collector = Guard(
-        Command::new(workspace_bin("collector"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.path().join("collector.db"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("collector to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-
-    let state = dir.path().join("state");
-    let sensor = Guard(
-        Command::new(workspace_bin("sensor"))
-            .args([
-                "run",
-                "--collector",
-                &server,
-                "--learning-runs",
-                "3",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("sensor to attach", Duration::from_secs(30), || {
-        std::fs::read_to_string(state.join("status.json")).ok()
-    });
+    let stack = Stack::start(dir.path(), &["--learning-runs", "3"]);
+    let state = &stack.state;
 
     for run in 1..=4 {
         run_job(dir.path(), run, ports, false);
@@ -122,10 +60,7 @@ fn ci_job_learns_then_reports_new_behaviour() {
 
     let workload = "github:acme/app/ci/build";
     let found = wait_for("deviations of run 5", Duration::from_secs(20), || {
-        let all: Vec<Value> = deviations(&server)
-            .into_iter()
-            .filter(|d| d["workload"] == workload)
-            .collect();
+        let all = stack.deviations(workload);
         let has = |pred: &dyn Fn(&Value) -> bool| all.iter().any(pred);
         let exe =
             has(&|d| d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id");
@@ -209,7 +144,7 @@ fn ci_job_learns_then_reports_new_behaviour() {
     let status = wait_for("status listing the job", Duration::from_secs(10), || {
         let out = Command::new(workspace_bin("sensor"))
             .args(["status", "--json", "--state-dir"])
-            .arg(&state)
+            .arg(state)
             .output()
             .unwrap();
         let status: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -224,7 +159,7 @@ fn ci_job_learns_then_reports_new_behaviour() {
     assert!(status["attached"].as_array().unwrap().len() > 20);
     let text = Command::new(workspace_bin("sensor"))
         .args(["status", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
@@ -233,9 +168,13 @@ fn ci_job_learns_then_reports_new_behaviour() {
         "{text}"
     );
 
-    assert!(terminate(sensor).success(), "sensor exits 0 on SIGTERM");
+    let (sensor, collector) = stack.stop();
     assert!(
-        terminate(collector).success(),
+        sensor.is_some_and(|s| s.success()),
+        "sensor exits 0 on SIGTERM"
+    );
+    assert!(
+        collector.is_some_and(|s| s.success()),
         "collector exits 0 on SIGTERM"
     );
     drop((known, new));

@@ -195,14 +195,8 @@ impl Fault {
         // A pause between reads spreads the run out, so faults land in the middle of it.
         let script = r#"cat "$WORK/known.txt" > /dev/null
 for f in $FILES; do cat "$f" > /dev/null; sleep 0.02; done"#;
-        Command::new("/bin/bash")
+        tests::github_job("acme/fault", run)
             .args(["-c", script])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("GITHUB_REPOSITORY", "acme/fault")
-            .env("GITHUB_WORKFLOW", "ci")
-            .env("GITHUB_JOB", "build")
-            .env("GITHUB_RUN_ID", run.to_string())
             .env("WORK", self.dir.join("files"))
             .env("FILES", list.join(" "))
             .spawn()

@@ -5,11 +5,12 @@
 //! within seconds. Real binaries, real kernel programs, gRPC over a real socket.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::{Guard, free_port, wait_for, workspace_bin};
+use tests::stack::Stack;
+use tests::wait_for;
 
 /// Each planting step runs a copy of bash that renames its own executable and puts the trap
 /// at the old path before it exits: by the time the agent looks, the trap is there.
@@ -37,14 +38,8 @@ fi
 const WORKLOAD: &str = "github:acme/hostile/ci/build";
 
 fn run_job(dir: &Path, run_id: u32, hostile: bool) {
-    let status = Command::new("/bin/bash")
+    let status = tests::github_job("acme/hostile", run_id)
         .arg(dir.join("job.sh"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_REPOSITORY", "acme/hostile")
-        .env("GITHUB_WORKFLOW", "ci")
-        .env("GITHUB_JOB", "build")
-        .env("GITHUB_RUN_ID", run_id.to_string())
         .env("WORK", dir.join("work"))
         .env("HOSTILE", if hostile { "1" } else { "" })
         .env("ATTACK", if hostile { "1" } else { "" })
@@ -52,24 +47,6 @@ fn run_job(dir: &Path, run_id: u32, hostile: bool) {
         .status()
         .unwrap();
     assert!(status.success(), "job run {run_id} failed");
-}
-
-fn deviations(server: &str) -> Vec<Value> {
-    let out = Command::new(workspace_bin("collector"))
-        .args(["deviations", "--server", server, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "collector deviations failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .filter(|d: &Value| d["workload"] == WORKLOAD)
-        .collect()
 }
 
 fn events_read(state: &Path) -> u64 {
@@ -96,32 +73,11 @@ fn planted_traps_neither_stall_the_agent_nor_hide_the_attack() {
     std::fs::write(work.join("secret.txt"), "secret").unwrap();
     std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
 
-    let port = free_port();
-    let server = format!("http://127.0.0.1:{port}");
-    let _collector = Guard(
-        Command::new(workspace_bin("collector"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "", "--db"])
-            .arg(dir.path().join("collector.db"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let stack = Stack::start(
+        dir.path(),
+        &["--learning-runs", "1", "--heartbeat-interval", "1s"],
     );
-    wait_for("collector to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let state = dir.path().join("state");
-    let _sensor = Guard(
-        Command::new(workspace_bin("sensor"))
-            .args(["run", "--collector", &server, "--learning-runs", "1"])
-            .args(["--heartbeat-interval", "1s", "--state-dir"])
-            .arg(&state)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("sensor to attach", Duration::from_secs(30), || {
-        std::fs::read_to_string(state.join("status.json")).ok()
-    });
+    let state = &stack.state;
 
     run_job(dir.path(), 1, false);
     run_job(dir.path(), 2, true);
@@ -131,7 +87,7 @@ fn planted_traps_neither_stall_the_agent_nor_hide_the_attack() {
         "the attack after the traps",
         Duration::from_secs(15),
         || {
-            let all = deviations(&server);
+            let all = stack.deviations(WORKLOAD);
             let id = all.iter().any(|d| {
                 d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id"
             });
@@ -168,11 +124,11 @@ fn planted_traps_neither_stall_the_agent_nor_hide_the_attack() {
     }
 
     // And it keeps decoding: records go on being read after the traps.
-    let before = events_read(&state);
+    let before = events_read(state);
     run_job(dir.path(), 3, false);
     wait_for(
         "the agent to read more records",
         Duration::from_secs(15),
-        || (events_read(&state) > before).then_some(()),
+        || (events_read(state) > before).then_some(()),
     );
 }

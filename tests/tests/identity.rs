@@ -32,14 +32,8 @@ fn claims_inside_a_job_stay_in_the_job_and_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
     let stack = Stack::start(dir.path(), &["--learning-runs", "3"]);
-    let status = Command::new("/bin/bash")
+    let status = tests::github_job("acme/identity", RUN)
         .arg(dir.path().join("job.sh"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_REPOSITORY", "acme/identity")
-        .env("GITHUB_WORKFLOW", "ci")
-        .env("GITHUB_JOB", "build")
-        .env("GITHUB_RUN_ID", RUN)
         .status()
         .unwrap();
     assert!(status.success());

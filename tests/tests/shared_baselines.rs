@@ -60,14 +60,8 @@ fn runner(name: &str, dir: &Path, server: &str) -> (Sensor, std::path::PathBuf) 
 }
 
 fn run_job(dir: &Path, run: u32, extra: &str) {
-    let status = Command::new("/bin/bash")
+    let status = tests::github_job("acme/shared", run)
         .arg(dir.join("job.sh"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_REPOSITORY", "acme/shared")
-        .env("GITHUB_WORKFLOW", "ci")
-        .env("GITHUB_JOB", "build")
-        .env("GITHUB_RUN_ID", run.to_string())
         .env("WORK", dir.join("work"))
         .env("EXTRA", extra)
         .status()

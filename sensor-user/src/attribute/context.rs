@@ -8,7 +8,6 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use crate::event::{EventKind, FileOperation};
-use crate::kernel::dns;
 
 use super::Workload;
 
@@ -59,13 +58,11 @@ impl ContextTracker {
         match kind {
             EventKind::Dns {
                 response: true,
-                message,
+                message: Some(m),
                 ..
             } => {
-                if let Some(m) = dns::parse(message) {
-                    for address in m.addresses {
-                        self.names.insert(address, m.question.name.clone());
-                    }
+                for address in &m.addresses {
+                    self.names.insert(*address, m.question.name.clone());
                 }
             }
             EventKind::Connect { address, .. } => {
@@ -183,26 +180,16 @@ mod tests {
     #[test]
     fn connect_gets_the_name_a_response_gave() {
         let mut t = ContextTracker::default();
-        let mut p = simple_dns::Packet::new_reply(1);
-        let name = simple_dns::Name::new_unchecked("exfil.test");
-        p.questions.push(simple_dns::Question::new(
-            name.clone(),
-            simple_dns::QTYPE::TYPE(simple_dns::TYPE::A),
-            simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
-            false,
-        ));
-        p.answers.push(simple_dns::ResourceRecord::new(
-            name,
-            simple_dns::CLASS::IN,
-            60,
-            simple_dns::rdata::RData::A(simple_dns::rdata::A {
-                address: 0x7f000007,
-            }),
-        ));
         let response = EventKind::Dns {
             server: "127.0.0.53".parse().unwrap(),
             response: true,
-            message: p.build_bytes_vec().unwrap(),
+            message: Some(crate::event::DnsMessage {
+                question: crate::event::DnsQuestion {
+                    name: "exfil.test".into(),
+                    qtype: "A".into(),
+                },
+                addresses: vec!["127.0.0.7".parse().unwrap()],
+            }),
         };
         t.observe(&response, &job());
         let connect = EventKind::Connect {

@@ -14,7 +14,6 @@ use crate::attribute::Attributed;
 use crate::event::{
     EventKind, FileOperation, IoUringUse, OpenIntent, PrivilegeOp, Protocol, io_uring_opcode_name,
 };
-use crate::kernel::dns;
 
 mod describe;
 mod generalize;
@@ -120,11 +119,9 @@ impl Behaviour {
                 .collect(),
             EventKind::Dns {
                 response: false,
-                message,
+                message: Some(m),
                 ..
-            } => dns::parse(message)
-                .map(|m| vec![Behaviour::DnsName(m.question.name)])
-                .unwrap_or_default(),
+            } => vec![Behaviour::DnsName(m.question.name.clone())],
             EventKind::Listen {
                 address,
                 port,

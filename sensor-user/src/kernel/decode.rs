@@ -164,7 +164,7 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             EventKind::Dns {
                 server: ip(d.family, d.addr),
                 response: d.direction == DNS_RESPONSE,
-                message: payload.to_vec(),
+                message: super::dns::parse(payload),
             }
         }
     };

@@ -6,25 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use simple_dns::{Packet, rdata::RData};
 
-/// The first question of a DNS message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Question {
-    /// Lower-case, without the trailing dot.
-    pub name: String,
-    /// Record type as text: `A`, `AAAA`, `TXT`, ...
-    pub qtype: String,
-}
-
-/// What a DNS message says: its question and, for a response, the addresses it answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    pub question: Question,
-    pub addresses: Vec<IpAddr>,
-}
+use crate::event::{DnsMessage, DnsQuestion};
 
 /// Parses a message as sent over UDP (for TCP, strip the 2-byte length first). `None` for
 /// anything that is not a well-formed DNS message with a question.
-pub fn parse(bytes: &[u8]) -> Option<Message> {
+pub fn parse(bytes: &[u8]) -> Option<DnsMessage> {
     let packet = Packet::parse(bytes).ok()?;
     let q = packet.questions.first()?;
     let name = q
@@ -45,8 +31,8 @@ pub fn parse(bytes: &[u8]) -> Option<Message> {
             _ => None,
         })
         .collect();
-    Some(Message {
-        question: Question { name, qtype },
+    Some(DnsMessage {
+        question: DnsQuestion { name, qtype },
         addresses,
     })
 }
@@ -72,7 +58,7 @@ mod tests {
         let m = parse(&query("Example.COM", TYPE::AAAA)).unwrap();
         assert_eq!(
             m.question,
-            Question {
+            DnsQuestion {
                 name: "example.com".into(),
                 qtype: "AAAA".into()
             }

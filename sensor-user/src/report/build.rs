@@ -8,7 +8,6 @@ use crate::baseline::{Dimension, WINDOW_SECONDS as RATE_WINDOW_SECONDS};
 use crate::behaviour::{Behaviour, summary};
 use crate::detect::{BUDGET, ENUMERATION_THRESHOLD, Enumerated, Evidence, Finding, Spike};
 use crate::event::EventKind;
-use crate::kernel::dns;
 
 /// The deviation that reports `finding`, seen by the agent of `host`.
 pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
@@ -238,7 +237,9 @@ fn novelty(event: &Attributed, behaviour: &Behaviour) -> What {
         }),
         Behaviour::DnsName(name) => {
             let r#type = match &event.event.kind {
-                EventKind::Dns { message, .. } => dns::parse(message).map(|m| m.question.qtype),
+                EventKind::Dns {
+                    message: Some(m), ..
+                } => Some(m.question.qtype.clone()),
                 _ => None,
             };
             What::Dns(v1::DnsQuery {
