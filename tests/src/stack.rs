@@ -96,21 +96,7 @@ impl Stack {
 
     /// Every deviation the collector stored for `workload` (`collector deviations --json`).
     pub fn deviations(&self, workload: &str) -> Vec<Value> {
-        let out = Command::new(workspace_bin("collector"))
-            .args(["deviations", "--server", &self.server, "--json"])
-            .args(["--workload", workload])
-            .output()
-            .expect("collector deviations");
-        assert!(
-            out.status.success(),
-            "collector deviations failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect()
+        deviations(&self.server, workload)
     }
 
     /// Every baseline the sensor has on disk (`sensor baseline list --json`).
@@ -153,4 +139,24 @@ impl Stack {
             .expect("sensor baseline show");
         serde_json::from_slice(&out.stdout).ok()
     }
+}
+
+/// Every deviation the collector at `server` stored for `workload` (`collector deviations
+/// --json`).
+pub fn deviations(server: &str, workload: &str) -> Vec<Value> {
+    let out = Command::new(workspace_bin("collector"))
+        .args(["deviations", "--server", server, "--json"])
+        .args(["--workload", workload])
+        .output()
+        .expect("collector deviations");
+    assert!(
+        out.status.success(),
+        "collector deviations failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }

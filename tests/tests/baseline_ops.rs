@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use tests::stack::deviations;
 use tests::{free_port, wait_for, workspace_bin};
 
 const WORKLOAD: &str = "github:acme/ops/ci/build";
@@ -66,26 +67,6 @@ fn run_job(dir: &Path, run: u32, extra: &str) {
     assert!(status.success());
 }
 
-fn deviations(server: &str) -> Vec<Value> {
-    let out = Command::new(workspace_bin("collector"))
-        .args([
-            "deviations",
-            "--server",
-            server,
-            "--json",
-            "--workload",
-            WORKLOAD,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn listed(state: &Path, workload: &str) -> Option<Value> {
     ok(state, &["list", "--json"])
         .lines()
@@ -120,7 +101,7 @@ fn operator_commands_work_beside_a_running_agent_and_survive_sigkill() {
         "the new executable of run 3",
         Duration::from_secs(20),
         || {
-            deviations(&server)
+            deviations(&server, WORKLOAD)
                 .into_iter()
                 .find(|d| {
                     d["kind"] == "new-executable" && d["novelty"]["executable"] == "/usr/bin/id"
@@ -151,7 +132,7 @@ fn operator_commands_work_beside_a_running_agent_and_survive_sigkill() {
     run_job(dir.path(), 4, "/usr/bin/id");
     run_job(dir.path(), 5, "/usr/bin/whoami");
     let all = wait_for("run 5's deviation", Duration::from_secs(20), || {
-        let all = deviations(&server);
+        let all = deviations(&server, WORKLOAD);
         all.iter()
             .any(|d| d["run_id"] == "5" && d["novelty"]["executable"] == "/usr/bin/whoami")
             .then_some(all)

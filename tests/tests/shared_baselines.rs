@@ -9,12 +9,13 @@
 //! executable is reported.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use proto::v1::FetchBaselineRequest;
 use proto::v1::baselines_client::BaselinesClient;
 use serde_json::Value;
+use tests::stack::{Stopped, deviations};
 use tests::{free_port, wait_for, workspace_bin};
 
 const WORKLOAD: &str = "github:acme/shared/ci/build";
@@ -22,26 +23,7 @@ const JOB: &str = "cat \"$WORK/input.txt\" > /dev/null\nls \"$WORK\" > /dev/null
                    sort \"$WORK/input.txt\" > /dev/null\n\
                    if [ -n \"$EXTRA\" ]; then \"$EXTRA\" > /dev/null; fi\n";
 
-/// A sensor (or the collector) stopped with SIGTERM on drop (a sensor reports its baselines on
-/// the way out).
-struct Sensor(Child);
-impl Drop for Sensor {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn runner(name: &str, dir: &Path, server: &str) -> (Sensor, std::path::PathBuf) {
+fn runner(name: &str, dir: &Path, server: &str) -> (Stopped, std::path::PathBuf) {
     let state = dir.join(format!("state-{name}"));
     let child = Command::new(workspace_bin("sensor"))
         .args(["run", "--collector", server, "--learning-runs", "3"])
@@ -52,7 +34,7 @@ fn runner(name: &str, dir: &Path, server: &str) -> (Sensor, std::path::PathBuf) 
         .spawn()
         .unwrap();
     // Guarded before waiting: a sensor that fails to start is still stopped.
-    let sensor = Sensor(child);
+    let sensor = Stopped(child);
     wait_for("sensor to attach", Duration::from_secs(60), || {
         std::fs::read_to_string(state.join("status.json")).ok()
     });
@@ -67,26 +49,6 @@ fn run_job(dir: &Path, run: u32, extra: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn deviations(server: &str) -> Vec<Value> {
-    let out = Command::new(workspace_bin("collector"))
-        .args([
-            "deviations",
-            "--server",
-            server,
-            "--json",
-            "--workload",
-            WORKLOAD,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn merged(server: &str) -> Result<proto::v1::Baseline, tonic::Status> {
@@ -130,7 +92,7 @@ fn ephemeral_runners_share_a_merged_baseline() {
     std::fs::write(dir.path().join("job.sh"), JOB).unwrap();
     let port = free_port();
     let server = format!("http://127.0.0.1:{port}");
-    let collector = Sensor(
+    let collector = Stopped(
         Command::new(workspace_bin("collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             // Two runners share this job's baseline (the default quorum is 3).
@@ -184,7 +146,7 @@ fn ephemeral_runners_share_a_merged_baseline() {
     run_job(dir.path(), 5, "");
     run_job(dir.path(), 6, "/usr/bin/id");
     let all = wait_for("run 6's new executable", Duration::from_secs(20), || {
-        let all = deviations(&server);
+        let all = deviations(&server, WORKLOAD);
         all.iter()
             .any(|d| {
                 d["run_id"] == "6"
