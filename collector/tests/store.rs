@@ -635,6 +635,7 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
         }],
         version: 0,
         agents: 0,
+        next_page_token: String::new(),
     };
     let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(db.open())).collect();
     assert_eq!(stores[0].baseline("github:a/b/ci/build").unwrap(), None);
