@@ -3,6 +3,10 @@
 //! One connection writes and one reads, each behind a mutex: WAL mode lets the reader see
 //! committed data while the writer works. Durability: `synchronous = FULL`, so a batch whose
 //! transaction committed survives a power loss.
+//!
+//! Ingest CPU (≥ 200k deviations per collector core-second is the target): a batch's deviations
+//! go in with multi-row INSERTs, and batches arriving together share one transaction (group
+//! commit, [`Sqlite::store_batch`]): most of SQLite's cost per batch was its own commit.
 
 mod migrations;
 
