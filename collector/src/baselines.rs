@@ -402,7 +402,19 @@ impl Baselines for BaselinesService {
             supported(&merged, &contributions, self.quorum)
         };
         match served {
-            Some(served) => Ok(Response::new(answer(served, request.learning_runs))),
+            Some(served) => {
+                let whole = answer(served, request.learning_runs);
+                if !request.paged {
+                    // An agent older than paging: the whole baseline, as before.
+                    return Ok(Response::new(whole));
+                }
+                proto::pages::page(&whole, &request.page_token)
+                    .map(Response::new)
+                    .map_err(|e| match e {
+                        proto::pages::PageError::Stale { .. } => Status::aborted(e.to_string()),
+                        _ => Status::invalid_argument(e.to_string()),
+                    })
+            }
             None => Err(Status::not_found(format!(
                 "the baseline of workload {:?} has contributions from {} agent(s), fewer than \
                  the {} required (baseline_quorum)",
@@ -506,6 +518,7 @@ mod tests {
             }],
             version: 0,
             agents: 0,
+            next_page_token: String::new(),
         }
     }
 

@@ -79,7 +79,19 @@ pub struct ExportArgs {
     /// Write to this file (appended to, created if missing) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Only this workload id.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// At most this many, the newest (the collector caps it at 10000).
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: crate::credentials::ClientArgs,
+}
+
+/// Which deviations: the filter flags of `deviations`, `workloads`, `incidents` and `export`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only this workload id, e.g. "github:acme/app/ci/build".
     #[arg(long)]
     pub workload: Option<String>,
     /// Only this host.
@@ -94,11 +106,10 @@ pub struct ExportArgs {
     /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
-    /// At most this many, the newest (the collector caps it at 10000).
-    #[arg(long, default_value_t = 10_000)]
-    pub limit: u32,
-    #[command(flatten)]
-    pub client: crate::credentials::ClientArgs,
+    /// Only deviations older than this (with --since, a time range): a duration ago ("1h") or
+    /// an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -106,18 +117,8 @@ pub struct IncidentsArgs {
     /// Collector to ask.
     #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
     pub server: String,
-    /// Only this workload id.
-    #[arg(long)]
-    pub workload: Option<String>,
-    /// Only this host.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Only deviations of this severity or higher.
-    #[arg(long, value_enum)]
-    pub min_severity: Option<SeverityArg>,
-    /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// At most this many incidents, the latest.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -303,25 +304,8 @@ pub struct DeviationsArgs {
     /// Collector to ask.
     #[arg(long, default_value = DEFAULT_SERVER, env = "COLLECTOR_SERVER")]
     pub server: String,
-    /// Only this workload id, e.g. "github:acme/app/ci/build".
-    #[arg(long)]
-    pub workload: Option<String>,
-    /// Only this host.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Only this kind of deviation.
-    #[arg(long, value_enum)]
-    pub kind: Option<KindArg>,
-    /// Only this severity or higher.
-    #[arg(long, value_enum)]
-    pub min_severity: Option<SeverityArg>,
-    /// Only deviations newer than this: a duration ("1h", "30m", "2d") or an RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Only deviations older than this (with --since, a time range): a duration ago ("1h") or
-    /// an RFC 3339 time.
-    #[arg(long)]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// At most this many (the collector caps it at 10000).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
@@ -433,8 +417,8 @@ mod tests {
         let Command::Deviations(args) = cli.command else {
             panic!("expected deviations");
         };
-        assert_eq!(args.kind, Some(KindArg::NewNetworkDestination));
-        assert_eq!(args.min_severity, Some(SeverityArg::Medium));
+        assert_eq!(args.filter.kind, Some(KindArg::NewNetworkDestination));
+        assert_eq!(args.filter.min_severity, Some(SeverityArg::Medium));
     }
 
     #[test]
@@ -449,7 +433,7 @@ mod tests {
         let Command::Deviations(args) = cli.command else {
             panic!("expected deviations");
         };
-        assert_eq!(args.kind, Some(KindArg::CardinalityExploded));
+        assert_eq!(args.filter.kind, Some(KindArg::CardinalityExploded));
         // And every kind of the wire contract can be asked for by its name.
         for number in 1..64 {
             if DeviationKind::try_from(number).is_ok() {

@@ -194,7 +194,7 @@ pub async fn list_agents(
 
 /// `collector workloads`: workloads with deviations matching the filters.
 pub async fn run_workloads(args: &DeviationsArgs) -> Result<(), QueryError> {
-    let filter = crate::query::request(args, SystemTime::now())?;
+    let filter = crate::query::request(&args.filter, args.limit, SystemTime::now())?;
     let workloads = list_workloads(&args.server, filter, &args.client).await?;
     let out = &mut io::stdout().lock();
     finish(if args.json {

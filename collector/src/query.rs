@@ -7,7 +7,7 @@ use proto::v1::{
     DeviationKind, ListDeviationsRequest, Severity, StoredDeviation, query_client::QueryClient,
 };
 
-use crate::cli::{DeviationsArgs, ExportArgs};
+use crate::cli::{DeviationsArgs, ExportArgs, FilterArgs};
 use crate::convert::{table_cells, to_json, unix_nanos};
 use crate::credentials::ClientArgs;
 use crate::ocsf::detection_finding;
@@ -42,7 +42,7 @@ pub enum QueryError {
 
 /// Runs the query described by `args` and prints it to stdout.
 pub async fn run(args: &DeviationsArgs) -> Result<(), QueryError> {
-    let request = request(args, SystemTime::now())?;
+    let request = request(&args.filter, args.limit, SystemTime::now())?;
     let deviations = list_with(&args.server, request, &args.client).await?;
     let printed = if args.json {
         print_json(&mut io::stdout().lock(), &deviations)
@@ -56,9 +56,10 @@ pub async fn run(args: &DeviationsArgs) -> Result<(), QueryError> {
     }
 }
 
-/// The request for `args`, with `--since` relative to `now`.
+/// The request for `args` and at most `limit` deviations, with `--since` relative to `now`.
 pub fn request(
-    args: &DeviationsArgs,
+    args: &FilterArgs,
+    limit: u32,
     now: SystemTime,
 ) -> Result<ListDeviationsRequest, QueryError> {
     let since_unix_nanos = match &args.since {
@@ -81,7 +82,7 @@ pub fn request(
                 })?)
             }
         },
-        limit: args.limit,
+        limit,
     })
 }
 
@@ -136,19 +137,7 @@ pub async fn list_with(
 /// `collector export`: the matching deviations as OCSF Detection Findings, oldest first, to
 /// `--output` (appended) or stdout.
 pub async fn export(args: &ExportArgs) -> Result<(), QueryError> {
-    let filters = DeviationsArgs {
-        server: args.server.clone(),
-        workload: args.workload.clone(),
-        host: args.host.clone(),
-        kind: args.kind,
-        min_severity: args.min_severity,
-        since: args.since.clone(),
-        until: None,
-        limit: args.limit,
-        json: true,
-        client: args.client.clone(),
-    };
-    let request = request(&filters, SystemTime::now())?;
+    let request = request(&args.filter, args.limit, SystemTime::now())?;
     let mut deviations = list_with(&args.server, request, &args.client).await?;
     // The collector answers newest first; a SIEM wants events in the order they happened.
     deviations.reverse();

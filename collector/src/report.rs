@@ -268,6 +268,7 @@ async fn fetch_learning(args: &ReportArgs) -> Result<(Learning, bool), QueryErro
             workload_id: args.workload.clone(),
             agent_id: String::new(),
             learning_runs: args.learning_runs,
+            ..FetchBaselineRequest::default()
         })
         .await;
     Ok(match answer {

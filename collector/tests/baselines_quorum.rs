@@ -31,6 +31,7 @@ fn baseline(runs: &[&str], behaviours: &[&str], mature: bool) -> Baseline {
         }],
         version: 0,
         agents: 0,
+        next_page_token: String::new(),
     }
 }
 
@@ -58,6 +59,7 @@ async fn fetch(client: &mut BaselinesClient<Channel>) -> Result<Baseline, Code> 
             workload_id: WORKLOAD.to_owned(),
             agent_id: "fresh".to_owned(),
             learning_runs: 5,
+            ..FetchBaselineRequest::default()
         })
         .await
         .map(tonic::Response::into_inner)

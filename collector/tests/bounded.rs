@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use collector::ingest::IngestService;
+use common::raw::{self, RawCodec};
 use common::tls::{Agent, DEADLINE, client, connect, deployment, one};
 use prost::Message as _;
-use prost::bytes::BufMut as _;
-use proto::v1::{BatchAck, Deviation, DeviationBatch, ingest_server::IngestServer};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use proto::v1::{Deviation, DeviationBatch, ingest_server::IngestServer};
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_collector");
 /// The collector's peak RSS under attack must stay below this.
@@ -89,51 +88,12 @@ fn spawn_tls(dir: &std::path::Path, certs: &std::path::Path) -> (Serve, String) 
     }
 }
 
-/// Sends raw bytes as messages of `StreamDeviations`.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-struct RawEncoder;
-struct AckDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = BatchAck;
-    type Encoder = RawEncoder;
-    type Decoder = AckDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> AckDecoder {
-        AckDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for AckDecoder {
-    type Item = BatchAck;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<BatchAck>, Status> {
-        BatchAck::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
 /// Sends `message` on a new stream, then keeps the stream open without sending more; answers
 /// the status the collector ends it with (or `None` if it had not within a few seconds).
 async fn hostile_stream(channel: Channel, message: Arc<Vec<u8>>) -> Option<Code> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    let mut grpc = raw::unlimited(channel);
     grpc.ready().await.ok()?;
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/sensor.v1.Ingest/StreamDeviations");
+    let path = raw::stream_deviations();
     let body = tokio_stream::StreamExt::chain(
         tokio_stream::once(message.as_ref().clone()),
         tokio_stream::pending(),

@@ -6,62 +6,21 @@
 mod common;
 
 use collector::credentials::ClientArgs;
+use common::raw::{self, RawCodec};
 use common::tls::{Agent, DEADLINE, TlsCollector, client, connect, deployment, one, stored};
 use common::{batch, deviation, temp_db};
 use prost::Message as _;
-use prost::bytes::BufMut as _;
-use proto::v1::{BatchAck, DeviationKind, Severity, ingest_client::IngestClient};
+use proto::v1::{DeviationKind, Severity, ingest_client::IngestClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// Sends raw bytes as messages of `StreamDeviations`, to play a hostile agent.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct AckDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = BatchAck;
-    type Encoder = RawEncoder;
-    type Decoder = AckDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> AckDecoder {
-        AckDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for AckDecoder {
-    type Item = BatchAck;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<BatchAck>, Status> {
-        BatchAck::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
 /// Opens a stream over `channel`, sends `messages` as they are and answers how it ended.
 async fn hostile(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    let mut grpc = raw::unlimited(channel);
     grpc.ready().await.expect("ready");
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/sensor.v1.Ingest/StreamDeviations");
+    let path = raw::stream_deviations();
     let response = grpc
         .streaming(
             tonic::Request::new(tokio_stream::iter(messages)),

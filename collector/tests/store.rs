@@ -74,6 +74,7 @@ suite!(
     silence_is_recorded_once_and_cleared_by_contact,
     retention_deletes_old_rows_in_chunks,
     concurrent_handles_store_every_batch_exactly_once,
+    one_handle_stores_concurrent_batches_exactly_once,
     reopening_keeps_data_and_schema,
     merged_baselines_lose_no_concurrent_report,
     baseline_contributions_can_be_dropped_and_frozen,
@@ -560,9 +561,32 @@ fn retention_deletes_old_rows_in_chunks(db: &Db) {
 /// different order: every deviation is stored exactly once, every batch is stored by one and
 /// acknowledged as resent by the others.
 fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
-    const BATCHES: u64 = 30;
     const HANDLES: usize = 3;
     let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(db.open())).collect();
+    store_concurrently(&stores);
+}
+
+/// One collector's handle used by many ingest threads at once (on SQLite, their batches share
+/// group transactions), with heartbeats committing in between: still every batch exactly once.
+fn one_handle_stores_concurrent_batches_exactly_once(db: &Db) {
+    let store = Arc::new(db.open());
+    let stores = vec![Arc::clone(&store); 4];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for n in 0..20 {
+                store
+                    .heartbeat("agent-2", &status("i", 0, n), 1)
+                    .expect("a heartbeat amid batches");
+            }
+        });
+        store_concurrently(&stores);
+    });
+}
+
+/// Each handle stores the same batches (half of them in reverse order) on a thread of its own;
+/// checks each is stored once and acknowledged as resent by the others.
+fn store_concurrently(stores: &[Arc<Store>]) {
+    const BATCHES: u64 = 30;
     let batch = |sequence: u64| -> Vec<Deviation> {
         // Neighbouring batches share a deviation, as an agent's resend after a restart could.
         (0..4)
@@ -611,7 +635,8 @@ fn concurrent_handles_store_every_batch_exactly_once(db: &Db) {
     distinct.dedup();
     assert_eq!(all.len(), distinct.len(), "no deviation stored twice");
     assert_eq!(all.len(), unique - 3);
-    let agent = &stores[1].agents(0).unwrap()[0];
+    let agents = stores[1].agents(0).unwrap();
+    let agent = agents.iter().find(|a| a.agent_id == "agent-a").unwrap();
     assert_eq!((agent.batches, agent.stored), (BATCHES, u64::from(stored)));
 }
 
@@ -635,6 +660,7 @@ fn merged_baselines_lose_no_concurrent_report(db: &Db) {
         }],
         version: 0,
         agents: 0,
+        next_page_token: String::new(),
     };
     let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(db.open())).collect();
     assert_eq!(stores[0].baseline("github:a/b/ci/build").unwrap(), None);

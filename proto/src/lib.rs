@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod contract;
 mod names;
+pub mod pages;
 
 pub use names::{kind_from_name, kind_name};
 

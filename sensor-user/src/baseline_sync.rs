@@ -181,26 +181,60 @@ async fn deliver(
     true
 }
 
-/// The merged baseline of `workload`, if the collector has one. `Err` when the collector does
-/// not offer the service.
+/// Times a paged fetch starts again because the baseline changed between its pages.
+const FETCH_ATTEMPTS: usize = 3;
+
+/// The merged baseline of `workload`, if the collector has one, fetched page by page (a
+/// baseline of any size arrives whole; see `proto::pages`). `Err` when the collector does not
+/// offer the service.
 async fn fetch(
     config: &SyncConfig,
     client: &mut BaselinesClient<Channel>,
     workload: &str,
 ) -> Result<Option<Baseline>, ()> {
-    let request = FetchBaselineRequest {
-        workload_id: workload.to_owned(),
-        agent_id: config.agent_id.clone(),
-        learning_runs: config.learning_runs,
-    };
-    match client.fetch(request).await {
-        Ok(b) => Ok(Some(b.into_inner())),
-        Err(status) if unimplemented(&status) => Err(()),
-        Err(status) => {
-            if status.code() != tonic::Code::NotFound {
-                tracing::debug!(%workload, error = %status.message(), "cannot fetch the merged baseline");
+    for _ in 0..FETCH_ATTEMPTS {
+        match fetch_pages(config, client, workload).await {
+            Ok(whole) => return Ok(whole),
+            // The baseline changed between two pages: start again from the first.
+            Err(status) if status.code() == tonic::Code::Aborted => {}
+            Err(status) if unimplemented(&status) => return Err(()),
+            Err(status) => {
+                if status.code() != tonic::Code::NotFound {
+                    tracing::debug!(%workload, error = %status.message(), "cannot fetch the merged baseline");
+                }
+                return Ok(None);
             }
-            Ok(None)
+        }
+    }
+    tracing::debug!(%workload, "the merged baseline kept changing while it was fetched; later");
+    Ok(None)
+}
+
+/// Every page of `workload`'s merged baseline, put together. A collector older than paging
+/// answers the whole baseline at once (no next page).
+async fn fetch_pages(
+    config: &SyncConfig,
+    client: &mut BaselinesClient<Channel>,
+    workload: &str,
+) -> Result<Option<Baseline>, tonic::Status> {
+    let mut assembly = proto::pages::Assembly::default();
+    let mut page_token = String::new();
+    loop {
+        let request = FetchBaselineRequest {
+            workload_id: workload.to_owned(),
+            agent_id: config.agent_id.clone(),
+            learning_runs: config.learning_runs,
+            paged: true,
+            page_token,
+        };
+        let page = client.fetch(request).await?.into_inner();
+        match assembly.add(page) {
+            Ok(Some(next)) => page_token = next,
+            Ok(None) => return Ok(assembly.finish()),
+            Err(e @ proto::pages::PageError::Stale { .. }) => {
+                return Err(tonic::Status::aborted(e.to_string()));
+            }
+            Err(e) => return Err(tonic::Status::out_of_range(e.to_string())),
         }
     }
 }

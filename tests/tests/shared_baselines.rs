@@ -63,6 +63,7 @@ fn merged(server: &str) -> Result<proto::v1::Baseline, tonic::Status> {
                 workload_id: WORKLOAD.into(),
                 agent_id: "test".into(),
                 learning_runs: 3,
+                ..FetchBaselineRequest::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -176,4 +177,113 @@ fn ephemeral_runners_share_a_merged_baseline() {
     drop(c);
 
     drop(collector);
+}
+
+/// A merged baseline several times larger than one gRPC message (4 MiB) reaches a fresh agent
+/// whole: the real collector serves it in pages and the agent's sharing task
+/// (`sensor_user::baseline_sync`, as `sensor run` uses it) follows them. Needs no kernel.
+#[test]
+fn a_baseline_larger_than_one_message_is_fetched_whole() {
+    use proto::v1::{Baseline, BaselineDimension, BaselineReport};
+    use sensor_user::baseline_sync::{BaselineSync, SyncConfig};
+
+    const BIG: &str = "github:acme/monorepo/ci/build";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let _collector = Sensor(
+        Command::new(workspace_bin("collector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--baseline-quorum", "1", "--metrics-listen", "", "--db"])
+            .arg(dir.path().join("collector.db"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("collector to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // Six dimensions full at the agent's cap (20,000 behaviours each) of ~90-byte behaviours:
+    // over 10 MiB, more than twice the message cap.
+    let names = [
+        "executable",
+        "exec-edge",
+        "file-access",
+        "file-operation",
+        "dns-name",
+        "network-destination",
+    ];
+    let dimensions: Vec<BaselineDimension> = names
+        .iter()
+        .map(|name| BaselineDimension {
+            name: (*name).into(),
+            behaviours: (0..20_000)
+                .map(|i| format!(r#"{{"{name}":"/home/runner/work/monorepo/src/module_{i:06}/generated/lib.rs"}}"#))
+                .collect(),
+        })
+        .collect();
+    let behaviours: Vec<String> = dimensions
+        .iter()
+        .flat_map(|d| d.behaviours.clone())
+        .collect();
+    let big = Baseline {
+        workload_id: BIG.into(),
+        runs: (1..=5).map(|r| r.to_string()).collect(),
+        mature: true,
+        dimensions: dimensions.clone(),
+        ..Baseline::default()
+    };
+    let bytes: usize = behaviours.iter().map(String::len).sum();
+    assert!(bytes > 2 * proto::MAX_MESSAGE_BYTES, "{bytes} bytes");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let adopted = rt.block_on(async {
+        let mut reporter = BaselinesClient::connect(server.clone()).await.unwrap();
+        reporter
+            .report(BaselineReport {
+                agent_id: "runner-big".into(),
+                baseline: Some(big),
+            })
+            .await
+            .expect("the collector takes a 12 MiB report");
+        let (sync, mut adopt, task) = BaselineSync::start(Some(SyncConfig {
+            collector_url: server.clone(),
+            tls: None,
+            agent_id: "runner-fresh".into(),
+            learning_runs: 5,
+        }))
+        .unwrap();
+        sync.fetch(vec![BIG.to_owned()]);
+        let adopted = tokio::time::timeout(Duration::from_secs(60), adopt.recv())
+            .await
+            .expect("the agent fetches the big baseline within 60 s")
+            .expect("a baseline to adopt");
+        drop(sync);
+        task.await.unwrap();
+        adopted
+    });
+    assert_eq!(adopted.workload_id, BIG);
+    assert!(adopted.mature, "5 runs for an agent learning from 5");
+    assert_eq!(adopted.runs.len(), 5);
+    assert!(adopted.next_page_token.is_empty());
+    let got: Vec<&String> = adopted
+        .dimensions
+        .iter()
+        .flat_map(|d| &d.behaviours)
+        .collect();
+    assert_eq!(got.len(), behaviours.len(), "every behaviour, once");
+    let mut want: Vec<&String> = behaviours.iter().collect();
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want);
+    let mut got_names: Vec<&str> = adopted.dimensions.iter().map(|d| d.name.as_str()).collect();
+    got_names.sort_unstable();
+    let mut want_names = names.to_vec();
+    want_names.sort_unstable();
+    assert_eq!(
+        got_names, want_names,
+        "each dimension once: its pages joined"
+    );
 }

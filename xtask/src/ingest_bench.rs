@@ -39,14 +39,47 @@ pub struct Args {
     /// Where the results go (their own section, replaced on each run).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// Also measure this collector binary (e.g. a release build of an earlier commit), each
+    /// batch size right before this tree's, so the two are compared under the same load.
+    #[arg(long, value_name = "BIN")]
+    compare: Option<PathBuf>,
+    /// Store into this PostgreSQL database (a `postgres://` URL) instead of a fresh SQLite file
+    /// per configuration.
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
 }
 
 /// Batch sizes measured: the agent's default (256) and a large one.
 const BATCH_SIZES: &[usize] = &[256, 1000];
-const SECTION_START: &str = "<!-- ingest-bench:start -->";
-const SECTION_END: &str = "<!-- ingest-bench:end -->";
+/// The section of each backend (a PostgreSQL run does not replace the SQLite figures).
+const SECTIONS: [Section; 2] = [
+    Section {
+        start: "<!-- ingest-bench:start -->",
+        end: "<!-- ingest-bench:end -->",
+        title: "Collector ingest",
+    },
+    Section {
+        start: "<!-- ingest-bench-postgres:start -->",
+        end: "<!-- ingest-bench-postgres:end -->",
+        title: "Collector ingest on PostgreSQL",
+    },
+];
+
+struct Section {
+    start: &'static str,
+    end: &'static str,
+    title: &'static str,
+}
+
+impl Args {
+    fn section(&self) -> &'static Section {
+        &SECTIONS[usize::from(self.db.is_some())]
+    }
+}
 
 struct Sample {
+    /// Which collector: "this tree" or the `--compare` binary's name.
+    label: String,
     batch: usize,
     deviations: usize,
     wall: Duration,
@@ -77,23 +110,32 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let collector = root.join("target/release/collector");
     let total = if args.quick { 5_000 } else { args.deviations };
     let runtime = tokio::runtime::Runtime::new()?;
+    let mut binaries = Vec::new();
+    if let Some(earlier) = &args.compare {
+        binaries.push((format!("`{}`", earlier.display()), earlier.clone()));
+    }
+    binaries.push(("this tree".to_owned(), collector));
     let mut samples = Vec::new();
     for &batch in BATCH_SIZES {
-        let sample = runtime.block_on(measure(&collector, batch, total, args))?;
-        eprintln!(
-            "batch {batch}: {:.0} deviations/s, {:.0} per collector core-second, ack p50 {:.1} ms",
-            sample.per_sec(),
-            sample.per_core_sec(),
-            sample.ack_p50_ms
-        );
-        samples.push(sample);
+        for (label, binary) in &binaries {
+            let mut sample = runtime.block_on(measure(binary, batch, total, args))?;
+            sample.label.clone_from(label);
+            eprintln!(
+                "{label}, batch {batch}: {:.0} deviations/s, {:.0} per collector core-second, \
+                 ack p50 {:.1} ms",
+                sample.per_sec(),
+                sample.per_core_sec(),
+                sample.ack_p50_ms
+            );
+            samples.push(sample);
+        }
     }
     let section = markdown(&samples, args);
     print!("{section}");
     if !args.quick {
         let path = root.join(&args.out);
         let old = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, replace_section(&old, &section))
+        std::fs::write(&path, replace_section(&old, args.section(), &section))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -124,7 +166,10 @@ async fn measure(
             .args(["serve", "--metrics-listen", "", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--db")
-            .arg(dir.path().join("collector.db"))
+            .arg(match &args.db {
+                Some(url) => std::ffi::OsString::from(url),
+                None => dir.path().join("collector.db").into_os_string(),
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -173,6 +218,7 @@ async fn measure(
     );
     ack_ms.sort_by(f64::total_cmp);
     Ok(Sample {
+        label: String::new(),
         batch,
         deviations,
         wall,
@@ -320,26 +366,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn markdown(samples: &[Sample], args: &Args) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut s = String::new();
-    let _ = writeln!(s, "{SECTION_START}");
-    let _ = writeln!(s, "## Collector ingest\n");
+    let section = args.section();
+    let _ = writeln!(s, "{}", section.start);
+    let _ = writeln!(s, "## {}\n", section.title);
     let _ = writeln!(
         s,
-        "Produced by `cargo xtask bench-ingest` on {cores} cores: the release collector (SQLite, \
-         fresh database) on loopback, {} agents streaming over gRPC with {} batches in flight \
+        "Produced by `cargo xtask bench-ingest` on {cores} cores: the release collector ({}) on \
+         loopback, {} agents streaming over gRPC with {} batches in flight \
          each, every batch acknowledged (committed) before it counts. *per core* is deviations \
          stored per CPU second of the collector process (utime + stime); *collector CPU* is its \
          cores in use over the run; *ack* is one batch's send → acknowledgement time.\n",
-        args.agents, args.window
+        if args.db.is_some() {
+            "PostgreSQL, one database for the run"
+        } else {
+            "SQLite, a fresh database per row"
+        },
+        args.agents,
+        args.window
     );
     let _ = writeln!(
         s,
-        "| batch size | deviations | wall | stored/s | per core (stored per CPU-s) | collector CPU | ack p50 | ack p99 |"
+        "| collector | batch size | deviations | wall | stored/s | per core (stored per CPU-s) | collector CPU | ack p50 | ack p99 |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for x in samples {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} s | {:.0} | {:.0} | {:.2} core | {:.1} ms | {:.1} ms |",
+            "| {} | {} | {} | {:.2} s | {:.0} | {:.0} | {:.2} core | {:.1} ms | {:.1} ms |",
+            x.label,
             x.batch,
             x.deviations,
             x.wall.as_secs_f64(),
@@ -350,15 +404,15 @@ fn markdown(samples: &[Sample], args: &Args) -> String {
             x.ack_p99_ms
         );
     }
-    let _ = writeln!(s, "\n{SECTION_END}");
+    let _ = writeln!(s, "\n{}", section.end);
     s
 }
 
 /// `old` with its ingest section replaced by `section` (appended when it has none).
-fn replace_section(old: &str, section: &str) -> String {
-    match (old.find(SECTION_START), old.find(SECTION_END)) {
+fn replace_section(old: &str, markers: &Section, section: &str) -> String {
+    match (old.find(markers.start), old.find(markers.end)) {
         (Some(start), Some(end)) if end > start => {
-            let end = end + SECTION_END.len();
+            let end = end + markers.end.len();
             let rest = old[end..].strip_prefix('\n').unwrap_or(&old[end..]);
             format!("{}{section}{rest}", &old[..start])
         }
@@ -373,12 +427,13 @@ mod tests {
 
     #[test]
     fn the_section_is_replaced_in_place_or_appended() {
-        let section = format!("{SECTION_START}\nnew\n{SECTION_END}\n");
-        let appended = replace_section("# Benchmarks\n\ntable\n", &section);
+        let m = &SECTIONS[0];
+        let section = format!("{}\nnew\n{}\n", m.start, m.end);
+        let appended = replace_section("# Benchmarks\n\ntable\n", m, &section);
         assert_eq!(appended, format!("# Benchmarks\n\ntable\n\n{section}"));
-        let old = format!("# B\n\n{SECTION_START}\nold\n{SECTION_END}\n\n## After\n");
+        let old = format!("# B\n\n{}\nold\n{}\n\n## After\n", m.start, m.end);
         assert_eq!(
-            replace_section(&old, &section),
+            replace_section(&old, m, &section),
             format!("# B\n\n{section}\n## After\n")
         );
     }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use proto::v1::{Deviation, Severity, StoredDeviation};
 
-use crate::cli::{DeviationsArgs, IncidentsArgs};
+use crate::cli::IncidentsArgs;
 use crate::query::QueryError;
 pub use story::Story;
 
@@ -161,19 +161,7 @@ fn time_order(stored: &StoredDeviation) -> (i64, &str) {
 /// `collector incidents`: asks the collector for the matching deviations and prints their
 /// incidents.
 pub async fn run(args: &IncidentsArgs) -> Result<(), QueryError> {
-    let filters = DeviationsArgs {
-        server: args.server.clone(),
-        workload: args.workload.clone(),
-        host: args.host.clone(),
-        kind: None,
-        min_severity: args.min_severity,
-        since: args.since.clone(),
-        until: None,
-        limit: FETCHED,
-        json: args.json,
-        client: args.client.clone(),
-    };
-    let request = crate::query::request(&filters, SystemTime::now())?;
+    let request = crate::query::request(&args.filter, FETCHED, SystemTime::now())?;
     let deviations = crate::query::list_with(&args.server, request, &args.client).await?;
     let mut incidents = group(deviations);
     incidents.truncate(args.limit.max(1) as usize);

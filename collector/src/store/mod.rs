@@ -71,6 +71,8 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error committing a group of batches: {0}")]
+    GroupCommit(String),
     #[error("invalid db {value:?}: {reason}")]
     BadLocation { value: String, reason: String },
     #[error("cannot connect to PostgreSQL at {location}: {reason}")]

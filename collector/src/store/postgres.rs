@@ -6,9 +6,9 @@
 //! needs), so the same shape serves both backends; rust-postgres is the long-standing, widely used
 //! client (sqlx builds on its own re-implementation), needs no compile-time database, and r2d2 is
 //! the pool it is commonly used with (`r2d2_postgres`, from the same ecosystem). Connections are
-//! plain TCP or a Unix socket (`host=/run/postgresql` or `?host=%2Frun%2Fpostgresql`); put the
-//! collectors and the database on a private network, or tunnel, since this build does not speak
-//! TLS to PostgreSQL.
+//! plain TCP, a Unix socket (`host=/run/postgresql` or `?host=%2Frun%2Fpostgresql`), or TLS
+//! with the server's certificate and name verified (`?sslmode=verify-full&sslrootcert=<CA>`,
+//! optionally `&sslcert=…&sslkey=…`; see `tls.rs`).
 //!
 //! Exactly-once across replicas: a batch's transaction inserts its key first
 //! (`ON CONFLICT DO NOTHING`): a replica storing the same batch concurrently blocks on that key
@@ -23,14 +23,16 @@
 
 mod agents;
 mod migrations;
+mod tls;
 
 use std::time::Duration;
 
+use postgres::Transaction;
 use postgres::types::ToSql;
-use postgres::{NoTls, Transaction};
 use prost::Message;
 use proto::v1::{AgentEvent, AgentStatus, Deviation, ListDeviationsRequest, StoredDeviation};
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
@@ -52,7 +54,8 @@ const ATTEMPTS: u32 = 5;
 /// Key of the advisory lock held while migrating ("sensor" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7365_6e73_6f72;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+/// One connector type whether or not TLS is on (see `tls.rs`), so one pool type.
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
 
 pub struct Postgres {
     /// Always `Some` until dropped (see `Drop`).
@@ -76,13 +79,23 @@ impl Drop for Postgres {
 impl Postgres {
     /// Connects to `url`, checks the server answers and migrates the schema.
     pub fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let config: postgres::Config =
-            url.parse()
+        let (rest, tls) = tls::split(url)?;
+        let mut config: postgres::Config =
+            rest.parse()
                 .map_err(|e: postgres::Error| StoreError::BadLocation {
                     value: redact(url),
                     reason: e.to_string(),
                 })?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        // `require` makes rust-postgres insist on TLS (the connector verifies the certificate
+        // and the host name: verify-full); `disable` never tries it (its default, `prefer`,
+        // would try TLS against an empty set of roots).
+        config.ssl_mode(if tls.verify_full {
+            postgres::config::SslMode::Require
+        } else {
+            postgres::config::SslMode::Disable
+        });
+        let connector = tls.connector(url)?;
+        let manager = PostgresConnectionManager::new(config.clone(), connector.clone());
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -92,7 +105,12 @@ impl Postgres {
             .build(manager)
             .map_err(|e| StoreError::Connect {
                 location: redact(url),
-                reason: e.to_string(),
+                // The pool only says it timed out: one more attempt says why (a certificate
+                // refused, a password wrong, nobody listening).
+                reason: match config.connect(connector) {
+                    Err(cause) => causes(&cause),
+                    Ok(_) => e.to_string(),
+                },
             })?;
         let db = Postgres { pool: Some(pool) };
         db.migrate(url)?;
@@ -101,14 +119,33 @@ impl Postgres {
 
     fn client(
         &self,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>, StoreError>
+    {
         let pool = self.pool.as_ref().expect("the pool lives until drop");
         pool.get().map_err(|e| StoreError::Connect {
             location: "the pool".to_owned(),
             reason: e.to_string(),
         })
     }
+}
 
+/// An error and its causes, outermost first ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+impl Postgres {
     /// Runs `body` in a transaction, committing it; retries on serialization failures and
     /// deadlocks (the transaction was rolled back, so running it again is safe).
     fn transaction<T>(

@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod postgres;
+pub mod raw;
 pub mod serve;
 pub mod tls;
 

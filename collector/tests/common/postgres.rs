@@ -20,11 +20,31 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     next_db: AtomicUsize,
+    /// Extra server options (`-c ssl=on …` for a TLS server).
+    options: String,
+}
+
+/// A server's TLS material (PEM): its certificate and key, and the CA its clients' certificates
+/// must chain to. Such a server accepts TCP connections only over TLS with a client certificate
+/// whose common name is the user (`cert` authentication); the Unix socket stays open to tests.
+pub struct ServerTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
 }
 
 impl PgCluster {
     /// Creates and starts a cluster. Panics with what to do when PostgreSQL is not installed.
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a cluster that speaks TLS (see [`ServerTls`]).
+    pub fn start_tls(tls: &ServerTls) -> PgCluster {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls>) -> PgCluster {
         let bin = server_bin().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found under \
@@ -52,11 +72,16 @@ impl PgCluster {
             ])
             .args(["--no-sync", "-D"])
             .arg(&data));
+        let options = match tls {
+            Some(tls) => configure_tls(&data, tls, as_root),
+            None => String::new(),
+        };
         let cluster = PgCluster {
             dir,
             bin,
             port: free_port(),
             next_db: AtomicUsize::new(0),
+            options,
         };
         cluster.resume();
         watch(&cluster.bin, cluster.dir.path(), as_root);
@@ -66,9 +91,10 @@ impl PgCluster {
     /// Starts the server (again, after [`PgCluster::pause`]) on its port.
     pub fn resume(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         run(as_postgres(nix_is_root(), &self.bin.join("pg_ctl"))
             .args(["-w", "-t", "30", "-D"])
@@ -104,11 +130,16 @@ impl PgCluster {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let mut admin =
-                        postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
-                            .unwrap_or_else(|e| {
-                                panic!("connect to the test server: {e}\n{}", self.log())
-                            });
+                    // Over the Unix socket, which a TLS-only server leaves open to the tests.
+                    let admin_url = format!(
+                        "host={} port={} user=postgres dbname=postgres",
+                        self.dir.path().display(),
+                        self.port
+                    );
+                    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls)
+                        .unwrap_or_else(|e| {
+                            panic!("connect to the test server: {e}\n{}", self.log())
+                        });
                     admin
                         .batch_execute(&format!("CREATE DATABASE {db}"))
                         .unwrap_or_else(|e| panic!("create database {db}: {e}"));
@@ -146,6 +177,35 @@ impl Drop for PgCluster {
             );
         }
     }
+}
+
+/// Writes the server's TLS files into `data` (owned by postgres, the key 0600 as PostgreSQL
+/// demands) and a `pg_hba.conf` that takes TCP only over TLS with a client certificate; returns
+/// the server options that turn TLS on.
+fn configure_tls(data: &Path, tls: &ServerTls, as_root: bool) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, pem) in [
+        ("server.crt", &tls.cert),
+        ("server.key", &tls.key),
+        ("client-ca.crt", &tls.client_ca),
+    ] {
+        let path = data.join(name);
+        std::fs::write(&path, pem).expect("write the server's TLS files");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if as_root {
+            run(Command::new("chown").args(["postgres:postgres"]).arg(&path));
+        }
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\n\
+         hostssl all all 127.0.0.1/32 cert\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .expect("write pg_hba.conf");
+    " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+     -c ssl_ca_file=client-ca.crt"
+        .to_owned()
 }
 
 /// Starts a detached shell that waits for this process to end, then stops the server in `dir`

@@ -60,6 +60,7 @@ pub(crate) fn to_wire(workload: &str, b: &WorkloadBaseline, mature: bool) -> Bas
             .collect(),
         version: 0,
         agents: 0,
+        next_page_token: String::new(),
     }
 }
 
