@@ -14,6 +14,10 @@ pub enum Hook {
     CgroupSock,
     /// A cgroup packet program, attached to the cgroup v2 root.
     CgroupSkb(SkbDirection),
+    /// fentry on a kernel function (BPF trampolines: not on every kernel).
+    FEntry(&'static str),
+    /// fexit on a kernel function (BPF trampolines: not on every kernel).
+    FExit(&'static str),
 }
 
 /// Which packets a [`Hook::CgroupSkb`] program sees.
@@ -23,17 +27,43 @@ pub enum SkbDirection {
     Egress,
 }
 
-/// Which way of watching opens a program belongs to: the classic per-syscall tracepoints by
-/// default, the raw `sys_exit` program (which runs on every syscall) only when asked for (see
-/// `sensor-ebpf/src/file.rs`).
+/// Which way of watching opens and file operations a program belongs to (see
+/// `sensor-ebpf/src/{file,fileops,fentry}.rs`): fentry/fexit where the kernel has trampolines,
+/// else the classic per-syscall tracepoints; the raw `sys_exit` open program (which runs on
+/// every syscall) only when asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenPath {
-    /// Not an open program: always attached.
+    /// Neither an open nor a file-operation program: always attached.
     Any,
-    /// The raw `sys_exit` program.
+    /// The raw `sys_exit` open program.
     Raw,
-    /// The classic `sys_enter_open*`/`sys_exit_open*` programs.
+    /// An fentry/fexit program (opens and file operations).
+    Fentry,
+    /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw` or `Fentry`.
     Classic,
+    /// A classic file-operation tracepoint program: replaced by `Fentry`.
+    ClassicFileOp,
+}
+
+/// The set of open and file-operation programs the loader chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chosen {
+    Tracepoints,
+    RawSysExit,
+    Fentry,
+}
+
+impl OpenPath {
+    /// Whether a program of this path is attached when `chosen` is.
+    pub fn wanted(self, chosen: Chosen) -> bool {
+        match self {
+            OpenPath::Any => true,
+            OpenPath::Raw => chosen == Chosen::RawSysExit,
+            OpenPath::Fentry => chosen == Chosen::Fentry,
+            OpenPath::Classic => chosen == Chosen::Tracepoints,
+            OpenPath::ClassicFileOp => chosen != Chosen::Fentry,
+        }
+    }
 }
 
 /// One program of the embedded object.
@@ -92,6 +122,28 @@ const fn open_tp(
     }
 }
 
+/// A classic file-operation program.
+const fn fs_tp(
+    name: &'static str,
+    tps: &'static [(&'static str, &'static str)],
+    required: bool,
+) -> Program {
+    Program {
+        open_path: OpenPath::ClassicFileOp,
+        ..tp(name, tps, required)
+    }
+}
+
+/// An fentry file-operation program on an x86_64 syscall function.
+const fn fe(name: &'static str, function: &'static str, required: bool) -> Program {
+    Program {
+        name,
+        hook: Hook::FEntry(function),
+        required,
+        open_path: OpenPath::Fentry,
+    }
+}
+
 pub const PROGRAMS: &[Program] = &[
     btf("process_exec", "sched_process_exec"),
     btf("process_fork", "sched_process_fork"),
@@ -99,6 +151,12 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         open_path: OpenPath::Raw,
         ..btf("file_sys_exit", "sys_exit")
+    },
+    Program {
+        name: "file_fexit_open",
+        hook: Hook::FExit("do_sys_openat2"),
+        required: true,
+        open_path: OpenPath::Fentry,
     },
     open_tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
     open_tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),
@@ -215,8 +273,8 @@ pub const PROGRAMS: &[Program] = &[
         true,
     ),
     // File operations besides open; the legacy non-`at` forms exist on x86_64 only.
-    tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
-    tp(
+    fs_tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
+    fs_tp(
         "fs_renameat",
         &[
             ("syscalls", "sys_enter_renameat"),
@@ -224,15 +282,15 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
-    tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
-    tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
-    tp("fs_link", &[("syscalls", "sys_enter_link")], false),
-    tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
-    tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
-    tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
-    tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
-    tp(
+    fs_tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
+    fs_tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
+    fs_tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
+    fs_tp("fs_link", &[("syscalls", "sys_enter_link")], false),
+    fs_tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
+    fs_tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
+    fs_tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
+    fs_tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
+    fs_tp(
         "fs_fchmodat",
         &[
             ("syscalls", "sys_enter_fchmodat"),
@@ -240,8 +298,8 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
-    tp(
+    fs_tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
+    fs_tp(
         "fs_chown",
         &[
             ("syscalls", "sys_enter_chown"),
@@ -249,10 +307,34 @@ pub const PROGRAMS: &[Program] = &[
         ],
         false,
     ),
-    tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
-    tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
-    tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
-    tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
-    tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
-    tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
+    fs_tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
+    fs_tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
+    fs_tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
+    fs_tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
+    fs_tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
+    fs_tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
+    // The same operations through fentry on each syscall's function (x86_64 names), chosen
+    // where the kernel has trampolines; fchmodat2 is Linux 6.6+.
+    fe("fe_rename", "__x64_sys_rename", true),
+    fe("fe_renameat", "__x64_sys_renameat", true),
+    fe("fe_renameat2", "__x64_sys_renameat2", true),
+    fe("fe_unlink", "__x64_sys_unlink", true),
+    fe("fe_unlinkat", "__x64_sys_unlinkat", true),
+    fe("fe_rmdir", "__x64_sys_rmdir", true),
+    fe("fe_link", "__x64_sys_link", true),
+    fe("fe_linkat", "__x64_sys_linkat", true),
+    fe("fe_symlink", "__x64_sys_symlink", true),
+    fe("fe_symlinkat", "__x64_sys_symlinkat", true),
+    fe("fe_chmod", "__x64_sys_chmod", true),
+    fe("fe_fchmodat", "__x64_sys_fchmodat", true),
+    fe("fe_fchmodat2", "__x64_sys_fchmodat2", false),
+    fe("fe_fchmod", "__x64_sys_fchmod", true),
+    fe("fe_chown", "__x64_sys_chown", true),
+    fe("fe_lchown", "__x64_sys_lchown", true),
+    fe("fe_fchownat", "__x64_sys_fchownat", true),
+    fe("fe_fchown", "__x64_sys_fchown", true),
+    fe("fe_truncate", "__x64_sys_truncate", true),
+    fe("fe_ftruncate", "__x64_sys_ftruncate", true),
+    fe("fe_mkdir", "__x64_sys_mkdir", true),
+    fe("fe_mkdirat", "__x64_sys_mkdirat", true),
 ];
