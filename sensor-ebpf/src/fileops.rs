@@ -164,7 +164,7 @@ macro_rules! file_op_programs {
             emit_args(|i| arg(&ctx, i), $args)
         }
         $(
-            $(#[$doc])*
+            #[doc = concat!("`", stringify!($program), "` through fentry (see `fentry.rs`).")]
             #[fentry]
             pub fn $fentry(ctx: FEntryContext) -> u32 {
                 emit_args(|i| syscall_arg(&ctx, i), $args)

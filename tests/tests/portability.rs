@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use sensor_user::kernel::programs::PROGRAMS;
+use sensor_user::kernel::programs::{Hook, PROGRAMS};
 use serde_json::Value;
 
 const LOADCHECK: &str = env!("CARGO_BIN_EXE_loadcheck");
@@ -84,10 +84,18 @@ fn check(label: &str) {
     assert!(
         default.contains("file_fexit_open")
             && default.contains("fe_renameat")
-            && !default.iter().any(|p| *p == "file_sys_exit"
-                || p.starts_with("file_open")
-                || p.starts_with("fs_")),
+            && default.contains("px_setuid"),
         "the default load on Debian {label} ({release}) attached: {default:?}"
+    );
+    // Not one syscall tracepoint, and so no syscall of any task on the slow path.
+    let syscall_tracepoints: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| default.contains(p.name) && matches!(p.hook, Hook::Tracepoints(_)))
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        syscall_tracepoints.is_empty() && !default.contains("file_sys_exit"),
+        "the default load on Debian {label} ({release}) kept syscall hooks: {syscall_tracepoints:?}"
     );
     assert_all_kinds_seen(lc, &format!("Debian {label} ({release})"));
     for p in PROGRAMS {
@@ -127,6 +135,8 @@ const KINDS: &[&str] = &[
     "symlink",
     "link",
     "truncate",
+    "setuid",
+    "unshare",
 ];
 
 /// Every workload kind was reported under the default hooks and under the tracepoints.
@@ -187,10 +197,17 @@ fn this_kernel_falls_back_to_tracepoints() {
     );
     let default = names(&lc["attached_default"]);
     assert!(
-        default.contains("file_openat") && default.contains("fs_renameat"),
+        default.contains("file_openat")
+            && default.contains("fs_renameat")
+            && default.contains("priv_setuid"),
         "{default:?}"
     );
-    assert!(!default.iter().any(|p| p.starts_with("fe_")), "{default:?}");
+    let fentry: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| default.contains(p.name) && matches!(p.hook, Hook::FEntry(_) | Hook::FExit(_)))
+        .map(|p| p.name)
+        .collect();
+    assert!(fentry.is_empty(), "{fentry:?}");
     assert_all_kinds_seen(&lc, "this kernel");
 }
 

@@ -41,8 +41,9 @@ pub enum OpenPath {
     Fentry,
     /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw` or `Fentry`.
     Classic,
-    /// A classic file-operation tracepoint program: replaced by `Fentry`.
-    ClassicFileOp,
+    /// Another classic syscall tracepoint program (file and privilege operations): replaced by
+    /// `Fentry`.
+    ClassicSyscall,
 }
 
 /// The set of open and file-operation programs the loader chose.
@@ -61,7 +62,7 @@ impl OpenPath {
             OpenPath::Raw => chosen == Chosen::RawSysExit,
             OpenPath::Fentry => chosen == Chosen::Fentry,
             OpenPath::Classic => chosen == Chosen::Tracepoints,
-            OpenPath::ClassicFileOp => chosen != Chosen::Fentry,
+            OpenPath::ClassicSyscall => chosen != Chosen::Fentry,
         }
     }
 }
@@ -122,25 +123,33 @@ const fn open_tp(
     }
 }
 
-/// A classic file-operation program.
-const fn fs_tp(
+/// A classic syscall tracepoint program that the fentry set replaces.
+const fn sys_tp(
     name: &'static str,
     tps: &'static [(&'static str, &'static str)],
     required: bool,
 ) -> Program {
     Program {
-        open_path: OpenPath::ClassicFileOp,
+        open_path: OpenPath::ClassicSyscall,
         ..tp(name, tps, required)
     }
 }
 
-/// An fentry file-operation program on an x86_64 syscall function.
+/// An fentry program on an x86_64 syscall function.
 const fn fe(name: &'static str, function: &'static str, required: bool) -> Program {
     Program {
         name,
         hook: Hook::FEntry(function),
         required,
         open_path: OpenPath::Fentry,
+    }
+}
+
+/// An fexit program on an x86_64 syscall function.
+const fn fx(name: &'static str, function: &'static str, required: bool) -> Program {
+    Program {
+        hook: Hook::FExit(function),
+        ..fe(name, function, required)
     }
 }
 
@@ -195,59 +204,59 @@ pub const PROGRAMS: &[Program] = &[
         ..btf("io_uring_submit", "io_uring_submit_req")
     },
     // Privilege use: entry programs keep the arguments, `priv_exit` reports with the result.
-    tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
-    tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),
-    tp(
+    sys_tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
+    sys_tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),
+    sys_tp(
         "priv_setresuid",
         &[("syscalls", "sys_enter_setresuid")],
         true,
     ),
-    tp("priv_setgid", &[("syscalls", "sys_enter_setgid")], true),
-    tp("priv_setregid", &[("syscalls", "sys_enter_setregid")], true),
-    tp(
+    sys_tp("priv_setgid", &[("syscalls", "sys_enter_setgid")], true),
+    sys_tp("priv_setregid", &[("syscalls", "sys_enter_setregid")], true),
+    sys_tp(
         "priv_setresgid",
         &[("syscalls", "sys_enter_setresgid")],
         true,
     ),
-    tp(
+    sys_tp(
         "priv_setfsuid",
         &[("syscalls", "sys_enter_setfsuid")],
         false,
     ),
-    tp(
+    sys_tp(
         "priv_setfsgid",
         &[("syscalls", "sys_enter_setfsgid")],
         false,
     ),
-    tp("priv_capset", &[("syscalls", "sys_enter_capset")], true),
-    tp("priv_ptrace", &[("syscalls", "sys_enter_ptrace")], true),
-    tp(
+    sys_tp("priv_capset", &[("syscalls", "sys_enter_capset")], true),
+    sys_tp("priv_ptrace", &[("syscalls", "sys_enter_ptrace")], true),
+    sys_tp(
         "priv_vm_readv",
         &[("syscalls", "sys_enter_process_vm_readv")],
         true,
     ),
-    tp(
+    sys_tp(
         "priv_vm_writev",
         &[("syscalls", "sys_enter_process_vm_writev")],
         true,
     ),
-    tp("priv_bpf", &[("syscalls", "sys_enter_bpf")], true),
+    sys_tp("priv_bpf", &[("syscalls", "sys_enter_bpf")], true),
     // Kernels built without module support have no module syscalls.
-    tp(
+    sys_tp(
         "priv_init_mod",
         &[("syscalls", "sys_enter_init_module")],
         false,
     ),
-    tp(
+    sys_tp(
         "priv_finit_mod",
         &[("syscalls", "sys_enter_finit_module")],
         false,
     ),
-    tp("priv_mount", &[("syscalls", "sys_enter_mount")], true),
-    tp("priv_umount", &[("syscalls", "sys_enter_umount")], false),
-    tp("priv_unshare", &[("syscalls", "sys_enter_unshare")], true),
-    tp("priv_setns", &[("syscalls", "sys_enter_setns")], true),
-    tp(
+    sys_tp("priv_mount", &[("syscalls", "sys_enter_mount")], true),
+    sys_tp("priv_umount", &[("syscalls", "sys_enter_umount")], false),
+    sys_tp("priv_unshare", &[("syscalls", "sys_enter_unshare")], true),
+    sys_tp("priv_setns", &[("syscalls", "sys_enter_setns")], true),
+    sys_tp(
         "priv_exit",
         &[
             ("syscalls", "sys_exit_setuid"),
@@ -273,8 +282,8 @@ pub const PROGRAMS: &[Program] = &[
         true,
     ),
     // File operations besides open; the legacy non-`at` forms exist on x86_64 only.
-    fs_tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
-    fs_tp(
+    sys_tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
+    sys_tp(
         "fs_renameat",
         &[
             ("syscalls", "sys_enter_renameat"),
@@ -282,15 +291,15 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    fs_tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
-    fs_tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
-    fs_tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
-    fs_tp("fs_link", &[("syscalls", "sys_enter_link")], false),
-    fs_tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
-    fs_tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
-    fs_tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
-    fs_tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
-    fs_tp(
+    sys_tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
+    sys_tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
+    sys_tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
+    sys_tp("fs_link", &[("syscalls", "sys_enter_link")], false),
+    sys_tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
+    sys_tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
+    sys_tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
+    sys_tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
+    sys_tp(
         "fs_fchmodat",
         &[
             ("syscalls", "sys_enter_fchmodat"),
@@ -298,8 +307,8 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    fs_tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
-    fs_tp(
+    sys_tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
+    sys_tp(
         "fs_chown",
         &[
             ("syscalls", "sys_enter_chown"),
@@ -307,12 +316,12 @@ pub const PROGRAMS: &[Program] = &[
         ],
         false,
     ),
-    fs_tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
-    fs_tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
-    fs_tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
-    fs_tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
-    fs_tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
-    fs_tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
+    sys_tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
+    sys_tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
+    sys_tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
+    sys_tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
+    sys_tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
+    sys_tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
     // The same operations through fentry on each syscall's function (x86_64 names), chosen
     // where the kernel has trampolines; fchmodat2 is Linux 6.6+.
     fe("fe_rename", "__x64_sys_rename", true),
@@ -337,4 +346,43 @@ pub const PROGRAMS: &[Program] = &[
     fe("fe_ftruncate", "__x64_sys_ftruncate", true),
     fe("fe_mkdir", "__x64_sys_mkdir", true),
     fe("fe_mkdirat", "__x64_sys_mkdirat", true),
+    // Privilege use through fentry (arguments) and fexit (result) on each syscall's function.
+    fe("pe_setuid", "__x64_sys_setuid", true),
+    fx("px_setuid", "__x64_sys_setuid", true),
+    fe("pe_setreuid", "__x64_sys_setreuid", true),
+    fx("px_setreuid", "__x64_sys_setreuid", true),
+    fe("pe_setresuid", "__x64_sys_setresuid", true),
+    fx("px_setresuid", "__x64_sys_setresuid", true),
+    fe("pe_setgid", "__x64_sys_setgid", true),
+    fx("px_setgid", "__x64_sys_setgid", true),
+    fe("pe_setregid", "__x64_sys_setregid", true),
+    fx("px_setregid", "__x64_sys_setregid", true),
+    fe("pe_setresgid", "__x64_sys_setresgid", true),
+    fx("px_setresgid", "__x64_sys_setresgid", true),
+    fe("pe_setfsuid", "__x64_sys_setfsuid", false),
+    fx("px_setfsuid", "__x64_sys_setfsuid", false),
+    fe("pe_setfsgid", "__x64_sys_setfsgid", false),
+    fx("px_setfsgid", "__x64_sys_setfsgid", false),
+    fe("pe_capset", "__x64_sys_capset", true),
+    fx("px_capset", "__x64_sys_capset", true),
+    fe("pe_ptrace", "__x64_sys_ptrace", true),
+    fx("px_ptrace", "__x64_sys_ptrace", true),
+    fe("pe_vm_readv", "__x64_sys_process_vm_readv", true),
+    fx("px_vm_readv", "__x64_sys_process_vm_readv", true),
+    fe("pe_vm_writev", "__x64_sys_process_vm_writev", true),
+    fx("px_vm_writev", "__x64_sys_process_vm_writev", true),
+    fe("pe_bpf", "__x64_sys_bpf", true),
+    fx("px_bpf", "__x64_sys_bpf", true),
+    fe("pe_init_mod", "__x64_sys_init_module", false),
+    fx("px_init_mod", "__x64_sys_init_module", false),
+    fe("pe_finit_mod", "__x64_sys_finit_module", false),
+    fx("px_finit_mod", "__x64_sys_finit_module", false),
+    fe("pe_mount", "__x64_sys_mount", true),
+    fx("px_mount", "__x64_sys_mount", true),
+    fe("pe_umount", "__x64_sys_umount", false),
+    fx("px_umount", "__x64_sys_umount", false),
+    fe("pe_unshare", "__x64_sys_unshare", true),
+    fx("px_unshare", "__x64_sys_unshare", true),
+    fe("pe_setns", "__x64_sys_setns", true),
+    fx("px_setns", "__x64_sys_setns", true),
 ];

@@ -5,7 +5,8 @@
 //! tried; `attached` and `skipped` cover all loads, `attached_default` and `hooks_default` are
 //! what the default load attached and chose. With the default and the tracepoint hooks, a child
 //! (`loadcheck workload DIR`) opens and operates on files and `events` lists, per load, which
-//! kinds the sensor reported for that child: every moved event kind is seen on both paths.
+//! kinds the sensor reported for that child (file events and two privilege operations): every
+//! moved event kind is seen on both paths.
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
 //! message, verifier lines included). `cargo xtask portability` runs it inside other kernels.
 
@@ -14,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sensor_user::event::{Event, EventKind, FileOperation};
+use sensor_user::event::{Event, EventKind, FileOperation, PrivilegeOp};
 use sensor_user::kernel::{BootClock, LoadOptions, OpenHook, Sensor, decode};
 use serde_json::{Value, json};
 
@@ -32,6 +33,8 @@ const KINDS: &[&str] = &[
     "symlink",
     "link",
     "truncate",
+    "setuid",
+    "unshare",
 ];
 
 /// How long a load waits for the workload's events.
@@ -81,13 +84,16 @@ fn main() {
                 attached.push(p);
             }
         }
-        // A program skipped by one load but attached by another was not skipped.
-        let skipped: Vec<_> = skipped
+        // A program skipped by one load but attached by another was not skipped; one reason
+        // per program.
+        let mut skipped: Vec<_> = skipped
             .into_iter()
             .chain(tp_skipped)
             .chain(raw_skipped)
             .filter(|(name, _)| !attached.contains(name))
             .collect();
+        let mut named = BTreeSet::new();
+        skipped.retain(|(name, _)| named.insert(*name));
         let events = json!({ "default": events, "tracepoint": tp_events });
         Ok((default, hooks, attached, skipped, events))
     });
@@ -125,11 +131,14 @@ async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("workload directory");
     let dir = std::fs::canonicalize(&dir).expect("canonical workload directory");
-    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+    let child = std::process::Command::new(std::env::current_exe().expect("own path"))
         .arg("workload")
         .arg(&dir)
-        .status();
-    let child_ok = status.is_ok_and(|s| s.success());
+        .spawn();
+    let (pid, child_ok) = match child {
+        Ok(mut c) => (c.id(), c.wait().is_ok_and(|s| s.success())),
+        Err(_) => (0, false),
+    };
     let clock = BootClock::now();
     let prefix = dir.to_string_lossy().into_owned();
     let mut seen = BTreeSet::new();
@@ -140,7 +149,7 @@ async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
         }
         sensor.drain(|record| {
             if let Ok(event) = decode(record, &clock)
-                && let Some(kind) = kind_of(&event, &prefix)
+                && let Some(kind) = kind_of(&event, &prefix, pid)
             {
                 seen.insert(kind);
             }
@@ -150,8 +159,9 @@ async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
     seen.into_iter().collect()
 }
 
-/// The report name of an event about a path under `prefix` (only the workload works there).
-fn kind_of(e: &Event, prefix: &str) -> Option<&'static str> {
+/// The report name of an event about a path under `prefix` (only the workload works there), or
+/// of a privilege operation by the workload's process `pid`.
+fn kind_of(e: &Event, prefix: &str, pid: u32) -> Option<&'static str> {
     let under = |p: &str| p.starts_with(prefix);
     Some(match &e.kind {
         EventKind::Open { path, intent } if under(path) => match intent {
@@ -169,6 +179,11 @@ fn kind_of(e: &Event, prefix: &str) -> Option<&'static str> {
             FileOperation::Symlink { link, .. } if under(link) => "symlink",
             FileOperation::Link { new, .. } if under(new) => "link",
             FileOperation::Truncate { path, .. } if under(path) => "truncate",
+            _ => return None,
+        },
+        EventKind::Privilege { op, result: 0, .. } if e.pid == pid => match op {
+            PrivilegeOp::SetIds { syscall, .. } if *syscall == "setuid" => "setuid",
+            PrivilegeOp::Unshare { .. } => "unshare",
             _ => return None,
         },
         _ => return None,
@@ -208,6 +223,21 @@ fn workload(dir: &Path) {
     step("unlink", std::fs::remove_file(dir.join("b.txt")));
     step("mkdir", std::fs::create_dir(dir.join("e")));
     step("rmdir", std::fs::remove_dir(dir.join("e")));
+    // SAFETY: plain syscalls on this process's own credentials and namespaces (run as root:
+    // setuid(0) keeps it root; a new UTS namespace affects only this process).
+    let (setuid, unshare) = unsafe { (libc::setuid(0), libc::unshare(libc::CLONE_NEWUTS)) };
+    step(
+        "setuid",
+        (setuid == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error),
+    );
+    step(
+        "unshare",
+        (unshare == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error),
+    );
 }
 
 /// `uname -r`.
