@@ -1,5 +1,5 @@
 //! The sensor's kernel programs: per-syscall tracepoints, BTF tracepoints and cgroup socket
-//! hooks, and fentry/fexit programs for opens and file operations where the kernel has BPF
+//! hooks, and fentry/fexit programs for opens, file and privilege operations where the kernel has BPF
 //! trampolines (`fentry.rs`; kprobes, fentry/fexit and BPF LSM are not available on every
 //! kernel we run on, see PLATFORM.md). No program runs on every syscall in the default set.
 //!

@@ -146,8 +146,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_kernel_filter: bool,
 
-    /// How opens and file operations are hooked: `auto` uses fentry/fexit where the kernel has
-    /// BPF trampolines (probed at load; no syscall tracepoint for them), else the classic
+    /// How opens, file and privilege operations are hooked: `auto` uses fentry/fexit where the
+    /// kernel has BPF trampolines (probed at load; then no syscall tracepoint at all), else the classic
     /// per-syscall tracepoints; `fentry` fails where the kernel refuses them; `tracepoint` the
     /// classic tracepoints; `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
     /// syscall).

@@ -44,11 +44,11 @@ impl Default for LoadOptions {
     }
 }
 
-/// How opens and file operations are hooked (`--open-hook`).
+/// How opens, file and privilege operations are hooked (`--open-hook`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpenHook {
-    /// The best hooks that run only on opens and file operations: fentry/fexit where the kernel
+    /// The best hooks that run only on the syscalls reported: fentry/fexit where the kernel
     /// has BPF trampolines (probed at load), else the per-syscall tracepoints.
     #[default]
     Auto,
@@ -112,7 +112,7 @@ pub struct Sensor {
     /// Optional programs that could not attach, with why (and the first fentry program the
     /// kernel refused, when the probe fell back to tracepoints).
     pub skipped: Vec<(&'static str, String)>,
-    /// The open and file-operation hooks in use.
+    /// The syscall-event hooks in use.
     pub hooks: Chosen,
 }
 
@@ -156,7 +156,7 @@ impl Sensor {
             &mut attached,
             &mut skipped,
         )?;
-        tracing::info!(?chosen, "open and file-operation hooks");
+        tracing::info!(?chosen, "syscall-event hooks");
         for p in PROGRAMS.iter().filter(|p| {
             p.open_path.wanted(chosen) && !matches!(p.open_path, OpenPath::Raw | OpenPath::Fentry)
         }) {
@@ -264,7 +264,7 @@ struct Attach<'a> {
     cgroup_root: &'a std::fs::File,
 }
 
-/// Picks the open and file-operation hooks and attaches the set chosen unless it is the classic
+/// Picks the hooks of opens, file and privilege operations and attaches the set chosen unless it is the classic
 /// tracepoints (those attach with the rest of the table). fentry/fexit first, by default or when
 /// asked for: attaching them all is the runtime probe (a kernel without trampolines refuses the
 /// first load with EPERM or ENOTSUPP); then the raw `sys_exit` program when asked for.

@@ -27,8 +27,8 @@ pub enum SkbDirection {
     Egress,
 }
 
-/// Which way of watching opens and file operations a program belongs to (see
-/// `sensor-ebpf/src/{file,fileops,fentry}.rs`): fentry/fexit where the kernel has trampolines,
+/// Which way of watching syscall events (opens, file and privilege operations) a program
+/// belongs to (see `sensor-ebpf/src/{file,fileops,creds,fentry}.rs`): fentry/fexit where the kernel has trampolines,
 /// else the classic per-syscall tracepoints; the raw `sys_exit` open program (which runs on
 /// every syscall) only when asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum OpenPath {
     Any,
     /// The raw `sys_exit` open program.
     Raw,
-    /// An fentry/fexit program (opens and file operations).
+    /// An fentry/fexit program (opens, file and privilege operations).
     Fentry,
     /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw` or `Fentry`.
     Classic,
@@ -46,7 +46,7 @@ pub enum OpenPath {
     ClassicSyscall,
 }
 
-/// The set of open and file-operation programs the loader chose.
+/// The set of syscall-event programs the loader chose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Chosen {
     Tracepoints,
