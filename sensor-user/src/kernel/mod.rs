@@ -507,6 +507,24 @@ mod tests {
         assert_eq!(parse_release("garbage"), None);
     }
 
+    /// Each choice of hooks attaches one way in per syscall event: with fentry no syscall
+    /// tracepoint nor raw hook, without it no trampoline program.
+    #[test]
+    fn each_hook_choice_takes_one_set() {
+        let wanted = |chosen| PROGRAMS.iter().filter(move |p| p.open_path.wanted(chosen));
+        let trampoline =
+            |p: &&programs::Program| matches!(p.hook, Hook::FEntry(_) | Hook::FExit(_));
+        assert!(
+            wanted(Chosen::Fentry)
+                .all(|p| !matches!(p.hook, Hook::Tracepoints(_)) && p.name != "file_sys_exit")
+        );
+        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit] {
+            assert!(!wanted(chosen).any(|p| trampoline(&p)), "{chosen:?}");
+        }
+        assert!(wanted(Chosen::RawSysExit).all(|p| p.open_path != OpenPath::Classic));
+        assert!(wanted(Chosen::Tracepoints).any(|p| p.name == "file_openat"));
+    }
+
     /// The program table and the embedded object agree (no root needed).
     #[test]
     fn program_table_matches_object() {
