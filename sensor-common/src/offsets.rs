@@ -71,6 +71,9 @@ pub struct KernelOffsets {
     pub pt_regs_orig_ax: u64,
     pub pt_regs_si: u64,
     pub pt_regs_dx: u64,
+    /// The first and fourth syscall arguments (x86_64), for the fentry file-operation programs.
+    pub pt_regs_di: u64,
+    pub pt_regs_r10: u64,
 }
 
 #[cfg(feature = "user")]

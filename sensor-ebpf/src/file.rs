@@ -3,13 +3,15 @@
 //! the file too; only O_CREAT and O_TRUNC, which the kernel clears from `f_flags`, must be kept
 //! from syscall entry, and only opens that carry them pay for a map entry.
 //!
-//! Two ways in, one emitter ([`emit_open`]):
+//! Three ways in, one emitter ([`emit_open`]):
 //! - `file_sys_exit`, a BTF raw tracepoint on `sys_exit` (preferred where the agent finds the
 //!   `pt_regs` members in BTF, x86_64): one program at the exit of every syscall, which keeps
 //!   only the open family by syscall number and reads the flags from the saved user registers.
 //!   A raw tracepoint runs the program directly, without the per-call record that classic
 //!   syscall tracepoints build, and it replaces two classic programs per open (entry and exit),
 //!   so it costs an open far less; other syscalls pay one register read and a compare.
+//! - `file_fexit_open` in `fentry.rs`, fexit on `do_sys_openat2` (the default where the kernel
+//!   has BPF trampolines): runs only on opens and needs no syscall tracepoint.
 //! - Classic syscall tracepoints (the fallback): every argument is an 8-byte slot after the
 //!   8-byte common header and the 8-byte syscall number, so argument `i` is at `16 + 8 * i`;
 //!   the return value is at 16.
@@ -34,8 +36,8 @@ const ARG2: usize = 32;
 const RET: usize = 16;
 const O_ACCMODE: u32 = 0o3;
 const O_WRONLY: u32 = 0o1;
-const O_CREAT: u32 = 0o100;
-const O_TRUNC: u32 = 0o1000;
+pub(crate) const O_CREAT: u32 = 0o100;
+pub(crate) const O_TRUNC: u32 = 0o1000;
 /// x86_64 numbers of the open family (the agent enables `file_sys_exit` on x86_64 only).
 const NR_OPEN: u64 = 2;
 const NR_CREAT: u64 = 85;
@@ -136,7 +138,7 @@ pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// opened the same file with the same intent. `pending` holds the flags kept from the call when
 /// they carry O_CREAT or O_TRUNC; otherwise they are read from the opened file.
 #[inline(always)]
-fn emit_open(fd: i64, pending: Option<u32>) {
+pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
     if fd < 0 {
         return;
     }

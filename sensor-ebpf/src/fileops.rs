@@ -1,16 +1,25 @@
 //! File operations besides open: rename, unlink, link, symlink, chmod, chown, truncate, mkdir.
 //! Reported at syscall entry with the names as given and the directory a relative name is
 //! resolved against (working directory or dirfd), walked from the kernel's dentries.
+//!
+//! Each operation has two entry points built from one [`Args`] row: a classic syscall
+//! tracepoint program (`fs_*`) and an fentry program on the syscall's own function (`fe_*`, see
+//! `fentry.rs`), which the agent prefers where the kernel has trampolines.
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::generated, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::generated,
+    macros::{fentry, tracepoint},
+    programs::{FEntryContext, TracePointContext},
+};
 use sensor_common::{
     Counter, EventKind, FILEOP_DIR_IS_FILE, FILEOP_NAME2_OTHER_DIR, FileOp, FileOpEvent, NAME_DATA,
     PATH_TRUNCATED, PathRecord,
 };
 
 use crate::{
+    fentry::syscall_arg,
     kernel::{
         arg, current_task, file_of_fd, fill_header, is_self, off, output_prefix, read_ptr,
         walk_path,
@@ -129,83 +138,94 @@ const PLAIN: Args = Args {
     extra: [None, None],
 };
 
+/// Emits the record of one operation; `arg(i)` reads syscall argument `i` from wherever the
+/// hook keeps it (tracepoint record or saved registers).
 #[inline(always)]
-fn emit_args(ctx: &TracePointContext, a: Args) -> u32 {
-    let slot = |i: Option<usize>| i.map_or(0, |i| arg(ctx, i));
-    let dfd = a.dfd.map_or(AT_FDCWD, |i| arg(ctx, i) as i64);
+fn emit_args(arg: impl Fn(usize) -> u64, a: Args) -> u32 {
+    let slot = |i: Option<usize>| i.map_or(0, &arg);
+    let dfd = a.dfd.map_or(AT_FDCWD, |i| arg(i) as i64);
     let base = match a.fd {
-        Some(i) => Base::File(arg(ctx, i) as u32),
+        Some(i) => Base::File(arg(i) as u32),
         None => Base::Dir(dfd),
     };
-    let name2_dfd = a.name2_dfd.map_or(dfd, |i| arg(ctx, i) as i64);
+    let name2_dfd = a.name2_dfd.map_or(dfd, |i| arg(i) as i64);
     let extra = [slot(a.extra[0]), slot(a.extra[1])];
     emit(a.op, base, slot(a.name), slot(a.name2), name2_dfd, extra)
 }
 
-/// One classic-tracepoint program per syscall, each reading its arguments as `Args` says.
+/// Per row, one classic-tracepoint program (`$program`, which may serve several tracepoints)
+/// and one fentry program per syscall function (`[$fentry, ...]`: an fentry program attaches
+/// to one function), each reading its arguments as `Args` says.
 macro_rules! file_op_programs {
-    ($($(#[$doc:meta])* $program:ident => $args:expr;)*) => {$(
+    ($($(#[$doc:meta])* $program:ident [$($fentry:ident),+] => $args:expr;)*) => {$(
         $(#[$doc])*
         #[tracepoint]
         pub fn $program(ctx: TracePointContext) -> u32 {
-            emit_args(&ctx, $args)
+            emit_args(|i| arg(&ctx, i), $args)
         }
+        $(
+            #[doc = concat!("`", stringify!($program), "` through fentry (see `fentry.rs`).")]
+            #[fentry]
+            pub fn $fentry(ctx: FEntryContext) -> u32 {
+                emit_args(|i| syscall_arg(&ctx, i), $args)
+            }
+        )+
     )*};
 }
 
 file_op_programs! {
     /// `rename(oldname, newname)`
-    fs_rename => Args { op: FileOp::Rename, name2: Some(1), ..PLAIN };
+    fs_rename [fe_rename] => Args { op: FileOp::Rename, name2: Some(1), ..PLAIN };
     /// renameat and renameat2: `(olddfd, oldname, newdfd, newname[, flags])`.
-    fs_renameat => Args {
+    fs_renameat [fe_renameat, fe_renameat2] => Args {
         op: FileOp::Rename, dfd: Some(0), name: Some(1), name2: Some(3), name2_dfd: Some(2),
         ..PLAIN
     };
     /// `unlink(pathname)`
-    fs_unlink => PLAIN;
+    fs_unlink [fe_unlink] => PLAIN;
     /// `rmdir(pathname)`
-    fs_rmdir => Args { op: FileOp::Rmdir, ..PLAIN };
+    fs_rmdir [fe_rmdir] => Args { op: FileOp::Rmdir, ..PLAIN };
     /// `link(oldname, newname)`
-    fs_link => Args { op: FileOp::Link, name2: Some(1), ..PLAIN };
+    fs_link [fe_link] => Args { op: FileOp::Link, name2: Some(1), ..PLAIN };
     /// `linkat(olddfd, oldname, newdfd, newname, flags)`
-    fs_linkat => Args {
+    fs_linkat [fe_linkat] => Args {
         op: FileOp::Link, dfd: Some(0), name: Some(1), name2: Some(3), name2_dfd: Some(2),
         ..PLAIN
     };
     /// `symlink(target, linkpath)`: the target is text; the link is resolved against the cwd.
-    fs_symlink => Args { op: FileOp::Symlink, name2: Some(1), ..PLAIN };
+    fs_symlink [fe_symlink] => Args { op: FileOp::Symlink, name2: Some(1), ..PLAIN };
     /// `symlinkat(target, newdfd, linkpath)`
-    fs_symlinkat => Args { op: FileOp::Symlink, dfd: Some(1), name2: Some(2), ..PLAIN };
+    fs_symlinkat [fe_symlinkat] => Args { op: FileOp::Symlink, dfd: Some(1), name2: Some(2), ..PLAIN };
     /// `chmod(filename, mode)`
-    fs_chmod => Args { op: FileOp::Chmod, extra: [Some(1), None], ..PLAIN };
+    fs_chmod [fe_chmod] => Args { op: FileOp::Chmod, extra: [Some(1), None], ..PLAIN };
     /// fchmodat and fchmodat2: `(dfd, filename, mode[, flags])`.
-    fs_fchmodat => Args {
+    fs_fchmodat [fe_fchmodat, fe_fchmodat2] => Args {
         op: FileOp::Chmod, dfd: Some(0), name: Some(1), extra: [Some(2), None], ..PLAIN
     };
     /// `fchmod(fd, mode)`
-    fs_fchmod => Args {
+    fs_fchmod [fe_fchmod] => Args {
         op: FileOp::Chmod, fd: Some(0), name: None, extra: [Some(1), None], ..PLAIN
     };
     /// chown and lchown: `(filename, user, group)`.
-    fs_chown => Args { op: FileOp::Chown, extra: [Some(1), Some(2)], ..PLAIN };
+    fs_chown [fe_chown, fe_lchown] => Args { op: FileOp::Chown, extra: [Some(1), Some(2)], ..PLAIN };
     /// `fchownat(dfd, filename, user, group, flag)`
-    fs_fchownat => Args {
+    fs_fchownat [fe_fchownat] => Args {
         op: FileOp::Chown, dfd: Some(0), name: Some(1), extra: [Some(2), Some(3)], ..PLAIN
     };
     /// `fchown(fd, user, group)`
-    fs_fchown => Args {
+    fs_fchown [fe_fchown] => Args {
         op: FileOp::Chown, fd: Some(0), name: None, extra: [Some(1), Some(2)], ..PLAIN
     };
     /// `truncate(path, length)`
-    fs_truncate => Args { op: FileOp::Truncate, extra: [Some(1), None], ..PLAIN };
+    fs_truncate [fe_truncate] => Args { op: FileOp::Truncate, extra: [Some(1), None], ..PLAIN };
     /// `ftruncate(fd, length)`
-    fs_ftruncate => Args {
+    fs_ftruncate [fe_ftruncate] => Args {
         op: FileOp::Truncate, fd: Some(0), name: None, extra: [Some(1), None], ..PLAIN
     };
     /// `mkdir(pathname, mode)`
-    fs_mkdir => Args { op: FileOp::Mkdir, extra: [Some(1), None], ..PLAIN };
+    fs_mkdir [fe_mkdir] => Args { op: FileOp::Mkdir, extra: [Some(1), None], ..PLAIN };
     /// `mkdirat(dfd, pathname, mode)`
-    fs_mkdirat => Args {
+    fs_mkdirat [fe_mkdirat] => Args {
         op: FileOp::Mkdir, dfd: Some(0), name: Some(1), extra: [Some(2), None], ..PLAIN
     };
 }
@@ -213,13 +233,24 @@ file_op_programs! {
 /// `unlinkat(dfd, pathname, flag)`: AT_REMOVEDIR makes it an rmdir.
 #[tracepoint]
 pub fn fs_unlinkat(ctx: TracePointContext) -> u32 {
-    let op = if arg(&ctx, 2) & AT_REMOVEDIR != 0 {
+    unlinkat(|i| arg(&ctx, i))
+}
+
+/// `unlinkat` through fentry (see [`fs_unlinkat`]).
+#[fentry]
+pub fn fe_unlinkat(ctx: FEntryContext) -> u32 {
+    unlinkat(|i| syscall_arg(&ctx, i))
+}
+
+#[inline(always)]
+fn unlinkat(arg: impl Fn(usize) -> u64) -> u32 {
+    let op = if arg(2) & AT_REMOVEDIR != 0 {
         FileOp::Rmdir
     } else {
         FileOp::Unlink
     };
     emit_args(
-        &ctx,
+        &arg,
         Args {
             op,
             dfd: Some(0),

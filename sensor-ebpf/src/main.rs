@@ -1,6 +1,7 @@
 //! The sensor's kernel programs: per-syscall tracepoints, BTF tracepoints and cgroup socket
-//! hooks. kprobes, fentry/fexit and BPF LSM are not available on every kernel we run on (see
-//! PLATFORM.md). No program runs on every syscall in the default set.
+//! hooks, and fentry/fexit programs for opens, file and privilege operations where the kernel has BPF
+//! trampolines (`fentry.rs`; kprobes, fentry/fexit and BPF LSM are not available on every
+//! kernel we run on, see PLATFORM.md). No program runs on every syscall in the default set.
 //!
 //! One module per event family; maps in `maps.rs`; kernel struct access in `kernel.rs`, through
 //! offsets the agent reads from BTF and sets as the `OFFSETS` global at load time.
@@ -10,6 +11,8 @@
 mod creds;
 #[cfg(target_arch = "bpf")]
 mod dns;
+#[cfg(target_arch = "bpf")]
+mod fentry;
 #[cfg(target_arch = "bpf")]
 mod file;
 #[cfg(target_arch = "bpf")]

@@ -146,8 +146,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_kernel_filter: bool,
 
-    /// How opens are hooked: `auto` uses one raw `sys_exit` tracepoint where the kernel allows
-    /// it (much cheaper per open), `tracepoint` the classic per-syscall tracepoints.
+    /// How opens, file and privilege operations are hooked: `auto` uses fentry/fexit where the
+    /// kernel has BPF trampolines (probed at load; then no syscall tracepoint at all), else the classic
+    /// per-syscall tracepoints; `fentry` fails where the kernel refuses them; `tracepoint` the
+    /// classic tracepoints; `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
+    /// syscall).
     #[arg(long, value_enum, default_value_t = crate::kernel::OpenHook::Auto)]
     pub open_hook: crate::kernel::OpenHook,
 

@@ -4,13 +4,18 @@
 //! Debian's mirror (cached under target/portability/); when they cannot be had, or only an
 //! emulator too slow to finish is left, the test prints "skipped: <reason>" and passes.
 //! See docs/portability.md for the findings and how to reproduce them by hand.
+//!
+//! In each guest, loadcheck also runs a workload of file events under the default hooks
+//! (fentry/fexit on these kernels) and under the classic tracepoints, and reports which kinds
+//! the sensor saw: every moved kind must be seen on both paths. On this machine's kernel, which
+//! refuses fentry, the same binary must fall back to the tracepoints.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use sensor_user::kernel::programs::PROGRAMS;
+use sensor_user::kernel::programs::{Hook, PROGRAMS};
 use serde_json::Value;
 
 const LOADCHECK: &str = env!("CARGO_BIN_EXE_loadcheck");
@@ -68,17 +73,31 @@ fn check(label: &str) {
         .iter()
         .map(|s| (s[0].as_str().unwrap_or(""), s[1].as_str().unwrap_or("")))
         .collect();
-    // No program on every syscall by default: opens take their own tracepoints.
-    let default: BTreeSet<&str> = lc["attached_default"]
-        .as_array()
-        .expect("attached_default is a list")
+    // No program on every syscall by default, and no syscall tracepoint for opens and file
+    // operations where the kernel has trampolines: Debian's kernels do.
+    let default = names(&lc["attached_default"]);
+    assert_eq!(
+        lc["hooks_default"], "Fentry",
+        "the default load on Debian {label} ({release}) did not choose fentry/fexit: {default:?}; skipped {}",
+        lc["skipped"]
+    );
+    assert!(
+        default.contains("file_fexit_open")
+            && default.contains("fe_renameat")
+            && default.contains("px_setuid"),
+        "the default load on Debian {label} ({release}) attached: {default:?}"
+    );
+    // Not one syscall tracepoint, and so no syscall of any task on the slow path.
+    let syscall_tracepoints: Vec<&str> = PROGRAMS
         .iter()
-        .filter_map(Value::as_str)
+        .filter(|p| default.contains(p.name) && matches!(p.hook, Hook::Tracepoints(_)))
+        .map(|p| p.name)
         .collect();
     assert!(
-        default.contains("file_openat") && !default.contains("file_sys_exit"),
-        "the default load on Debian {label} ({release}) did not use the open tracepoints: {default:?}"
+        syscall_tracepoints.is_empty() && !default.contains("file_sys_exit"),
+        "the default load on Debian {label} ({release}) kept syscall hooks: {syscall_tracepoints:?}"
     );
+    assert_all_kinds_seen(lc, &format!("Debian {label} ({release})"));
     for p in PROGRAMS {
         if attached.contains(p.name) {
             continue;
@@ -100,6 +119,96 @@ fn check(label: &str) {
         report["accel"].as_str().unwrap_or("?"),
         attached.len()
     );
+}
+
+/// The kinds loadcheck's workload triggers (its `KINDS`).
+const KINDS: &[&str] = &[
+    "open-read",
+    "open-write",
+    "open-create",
+    "rename",
+    "unlink",
+    "rmdir",
+    "mkdir",
+    "chmod",
+    "chown",
+    "symlink",
+    "link",
+    "truncate",
+    "setuid",
+    "unshare",
+];
+
+/// Every workload kind was reported under the default hooks and under the tracepoints.
+fn assert_all_kinds_seen(lc: &Value, on: &str) {
+    for load in ["default", "tracepoint"] {
+        let seen = names(&lc["events"][load]);
+        let missing: Vec<_> = KINDS.iter().filter(|k| !seen.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "on {on}, the {load} hooks ({}) missed {missing:?} (saw {seen:?})",
+            lc["hooks_default"]
+        );
+    }
+}
+
+fn names(list: &Value) -> BTreeSet<&str> {
+    list.as_array()
+        .expect("a list of names")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// This machine's kernel refuses trampolines (PLATFORM.md): the default load must fall back to
+/// the classic tracepoints, and the workload's events must still all be seen.
+#[test]
+fn this_kernel_falls_back_to_tracepoints() {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = Command::new(LOADCHECK).output().expect("running loadcheck");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lc: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "loadcheck printed no report ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        lc["error"].is_null(),
+        "the sensor did not load: {}",
+        lc["error"]
+    );
+    let probe_refused = lc["skipped"]
+        .as_array()
+        .expect("skipped is a list")
+        .iter()
+        .any(|s| s[0] == "file_fexit_open");
+    if lc["hooks_default"] == "Fentry" {
+        eprintln!("skipped: this kernel has BPF trampolines; nothing falls back");
+        return;
+    }
+    assert_eq!(lc["hooks_default"], "Tracepoints");
+    assert!(
+        probe_refused,
+        "the fentry probe left no reason: {}",
+        lc["skipped"]
+    );
+    let default = names(&lc["attached_default"]);
+    assert!(
+        default.contains("file_openat")
+            && default.contains("fs_renameat")
+            && default.contains("priv_setuid"),
+        "{default:?}"
+    );
+    let fentry: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| default.contains(p.name) && matches!(p.hook, Hook::FEntry(_) | Hook::FExit(_)))
+        .map(|p| p.name)
+        .collect();
+    assert!(fentry.is_empty(), "{fentry:?}");
+    assert_all_kinds_seen(&lc, "this kernel");
 }
 
 /// Runs `cargo xtask portability` for one kernel with this build's loadcheck; its report.

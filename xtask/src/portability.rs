@@ -202,7 +202,16 @@ fn print_report(r: &Report) {
     }
     if let Some(lc) = &r.loadcheck {
         let attached = lc["attached"].as_array().map_or(0, Vec::len);
-        println!("   attached: {attached}");
+        println!(
+            "   attached: {attached}; default hooks: {}",
+            lc["hooks_default"]
+        );
+        for load in ["default", "tracepoint"] {
+            println!(
+                "   events seen with the {load} hooks: {}",
+                lc["events"][load]
+            );
+        }
         for s in lc["skipped"].as_array().into_iter().flatten() {
             println!("   skipped {}: {}", s[0], s[1]);
         }

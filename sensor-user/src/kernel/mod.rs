@@ -14,14 +14,14 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, ProgramError, TracePoint,
+        CgroupSockAddr, FEntry, FExit, ProgramError, TracePoint,
     },
 };
 use sensor_common::{COUNTERS_LEN, CgroupCounts, Counter};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub use decode::{BootClock, DecodeError, decode};
-use programs::{Hook, OpenPath, PROGRAMS, SkbDirection};
+use programs::{Chosen, Hook, OpenPath, PROGRAMS, SkbDirection};
 
 /// The embedded eBPF object, built by `build.rs` (empty in stub builds).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -44,14 +44,17 @@ impl Default for LoadOptions {
     }
 }
 
-/// How opens are hooked (`--open-hook`).
+/// How opens, file and privilege operations are hooked (`--open-hook`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpenHook {
-    /// The best hook that runs only on opens: today the per-syscall tracepoints.
+    /// The best hooks that run only on the syscalls reported: fentry/fexit where the kernel
+    /// has BPF trampolines (probed at load), else the per-syscall tracepoints.
     #[default]
     Auto,
-    /// The classic `syscalls:sys_{enter,exit}_open*` tracepoints.
+    /// fentry/fexit only (x86_64): loading fails where the kernel refuses them.
+    Fentry,
+    /// The classic `syscalls:sys_{enter,exit}_*` tracepoints.
     Tracepoint,
     /// One raw `sys_exit` program (x86_64 with BTF `pt_regs`): cheaper per open, but it runs at
     /// the exit of every syscall of every process (tens of percent on syscall-heavy servers).
@@ -81,6 +84,10 @@ pub enum KernelError {
     StubObject,
     #[error("cannot load the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error(
+        "fentry/fexit programs do not load on this kernel ({0}); use `--open-hook auto` or `tracepoint`"
+    )]
+    NoFentry(String),
     #[error("kernel program `{name}` failed at {stage}: {reason}")]
     Program {
         name: &'static str,
@@ -102,8 +109,11 @@ pub struct Sensor {
     cgroup_counts: PerCpuHashMap<MapData, u64, CgroupCounts>,
     /// Names of the programs that are attached.
     pub attached: Vec<&'static str>,
-    /// Optional programs that could not attach, with why.
+    /// Optional programs that could not attach, with why (and the first fentry program the
+    /// kernel refused, when the probe fell back to tracepoints).
     pub skipped: Vec<(&'static str, String)>,
+    /// The syscall-event hooks in use.
+    pub hooks: Chosen,
 }
 
 impl Sensor {
@@ -135,32 +145,21 @@ impl Sensor {
         let cgroup_root = mounts::cgroup2_root()?;
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
-        let raw_open = options.open_hook == OpenHook::RawSysExit
-            && cfg!(target_arch = "x86_64")
-            && offsets.pt_regs_orig_ax != 0
-            && offsets.pt_regs_si != 0
-            && offsets.pt_regs_dx != 0;
-        let mut open_path = OpenPath::Classic;
-        if raw_open {
-            for p in PROGRAMS.iter().filter(|p| p.open_path == OpenPath::Raw) {
-                match attach(&mut ebpf, p, &btf, &cgroup_root) {
-                    Ok(()) => {
-                        attached.push(p.name);
-                        open_path = OpenPath::Raw;
-                    }
-                    Err(reason) => {
-                        tracing::warn!(program = p.name, %reason, "raw open hook unavailable; using the classic open tracepoints");
-                        skipped.push((p.name, reason));
-                    }
-                }
-            }
-        }
-        for p in PROGRAMS {
-            if p.open_path == OpenPath::Raw
-                || (p.open_path == OpenPath::Classic && open_path == OpenPath::Raw)
-            {
-                continue;
-            }
+        let chosen = choose_hooks(
+            &mut ebpf,
+            options.open_hook,
+            &offsets,
+            &Attach {
+                btf: &btf,
+                cgroup_root: &cgroup_root,
+            },
+            &mut attached,
+            &mut skipped,
+        )?;
+        tracing::info!(?chosen, "syscall-event hooks");
+        for p in PROGRAMS.iter().filter(|p| {
+            p.open_path.wanted(chosen) && !matches!(p.open_path, OpenPath::Raw | OpenPath::Fentry)
+        }) {
             match attach(&mut ebpf, p, &btf, &cgroup_root) {
                 Ok(()) => attached.push(p.name),
                 Err(reason) if !p.required => {
@@ -200,6 +199,7 @@ impl Sensor {
             cgroup_counts,
             attached,
             skipped,
+            hooks: chosen,
         })
     }
 
@@ -255,6 +255,116 @@ impl Sensor {
                 (c.name(), sum)
             })
             .collect()
+    }
+}
+
+/// What attaching needs besides the object.
+struct Attach<'a> {
+    btf: &'a Btf,
+    cgroup_root: &'a std::fs::File,
+}
+
+/// Picks the hooks of opens, file and privilege operations and attaches the set chosen unless it is the classic
+/// tracepoints (those attach with the rest of the table). fentry/fexit first, by default or when
+/// asked for: attaching them all is the runtime probe (a kernel without trampolines refuses the
+/// first load with EPERM or ENOTSUPP); then the raw `sys_exit` program when asked for.
+fn choose_hooks(
+    ebpf: &mut Ebpf,
+    hook: OpenHook,
+    offsets: &sensor_common::KernelOffsets,
+    with: &Attach<'_>,
+    attached: &mut Vec<&'static str>,
+    skipped: &mut Vec<(&'static str, String)>,
+) -> Result<Chosen, KernelError> {
+    let x86_regs = |regs: &[u64]| cfg!(target_arch = "x86_64") && regs.iter().all(|&o| o != 0);
+    if matches!(hook, OpenHook::Auto | OpenHook::Fentry) {
+        let regs = [
+            offsets.pt_regs_di,
+            offsets.pt_regs_si,
+            offsets.pt_regs_dx,
+            offsets.pt_regs_r10,
+        ];
+        let set = if x86_regs(&regs) {
+            attach_set(ebpf, OpenPath::Fentry, with)
+        } else {
+            Err((
+                "fe_*",
+                "not x86_64 (no `pt_regs` di/si/dx/r10 in BTF)".to_owned(),
+            ))
+        };
+        match set {
+            Ok((names, optional_skipped)) => {
+                attached.extend(names);
+                skipped.extend(optional_skipped);
+                return Ok(Chosen::Fentry);
+            }
+            Err((name, reason)) if hook == OpenHook::Fentry => {
+                return Err(KernelError::NoFentry(format!("{name}: {reason}")));
+            }
+            Err((name, reason)) => {
+                tracing::info!(program = name, %reason, "fentry/fexit unavailable; using the syscall tracepoints");
+                skipped.push((name, reason));
+            }
+        }
+    }
+    let raw_regs = [
+        offsets.pt_regs_orig_ax,
+        offsets.pt_regs_si,
+        offsets.pt_regs_dx,
+    ];
+    if hook == OpenHook::RawSysExit && x86_regs(&raw_regs) {
+        match attach_set(ebpf, OpenPath::Raw, with) {
+            Ok((names, _)) => {
+                attached.extend(names);
+                return Ok(Chosen::RawSysExit);
+            }
+            Err((name, reason)) => {
+                tracing::warn!(program = name, %reason, "raw open hook unavailable; using the classic open tracepoints");
+                skipped.push((name, reason));
+            }
+        }
+    }
+    Ok(Chosen::Tracepoints)
+}
+
+/// Programs attached and optional ones skipped (with why) by [`attach_set`].
+type SetOutcome = (Vec<&'static str>, Vec<(&'static str, String)>);
+
+/// Attaches every program of `path`, all or nothing: when a required one fails, those already
+/// attached are unloaded again and the failure is returned.
+fn attach_set(
+    ebpf: &mut Ebpf,
+    path: OpenPath,
+    with: &Attach<'_>,
+) -> Result<SetOutcome, (&'static str, String)> {
+    let mut done = Vec::new();
+    let mut skipped = Vec::new();
+    for p in PROGRAMS.iter().filter(|p| p.open_path == path) {
+        match attach(ebpf, p, with.btf, with.cgroup_root) {
+            Ok(()) => done.push(p.name),
+            Err(reason) if !p.required => skipped.push((p.name, reason)),
+            Err(reason) => {
+                for name in done.iter().chain([&p.name]) {
+                    unload(ebpf, name);
+                }
+                return Err((p.name, reason));
+            }
+        }
+    }
+    Ok((done, skipped))
+}
+
+/// Detaches and unloads one program of a set that is given up.
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    use aya::programs::Program as P;
+    let result = match ebpf.program_mut(name) {
+        Some(P::FEntry(p)) => p.unload(),
+        Some(P::FExit(p)) => p.unload(),
+        Some(P::BtfTracePoint(p)) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(program = name, error = %e, "unload");
     }
 }
 
@@ -317,6 +427,16 @@ fn attach(
             };
             prog.attach(cgroup_root, attach_type, CGROUP_MODE)
                 .map_err(describe)?;
+        }
+        Hook::FEntry(function) => {
+            let prog: &mut FEntry = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load(function, btf).map_err(describe)?;
+            prog.attach().map_err(describe)?;
+        }
+        Hook::FExit(function) => {
+            let prog: &mut FExit = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load(function, btf).map_err(describe)?;
+            prog.attach().map_err(describe)?;
         }
     }
     Ok(())
@@ -385,6 +505,24 @@ mod tests {
         assert_eq!(parse_release("5.4.0"), Some((5, 4)));
         assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
         assert_eq!(parse_release("garbage"), None);
+    }
+
+    /// Each choice of hooks attaches one way in per syscall event: with fentry no syscall
+    /// tracepoint nor raw hook, without it no trampoline program.
+    #[test]
+    fn each_hook_choice_takes_one_set() {
+        let wanted = |chosen| PROGRAMS.iter().filter(move |p| p.open_path.wanted(chosen));
+        let trampoline =
+            |p: &&programs::Program| matches!(p.hook, Hook::FEntry(_) | Hook::FExit(_));
+        assert!(
+            wanted(Chosen::Fentry)
+                .all(|p| !matches!(p.hook, Hook::Tracepoints(_)) && p.name != "file_sys_exit")
+        );
+        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit] {
+            assert!(!wanted(chosen).any(|p| trampoline(&p)), "{chosen:?}");
+        }
+        assert!(wanted(Chosen::RawSysExit).all(|p| p.open_path != OpenPath::Classic));
+        assert!(wanted(Chosen::Tracepoints).any(|p| p.name == "file_openat"));
     }
 
     /// The program table and the embedded object agree (no root needed).

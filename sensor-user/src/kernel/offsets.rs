@@ -95,6 +95,8 @@ pub fn load(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         pt_regs_orig_ax: o("pt_regs", "orig_ax").unwrap_or(0),
         pt_regs_si: o("pt_regs", "si").unwrap_or(0),
         pt_regs_dx: o("pt_regs", "dx").unwrap_or(0),
+        pt_regs_di: o("pt_regs", "di").unwrap_or(0),
+        pt_regs_r10: o("pt_regs", "r10").unwrap_or(0),
     })
 }
 
@@ -168,9 +170,10 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             // The kernel's ABI: struct pt_regs is the saved register frame, fixed for x86_64.
             assert_eq!(
-                (o.pt_regs_dx, o.pt_regs_si, o.pt_regs_orig_ax),
-                (96, 104, 120)
+                (o.pt_regs_r10, o.pt_regs_dx, o.pt_regs_si, o.pt_regs_di),
+                (56, 96, 104, 112)
             );
+            assert_eq!(o.pt_regs_orig_ax, 120);
         }
     }
 

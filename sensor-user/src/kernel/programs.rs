@@ -14,6 +14,10 @@ pub enum Hook {
     CgroupSock,
     /// A cgroup packet program, attached to the cgroup v2 root.
     CgroupSkb(SkbDirection),
+    /// fentry on a kernel function (BPF trampolines: not on every kernel).
+    FEntry(&'static str),
+    /// fexit on a kernel function (BPF trampolines: not on every kernel).
+    FExit(&'static str),
 }
 
 /// Which packets a [`Hook::CgroupSkb`] program sees.
@@ -23,17 +27,44 @@ pub enum SkbDirection {
     Egress,
 }
 
-/// Which way of watching opens a program belongs to: the classic per-syscall tracepoints by
-/// default, the raw `sys_exit` program (which runs on every syscall) only when asked for (see
-/// `sensor-ebpf/src/file.rs`).
+/// Which way of watching syscall events (opens, file and privilege operations) a program
+/// belongs to (see `sensor-ebpf/src/{file,fileops,creds,fentry}.rs`): fentry/fexit where the kernel has trampolines,
+/// else the classic per-syscall tracepoints; the raw `sys_exit` open program (which runs on
+/// every syscall) only when asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenPath {
-    /// Not an open program: always attached.
+    /// Neither an open nor a file-operation program: always attached.
     Any,
-    /// The raw `sys_exit` program.
+    /// The raw `sys_exit` open program.
     Raw,
-    /// The classic `sys_enter_open*`/`sys_exit_open*` programs.
+    /// An fentry/fexit program (opens, file and privilege operations).
+    Fentry,
+    /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw` or `Fentry`.
     Classic,
+    /// Another classic syscall tracepoint program (file and privilege operations): replaced by
+    /// `Fentry`.
+    ClassicSyscall,
+}
+
+/// The set of syscall-event programs the loader chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chosen {
+    Tracepoints,
+    RawSysExit,
+    Fentry,
+}
+
+impl OpenPath {
+    /// Whether a program of this path is attached when `chosen` is.
+    pub fn wanted(self, chosen: Chosen) -> bool {
+        match self {
+            OpenPath::Any => true,
+            OpenPath::Raw => chosen == Chosen::RawSysExit,
+            OpenPath::Fentry => chosen == Chosen::Fentry,
+            OpenPath::Classic => chosen == Chosen::Tracepoints,
+            OpenPath::ClassicSyscall => chosen != Chosen::Fentry,
+        }
+    }
 }
 
 /// One program of the embedded object.
@@ -92,6 +123,36 @@ const fn open_tp(
     }
 }
 
+/// A classic syscall tracepoint program that the fentry set replaces.
+const fn sys_tp(
+    name: &'static str,
+    tps: &'static [(&'static str, &'static str)],
+    required: bool,
+) -> Program {
+    Program {
+        open_path: OpenPath::ClassicSyscall,
+        ..tp(name, tps, required)
+    }
+}
+
+/// An fentry program on an x86_64 syscall function.
+const fn fe(name: &'static str, function: &'static str, required: bool) -> Program {
+    Program {
+        name,
+        hook: Hook::FEntry(function),
+        required,
+        open_path: OpenPath::Fentry,
+    }
+}
+
+/// An fexit program on an x86_64 syscall function.
+const fn fx(name: &'static str, function: &'static str, required: bool) -> Program {
+    Program {
+        hook: Hook::FExit(function),
+        ..fe(name, function, required)
+    }
+}
+
 pub const PROGRAMS: &[Program] = &[
     btf("process_exec", "sched_process_exec"),
     btf("process_fork", "sched_process_fork"),
@@ -99,6 +160,12 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         open_path: OpenPath::Raw,
         ..btf("file_sys_exit", "sys_exit")
+    },
+    Program {
+        name: "file_fexit_open",
+        hook: Hook::FExit("do_sys_openat2"),
+        required: true,
+        open_path: OpenPath::Fentry,
     },
     open_tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
     open_tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),
@@ -137,59 +204,59 @@ pub const PROGRAMS: &[Program] = &[
         ..btf("io_uring_submit", "io_uring_submit_req")
     },
     // Privilege use: entry programs keep the arguments, `priv_exit` reports with the result.
-    tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
-    tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),
-    tp(
+    sys_tp("priv_setuid", &[("syscalls", "sys_enter_setuid")], true),
+    sys_tp("priv_setreuid", &[("syscalls", "sys_enter_setreuid")], true),
+    sys_tp(
         "priv_setresuid",
         &[("syscalls", "sys_enter_setresuid")],
         true,
     ),
-    tp("priv_setgid", &[("syscalls", "sys_enter_setgid")], true),
-    tp("priv_setregid", &[("syscalls", "sys_enter_setregid")], true),
-    tp(
+    sys_tp("priv_setgid", &[("syscalls", "sys_enter_setgid")], true),
+    sys_tp("priv_setregid", &[("syscalls", "sys_enter_setregid")], true),
+    sys_tp(
         "priv_setresgid",
         &[("syscalls", "sys_enter_setresgid")],
         true,
     ),
-    tp(
+    sys_tp(
         "priv_setfsuid",
         &[("syscalls", "sys_enter_setfsuid")],
         false,
     ),
-    tp(
+    sys_tp(
         "priv_setfsgid",
         &[("syscalls", "sys_enter_setfsgid")],
         false,
     ),
-    tp("priv_capset", &[("syscalls", "sys_enter_capset")], true),
-    tp("priv_ptrace", &[("syscalls", "sys_enter_ptrace")], true),
-    tp(
+    sys_tp("priv_capset", &[("syscalls", "sys_enter_capset")], true),
+    sys_tp("priv_ptrace", &[("syscalls", "sys_enter_ptrace")], true),
+    sys_tp(
         "priv_vm_readv",
         &[("syscalls", "sys_enter_process_vm_readv")],
         true,
     ),
-    tp(
+    sys_tp(
         "priv_vm_writev",
         &[("syscalls", "sys_enter_process_vm_writev")],
         true,
     ),
-    tp("priv_bpf", &[("syscalls", "sys_enter_bpf")], true),
+    sys_tp("priv_bpf", &[("syscalls", "sys_enter_bpf")], true),
     // Kernels built without module support have no module syscalls.
-    tp(
+    sys_tp(
         "priv_init_mod",
         &[("syscalls", "sys_enter_init_module")],
         false,
     ),
-    tp(
+    sys_tp(
         "priv_finit_mod",
         &[("syscalls", "sys_enter_finit_module")],
         false,
     ),
-    tp("priv_mount", &[("syscalls", "sys_enter_mount")], true),
-    tp("priv_umount", &[("syscalls", "sys_enter_umount")], false),
-    tp("priv_unshare", &[("syscalls", "sys_enter_unshare")], true),
-    tp("priv_setns", &[("syscalls", "sys_enter_setns")], true),
-    tp(
+    sys_tp("priv_mount", &[("syscalls", "sys_enter_mount")], true),
+    sys_tp("priv_umount", &[("syscalls", "sys_enter_umount")], false),
+    sys_tp("priv_unshare", &[("syscalls", "sys_enter_unshare")], true),
+    sys_tp("priv_setns", &[("syscalls", "sys_enter_setns")], true),
+    sys_tp(
         "priv_exit",
         &[
             ("syscalls", "sys_exit_setuid"),
@@ -215,8 +282,8 @@ pub const PROGRAMS: &[Program] = &[
         true,
     ),
     // File operations besides open; the legacy non-`at` forms exist on x86_64 only.
-    tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
-    tp(
+    sys_tp("fs_rename", &[("syscalls", "sys_enter_rename")], false),
+    sys_tp(
         "fs_renameat",
         &[
             ("syscalls", "sys_enter_renameat"),
@@ -224,15 +291,15 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
-    tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
-    tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
-    tp("fs_link", &[("syscalls", "sys_enter_link")], false),
-    tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
-    tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
-    tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
-    tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
-    tp(
+    sys_tp("fs_unlink", &[("syscalls", "sys_enter_unlink")], false),
+    sys_tp("fs_unlinkat", &[("syscalls", "sys_enter_unlinkat")], true),
+    sys_tp("fs_rmdir", &[("syscalls", "sys_enter_rmdir")], false),
+    sys_tp("fs_link", &[("syscalls", "sys_enter_link")], false),
+    sys_tp("fs_linkat", &[("syscalls", "sys_enter_linkat")], true),
+    sys_tp("fs_symlink", &[("syscalls", "sys_enter_symlink")], false),
+    sys_tp("fs_symlinkat", &[("syscalls", "sys_enter_symlinkat")], true),
+    sys_tp("fs_chmod", &[("syscalls", "sys_enter_chmod")], false),
+    sys_tp(
         "fs_fchmodat",
         &[
             ("syscalls", "sys_enter_fchmodat"),
@@ -240,8 +307,8 @@ pub const PROGRAMS: &[Program] = &[
         ],
         true,
     ),
-    tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
-    tp(
+    sys_tp("fs_fchmod", &[("syscalls", "sys_enter_fchmod")], true),
+    sys_tp(
         "fs_chown",
         &[
             ("syscalls", "sys_enter_chown"),
@@ -249,10 +316,73 @@ pub const PROGRAMS: &[Program] = &[
         ],
         false,
     ),
-    tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
-    tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
-    tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
-    tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
-    tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
-    tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
+    sys_tp("fs_fchownat", &[("syscalls", "sys_enter_fchownat")], true),
+    sys_tp("fs_fchown", &[("syscalls", "sys_enter_fchown")], true),
+    sys_tp("fs_truncate", &[("syscalls", "sys_enter_truncate")], true),
+    sys_tp("fs_ftruncate", &[("syscalls", "sys_enter_ftruncate")], true),
+    sys_tp("fs_mkdir", &[("syscalls", "sys_enter_mkdir")], false),
+    sys_tp("fs_mkdirat", &[("syscalls", "sys_enter_mkdirat")], true),
+    // The same operations through fentry on each syscall's function (x86_64 names), chosen
+    // where the kernel has trampolines; fchmodat2 is Linux 6.6+.
+    fe("fe_rename", "__x64_sys_rename", true),
+    fe("fe_renameat", "__x64_sys_renameat", true),
+    fe("fe_renameat2", "__x64_sys_renameat2", true),
+    fe("fe_unlink", "__x64_sys_unlink", true),
+    fe("fe_unlinkat", "__x64_sys_unlinkat", true),
+    fe("fe_rmdir", "__x64_sys_rmdir", true),
+    fe("fe_link", "__x64_sys_link", true),
+    fe("fe_linkat", "__x64_sys_linkat", true),
+    fe("fe_symlink", "__x64_sys_symlink", true),
+    fe("fe_symlinkat", "__x64_sys_symlinkat", true),
+    fe("fe_chmod", "__x64_sys_chmod", true),
+    fe("fe_fchmodat", "__x64_sys_fchmodat", true),
+    fe("fe_fchmodat2", "__x64_sys_fchmodat2", false),
+    fe("fe_fchmod", "__x64_sys_fchmod", true),
+    fe("fe_chown", "__x64_sys_chown", true),
+    fe("fe_lchown", "__x64_sys_lchown", true),
+    fe("fe_fchownat", "__x64_sys_fchownat", true),
+    fe("fe_fchown", "__x64_sys_fchown", true),
+    fe("fe_truncate", "__x64_sys_truncate", true),
+    fe("fe_ftruncate", "__x64_sys_ftruncate", true),
+    fe("fe_mkdir", "__x64_sys_mkdir", true),
+    fe("fe_mkdirat", "__x64_sys_mkdirat", true),
+    // Privilege use through fentry (arguments) and fexit (result) on each syscall's function.
+    fe("pe_setuid", "__x64_sys_setuid", true),
+    fx("px_setuid", "__x64_sys_setuid", true),
+    fe("pe_setreuid", "__x64_sys_setreuid", true),
+    fx("px_setreuid", "__x64_sys_setreuid", true),
+    fe("pe_setresuid", "__x64_sys_setresuid", true),
+    fx("px_setresuid", "__x64_sys_setresuid", true),
+    fe("pe_setgid", "__x64_sys_setgid", true),
+    fx("px_setgid", "__x64_sys_setgid", true),
+    fe("pe_setregid", "__x64_sys_setregid", true),
+    fx("px_setregid", "__x64_sys_setregid", true),
+    fe("pe_setresgid", "__x64_sys_setresgid", true),
+    fx("px_setresgid", "__x64_sys_setresgid", true),
+    fe("pe_setfsuid", "__x64_sys_setfsuid", false),
+    fx("px_setfsuid", "__x64_sys_setfsuid", false),
+    fe("pe_setfsgid", "__x64_sys_setfsgid", false),
+    fx("px_setfsgid", "__x64_sys_setfsgid", false),
+    fe("pe_capset", "__x64_sys_capset", true),
+    fx("px_capset", "__x64_sys_capset", true),
+    fe("pe_ptrace", "__x64_sys_ptrace", true),
+    fx("px_ptrace", "__x64_sys_ptrace", true),
+    fe("pe_vm_readv", "__x64_sys_process_vm_readv", true),
+    fx("px_vm_readv", "__x64_sys_process_vm_readv", true),
+    fe("pe_vm_writev", "__x64_sys_process_vm_writev", true),
+    fx("px_vm_writev", "__x64_sys_process_vm_writev", true),
+    fe("pe_bpf", "__x64_sys_bpf", true),
+    fx("px_bpf", "__x64_sys_bpf", true),
+    fe("pe_init_mod", "__x64_sys_init_module", false),
+    fx("px_init_mod", "__x64_sys_init_module", false),
+    fe("pe_finit_mod", "__x64_sys_finit_module", false),
+    fx("px_finit_mod", "__x64_sys_finit_module", false),
+    fe("pe_mount", "__x64_sys_mount", true),
+    fx("px_mount", "__x64_sys_mount", true),
+    fe("pe_umount", "__x64_sys_umount", false),
+    fx("px_umount", "__x64_sys_umount", false),
+    fe("pe_unshare", "__x64_sys_unshare", true),
+    fx("px_unshare", "__x64_sys_unshare", true),
+    fe("pe_setns", "__x64_sys_setns", true),
+    fx("px_setns", "__x64_sys_setns", true),
 ];

@@ -1,15 +1,53 @@
 //! Loads and attaches every kernel program, then prints one JSON line and exits:
 //! `{"kernel": "<uname -r>", "attached": [...], "skipped": [[name, reason], ...], "error": null}`.
-//! It loads twice, with the default open hook and with the raw `sys_exit` one, so that
-//! every program of the table is tried; `attached` and `skipped` cover both loads, and
-//! `attached_default` is what the default load attached.
+//! It loads three times, with the default hooks (fentry/fexit where the kernel has them), the
+//! classic tracepoints and the raw `sys_exit` open hook, so that every program of the table is
+//! tried; `attached` and `skipped` cover all loads, `attached_default` and `hooks_default` are
+//! what the default load attached and chose. With the default and the tracepoint hooks, a child
+//! (`loadcheck workload DIR`) opens and operates on files and `events` lists, per load, which
+//! kinds the sensor reported for that child (file events and two privilege operations): every
+//! moved event kind is seen on both paths.
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
 //! message, verifier lines included). `cargo xtask portability` runs it inside other kernels.
 
-use sensor_user::kernel::{LoadOptions, OpenHook, Sensor};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sensor_user::event::{Event, EventKind, FileOperation, PrivilegeOp};
+use sensor_user::kernel::{BootClock, LoadOptions, OpenHook, Sensor, decode};
 use serde_json::{Value, json};
 
+/// Every kind the workload triggers, as named in the report.
+const KINDS: &[&str] = &[
+    "open-read",
+    "open-write",
+    "open-create",
+    "rename",
+    "unlink",
+    "rmdir",
+    "mkdir",
+    "chmod",
+    "chown",
+    "symlink",
+    "link",
+    "truncate",
+    "setuid",
+    "unshare",
+];
+
+/// How long a load waits for the workload's events.
+const EVENTS_DEADLINE: Duration = Duration::from_secs(20);
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, cmd, dir] = args.as_slice()
+        && cmd == "workload"
+    {
+        workload(Path::new(dir));
+        return;
+    }
     let kernel = uname_release();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -17,34 +55,57 @@ fn main() {
         .expect("a current-thread tokio runtime");
     // Sensor::load registers the ring buffer with the runtime, so it runs inside it; the sensor
     // is dropped (programs detached) before the runtime.
-    let load = |open_hook| {
+    let load = |open_hook, with_events: bool| {
         rt.block_on(async {
             let options = LoadOptions {
                 open_hook,
                 ..LoadOptions::default()
             };
-            Sensor::load(&options).map(|s| (s.attached.clone(), s.skipped.clone()))
+            let mut sensor = Sensor::load(&options)?;
+            let events = if with_events {
+                seen_kinds(&mut sensor, open_hook).await
+            } else {
+                Vec::new()
+            };
+            Ok::<_, sensor_user::kernel::KernelError>((
+                sensor.attached.clone(),
+                sensor.skipped.clone(),
+                format!("{:?}", sensor.hooks),
+                events,
+            ))
         })
     };
-    let result = load(OpenHook::Auto).and_then(|(default, skipped)| {
-        let (raw, raw_skipped) = load(OpenHook::RawSysExit)?;
+    let result = load(OpenHook::Auto, true).and_then(|(default, skipped, hooks, events)| {
+        let (tp, tp_skipped, _, tp_events) = load(OpenHook::Tracepoint, true)?;
+        let (raw, raw_skipped, _, _) = load(OpenHook::RawSysExit, false)?;
         let mut attached = default.clone();
-        attached.extend(raw.into_iter().filter(|p| !default.contains(p)));
-        // A program skipped by one load but attached by the other was not skipped.
-        let skipped: Vec<_> = skipped
+        for p in tp.into_iter().chain(raw) {
+            if !attached.contains(&p) {
+                attached.push(p);
+            }
+        }
+        // A program skipped by one load but attached by another was not skipped; one reason
+        // per program.
+        let mut skipped: Vec<_> = skipped
             .into_iter()
+            .chain(tp_skipped)
             .chain(raw_skipped)
             .filter(|(name, _)| !attached.contains(name))
             .collect();
-        Ok((default, attached, skipped))
+        let mut named = BTreeSet::new();
+        skipped.retain(|(name, _)| named.insert(*name));
+        let events = json!({ "default": events, "tracepoint": tp_events });
+        Ok((default, hooks, attached, skipped, events))
     });
     let (report, code) = match result {
-        Ok((default, attached, skipped)) => (
+        Ok((default, hooks, attached, skipped, events)) => (
             json!({
                 "kernel": kernel,
                 "attached_default": default,
+                "hooks_default": hooks,
                 "attached": attached,
                 "skipped": skipped,
+                "events": events,
                 "error": Value::Null,
             }),
             0,
@@ -61,6 +122,122 @@ fn main() {
     };
     println!("{report}");
     std::process::exit(code);
+}
+
+/// Runs the workload in a child and drains the sensor until every kind of [`KINDS`] was seen
+/// for that child, or the deadline passed; the kinds seen.
+async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
+    let dir = std::env::temp_dir().join(format!("loadcheck-{hook:?}").to_lowercase());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("workload directory");
+    let dir = std::fs::canonicalize(&dir).expect("canonical workload directory");
+    let child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("workload")
+        .arg(&dir)
+        .spawn();
+    let (pid, child_ok) = match child {
+        Ok(mut c) => (c.id(), c.wait().is_ok_and(|s| s.success())),
+        Err(_) => (0, false),
+    };
+    let clock = BootClock::now();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + EVENTS_DEADLINE;
+    while child_ok && seen.len() < KINDS.len() && Instant::now() < deadline {
+        if sensor.ready().await.is_err() {
+            break;
+        }
+        sensor.drain(|record| {
+            if let Ok(event) = decode(record, &clock)
+                && let Some(kind) = kind_of(&event, &prefix, pid)
+            {
+                seen.insert(kind);
+            }
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    seen.into_iter().collect()
+}
+
+/// The report name of an event about a path under `prefix` (only the workload works there), or
+/// of a privilege operation by the workload's process `pid`.
+fn kind_of(e: &Event, prefix: &str, pid: u32) -> Option<&'static str> {
+    let under = |p: &str| p.starts_with(prefix);
+    Some(match &e.kind {
+        EventKind::Open { path, intent } if under(path) => match intent {
+            i if i.create => "open-create",
+            i if i.write => "open-write",
+            _ => "open-read",
+        },
+        EventKind::FileOp(op) => match op {
+            FileOperation::Rename { from, .. } if under(from) => "rename",
+            FileOperation::Unlink { path } if under(path) => "unlink",
+            FileOperation::Rmdir { path } if under(path) => "rmdir",
+            FileOperation::Mkdir { path, .. } if under(path) => "mkdir",
+            FileOperation::Chmod { path, .. } if under(path) => "chmod",
+            FileOperation::Chown { path, .. } if under(path) => "chown",
+            FileOperation::Symlink { link, .. } if under(link) => "symlink",
+            FileOperation::Link { new, .. } if under(new) => "link",
+            FileOperation::Truncate { path, .. } if under(path) => "truncate",
+            _ => return None,
+        },
+        EventKind::Privilege { op, result: 0, .. } if e.pid == pid => match op {
+            PrivilegeOp::SetIds { syscall, .. } if *syscall == "setuid" => "setuid",
+            PrivilegeOp::Unshare { .. } => "unshare",
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The workload: one of each kind in [`KINDS`], in `dir`, through the C library's usual calls.
+fn workload(dir: &Path) {
+    let f = dir.join("a.txt");
+    let step = |what: &str, r: std::io::Result<()>| {
+        if let Err(e) = r {
+            eprintln!("workload: {what}: {e}");
+            std::process::exit(1);
+        }
+    };
+    step("create", std::fs::write(&f, b"x"));
+    step(
+        "open for writing",
+        std::fs::OpenOptions::new().append(true).open(&f).map(drop),
+    );
+    step("read", std::fs::read(&f).map(drop));
+    step(
+        "chmod",
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)),
+    );
+    step("chown", std::os::unix::fs::chown(&f, Some(0), Some(0)));
+    step(
+        "ftruncate",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .and_then(|file| file.set_len(0)),
+    );
+    step("link", std::fs::hard_link(&f, dir.join("b.txt")));
+    step("symlink", std::os::unix::fs::symlink(&f, dir.join("c.txt")));
+    step("rename", std::fs::rename(&f, dir.join("d.txt")));
+    step("unlink", std::fs::remove_file(dir.join("b.txt")));
+    step("mkdir", std::fs::create_dir(dir.join("e")));
+    step("rmdir", std::fs::remove_dir(dir.join("e")));
+    // SAFETY: plain syscalls on this process's own credentials and namespaces (run as root:
+    // setuid(0) keeps it root; a new UTS namespace affects only this process).
+    let (setuid, unshare) = unsafe { (libc::setuid(0), libc::unshare(libc::CLONE_NEWUTS)) };
+    step(
+        "setuid",
+        (setuid == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error),
+    );
+    step(
+        "unshare",
+        (unshare == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error),
+    );
 }
 
 /// `uname -r`.
