@@ -5,6 +5,7 @@
 //! |--------|--------|------|
 //! | `sensor_events_total` | `kind` (exec, fork, exit, open, file_op, connect, bind, listen, accept, dns, privilege) | kernel events decoded |
 //! | `sensor_undecodable_records_total` | | kernel records that did not decode |
+//! | `sensor_drains_behind_total` | | reads of the ring that stopped at their batch bound with records still waiting (the agent is behind the kernel) |
 //! | `sensor_kernel_losses_total` | `reason` (lost_*, read_error) | the kernel's loss counters: records lost (ring buffer full), reads that failed |
 //! | `sensor_suppressed_repeats_total` | `reason` (suppressed_open, suppressed_connect) | repeats the kernel filtered on purpose (not losses) |
 //! | `sensor_deviations_total` | `kind`, `severity` | deviations found |
@@ -58,6 +59,7 @@ pub struct Metrics {
     registry: Registry,
     events: Family<KindLabel, Counter>,
     undecodable: Counter,
+    behind: Counter,
     kernel: Family<ReasonLabel, Counter>,
     suppressed: Family<ReasonLabel, Counter>,
     deviations: Family<DeviationLabels, Counter>,
@@ -83,6 +85,7 @@ impl Metrics {
         let m = Metrics {
             events: Family::default(),
             undecodable: Counter::default(),
+            behind: Counter::default(),
             kernel: Family::default(),
             suppressed: Family::default(),
             deviations: Family::default(),
@@ -99,6 +102,12 @@ impl Metrics {
             "undecodable_records",
             "Kernel records that did not decode",
             m.undecodable.clone(),
+        );
+        registry.register(
+            "drains_behind",
+            "Reads of the ring that stopped at their batch bound with records still waiting \
+             (the agent is behind the kernel; it reads the rest after its other work)",
+            m.behind.clone(),
         );
         registry.register(
             "kernel_losses",
@@ -157,6 +166,11 @@ impl Metrics {
     /// Counts one record that did not decode.
     pub fn undecodable(&self) {
         self.undecodable.inc();
+    }
+
+    /// Counts one read of the ring that left records waiting.
+    pub fn drain_behind(&self) {
+        self.behind.inc();
     }
 
     /// Counts one deviation.
@@ -388,9 +402,11 @@ mod tests {
             connected: true,
         });
         m.workloads(&[]);
+        m.drain_behind();
         let text = m.render();
         for line in [
             "sensor_events_total{kind=\"fork\"} 2",
+            "sensor_drains_behind_total 1",
             "sensor_deviations_total{kind=\"new-exec-edge\",severity=\"low\"} 1",
             "sensor_kernel_losses_total{reason=\"lost_exec\"} 5",
             "sensor_suppressed_repeats_total{reason=\"suppressed_open\"} 1",

@@ -79,6 +79,8 @@ pub enum AgentError {
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// How often the metrics read from the kernel and the transport are refreshed.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
+/// Most batches read at shutdown (the ring holds a few tens of thousands of records).
+const SHUTDOWN_BATCHES: usize = 64;
 
 /// Runs until `cancel` fires, then flushes baselines and the delivery queue.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
@@ -238,7 +240,9 @@ impl Agent {
         }
     }
 
-    /// Decodes, attributes and judges every record the kernel wrote.
+    /// Decodes, attributes and judges the records the kernel wrote, one bounded batch
+    /// ([`kernel::DRAIN_BATCH`]): under a flood the loop comes back for the rest after its other
+    /// branches had their turn (see [`Sensor::ready`]).
     fn drain(&mut self) -> Vec<Finding> {
         let mut found = Vec::new();
         let (metrics, clock) = (&self.metrics, &self.clock);
@@ -258,6 +262,9 @@ impl Agent {
                 }
             });
         self.events += read as u64;
+        if self.sensor.behind() {
+            self.metrics.drain_behind();
+        }
         if decoded > 0 {
             self.decoded += decoded;
             let now = crate::event::unix_nanos(std::time::SystemTime::now());
@@ -308,6 +315,13 @@ impl Agent {
     /// reports them (an ephemeral runner's agent stops with its job).
     fn shutdown(&mut self) {
         let mut found = self.drain();
+        // What is already waiting, not a flood that never ends.
+        for _ in 0..SHUTDOWN_BATCHES {
+            if !self.sensor.behind() {
+                break;
+            }
+            found.extend(self.drain());
+        }
         found.extend(self.engine.flush_aggregates(None));
         self.outbox.send(&self.sensor, found);
         self.write_status();
