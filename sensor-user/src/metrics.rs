@@ -54,6 +54,21 @@ struct StateLabel {
     state: &'static str,
 }
 
+/// Decoded events by kind over one read of the ring, added to [`Metrics`] at its end: one
+/// labelled-counter lookup per kind and read instead of one per event.
+#[derive(Debug, Default)]
+pub struct EventCounts(Vec<(&'static str, u64)>);
+
+impl EventCounts {
+    pub fn count(&mut self, kind: &EventKind) {
+        let name = kind_name(kind);
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+}
+
 /// The agent's metrics. Updated by the agent loop; encoded by [`serve`].
 pub struct Metrics {
     registry: Registry,
@@ -161,6 +176,13 @@ impl Metrics {
                 kind: kind_name(kind),
             })
             .inc();
+    }
+
+    /// Adds the events of one read of the ring, counted by kind.
+    pub fn events(&self, counts: &EventCounts) {
+        for &(kind, n) in &counts.0 {
+            self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+        }
     }
 
     /// Counts one record that did not decode.
@@ -388,7 +410,11 @@ mod tests {
     fn counts_are_rendered_with_their_labels() {
         let m = Metrics::new();
         m.event(&EventKind::Fork { child_pid: 1 });
-        m.event(&EventKind::Fork { child_pid: 2 });
+        let mut batch = EventCounts::default();
+        batch.count(&EventKind::Fork { child_pid: 2 });
+        batch.count(&EventKind::Exit { exit_code: 0 });
+        batch.count(&EventKind::Exit { exit_code: 1 });
+        m.events(&batch);
         m.deviation(&deviation(
             proto::v1::DeviationKind::NewExecEdge,
             proto::v1::Severity::Low,
@@ -406,6 +432,7 @@ mod tests {
         let text = m.render();
         for line in [
             "sensor_events_total{kind=\"fork\"} 2",
+            "sensor_events_total{kind=\"exit\"} 2",
             "sensor_drains_behind_total 1",
             "sensor_deviations_total{kind=\"new-exec-edge\",severity=\"low\"} 1",
             "sensor_kernel_losses_total{reason=\"lost_exec\"} 5",

@@ -22,7 +22,7 @@ use crate::baseline::LearningConfig;
 use crate::baseline_sync::{BaselineSync, SyncConfig};
 use crate::detect::{Engine, Finding};
 use crate::kernel::{self, BootClock, Sensor};
-use crate::metrics::Metrics;
+use crate::metrics::{EventCounts, Metrics};
 use crate::status;
 use crate::transport::{Transport, TransportConfig};
 
@@ -248,12 +248,13 @@ impl Agent {
         let (metrics, clock) = (&self.metrics, &self.clock);
         let (engine, attributor) = (&mut self.engine, &mut self.attributor);
         let mut decoded = 0;
+        let mut kinds = EventCounts::default();
         let read = self
             .sensor
             .drain(|record| match kernel::decode(record, clock) {
                 Ok(event) => {
                     decoded += 1;
-                    metrics.event(&event.kind);
+                    kinds.count(&event.kind);
                     found.extend(engine.observe(&attributor.attribute(event)));
                 }
                 Err(e) => {
@@ -261,6 +262,7 @@ impl Agent {
                     tracing::warn!(error = %e, "undecodable kernel record");
                 }
             });
+        metrics.events(&kinds);
         self.events += read as u64;
         if self.sensor.behind() {
             self.metrics.drain_behind();
