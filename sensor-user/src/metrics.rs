@@ -5,6 +5,7 @@
 //! |--------|--------|------|
 //! | `sensor_events_total` | `kind` (exec, fork, exit, open, file_op, connect, bind, listen, accept, dns, privilege) | kernel events decoded |
 //! | `sensor_undecodable_records_total` | | kernel records that did not decode |
+//! | `sensor_drains_behind_total` | | reads of the ring that stopped at their batch bound with records still waiting (the agent is behind the kernel) |
 //! | `sensor_kernel_losses_total` | `reason` (lost_*, read_error) | the kernel's loss counters: records lost (ring buffer full), reads that failed |
 //! | `sensor_suppressed_repeats_total` | `reason` (suppressed_open, suppressed_connect) | repeats the kernel filtered on purpose (not losses) |
 //! | `sensor_deviations_total` | `kind`, `severity` | deviations found |
@@ -53,11 +54,27 @@ struct StateLabel {
     state: &'static str,
 }
 
+/// Decoded events by kind over one read of the ring, added to [`Metrics`] at its end: one
+/// labelled-counter lookup per kind and read instead of one per event.
+#[derive(Debug, Default)]
+pub struct EventCounts(Vec<(&'static str, u64)>);
+
+impl EventCounts {
+    pub fn count(&mut self, kind: &EventKind) {
+        let name = kind_name(kind);
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+}
+
 /// The agent's metrics. Updated by the agent loop; encoded by [`serve`].
 pub struct Metrics {
     registry: Registry,
     events: Family<KindLabel, Counter>,
     undecodable: Counter,
+    behind: Counter,
     kernel: Family<ReasonLabel, Counter>,
     suppressed: Family<ReasonLabel, Counter>,
     deviations: Family<DeviationLabels, Counter>,
@@ -83,6 +100,7 @@ impl Metrics {
         let m = Metrics {
             events: Family::default(),
             undecodable: Counter::default(),
+            behind: Counter::default(),
             kernel: Family::default(),
             suppressed: Family::default(),
             deviations: Family::default(),
@@ -99,6 +117,12 @@ impl Metrics {
             "undecodable_records",
             "Kernel records that did not decode",
             m.undecodable.clone(),
+        );
+        registry.register(
+            "drains_behind",
+            "Reads of the ring that stopped at their batch bound with records still waiting \
+             (the agent is behind the kernel; it reads the rest after its other work)",
+            m.behind.clone(),
         );
         registry.register(
             "kernel_losses",
@@ -154,9 +178,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds the events of one read of the ring, counted by kind.
+    pub fn events(&self, counts: &EventCounts) {
+        for &(kind, n) in &counts.0 {
+            self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+        }
+    }
+
     /// Counts one record that did not decode.
     pub fn undecodable(&self) {
         self.undecodable.inc();
+    }
+
+    /// Counts one read of the ring that left records waiting.
+    pub fn drain_behind(&self) {
+        self.behind.inc();
     }
 
     /// Counts one deviation.
@@ -374,7 +410,11 @@ mod tests {
     fn counts_are_rendered_with_their_labels() {
         let m = Metrics::new();
         m.event(&EventKind::Fork { child_pid: 1 });
-        m.event(&EventKind::Fork { child_pid: 2 });
+        let mut batch = EventCounts::default();
+        batch.count(&EventKind::Fork { child_pid: 2 });
+        batch.count(&EventKind::Exit { exit_code: 0 });
+        batch.count(&EventKind::Exit { exit_code: 1 });
+        m.events(&batch);
         m.deviation(&deviation(
             proto::v1::DeviationKind::NewExecEdge,
             proto::v1::Severity::Low,
@@ -388,9 +428,12 @@ mod tests {
             connected: true,
         });
         m.workloads(&[]);
+        m.drain_behind();
         let text = m.render();
         for line in [
             "sensor_events_total{kind=\"fork\"} 2",
+            "sensor_events_total{kind=\"exit\"} 2",
+            "sensor_drains_behind_total 1",
             "sensor_deviations_total{kind=\"new-exec-edge\",severity=\"low\"} 1",
             "sensor_kernel_losses_total{reason=\"lost_exec\"} 5",
             "sensor_suppressed_repeats_total{reason=\"suppressed_open\"} 1",

@@ -22,7 +22,7 @@ use crate::baseline::LearningConfig;
 use crate::baseline_sync::{BaselineSync, SyncConfig};
 use crate::detect::{Engine, Finding};
 use crate::kernel::{self, BootClock, Sensor};
-use crate::metrics::Metrics;
+use crate::metrics::{EventCounts, Metrics};
 use crate::status;
 use crate::transport::{Transport, TransportConfig};
 
@@ -79,6 +79,8 @@ pub enum AgentError {
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// How often the metrics read from the kernel and the transport are refreshed.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
+/// Most batches read at shutdown (the ring holds a few tens of thousands of records).
+const SHUTDOWN_BATCHES: usize = 64;
 
 /// Runs until `cancel` fires, then flushes baselines and the delivery queue.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
@@ -238,18 +240,21 @@ impl Agent {
         }
     }
 
-    /// Decodes, attributes and judges every record the kernel wrote.
+    /// Decodes, attributes and judges the records the kernel wrote, one bounded batch
+    /// ([`kernel::DRAIN_BATCH`]): under a flood the loop comes back for the rest after its other
+    /// branches had their turn (see [`Sensor::ready`]).
     fn drain(&mut self) -> Vec<Finding> {
         let mut found = Vec::new();
         let (metrics, clock) = (&self.metrics, &self.clock);
         let (engine, attributor) = (&mut self.engine, &mut self.attributor);
         let mut decoded = 0;
+        let mut kinds = EventCounts::default();
         let read = self
             .sensor
             .drain(|record| match kernel::decode(record, clock) {
                 Ok(event) => {
                     decoded += 1;
-                    metrics.event(&event.kind);
+                    kinds.count(&event.kind);
                     found.extend(engine.observe(&attributor.attribute(event)));
                 }
                 Err(e) => {
@@ -257,7 +262,11 @@ impl Agent {
                     tracing::warn!(error = %e, "undecodable kernel record");
                 }
             });
+        metrics.events(&kinds);
         self.events += read as u64;
+        if self.sensor.behind() {
+            self.metrics.drain_behind();
+        }
         if decoded > 0 {
             self.decoded += decoded;
             let now = crate::event::unix_nanos(std::time::SystemTime::now());
@@ -308,6 +317,13 @@ impl Agent {
     /// reports them (an ephemeral runner's agent stops with its job).
     fn shutdown(&mut self) {
         let mut found = self.drain();
+        // What is already waiting, not a flood that never ends.
+        for _ in 0..SHUTDOWN_BATCHES {
+            if !self.sensor.behind() {
+                break;
+            }
+            found.extend(self.drain());
+        }
         found.extend(self.engine.flush_aggregates(None));
         self.outbox.send(&self.sensor, found);
         self.write_status();

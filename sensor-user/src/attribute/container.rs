@@ -179,12 +179,13 @@ impl ContainerIdentities {
 
     /// The workload of the container `raw` (`container:<id>` from its cgroup) names, and its id
     /// as evidence; `raw` itself while the runtime has not named it.
-    pub(crate) fn name(&mut self, raw: &Workload) -> (Workload, Option<String>) {
+    pub(crate) fn name(&mut self, raw: Workload) -> (Workload, Option<String>) {
         // Answers are taken on every event, so they are recorded (and their reasons logged)
         // even when the container made no further event.
         self.collect_answers();
         let Some(id) = raw.id.strip_prefix("container:") else {
-            return (raw.clone(), None);
+            // Most events: no container, the workload goes on as it came (no copy).
+            return (raw, None);
         };
         let id = id.to_owned();
         let ask = match self.known.get(&id) {
@@ -199,7 +200,7 @@ impl ContainerIdentities {
                 return (w.clone(), Some(id));
             }
         }
-        (raw.clone(), Some(id))
+        (raw, Some(id))
     }
 
     /// Queues a lookup of `id`; false when the worker cannot take it now.
@@ -360,7 +361,7 @@ mod tests {
             sources: vec![Source::PodmanState(root.path().into())],
         });
         let raw = Workload::new(WorkloadKind::Container, format!("container:{id}"));
-        let (named, evidence) = ids.name(&raw);
+        let (named, evidence) = ids.name(raw.clone());
         assert_eq!(named.id, "container:img:2");
         assert_eq!(evidence.as_deref(), Some(id.as_str()));
         let other = Workload::new(
@@ -368,9 +369,9 @@ mod tests {
             format!("container:{}", "cd".repeat(32)),
         );
         // The worker answers within FIRST_WAIT here (local files): unknown, so the id stays.
-        assert_eq!(ids.name(&other).0, other);
+        assert_eq!(ids.name(other.clone()).0, other);
         let unit = Workload::new(WorkloadKind::SystemdUnit, "unit:a.service".into());
-        assert_eq!(ids.name(&unit), (unit.clone(), None));
+        assert_eq!(ids.name(unit.clone()), (unit.clone(), None));
     }
 
     #[test]
@@ -388,7 +389,7 @@ mod tests {
             format!("container:{}", "ef".repeat(32)),
         );
         let start = Instant::now();
-        assert_eq!(ids.name(&raw).0, raw);
+        assert_eq!(ids.name(raw.clone()).0, raw);
         assert!(start.elapsed() < Duration::from_millis(500));
         // Meanwhile: no waiting at all.
         let second = Workload::new(
@@ -396,7 +397,7 @@ mod tests {
             format!("container:{}", "12".repeat(32)),
         );
         let start = Instant::now();
-        assert_eq!(ids.name(&second).0, second);
+        assert_eq!(ids.name(second.clone()).0, second);
         assert!(start.elapsed() < FIRST_WAIT);
     }
 }

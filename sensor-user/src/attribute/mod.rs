@@ -22,6 +22,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::{Event, EventKind};
@@ -44,7 +45,9 @@ use process::{Entry, ProcessTable};
 pub struct Attributed {
     pub event: Event,
     pub workload: Workload,
-    pub process: ProcessInfo,
+    /// Shared by the events of one process while what it shows stays the same (an event keeps
+    /// the info as it was at that event).
+    pub process: Arc<ProcessInfo>,
     /// What the event means given what came before it (names, drop-and-execute, fileless).
     pub context: Context,
 }
@@ -127,6 +130,7 @@ impl Attributor {
                 claim: None,
                 exited_at: None,
                 last_seen: now,
+                shared: None,
             };
             self.processes.insert(p.pid, entry, 0);
         }
@@ -156,10 +160,10 @@ impl Attributor {
             None => {
                 let (workload, moved) = self.cgroup_workload(&event);
                 // Lineage decides on cgroup workloads (container ids); the name comes after.
-                let (workload, id) = self.containers.name(&workload);
+                let (workload, id) = self.containers.name(workload);
                 container_id = id;
                 claim = claim.or(moved.map(|mut c| {
-                    c.claimed = self.containers.name(&c.claimed).0;
+                    c.claimed = self.containers.name(c.claimed).0;
                     c
                 }));
                 workload
@@ -196,30 +200,34 @@ impl Attributor {
             .processes
             .get(event.ppid)
             .filter(|_| event.ppid != event.pid)
-            .map(|p| p.executable.clone());
-        let mover = lineage::mover(event.ppid, parent_executable.as_deref());
+            .map(|p| p.executable.as_str());
+        let mover = lineage::mover(event.ppid, parent_executable);
         let Some(entry) = self.processes.get_mut(event.pid) else {
             return (
                 now.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
                 None,
             );
         };
-        let (pinned, now) = match (entry.cgroup.clone(), now) {
-            (Some(pinned), None) => return (pinned, None),
-            (None, None) => return (unresolved_workload(event.cgroup_id), None),
-            (None, Some(now)) => {
-                entry.cgroup = Some(now.clone());
-                return (now, None);
-            }
-            (Some(pinned), Some(now)) => (pinned, now),
+        // Borrowed, not copied: this runs on every event of a cgroup workload.
+        let Some(now) = now else {
+            let kept = entry.cgroup.clone();
+            return (
+                kept.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
+                None,
+            );
         };
-        match lineage::cgroup_change(&pinned, &now, mover) {
+        let Some(pinned) = &entry.cgroup else {
+            entry.cgroup = Some(now.clone());
+            return (now, None);
+        };
+        match lineage::cgroup_change(pinned, &now, mover) {
             CgroupChange::Stay => (now, None),
             CgroupChange::Move => {
                 entry.cgroup = Some(now.clone());
                 (now, None)
             }
             CgroupChange::Claim => {
+                let pinned = pinned.clone();
                 let claim = new_claim(&mut entry.claim, now, ClaimSource::CgroupMove);
                 (pinned, claim)
             }
@@ -256,24 +264,24 @@ impl Attributor {
             let entry = self.orphan_entry(event);
             self.processes.insert(pid, entry, pid);
         }
+        self.processes
+            .set_ids(pid, event.ppid, event.uid, event.euid);
+        if let EventKind::Exec {
+            executable,
+            argv,
+            argv_truncated,
+            ..
+        } = &event.kind
+        {
+            self.processes
+                .set_image(pid, executable, argv, *argv_truncated);
+        }
         let entry = self.processes.get_mut(pid)?;
         let mut claim = None;
-        entry.ppid = event.ppid;
-        entry.uid = event.uid;
-        entry.euid = event.euid;
         entry.last_seen = event.time;
         let mut child = None;
         match &event.kind {
-            EventKind::Exec {
-                executable,
-                argv,
-                argv_truncated,
-                env,
-                ..
-            } => {
-                entry.executable.clone_from(executable);
-                entry.argv.clone_from(argv);
-                entry.argv_truncated = *argv_truncated;
+            EventKind::Exec { env, .. } => {
                 match lineage::job_on_exec(entry.job.as_ref(), ci_job_from_env(env)) {
                     JobChange::Keep => {}
                     JobChange::Start(job) => entry.job = Some(job),
@@ -318,6 +326,7 @@ impl Attributor {
             claim: parent.and_then(|p| p.claim.clone()),
             exited_at: None,
             last_seen: event.time,
+            shared: None,
         }
     }
 }

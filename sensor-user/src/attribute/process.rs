@@ -1,6 +1,7 @@
 //! The process table: what the agent knows about each live (or recently exited) process.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::workload::Workload;
@@ -32,6 +33,11 @@ pub struct ProcessInfo {
 }
 
 /// One row of the table.
+///
+/// What a [`ProcessInfo`] shows (`ppid`, `executable`, `argv`, `argv_truncated`, `uid`, `euid`)
+/// changes only through [`ProcessTable::insert`], [`ProcessTable::set_ids`] and
+/// [`ProcessTable::set_image`], which invalidate the shared infos; the other fields may be
+/// changed through [`ProcessTable::get_mut`].
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub ppid: u32,
@@ -51,6 +57,9 @@ pub(crate) struct Entry {
     pub exited_at: Option<SystemTime>,
     /// Event time of its newest event (for eviction when the table is full).
     pub last_seen: SystemTime,
+    /// Its info as last built, with the table's generation then: shared by every event of the
+    /// process until something it shows changes (see [`ProcessTable::info`]).
+    pub shared: Option<(u64, Arc<ProcessInfo>)>,
 }
 
 #[derive(Debug)]
@@ -58,6 +67,10 @@ pub(crate) struct ProcessTable {
     entries: HashMap<u32, Entry>,
     max: usize,
     last_sweep: Option<SystemTime>,
+    /// Bumped by every change that may alter some process's info: its own fields, or an
+    /// ancestor's (executable, parent, presence). A shared info built at an older generation
+    /// is rebuilt.
+    generation: u64,
 }
 
 impl ProcessTable {
@@ -66,6 +79,7 @@ impl ProcessTable {
             entries: HashMap::new(),
             max: max.max(1),
             last_sweep: None,
+            generation: 0,
         }
     }
 
@@ -77,23 +91,51 @@ impl ProcessTable {
         self.entries.get(&pid)
     }
 
+    /// The entry of `pid`, for the fields no info shows (see [`Entry`]).
     pub(crate) fn get_mut(&mut self, pid: u32) -> Option<&mut Entry> {
         self.entries.get_mut(&pid)
     }
 
     /// Inserts or replaces `pid`, making room first when the table is full. `keep` is never evicted
     /// (the process whose event is being handled).
-    pub(crate) fn insert(&mut self, pid: u32, entry: Entry, keep: u32) {
+    pub(crate) fn insert(&mut self, pid: u32, mut entry: Entry, keep: u32) {
         if !self.entries.contains_key(&pid) && self.entries.len() >= self.max {
             self.make_room(keep);
         }
+        entry.shared = None;
         self.entries.insert(pid, entry);
+        self.generation += 1;
+    }
+
+    /// Sets the parent and ids of `pid` as its newest event says.
+    pub(crate) fn set_ids(&mut self, pid: u32, ppid: u32, uid: u32, euid: u32) {
+        let Some(e) = self.entries.get_mut(&pid) else {
+            return;
+        };
+        if (e.ppid, e.uid, e.euid) != (ppid, uid, euid) {
+            (e.ppid, e.uid, e.euid) = (ppid, uid, euid);
+            self.generation += 1;
+        }
+    }
+
+    /// Sets the image `pid` now runs (at its exec).
+    pub(crate) fn set_image(&mut self, pid: u32, executable: &str, argv: &[String], truncated: bool) {
+        let Some(e) = self.entries.get_mut(&pid) else {
+            return;
+        };
+        e.executable.clear();
+        e.executable.push_str(executable);
+        e.argv.clear();
+        e.argv.extend_from_slice(argv);
+        e.argv_truncated = truncated;
+        self.generation += 1;
     }
 
     /// Frees space: all exited processes first; if that is not enough, the least recently seen
     /// sixteenth of the table (a batch, so a table full of live processes is not rescanned on
     /// every insert).
     fn make_room(&mut self, keep: u32) {
+        self.generation += 1;
         self.entries.retain(|_, e| e.exited_at.is_none());
         if self.entries.len() < self.max {
             return;
@@ -130,14 +172,40 @@ impl ProcessTable {
             return;
         }
         self.last_sweep = Some(now);
+        let before = self.entries.len();
         self.entries.retain(|_, e| {
             e.exited_at
                 .is_none_or(|exit| !now.duration_since(exit).is_ok_and(|d| d >= EXIT_GRACE))
         });
+        if self.entries.len() != before {
+            self.generation += 1;
+        }
     }
 
     /// The process `pid` with its ancestry; only `pid` is set when the table does not know it.
-    pub(crate) fn info(&self, pid: u32) -> ProcessInfo {
+    /// Shared: every event of a process gets the same info until something it shows changes,
+    /// instead of a copy of its executable, argv and ancestry per event.
+    pub(crate) fn info(&mut self, pid: u32) -> Arc<ProcessInfo> {
+        let generation = self.generation;
+        match self.entries.get(&pid).map(|e| &e.shared) {
+            None => {
+                return Arc::new(ProcessInfo {
+                    pid,
+                    ..ProcessInfo::default()
+                });
+            }
+            Some(Some((built, info))) if *built == generation => return Arc::clone(info),
+            Some(_) => {}
+        }
+        let info = Arc::new(self.build_info(pid));
+        if let Some(e) = self.entries.get_mut(&pid) {
+            e.shared = Some((generation, Arc::clone(&info)));
+        }
+        info
+    }
+
+    /// A fresh info of `pid`, which the table knows.
+    fn build_info(&self, pid: u32) -> ProcessInfo {
         let Some(entry) = self.entries.get(&pid) else {
             return ProcessInfo {
                 pid,
@@ -191,6 +259,7 @@ mod tests {
             claim: None,
             exited_at: None,
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            shared: None,
         }
     }
 
@@ -209,12 +278,50 @@ mod tests {
         assert!(root.ancestry.is_empty());
         assert_eq!(root.parent_executable, None);
         assert_eq!(
-            table.info(999),
+            *table.info(999),
             ProcessInfo {
                 pid: 999,
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn info_is_shared_until_what_it_shows_changes() {
+        let mut table = ProcessTable::new(100);
+        table.insert(1, entry(0, "/sbin/init", 0), 0);
+        table.insert(2, entry(1, "/bin/bash", 0), 0);
+        table.insert(3, entry(2, "/usr/bin/make", 0), 0);
+        let first = table.info(3);
+        assert!(Arc::ptr_eq(&first, &table.info(3)), "same info, no copy");
+        // Fields no info shows leave it shared.
+        table.get_mut(3).unwrap().last_seen = SystemTime::UNIX_EPOCH;
+        table.set_ids(3, 2, 0, 0);
+        assert!(Arc::ptr_eq(&first, &table.info(3)));
+
+        // An ancestor's exec shows in the ancestry.
+        table.set_image(2, "/usr/bin/python3", &["python3".to_owned()], false);
+        let after_exec = table.info(3);
+        assert_eq!(after_exec.parent_executable.as_deref(), Some("/usr/bin/python3"));
+        assert_eq!(after_exec.ancestry[1], (1, "/sbin/init".to_owned()));
+        // Its own ids and image.
+        table.set_ids(3, 2, 1000, 0);
+        assert_eq!((table.info(3).uid, table.info(3).euid), (1000, 0));
+        table.set_image(3, "/usr/bin/cc", &["cc".to_owned(), "-c".to_owned()], true);
+        let own = table.info(3);
+        assert_eq!(own.executable, "/usr/bin/cc");
+        assert_eq!(own.argv, ["cc", "-c"]);
+        assert!(own.argv_truncated);
+        // A new parent (reparenting) and an ancestor leaving the table.
+        table.set_ids(3, 1, 1000, 0);
+        assert_eq!(table.info(3).parent_executable.as_deref(), Some("/sbin/init"));
+        table.get_mut(1).unwrap().exited_at = Some(SystemTime::UNIX_EPOCH);
+        table.sweep(SystemTime::UNIX_EPOCH + EXIT_GRACE);
+        let orphaned = table.info(3);
+        assert!(orphaned.ancestry.is_empty(), "{orphaned:?}");
+        // The info an event already holds keeps what was true at that event.
+        assert_eq!(first.executable, "/usr/bin/make");
+        assert_eq!(first.parent_executable.as_deref(), Some("/bin/bash"));
     }
 
     #[test]

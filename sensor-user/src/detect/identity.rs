@@ -77,11 +77,11 @@ mod tests {
                 kind: EventKind::Exit { exit_code: 0 },
             },
             workload: job,
-            process: ProcessInfo {
+            process: Arc::new(ProcessInfo {
                 pid: 5,
                 executable: "/bin/sh".into(),
                 ..Default::default()
-            },
+            }),
             context: Context::default(),
         });
         let f = identity_switch("h", Arc::clone(&event), claim.clone(), "inc");

@@ -65,6 +65,12 @@ pub enum OpenHook {
 /// the eBPF crate): bounds the delay an event can wait before userspace sees it.
 const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Most records one [`Sensor::drain`] hands over. Under a sustained flood the ring never empties:
+/// a drain that read until it did would keep the agent's loop from its other work (delivery,
+/// heartbeat liveness, housekeeping) for as long as the flood lasts. A few milliseconds of
+/// release-build work per batch.
+pub const DRAIN_BATCH: usize = 2048;
+
 /// Oldest kernel the programs are written for (BTF tracepoints, ring buffer, bounded loops).
 const MIN_KERNEL: (u32, u32) = (5, 15);
 
@@ -114,6 +120,8 @@ pub struct Sensor {
     pub skipped: Vec<(&'static str, String)>,
     /// The syscall-event hooks in use.
     pub hooks: Chosen,
+    /// The last drain stopped at [`DRAIN_BATCH`] with records still waiting.
+    behind: bool,
 }
 
 impl Sensor {
@@ -200,12 +208,19 @@ impl Sensor {
             attached,
             skipped,
             hooks: chosen,
+            behind: false,
         })
     }
 
     /// Waits until records may be waiting: a kernel wakeup (sent only when the reader falls
-    /// behind) or the drain interval, whichever comes first.
+    /// behind) or the drain interval, whichever comes first. When the last drain left records
+    /// behind, it only yields once to the runtime (so the caller's other branches and tasks run
+    /// between two batches) and returns.
     pub async fn ready(&mut self) -> Result<(), KernelError> {
+        if self.behind {
+            tokio::task::yield_now().await;
+            return Ok(());
+        }
         tokio::select! {
             guard = self.ring.readable_mut() => guard?.clear_ready(),
             _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
@@ -213,15 +228,26 @@ impl Sensor {
         Ok(())
     }
 
-    /// Hands every waiting record to `f`; returns how many there were.
+    /// Hands the waiting records to `f`, at most [`DRAIN_BATCH`] of them; returns how many.
+    /// [`Sensor::behind`] then says whether more were left waiting.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
         let ring = self.ring.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < DRAIN_BATCH {
+            let Some(item) = ring.next() else {
+                self.behind = false;
+                return n;
+            };
             f(&item);
             n += 1;
         }
+        self.behind = true;
         n
+    }
+
+    /// Whether the last [`Sensor::drain`] stopped with records still waiting.
+    pub fn behind(&self) -> bool {
+        self.behind
     }
 
     /// Lost and suppressed records by cgroup id, summed over CPUs.

@@ -65,7 +65,7 @@ fn ev(
             kind,
         },
         workload: workload.clone(),
-        process: ProcessInfo {
+        process: std::sync::Arc::new(ProcessInfo {
             pid,
             ppid: pid - 1,
             executable: exe.into(),
@@ -75,7 +75,7 @@ fn ev(
             euid: 1000,
             ancestry: vec![(pid - 1, parent.into())],
             parent_executable: Some(parent.into()),
-        },
+        }),
         context: Default::default(),
     }
 }

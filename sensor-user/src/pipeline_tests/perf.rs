@@ -65,3 +65,71 @@ fn engine_throughput() {
         events.len() as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// The agent's work per event after decoding (attribution, then judging), on the shape of the
+/// loss benchmark: one process deep in a tree, with a real argv, opening files as fast as it
+/// can (repeats and distinct paths). Ignored: a measurement; run in release with
+/// `cargo test --release -p sensor-user --lib attribute_and_judge_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check; run in release"]
+fn attribute_and_judge_throughput() {
+    use std::os::unix::fs::MetadataExt;
+
+    use crate::attribute::Attributor;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroups = dir.path().join("cgroup");
+    let unit_dir = cgroups.join("system.slice/app.service");
+    std::fs::create_dir_all(&unit_dir).expect("mkdir");
+    let cgroup_id = std::fs::metadata(&unit_dir).expect("stat").ino();
+    let mut attributor = Attributor::new(&cgroups);
+    let mut engine = engine(&dir.path().join("state"));
+    let event = |pid: u32, ppid: u32, time: SystemTime, kind: EventKind| Event {
+        time,
+        pid,
+        tid: pid,
+        ppid,
+        uid: 1000,
+        euid: 1000,
+        cgroup_id,
+        comm: "x".into(),
+        kind,
+    };
+    // init → runner → bash → make → cc, each exec'd with a few arguments.
+    let chain = [
+        "/sbin/init",
+        "/usr/bin/runner",
+        "/bin/bash",
+        "/usr/bin/make",
+        "/usr/bin/cc",
+    ];
+    for (i, exe) in chain.iter().enumerate() {
+        let pid = 100 + i as u32;
+        let mut kind = exec(exe);
+        if let EventKind::Exec { argv, .. } = &mut kind {
+            argv.extend(["-O2", "-c", "src/some/file.c", "-o", "build/file.o"].map(String::from));
+        }
+        attributor.attribute(event(pid, pid.saturating_sub(1), at(0), kind));
+    }
+    let events: Vec<Event> = (0..300_000u32)
+        .map(|i| {
+            let path = if i % 4 == 0 {
+                format!("/usr/include/h{}.h", i % 512)
+            } else {
+                "/etc/ld.so.cache".to_owned()
+            };
+            event(104, 103, at(u64::from(i / 50_000)), open(&path, false))
+        })
+        .collect();
+    let start = Instant::now();
+    let mut found = 0;
+    for e in events {
+        found += engine.observe(&attributor.attribute(e)).len();
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "attribute+judge: 300000 events in {elapsed:?}: {:.0} events/s ({:.2} µs each), {found} findings",
+        300_000.0 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / 300_000.0
+    );
+}

@@ -18,10 +18,11 @@ fn monday(secs: u64) -> SystemTime {
 fn child(w: &Workload, time: SystemTime, pid: u32, shell: u32, exe: &str) -> Vec<Attributed> {
     let mut e = ev(w, time, pid, "/bin/bash", "/usr/bin/runner", exec(exe));
     e.event.ppid = shell;
-    e.process.ppid = shell;
-    e.process.executable = exe.into();
-    e.process.parent_executable = Some("/bin/bash".into());
-    e.process.ancestry = vec![(shell, "/bin/bash".into())];
+    let p = std::sync::Arc::make_mut(&mut e.process);
+    p.ppid = shell;
+    p.executable = exe.into();
+    p.parent_executable = Some("/bin/bash".into());
+    p.ancestry = vec![(shell, "/bin/bash".into())];
     vec![e]
 }
 
@@ -36,8 +37,9 @@ fn of(
 ) -> Attributed {
     let mut e = ev(w, time, pid, exe, "/bin/bash", kind);
     e.event.ppid = shell;
-    e.process.ppid = shell;
-    e.process.ancestry = vec![(shell, "/bin/bash".into())];
+    let p = std::sync::Arc::make_mut(&mut e.process);
+    p.ppid = shell;
+    p.ancestry = vec![(shell, "/bin/bash".into())];
     e
 }
 
@@ -781,7 +783,8 @@ fn a_service_has_one_incident_per_process_tree() {
     let t = monday(11 * 3600);
     let tree = |root: u32, kind: EventKind| {
         let mut e = ev(&w, t, root + 1, "/usr/bin/app", "/usr/bin/app", kind);
-        e.process.ancestry = vec![(root, "/usr/bin/app".into()), (1, "/sbin/init".into())];
+        std::sync::Arc::make_mut(&mut e.process).ancestry =
+            vec![(root, "/usr/bin/app".into()), (1, "/sbin/init".into())];
         e
     };
     let read = tree(

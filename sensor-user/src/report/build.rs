@@ -45,7 +45,7 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
         kind: finding.kind().into(),
         severity: verdict.severity.into(),
         summary,
-        process: Some(v1::Process::from(&event.process)),
+        process: Some(v1::Process::from(event.process.as_ref())),
         novelty: Some(v1::Novelty { what: Some(what) }),
         signals: signals(finding),
         incident_id: verdict.incident_id.clone(),
@@ -350,7 +350,7 @@ mod tests {
                 kind: WorkloadKind::GithubJob,
                 run_id: Some("7.1".into()),
             },
-            process: ProcessInfo {
+            process: Arc::new(ProcessInfo {
                 pid: 12,
                 ppid: 11,
                 executable: "/usr/bin/nc".into(),
@@ -360,7 +360,7 @@ mod tests {
                 euid: 0,
                 ancestry: vec![(11, "/bin/bash".into()), (10, "/usr/bin/runner".into())],
                 parent_executable: Some("/bin/bash".into()),
-            },
+            }),
             context: Default::default(),
         }
     }

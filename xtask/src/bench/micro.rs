@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use super::monitor::{Config, median, watched};
+use super::{added_pct, times_more};
 use crate::peers;
 
 /// (workload, operations in a full run, what it shows)
@@ -140,14 +141,8 @@ pub fn section(
                 .map(|i| base / median(samples[i].iter().map(|s| s.ops_per_sec)))
         };
         if let Some(ours) = ratio(Config::Filtered) {
-            let pct = |r: Option<f64>| {
-                r.map_or("-".to_owned(), |r| format!("{:+.1}%", (r - 1.0) * 100.0))
-            };
-            let times = |peer: Option<f64>| match peer {
-                Some(p) if ours > 1.0 && p > 1.0 => format!("{:.1}x", (p - 1.0) / (ours - 1.0)),
-                Some(_) => "n/a (within noise)".to_owned(),
-                None => "-".to_owned(),
-            };
+            let pct = added_pct;
+            let times = |peer: Option<f64>| times_more(ours, peer);
             let audit = ratio(Config::Peer(peers::Kind::Auditd));
             let bpftrace = ratio(Config::Peer(peers::Kind::Bpftrace));
             writeln!(

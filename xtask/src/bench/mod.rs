@@ -200,14 +200,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Config::Peer(peers::Kind::Bpftrace),
         ]);
     }
-    // Realistic workloads: the sensor as deployed (filter on) and the peers; quick: sensor only.
+    // Realistic workloads: the sensor as deployed (filter on) and the peers; quick: the build
+    // without peers (a build each), the server with them (seconds each).
     let mut job_configs = vec![Config::Without, Config::Filtered];
+    let mut server_configs = job_configs.clone();
+    server_configs.extend(peer_configs.iter().copied());
     if !args.quick {
         job_configs.extend(peer_configs.iter().copied());
     }
     // The server also beside the floor and the old raw open hook: a server's syscalls are what
     // the sensor must stay off.
-    let mut server_configs = job_configs.clone();
     if !args.quick {
         server_configs.push(Config::RawSysExit);
         if !args.no_peers {
@@ -261,6 +263,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if args.quick { 2 } else { args.server_seconds }
         )?;
         writeln!(report, "{}", table(&realistic))?;
+        report += &added_vs_peers(&realistic);
     }
     if part("loss") {
         report += &loss::section(&bin, args.quick)?;
@@ -290,6 +293,66 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("[bench] wrote {}", args.out.display());
     print!("{report}");
     Ok(())
+}
+
+/// The issue's "at least 10x less added overhead than the peers" for the realistic workloads:
+/// added overhead (ratio − 1) of the sensor beside auditd's and bpftrace's, on throughput and on
+/// p99 latency, and how many times more each peer adds. Empty when no peer ran.
+fn added_vs_peers(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let mut workloads: Vec<&str> = rows.iter().map(|r| r.workload).collect();
+    workloads.dedup();
+    for workload in workloads {
+        let of = |c: Config| rows.iter().find(|r| r.workload == workload && r.config == c);
+        let Some(ours) = of(Config::Filtered) else {
+            continue;
+        };
+        let auditd = of(Config::Peer(peers::Kind::Auditd));
+        let bpftrace = of(Config::Peer(peers::Kind::Bpftrace));
+        if auditd.is_none() && bpftrace.is_none() {
+            continue;
+        }
+        for (metric, pick) in [
+            ("throughput", (|r: &Row| Some(r.ratio)) as fn(&Row) -> Option<f64>),
+            ("p99 latency", |r: &Row| r.p99_ratio),
+        ] {
+            let Some(sensor) = pick(ours) else { continue };
+            let _ = writeln!(
+                out,
+                "| {workload} | {metric} | {} | {} | {} | {} | {} |",
+                added_pct(Some(sensor)),
+                added_pct(auditd.and_then(pick)),
+                added_pct(bpftrace.and_then(pick)),
+                times_more(sensor, auditd.and_then(pick)),
+                times_more(sensor, bpftrace.and_then(pick)),
+            );
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!(
+        "### Added overhead against the peers (target: each peer adds ≥ 10x more)\n\n\
+         *added* = ratio − 1 (throughput: ops/s without ÷ with; p99: with ÷ without); *peer / \
+         sensor* = the peer's added overhead divided by the sensor's.\n\n\
+         | workload | metric | sensor | auditd | bpftrace | auditd / sensor | bpftrace / sensor |\n\
+         |---|---|---:|---:|---:|---:|---:|\n{out}\n"
+    )
+}
+
+/// `+12.3%` for a ratio of 1.123; `-` when not measured.
+pub(crate) fn added_pct(ratio: Option<f64>) -> String {
+    ratio.map_or("-".to_owned(), |r| format!("{:+.1}%", (r - 1.0) * 100.0))
+}
+
+/// How many times the sensor's added overhead the peer's is; "n/a (within noise)" when either
+/// adds nothing measurable.
+pub(crate) fn times_more(sensor: f64, peer: Option<f64>) -> String {
+    match peer {
+        Some(p) if sensor > 1.0 && p > 1.0 => format!("{:.1}x", (p - 1.0) / (sensor - 1.0)),
+        Some(_) => "n/a (within noise)".to_owned(),
+        None => "-".to_owned(),
+    }
 }
 
 /// Replaces the text between the markers in `path` (or, without markers, puts the section first

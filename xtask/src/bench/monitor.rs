@@ -27,9 +27,11 @@ impl Config {
             Config::Filtered => "sensor (kernel filter on)",
             Config::Unfiltered => "sensor (every event to userspace)",
             Config::RawSysExit => "sensor, raw sys_exit open hook (the old default)",
-            Config::Peer(peers::Kind::Auditd) => "peer: auditd (execve, open*, connect rules)",
+            Config::Peer(peers::Kind::Auditd) => {
+                "peer: auditd (rules for the sensor's exec, open, file, privilege, network syscalls)"
+            }
             Config::Peer(peers::Kind::Bpftrace) => {
-                "peer: bpftrace (execve, open*, connect printed)"
+                "peer: bpftrace (the same syscalls printed)"
             }
             Config::Peer(peers::Kind::HookFloor) => {
                 "floor: empty program on one never-called syscall tracepoint"
