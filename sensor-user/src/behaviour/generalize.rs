@@ -8,6 +8,8 @@
 //! | `<tid>`     | the thread id in `/proc/<pid>/task/<digits>`                                 |
 //! | `<tmp>`     | the random part of a generated temporary name (table [`TEMP_NAMES`], pip)    |
 //! | `<uuid>`    | a UUID (`8-4-4-4-12` hex digits) inside a component                          |
+//! | `<time>`    | an ISO 8601 date and time inside a component, `:` written as `_` or `-` too  |
+//! |             | (npm's `_logs/2026-12-07T03_11_55_964Z-debug-0.log`)                         |
 //! | `<hash>`    | a run of 8 or more hex digits (with at least one letter) inside a component  |
 //! | `<n>`       | a number of 4 or more digits standing alone inside a component, or of 6 or   |
 //! |             | more digits glued to letters (`go-build3891284731`)                          |
@@ -206,6 +208,11 @@ fn runs(s: &str, out: &mut String) {
             i += UUID_LEN;
             continue;
         }
+        if let Some(len) = timestamp_at(bytes, i) {
+            out.push_str("<time>");
+            i += len;
+            continue;
+        }
         let start = i;
         while i < bytes.len() && alnum(bytes[i]) {
             i += 1;
@@ -226,6 +233,36 @@ fn is_uuid_at(bytes: &[u8], i: usize) -> bool {
         _ => b.is_ascii_hexdigit(),
     });
     shape && bytes.get(i + UUID_LEN).is_none_or(|&b| !alnum(b))
+}
+
+/// The length of the ISO 8601 date and time starting at `i` and ending a run, if one does:
+/// `YYYY-MM-DDTHH:MM:SS`, the time's separators `:`, `_` or `-` (file names cannot hold `:`),
+/// then optionally a fraction (`.` or `_` and digits) and `Z`. One value tells it is a time,
+/// so it needs no learning (shapes cannot: its middle holds punctuation).
+fn timestamp_at(bytes: &[u8], i: usize) -> Option<usize> {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
+    let candidate = bytes.get(i..i + SHAPE.len())?;
+    let fits = candidate.iter().zip(SHAPE).all(|(&b, &s)| match s {
+        b'd' => b.is_ascii_digit(),
+        b':' => matches!(b, b':' | b'_' | b'-'),
+        _ => b == s,
+    });
+    if !fits {
+        return None;
+    }
+    let mut end = i + SHAPE.len();
+    if matches!(bytes.get(end), Some(b'.' | b'_'))
+        && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+    {
+        end += 1;
+        while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+    }
+    if bytes.get(end) == Some(&b'Z') {
+        end += 1;
+    }
+    bytes.get(end).is_none_or(|&b| !alnum(b)).then_some(end - i)
 }
 
 /// Appends one run of letters and digits, generalised.
@@ -281,6 +318,17 @@ mod tests {
             ("/proc/12ab/x", "/proc/12ab/x"),
             ("/home/u/proc/1/x", "/home/u/proc/1/x"),
             ("/proc/", "/proc/"),
+            // Timestamps: npm's debug logs, ISO names.
+            (
+                "/c/npm/_logs/2026-12-07T03_11_55_964Z-debug-0.log",
+                "/c/npm/_logs/<time>-debug-0.log",
+            ),
+            (
+                "/var/log/app-2026-12-07T03:11:55.log",
+                "/var/log/app-<time>.log",
+            ),
+            ("/b/2026-12-07T03-11-55Z", "/b/<time>"),
+            ("/b/2026-12-07T03_11_55x", "/b/<n>-12-07T03_11_55x"),
             // mktemp(1), Rust tempfile, rustc.
             ("/tmp/tmp.Xa3kQ9zB1m", "/tmp/<tmp>"),
             ("/tmp/tmp.Xa3kQ9zB1m/run.sh", "/tmp/<tmp>/run.sh"),

@@ -358,3 +358,34 @@ fn a_quiet_new_executable_is_released_by_the_clock() {
     assert!(!d.is_empty(), "{d:?}");
     assert_new_wget(&d, &["/etc/wget7rc"], 1);
 }
+
+/// npm names its debug log by the time it started (`_logs/2026-12-07T03_11_55_964Z-debug-0.log`,
+/// as observed in `cargo xtask detect --noise`'s node-npm job): every run writes a new name, one
+/// value of which already says it is a time.
+#[test]
+fn npm_debug_logs_named_by_time_are_one_behaviour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let log = |run: u32| {
+        format!(
+            "/home/runner/.npm/_logs/2026-12-07T03_{:02}_{:02}_{:03}Z-debug-0.log",
+            run * 7 % 60,
+            run * 13 % 60,
+            run * 101 % 1000
+        )
+    };
+    for run in 1..7 {
+        let w = job(&run.to_string());
+        let time = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, time, 1000 * run);
+        events.push(ev(
+            &w,
+            time,
+            1000 * run + 50,
+            "/usr/bin/node",
+            "/bin/bash",
+            open(&log(run), true),
+        ));
+        assert_eq!(feed(&mut engine, &events), [], "run {run}");
+    }
+}
