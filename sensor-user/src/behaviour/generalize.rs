@@ -108,6 +108,9 @@ pub fn generalize_path(path: &str) -> String {
             out.push_str("<pid>");
         } else if pid_dir && i == 4 && previous(1) == Some("task") && is_number(part) {
             out.push_str("<tid>");
+        } else if i > 0 && python_probe(part) && TEMP_DIRS.contains(&&path[..end - part.len() - 1])
+        {
+            out.push_str("<tmp>");
         } else if previous(2) == Some("incremental") && part.starts_with("s-") {
             out.push_str("s-<tmp>");
             out.push_str(if part.ends_with(".lock") { ".lock" } else { "" });
@@ -118,6 +121,12 @@ pub fn generalize_path(path: &str) -> String {
             in_temp || *part == TEMP_COMPONENT || (i <= 2 && TEMP_DIRS.contains(&&path[..end]));
     }
     out
+}
+
+/// Whether `part` is the name Python's `tempfile.gettempdir()` probes a temporary directory with
+/// (8 of `[a-z0-9_]`, no prefix: `/tmp/_9f_obth`); only directly in a temporary directory.
+fn python_probe(part: &str) -> bool {
+    part.len() == 8 && part.bytes().all(python_random)
 }
 
 /// Appends the generalisation of one path component.
@@ -175,6 +184,19 @@ fn temp_name<'a>(part: &'a str, in_temp: bool, out: &mut String) -> Option<&'a s
             }
             out.push_str("<tmp>");
             return Some(&rest[name.random..]);
+        }
+    }
+    // Python's `NamedTemporaryFile(prefix=name, suffix=".tmp")` beside the file it replaces
+    // (pip's `RECORDpkptrfkx.tmp`, `INSTALLERyci6mp1s.tmp`): anywhere, `.tmp` says it.
+    if let Some(stem) = part.strip_suffix(".tmp")
+        && stem.len() > 8
+        && stem.is_char_boundary(stem.len() - 8)
+    {
+        let (head, random) = stem.split_at(stem.len() - 8);
+        if random.bytes().all(python_random) {
+            runs(head, out);
+            out.push_str("<tmp>");
+            return Some(".tmp");
         }
     }
     // pip's build directories: `pip-build-env-`, `pip-req-build-`... and 8 of `[a-z0-9_]`.
@@ -318,6 +340,18 @@ mod tests {
             ("/proc/12ab/x", "/proc/12ab/x"),
             ("/home/u/proc/1/x", "/home/u/proc/1/x"),
             ("/proc/", "/proc/"),
+            // Python's tempfile, as pip and gettempdir() use it (observed names).
+            (
+                "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info/RECORDweu__yud.tmp",
+                "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info/RECORD<tmp>.tmp",
+            ),
+            ("/w/x/INSTALLERyci6mp1s.tmp", "/w/x/INSTALLER<tmp>.tmp"),
+            ("/w/x/INSTALLER.tmp", "/w/x/INSTALLER.tmp"),
+            ("/tmp/_9f_obth", "/tmp/<tmp>"),
+            ("/tmp/565l_mll", "/tmp/<tmp>"),
+            ("/dev/shm/mdy7v_ay", "/dev/shm/<tmp>"),
+            ("/home/u/_9f_obth", "/home/u/_9f_obth"),
+            ("/tmp/<tmp>/ws/packages", "/tmp/<tmp>/ws/packages"),
             // Timestamps: npm's debug logs, ISO names.
             (
                 "/c/npm/_logs/2026-12-07T03_11_55_964Z-debug-0.log",

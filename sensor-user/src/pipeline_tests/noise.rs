@@ -389,3 +389,49 @@ fn npm_debug_logs_named_by_time_are_one_behaviour() {
         assert_eq!(feed(&mut engine, &events), [], "run {run}");
     }
 }
+
+/// pip installs each package's `RECORD` and `INSTALLER` through a Python temporary file beside
+/// them, and Python probes `/tmp` with a bare 8-character name when it first needs a temporary
+/// directory (observed names from `cargo xtask detect --noise`'s python-pip job): new names
+/// every run, the same behaviours.
+#[test]
+fn python_temporary_names_are_one_behaviour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let observed = [
+        ("pkptrfkx", "yci6mp1s", "_9f_obth"),
+        ("weu__yud", "1yux68ir", "mdy7v_ay"),
+        ("boavzec5", "_nwci10a", "_ml1zsv4"),
+        ("3t9c_jdt", "8jom388v", "_kdbwacd"),
+        ("w_zjjc_3", "vkmaunbo", "565l_mll"),
+        ("25_guh43", "dzo8_6nz", "_slyd02e"),
+    ];
+    let info = "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info";
+    for (run, (record, installer, probe)) in (1..).zip(observed) {
+        let w = job(&run.to_string());
+        let time = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, time, 1000 * run);
+        let python = |kind| {
+            ev(
+                &w,
+                time,
+                1000 * run + 50,
+                "/usr/bin/python3.11",
+                "/bin/bash",
+                kind,
+            )
+        };
+        for path in [
+            format!("{info}/RECORD{record}.tmp"),
+            format!("{info}/INSTALLER{installer}.tmp"),
+            format!("/tmp/{probe}"),
+        ] {
+            events.push(python(open(&path, true)));
+            events.push(python(EventKind::FileOp(FileOperation::Chmod {
+                path,
+                mode: 0o644,
+            })));
+        }
+        assert_eq!(feed(&mut engine, &events), [], "run {run}");
+    }
+}
