@@ -134,6 +134,8 @@ pub fn to_json(stored: &StoredDeviation) -> Value {
             "time": rfc3339_nanos(e.time_unix_nanos),
         })).collect::<Vec<_>>(),
         "samples": d.samples,
+        // What a new executable read as it loaded (see the proto's LoadingEvidence).
+        "loaded": d.loaded.as_ref().map(|l| json!({ "paths": l.paths, "total": l.total })),
         "agent_id": stored.agent_id,
         "received": rfc3339_nanos(stored.received_unix_nanos),
     })

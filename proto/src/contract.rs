@@ -15,6 +15,8 @@ pub const MAX_BATCH_DEVIATIONS: usize = 10_000;
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Largest encoded deviation an agent sends: a quarter of a batch, so every deviation fits.
 pub const MAX_DEVIATION_BYTES: usize = 1024 * 1024;
+/// Paths a new executable's `Deviation.loaded` evidence names (the rest are counted).
+pub const MAX_LOADED_PATHS: usize = 16;
 /// gRPC trailer of a refused batch: its sequence (decimal), so the agent drops it instead of
 /// resending it forever.
 pub const REJECTED_SEQUENCE_TRAILER: &str = "sensor-rejected-sequence";

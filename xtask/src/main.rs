@@ -55,6 +55,9 @@ enum Command {
         /// With `--noise`: where the sensor, collector and actor binaries are.
         #[arg(long, default_value = "target/release")]
         bin_dir: std::path::PathBuf,
+        /// With `--noise`: only these jobs (comma-separated names, e.g. `rust-cargo,node-npm`).
+        #[arg(long, value_delimiter = ',')]
+        jobs: Vec<String>,
     },
 }
 
@@ -70,8 +73,9 @@ fn main() -> anyhow::Result<()> {
             noise: Some(clean),
             bin_dir,
             out,
+            jobs,
             ..
-        } => detect::run_noise(&bin_dir, clean, &out),
+        } => detect::run_noise(&bin_dir, clean, &jobs, &out),
         Command::Detect {
             quick,
             out,

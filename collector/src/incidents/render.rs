@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use proto::v1::{Deviation, Severity};
+use proto::v1::{Deviation, LoadingEvidence, Severity};
 use serde_json::{Value, json};
 
 use super::{Incident, severity, shown_by_default};
@@ -127,6 +127,23 @@ fn print_deviation(out: &mut impl Write, deviation: &Deviation) -> io::Result<()
         short_time(deviation.time_unix_nanos),
         kind_name(deviation.kind),
         printable(&deviation.summary),
+    )?;
+    if let Some(loaded) = &deviation.loaded {
+        print_loaded(out, loaded)?;
+    }
+    Ok(())
+}
+
+/// A new executable's loading evidence, beneath its deviation: the paths named and how many
+/// reads in all.
+fn print_loaded(out: &mut impl Write, loaded: &LoadingEvidence) -> io::Result<()> {
+    let paths: Vec<String> = loaded.paths.iter().map(|p| printable(p)).collect();
+    writeln!(
+        out,
+        "              loaded {} ({} read{} in all)",
+        paths.join(", "),
+        loaded.total,
+        if loaded.total == 1 { "" } else { "s" },
     )
 }
 

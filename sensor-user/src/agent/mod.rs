@@ -233,6 +233,9 @@ impl Agent {
                 }
                 _ = tick.tick() => self.housekeeping(),
                 _ = refresh.tick() => {
+                    // New executables whose wait for loading evidence is over, by the clock.
+                    let due = self.engine.flush_loading(Some(std::time::SystemTime::now()));
+                    self.outbox.send(&self.sensor, due);
                     self.refresh_metrics();
                     self.engine.baselines_mut().serve_requests();
                 }

@@ -8,6 +8,8 @@
 //! | `<tid>`     | the thread id in `/proc/<pid>/task/<digits>`                                 |
 //! | `<tmp>`     | the random part of a generated temporary name (table [`TEMP_NAMES`], pip)    |
 //! | `<uuid>`    | a UUID (`8-4-4-4-12` hex digits) inside a component                          |
+//! | `<time>`    | an ISO 8601 date and time inside a component, `:` written as `_` or `-` too  |
+//! |             | (npm's `_logs/2026-12-07T03_11_55_964Z-debug-0.log`)                         |
 //! | `<hash>`    | a run of 8 or more hex digits (with at least one letter) inside a component  |
 //! | `<n>`       | a number of 4 or more digits standing alone inside a component, or of 6 or   |
 //! |             | more digits glued to letters (`go-build3891284731`)                          |
@@ -106,6 +108,9 @@ pub fn generalize_path(path: &str) -> String {
             out.push_str("<pid>");
         } else if pid_dir && i == 4 && previous(1) == Some("task") && is_number(part) {
             out.push_str("<tid>");
+        } else if i > 0 && python_probe(part) && TEMP_DIRS.contains(&&path[..end - part.len() - 1])
+        {
+            out.push_str("<tmp>");
         } else if previous(2) == Some("incremental") && part.starts_with("s-") {
             out.push_str("s-<tmp>");
             out.push_str(if part.ends_with(".lock") { ".lock" } else { "" });
@@ -116,6 +121,12 @@ pub fn generalize_path(path: &str) -> String {
             in_temp || *part == TEMP_COMPONENT || (i <= 2 && TEMP_DIRS.contains(&&path[..end]));
     }
     out
+}
+
+/// Whether `part` is the name Python's `tempfile.gettempdir()` probes a temporary directory with
+/// (8 of `[a-z0-9_]`, no prefix: `/tmp/_9f_obth`); only directly in a temporary directory.
+fn python_probe(part: &str) -> bool {
+    part.len() == 8 && part.bytes().all(python_random)
 }
 
 /// Appends the generalisation of one path component.
@@ -175,6 +186,19 @@ fn temp_name<'a>(part: &'a str, in_temp: bool, out: &mut String) -> Option<&'a s
             return Some(&rest[name.random..]);
         }
     }
+    // Python's `NamedTemporaryFile(prefix=name, suffix=".tmp")` beside the file it replaces
+    // (pip's `RECORDpkptrfkx.tmp`, `INSTALLERyci6mp1s.tmp`): anywhere, `.tmp` says it.
+    if let Some(stem) = part.strip_suffix(".tmp")
+        && stem.len() > 8
+        && stem.is_char_boundary(stem.len() - 8)
+    {
+        let (head, random) = stem.split_at(stem.len() - 8);
+        if random.bytes().all(python_random) {
+            runs(head, out);
+            out.push_str("<tmp>");
+            return Some(".tmp");
+        }
+    }
     // pip's build directories: `pip-build-env-`, `pip-req-build-`... and 8 of `[a-z0-9_]`.
     if in_temp && part.starts_with("pip-") {
         let (head, tail) = part.rsplit_once('-')?;
@@ -206,6 +230,11 @@ fn runs(s: &str, out: &mut String) {
             i += UUID_LEN;
             continue;
         }
+        if let Some(len) = timestamp_at(bytes, i) {
+            out.push_str("<time>");
+            i += len;
+            continue;
+        }
         let start = i;
         while i < bytes.len() && alnum(bytes[i]) {
             i += 1;
@@ -226,6 +255,36 @@ fn is_uuid_at(bytes: &[u8], i: usize) -> bool {
         _ => b.is_ascii_hexdigit(),
     });
     shape && bytes.get(i + UUID_LEN).is_none_or(|&b| !alnum(b))
+}
+
+/// The length of the ISO 8601 date and time starting at `i` and ending a run, if one does:
+/// `YYYY-MM-DDTHH:MM:SS`, the time's separators `:`, `_` or `-` (file names cannot hold `:`),
+/// then optionally a fraction (`.` or `_` and digits) and `Z`. One value tells it is a time,
+/// so it needs no learning (shapes cannot: its middle holds punctuation).
+fn timestamp_at(bytes: &[u8], i: usize) -> Option<usize> {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
+    let candidate = bytes.get(i..i + SHAPE.len())?;
+    let fits = candidate.iter().zip(SHAPE).all(|(&b, &s)| match s {
+        b'd' => b.is_ascii_digit(),
+        b':' => matches!(b, b':' | b'_' | b'-'),
+        _ => b == s,
+    });
+    if !fits {
+        return None;
+    }
+    let mut end = i + SHAPE.len();
+    if matches!(bytes.get(end), Some(b'.' | b'_'))
+        && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+    {
+        end += 1;
+        while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+    }
+    if bytes.get(end) == Some(&b'Z') {
+        end += 1;
+    }
+    bytes.get(end).is_none_or(|&b| !alnum(b)).then_some(end - i)
 }
 
 /// Appends one run of letters and digits, generalised.
@@ -281,6 +340,29 @@ mod tests {
             ("/proc/12ab/x", "/proc/12ab/x"),
             ("/home/u/proc/1/x", "/home/u/proc/1/x"),
             ("/proc/", "/proc/"),
+            // Python's tempfile, as pip and gettempdir() use it (observed names).
+            (
+                "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info/RECORDweu__yud.tmp",
+                "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info/RECORD<tmp>.tmp",
+            ),
+            ("/w/x/INSTALLERyci6mp1s.tmp", "/w/x/INSTALLER<tmp>.tmp"),
+            ("/w/x/INSTALLER.tmp", "/w/x/INSTALLER.tmp"),
+            ("/tmp/_9f_obth", "/tmp/<tmp>"),
+            ("/tmp/565l_mll", "/tmp/<tmp>"),
+            ("/dev/shm/mdy7v_ay", "/dev/shm/<tmp>"),
+            ("/home/u/_9f_obth", "/home/u/_9f_obth"),
+            ("/tmp/<tmp>/ws/packages", "/tmp/<tmp>/ws/packages"),
+            // Timestamps: npm's debug logs, ISO names.
+            (
+                "/c/npm/_logs/2026-12-07T03_11_55_964Z-debug-0.log",
+                "/c/npm/_logs/<time>-debug-0.log",
+            ),
+            (
+                "/var/log/app-2026-12-07T03:11:55.log",
+                "/var/log/app-<time>.log",
+            ),
+            ("/b/2026-12-07T03-11-55Z", "/b/<time>"),
+            ("/b/2026-12-07T03_11_55x", "/b/<n>-12-07T03_11_55x"),
             // mktemp(1), Rust tempfile, rustc.
             ("/tmp/tmp.Xa3kQ9zB1m", "/tmp/<tmp>"),
             ("/tmp/tmp.Xa3kQ9zB1m/run.sh", "/tmp/<tmp>/run.sh"),

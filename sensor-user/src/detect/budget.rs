@@ -153,6 +153,7 @@ fn finish(p: Pending, host: &str, window: &str, seq: u32) -> Option<Finding> {
         related: Vec::new(),
         incident_id: first.incident_id.clone(),
         tags,
+        loaded: None,
     };
     Some(Finding::Aggregate {
         kind: p.kind,

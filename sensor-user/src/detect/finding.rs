@@ -12,6 +12,7 @@ use crate::baseline::Dimension;
 use crate::behaviour::Behaviour;
 
 use super::ids::deviation_kind;
+use super::loading::Loaded;
 use super::rates::{Enumerated, Spike};
 
 /// One thing worth reporting.
@@ -70,6 +71,8 @@ pub struct Verdict {
     pub incident_id: String,
     /// Framework tags, `scheme:id` (see `tags`).
     pub tags: Vec<&'static str>,
+    /// A new executable's loading reads (see `loading`), attached before it is sent.
+    pub loaded: Option<Loaded>,
 }
 
 /// An earlier finding of the same incident, as later findings cite it.

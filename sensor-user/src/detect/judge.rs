@@ -180,6 +180,7 @@ pub(crate) fn verdict(
         related: scored.related,
         incident_id: incident.to_owned(),
         tags,
+        loaded: None,
     }
 }
 

@@ -171,6 +171,7 @@ impl Live {
             None => {
                 if self.runs.len() >= MAX_RUNS {
                     let mut old = self.runs.remove(0);
+                    out.extend(old.loading.due(None));
                     out.extend(old.budget.reset(host, &old.window()));
                 }
                 self.runs
@@ -185,6 +186,14 @@ impl Live {
             self.runs.push(state);
         }
         &mut self.runs[last]
+    }
+
+    /// Held new-executable deviations due at `now` (see `loading`), or all of them.
+    pub(crate) fn loading_due(&mut self, now: Option<i64>) -> Vec<Finding> {
+        self.runs
+            .iter_mut()
+            .flat_map(|state| state.loading.due(now))
+            .collect()
     }
 
     /// Aggregates quiet since `quiet_since` (event time), or all of them.

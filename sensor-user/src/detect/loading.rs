@@ -3,23 +3,37 @@
 //! executable each of those is new too, and reporting each as its own deviation buries the one
 //! that matters (issue 14: 20 rows of `lib….so` under one new `curl`). They are part of that
 //! one novelty: read-only opens of non-credential system files ([`SYSTEM_DIRS`]) by the process,
-//! within [`LOAD_WINDOW_NANOS`] of its exec, are learnt (so later runs know them) and not
-//! reported.
+//! within [`LOAD_WINDOW_NANOS`] of its exec, are learnt (so later runs know them) and named as
+//! evidence on its `new-executable` deviation ([`Loaded`]).
+//!
+//! The deviation waits for its evidence at most [`HOLD_NANOS`] of event time: it is released
+//! when the process exits, when anything of its run is judged (deviations go out in the order
+//! of their events, so the story of an incident stays causal), when a later event of its run
+//! is past the hold, or by the agent's clock ([`Loading::due`] on a timer), whichever comes
+//! first. The process cannot keep it back: nothing it does extends the hold. Reads folded after
+//! the release are learnt and counted in [`Loading::folded`] only.
 //!
 //! Bounded by time (a tool that reads a file after its first moments is judged as usual), by
 //! kind (reads only of system files: a write, a credential store, the workspace or a home
 //! directory, an exec or a connect is judged as usual), by count ([`MAX_FOLDED`] reads per
-//! process) and in memory ([`MAX_LOADING`] processes per run, oldest forgotten first).
+//! process, [`MAX_LOADED_PATHS`] of them named) and in memory ([`MAX_LOADING`] processes per
+//! run, oldest forgotten first, its held deviation released).
 
 use std::collections::VecDeque;
+
+use proto::contract::MAX_LOADED_PATHS;
 
 use crate::behaviour::Behaviour;
 use crate::event::OpenIntent;
 
+use super::finding::Finding;
 use super::severity::{SecretPaths, is_credential_access};
 
 /// How long after its exec a new executable's reads are part of its loading.
 pub const LOAD_WINDOW_NANOS: i64 = 2_000_000_000;
+/// How long (event time) a new executable's deviation waits for its loading evidence. With
+/// the agent's one-second timer it goes out at most about two seconds after the exec.
+pub const HOLD_NANOS: i64 = 1_000_000_000;
 /// New executables followed at once per run.
 pub const MAX_LOADING: usize = 64;
 /// Reads folded per process: a tool that reads more than a loader does is judged on the rest.
@@ -30,27 +44,79 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/etc/", "/usr/", "/lib/", "/lib64/", "/lib32/", "/opt/", "/proc/", "/sys/", "/dev/",
 ];
 
+/// What a new executable read as it loaded, as evidence on its deviation: the first
+/// [`MAX_LOADED_PATHS`] distinct paths in the order read, and how many reads in all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub paths: Vec<String>,
+    pub total: u64,
+}
+
+impl Loaded {
+    fn add(&mut self, path: &str) {
+        self.total += 1;
+        if self.paths.len() < MAX_LOADED_PATHS && !self.paths.iter().any(|p| p == path) {
+            self.paths.push(path.to_owned());
+        }
+    }
+}
+
+/// One new executable's process in its first moments.
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    /// Exec time, ns since the epoch.
+    exec: i64,
+    /// Reads folded so far.
+    folded: u32,
+    loaded: Loaded,
+    /// Its new-executable deviation, until its evidence is attached.
+    held: Option<Finding>,
+}
+
+impl Process {
+    /// Its held deviation, with the evidence gathered so far.
+    fn release(&mut self) -> Option<Finding> {
+        let mut finding = self.held.take()?;
+        if self.loaded.total > 0 {
+            finding.verdict_mut().loaded = Some(self.loaded.clone());
+        }
+        Some(finding)
+    }
+}
+
 /// New executables of one run still in their loading window.
 #[derive(Debug, Default)]
 pub(crate) struct Loading {
-    /// `(pid, exec time in ns, reads folded)`, oldest first.
-    started: VecDeque<(u32, i64, u32)>,
+    /// Oldest first.
+    started: VecDeque<Process>,
     /// Reads folded into their executable's novelty so far.
     pub folded: u64,
 }
 
 impl Loading {
-    /// Process `pid` exec'd an executable the baseline does not know, at `now`.
-    pub fn started(&mut self, pid: u32, now: i64) {
-        self.started.retain(|(p, _, _)| *p != pid);
-        if self.started.len() >= MAX_LOADING {
-            self.started.pop_front();
+    /// Process `pid` exec'd an executable the baseline does not know, at `now`. A deviation
+    /// still held for a process forgotten here is returned, to be sent.
+    pub fn started(&mut self, pid: u32, now: i64) -> Vec<Finding> {
+        let mut out = self.forget(|p| p.pid == pid);
+        if self.started.len() >= MAX_LOADING
+            && let Some(mut oldest) = self.started.pop_front()
+        {
+            out.extend(oldest.release());
         }
-        self.started.push_back((pid, now, 0));
+        self.started.push_back(Process {
+            pid,
+            exec: now,
+            folded: 0,
+            loaded: Loaded::default(),
+            held: None,
+        });
+        out
     }
 
     /// Whether the new `behaviour` of process `pid` at `now` is part of its executable's
-    /// loading (see the module documentation); counts it when it is.
+    /// loading (see the module documentation); counts it, and names it as evidence while the
+    /// deviation is held, when it is.
     pub fn folds(
         &mut self,
         pid: u32,
@@ -67,14 +133,82 @@ impl Loading {
         if !kind {
             return false;
         }
-        let Some((_, _, folded)) = self.started.iter_mut().find(|(p, t, folded)| {
-            *p == pid && (0..=LOAD_WINDOW_NANOS).contains(&(now - t)) && *folded < MAX_FOLDED
+        let Some(p) = self.started.iter_mut().find(|p| {
+            p.pid == pid
+                && (0..=LOAD_WINDOW_NANOS).contains(&(now - p.exec))
+                && p.folded < MAX_FOLDED
         }) else {
             return false;
         };
-        *folded += 1;
+        p.folded += 1;
+        if p.held.is_some() {
+            p.loaded.add(path);
+        }
         self.folded += 1;
         true
+    }
+
+    /// Keeps `finding` back for its loading evidence when it is the new-executable deviation
+    /// of a process just started; otherwise hands it back.
+    pub fn hold(&mut self, finding: Finding) -> Option<Finding> {
+        let Finding::Novel {
+            behaviour: Behaviour::Executable(_),
+            verdict,
+        } = &finding
+        else {
+            return Some(finding);
+        };
+        let pid = verdict.event.event.pid;
+        match self.started.iter_mut().find(|p| p.pid == pid) {
+            Some(p) if p.held.is_none() => {
+                p.held = Some(finding);
+                None
+            }
+            _ => Some(finding),
+        }
+    }
+
+    /// Every held deviation: something else of the run is judged, and deviations go out in
+    /// the order of their events.
+    pub fn release_all(&mut self) -> Vec<Finding> {
+        self.started
+            .iter_mut()
+            .filter_map(Process::release)
+            .collect()
+    }
+
+    /// Process `pid` exited: its loading is over; its held deviation is returned.
+    pub fn exited(&mut self, pid: u32) -> Vec<Finding> {
+        self.forget(|p| p.pid == pid)
+    }
+
+    /// Held deviations whose hold ended at `now` (ns since the epoch), or all of them when
+    /// `now` is `None`; processes past their loading window are forgotten.
+    pub fn due(&mut self, now: Option<i64>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for p in &mut self.started {
+            if now.is_none_or(|now| now - p.exec >= HOLD_NANOS) {
+                out.extend(p.release());
+            }
+        }
+        if let Some(now) = now {
+            out.extend(self.forget(|p| now - p.exec > LOAD_WINDOW_NANOS));
+        }
+        out
+    }
+
+    /// Forgets the processes `which` selects; their held deviations are returned.
+    fn forget(&mut self, which: impl Fn(&Process) -> bool) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.started.retain_mut(|p| {
+            if which(p) {
+                out.extend(p.release());
+                false
+            } else {
+                true
+            }
+        });
+        out
     }
 }
 

@@ -46,6 +46,7 @@ use crate::event::{EventKind, FileOperation, unix_nanos};
 pub use budget::{BUDGET, Budget, SAMPLES};
 pub use finding::{Evidence, Finding, HashGaveUp, Signal, Verdict};
 pub use ids::{cardinality_id, deviation_id, deviation_kind, hash_fields};
+pub use loading::{HOLD_NANOS, Loaded};
 pub use rates::{ENUMERATION_THRESHOLD, Enumerated, Spike};
 pub use severity::{SecretPaths, is_credential_access, severity};
 
@@ -115,6 +116,11 @@ impl Engine {
         let run_id = event.workload.run_id.as_deref();
         let peak = |r| profile.peak(r);
         let run = live.run(&self.host, workload, run_id, now, &peak, &mut out);
+        // New executables whose loading evidence is complete go out before what follows.
+        out.extend(run.loading.due(Some(now)));
+        if matches!(event.event.kind, EventKind::Exit { .. }) {
+            out.extend(run.loading.exited(event.event.pid));
+        }
         let mut step = Step {
             host: &self.host,
             secrets: &self.secrets,
@@ -179,11 +185,26 @@ impl Engine {
     pub fn flush_aggregates(&mut self, now: Option<SystemTime>) -> Vec<Finding> {
         let quiet = i64::try_from(AGGREGATE_QUIET.as_nanos()).unwrap_or(i64::MAX);
         let quiet_since = now.map(|t| unix_nanos(t).saturating_sub(quiet));
+        let mut out = self.flush_loading(now);
         let host = &self.host;
+        out.extend(
+            self.live
+                .values_mut()
+                .flat_map(|l| l.flush(host, quiet_since)),
+        );
+        out.sort_by_key(Finding::time_unix_nanos);
+        out
+    }
+
+    /// New-executable deviations whose wait for loading evidence ended at `now` (the agent's
+    /// clock, on a timer: a quiet process cannot keep one back), or all of them when `now` is
+    /// `None` (at shutdown); see `loading`.
+    pub fn flush_loading(&mut self, now: Option<SystemTime>) -> Vec<Finding> {
+        let now = now.map(unix_nanos);
         let mut out: Vec<Finding> = self
             .live
             .values_mut()
-            .flat_map(|l| l.flush(host, quiet_since))
+            .flat_map(|l| l.loading_due(now))
             .collect();
         out.sort_by_key(Finding::time_unix_nanos);
         out
@@ -380,10 +401,13 @@ impl Step<'_> {
         if self.run.loading.folds(pid, now, &behaviour, self.secrets) {
             return self.learn(behaviour);
         }
+        // Deviations go out in the order of their events: a held new executable first.
+        self.out.extend(self.run.loading.release_all());
         if matches!(behaviour, Behaviour::Executable(_))
             && matches!(self.event.event.kind, EventKind::Exec { .. })
         {
-            self.run.loading.started(pid, now);
+            let forgotten = self.run.loading.started(pid, now);
+            self.out.extend(forgotten);
         }
         self.judge(behaviour)
     }
@@ -524,7 +548,10 @@ impl Step<'_> {
         if escalated {
             self.out.push(finding);
         } else {
-            self.out.extend(self.run.budget.admit(finding));
+            // A new executable waits (briefly) for its loading evidence: see `loading`.
+            if let Some(admitted) = self.run.budget.admit(finding) {
+                self.out.extend(self.run.loading.hold(admitted));
+            }
         }
     }
 

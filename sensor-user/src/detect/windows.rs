@@ -41,6 +41,7 @@ pub(crate) fn plain_verdict(
         related: Vec::new(),
         incident_id: incident.to_owned(),
         tags: tags(kind, None, &[], &Default::default()),
+        loaded: None,
     }
 }
 

@@ -174,7 +174,7 @@ fn a_judged_flood_reports_up_to_the_bound_then_once_more() {
         "/bin/bash",
         exec("/usr/bin/wget"),
     );
-    let d = engine.observe(&wget);
+    let d = feed(&mut engine, &[wget]);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].kind(), DeviationKind::NewExecutable);
     assert_eq!(

@@ -37,6 +37,7 @@ fn finding(i: u32, severity: Severity) -> Finding {
             related: Vec::new(),
             incident_id: String::new(),
             tags: Vec::new(),
+            loaded: None,
         },
     }
 }

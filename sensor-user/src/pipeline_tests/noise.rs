@@ -145,7 +145,7 @@ fn runs_differing_in_generated_names_learn_the_same_behaviours() {
         "/bin/bash",
         exec("/tmp/tmp.Zz9Yy8Xx7W/payload"),
     );
-    let d = engine.observe(&dropped);
+    let d = feed(&mut engine, &[dropped]);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
         d[0].novelty.clone().and_then(|n| n.what),
@@ -205,7 +205,7 @@ fn git_names_are_learnt_as_shapes_and_fold_when_judged() {
     let w = job("10");
     let payload = "/w/.git/objects/ab/tmp_obj_Zz9Yy8";
     let dropped = ev(&w, at(36_000), 10_008, payload, "/bin/bash", exec(payload));
-    let d = engine.observe(&dropped);
+    let d = feed(&mut engine, &[dropped]);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
         d[0].novelty.clone().and_then(|n| n.what),
@@ -223,8 +223,29 @@ fn git_names_are_learnt_as_shapes_and_fold_when_judged() {
     assert_eq!(d.len(), 1, "{d:?}");
 }
 
-/// A new executable's loading (libraries, locale, `ld.so.cache`) is one novelty with it, and
-/// learnt; what it does after (or a credential read, or a write) is judged as usual.
+const WGET_LOADING: [&str; 5] = [
+    "/etc/ld.so.cache",
+    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
+    "/usr/lib/locale/C.utf8/LC_CTYPE",
+    "/etc/wgetrc",
+];
+
+/// The one deviation of `d`: wget's new executable, with `loaded` as its loading evidence.
+fn assert_new_wget(d: &[v1::Deviation], loaded: &[&str], total: u64) {
+    assert_eq!(
+        d[0].novelty.clone().and_then(|n| n.what),
+        Some(What::Executable("/usr/bin/wget".into())),
+        "{d:?}"
+    );
+    let evidence = d[0].loaded.clone().expect("loading evidence");
+    assert_eq!(evidence.paths, loaded, "{d:?}");
+    assert_eq!(evidence.total, total);
+}
+
+/// A new executable's loading (libraries, locale, `ld.so.cache`) is one novelty with it: its
+/// deviation waits for them and names them as evidence, and they are learnt; what it does after
+/// (or a credential read, or a write) is judged as usual, after it.
 #[test]
 fn a_new_executables_loading_is_part_of_its_novelty() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -235,50 +256,182 @@ fn a_new_executables_loading_is_part_of_its_novelty() {
     let later = t + Duration::from_secs(3);
     let curl = |time, kind| ev(&w, time, 6001, "/usr/bin/wget", "/bin/bash", kind);
     let mut events = vec![curl(t, exec("/usr/bin/wget"))];
-    for lib in [
-        "/etc/ld.so.cache",
-        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-        "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
-        "/usr/lib/locale/C.utf8/LC_CTYPE",
-        "/etc/wgetrc",
-    ] {
+    for lib in WGET_LOADING {
         events.push(curl(t, open(lib, false)));
     }
-    let d = feed(&mut engine, &events);
-    assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!(
-        d[0].novelty.clone().and_then(|n| n.what),
-        Some(What::Executable("/usr/bin/wget".into()))
-    );
-    // Reads in its first moments that are not loading: a credential, a write.
-    let d = feed(
+    // Twice the same library: learnt by the first read, so known at the second.
+    events.push(curl(t, open(WGET_LOADING[1], false)));
+    assert_eq!(feed_live(&mut engine, &events), [], "held for its evidence");
+    // Reads in its first moments that are not loading: a credential, a write. The new
+    // executable goes out first, with its loading as evidence.
+    let d = feed_live(
         &mut engine,
         &[
             curl(t, open("/home/runner/.ssh/id_rsa", false)),
             curl(t, open("/home/runner/loot.txt", true)),
         ],
     );
-    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_new_wget(&d, &WGET_LOADING, 5);
     // After its first moments, a new read is its own deviation.
     let d = feed(&mut engine, &[curl(later, open("/etc/wget-extra", false))]);
     assert_eq!(d.len(), 1, "{d:?}");
     // The loading was learnt: in the next run only wget itself comes back (a novelty reported
-    // and not accepted recurs once per run), its loading stays silent.
+    // and not accepted recurs once per run), its loading stays silent; its exit releases it.
     let w7 = job("7");
     let t7 = at(7 * 3600);
     let next: Vec<Attributed> = [
         exec("/usr/bin/wget"),
         open("/etc/ld.so.cache", false),
         open("/usr/lib/x86_64-linux-gnu/libssl.so.3", false),
+        EventKind::Exit { exit_code: 0 },
     ]
     .into_iter()
     .map(|k| ev(&w7, t7, 7001, "/usr/bin/wget", "/bin/bash", k))
     .collect();
-    let d = feed(&mut engine, &next);
+    let d = feed_live(&mut engine, &next);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
         d[0].novelty.clone().and_then(|n| n.what),
         Some(What::Executable("/usr/bin/wget".into()))
     );
+    assert_eq!(d[0].loaded, None, "nothing new in its loading: {d:?}");
     assert!(d[0].signals.iter().any(|s| s == "recurring:1"), "{d:?}");
+}
+
+/// A new executable that loads and then stays quiet cannot keep its deviation back: the
+/// agent's clock releases it once the hold is over, and so does any later event of its run.
+#[test]
+fn a_quiet_new_executable_is_released_by_the_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let t = at(6 * 3600);
+    let wget = |kind| ev(&w, t, 6001, "/usr/bin/wget", "/bin/bash", kind);
+    let mut events = vec![wget(exec("/usr/bin/wget"))];
+    events.extend(WGET_LOADING.map(|lib| wget(open(lib, false))));
+    assert_eq!(feed_live(&mut engine, &events), []);
+    let hold = Duration::from_nanos(detect::HOLD_NANOS as u64);
+    let flush = |engine: &mut Engine, now| {
+        let found = engine.detect.flush_loading(Some(now));
+        engine.report.report(found, false)
+    };
+    assert_eq!(flush(&mut engine, t + hold / 2), [], "still loading");
+    let d = flush(&mut engine, t + hold);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_new_wget(&d, &WGET_LOADING, 5);
+    assert_eq!(flush(&mut engine, t + hold * 3), [], "sent once");
+
+    // In run 7, another process's event past the hold releases it.
+    let w7 = job("7");
+    let t7 = at(7 * 3600);
+    let d = feed_live(
+        &mut engine,
+        &[
+            ev(
+                &w7,
+                t7,
+                7001,
+                "/usr/bin/wget",
+                "/bin/bash",
+                exec("/usr/bin/wget"),
+            ),
+            ev(
+                &w7,
+                t7,
+                7001,
+                "/usr/bin/wget",
+                "/bin/bash",
+                open("/etc/wget7rc", false),
+            ),
+            ev(
+                &w7,
+                t7 + hold,
+                7002,
+                "/usr/bin/make",
+                "/bin/bash",
+                open("/etc/hosts", false),
+            ),
+        ],
+    );
+    assert!(!d.is_empty(), "{d:?}");
+    assert_new_wget(&d, &["/etc/wget7rc"], 1);
+}
+
+/// npm names its debug log by the time it started (`_logs/2026-12-07T03_11_55_964Z-debug-0.log`,
+/// as observed in `cargo xtask detect --noise`'s node-npm job): every run writes a new name, one
+/// value of which already says it is a time.
+#[test]
+fn npm_debug_logs_named_by_time_are_one_behaviour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let log = |run: u32| {
+        format!(
+            "/home/runner/.npm/_logs/2026-12-07T03_{:02}_{:02}_{:03}Z-debug-0.log",
+            run * 7 % 60,
+            run * 13 % 60,
+            run * 101 % 1000
+        )
+    };
+    for run in 1..7 {
+        let w = job(&run.to_string());
+        let time = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, time, 1000 * run);
+        events.push(ev(
+            &w,
+            time,
+            1000 * run + 50,
+            "/usr/bin/node",
+            "/bin/bash",
+            open(&log(run), true),
+        ));
+        assert_eq!(feed(&mut engine, &events), [], "run {run}");
+    }
+}
+
+/// pip installs each package's `RECORD` and `INSTALLER` through a Python temporary file beside
+/// them, and Python probes `/tmp` with a bare 8-character name when it first needs a temporary
+/// directory (observed names from `cargo xtask detect --noise`'s python-pip job): new names
+/// every run, the same behaviours.
+#[test]
+fn python_temporary_names_are_one_behaviour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let observed = [
+        ("pkptrfkx", "yci6mp1s", "_9f_obth"),
+        ("weu__yud", "1yux68ir", "mdy7v_ay"),
+        ("boavzec5", "_nwci10a", "_ml1zsv4"),
+        ("3t9c_jdt", "8jom388v", "_kdbwacd"),
+        ("w_zjjc_3", "vkmaunbo", "565l_mll"),
+        ("25_guh43", "dzo8_6nz", "_slyd02e"),
+    ];
+    let info = "/w/venv/lib/python3.11/site-packages/pip-23.0.1.dist-info";
+    for (run, (record, installer, probe)) in (1..).zip(observed) {
+        let w = job(&run.to_string());
+        let time = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, time, 1000 * run);
+        let python = |kind| {
+            ev(
+                &w,
+                time,
+                1000 * run + 50,
+                "/usr/bin/python3.11",
+                "/bin/bash",
+                kind,
+            )
+        };
+        for path in [
+            format!("{info}/RECORD{record}.tmp"),
+            format!("{info}/INSTALLER{installer}.tmp"),
+            format!("/tmp/{probe}"),
+        ] {
+            events.push(python(open(&path, true)));
+            events.push(python(EventKind::FileOp(FileOperation::Chmod {
+                path,
+                mode: 0o644,
+            })));
+        }
+        assert_eq!(feed(&mut engine, &events), [], "run {run}");
+    }
 }

@@ -732,14 +732,17 @@ fn baseline_files_without_the_new_dimensions_still_load() {
         )
     };
     assert_eq!(feed(&mut engine, &[app(at(10), 5), app(at(20), 5)]), []);
-    let d = engine.observe(&ev(
-        &w,
-        at(30),
-        6,
-        "/usr/bin/nc",
-        "/sbin/init",
-        exec("/usr/bin/nc"),
-    ));
+    let d = feed(
+        &mut engine,
+        &[ev(
+            &w,
+            at(30),
+            6,
+            "/usr/bin/nc",
+            "/sbin/init",
+            exec("/usr/bin/nc"),
+        )],
+    );
     assert_eq!(
         kinds(&d),
         [(DeviationKind::NewExecutable, Severity::Medium)]

@@ -54,6 +54,10 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
         count,
         related: verdict.related.iter().map(v1::Evidence::from).collect(),
         samples,
+        loaded: verdict.loaded.as_ref().map(|l| v1::LoadingEvidence {
+            paths: l.paths.clone(),
+            total: l.total,
+        }),
     }
 }
 
@@ -380,12 +384,21 @@ mod tests {
                 related: Vec::new(),
                 incident_id: "inc".into(),
                 tags: vec!["mitre:T1059"],
+                loaded: Some(crate::detect::Loaded {
+                    paths: vec!["/usr/lib/libnc.so.1".into()],
+                    total: 3,
+                }),
             },
         };
         let d = deviation("host-1", &f);
         assert_eq!(d.signals, ["breadth:3", "overlapped-loss"]);
         assert_eq!((d.score, d.incident_id.as_str(), d.count), (50, "inc", 1));
         assert_eq!(d.tags, ["mitre:T1059"]);
+        let loaded = d.loaded.clone().expect("loading evidence");
+        assert_eq!(
+            (loaded.paths, loaded.total),
+            (vec!["/usr/lib/libnc.so.1".into()], 3)
+        );
         assert_eq!(d.id, "the-id");
         assert_eq!(d.time_unix_nanos, 1_500);
         assert_eq!(d.host, "host-1");
@@ -435,6 +448,7 @@ mod tests {
                 related: Vec::new(),
                 incident_id: "inc".into(),
                 tags: Vec::new(),
+                loaded: None,
             },
         };
         let d = deviation("h", &f);
@@ -471,6 +485,7 @@ mod tests {
                 related: Vec::new(),
                 incident_id: "inc".into(),
                 tags: Vec::new(),
+                loaded: None,
             },
         };
         assert_eq!(

@@ -86,6 +86,8 @@ impl Plan {
             ]
             .to_vec(),
             service: false,
+            // The evasion families have their own section (and take long): not noise.
+            evasion: false,
             benign_runs: clean,
             one_per_family: true,
             curve: Vec::new(),
@@ -430,12 +432,19 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
 /// `cargo xtask detect --noise N`: every CI job, 5 learning runs, `clean` clean runs and one
 /// attack per family, with the binaries in `bin_dir`; writes the noise table and the attack
 /// results to `out` (a section for DETECTION.md's noise part).
-pub fn run_noise(bin_dir: &Path, clean: u32, out: &Path) -> anyhow::Result<()> {
+pub fn run_noise(bin_dir: &Path, clean: u32, jobs: &[String], out: &Path) -> anyhow::Result<()> {
     // Jobs run elsewhere: the attacks name the actor by this path.
     let bin_dir = bin_dir
         .canonicalize()
         .with_context(|| format!("{}", bin_dir.display()))?;
-    let report = measure(&Plan::noise(bin_dir, clean))?;
+    let mut plan = Plan::noise(bin_dir, clean);
+    if !jobs.is_empty() {
+        plan.jobs.retain(|w| jobs.iter().any(|j| j == w.job()));
+        if plan.jobs.is_empty() {
+            bail!("none of the jobs {jobs:?} is a CI job of the suite");
+        }
+    }
+    let report = measure(&plan)?;
     let mut md = report::noise_table(&report);
     let detected = report.attacks.iter().filter(|a| a.detected).count();
     md += &format!(
