@@ -56,6 +56,8 @@ pub enum EventKind {
         /// Absolute path, symlinks resolved.
         path: String,
         intent: OpenIntent,
+        /// The opened inode (all 0 when the kernel could not read it).
+        file: FileIdentity,
     },
     /// A file operation other than open.
     FileOp(FileOperation),
@@ -108,7 +110,7 @@ pub enum EventKind {
     },
 }
 
-/// Which file an exec mapped.
+/// Which file an exec mapped or an open opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
     pub dev: u32,
