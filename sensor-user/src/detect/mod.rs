@@ -489,7 +489,15 @@ impl Step<'_> {
                 self.report(id, behaviour, scored, &incident, false);
                 false
             }
-            // Past the cap: never alone, never unsaid: counted into the run's aggregate.
+            // Past the cap, a severe novelty still goes out on its own, once per run (the run's
+            // severe budget bounds it): a flood that filled the dimension must not bury a
+            // credential read in an aggregate's count.
+            (Report::Full, Some(true)) if scored.severity >= Severity::High => {
+                self.report(id, behaviour, scored, &incident, false);
+                true
+            }
+            // Other novelties past the cap: never alone, never unsaid: counted into the run's
+            // aggregate.
             (Report::Full, first) => {
                 if first != Some(false) {
                     self.past_cap(id, behaviour, scored, &incident);

@@ -330,3 +330,44 @@ fn a_flood_of_destinations_is_bounded_and_the_next_run_reported() {
         "the next run's destination: {d:#?}"
     );
 }
+
+/// A flood that fills the file dimension cannot bury a later credential read in an aggregate's
+/// count: past the cap, a severe novelty is still reported on its own.
+#[test]
+fn past_the_cap_a_secret_read_is_still_reported_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let flood: Vec<Attributed> = (0..MAX_BEHAVIOURS_PER_DIMENSION as u64 + 1)
+        .map(|i| {
+            ev(
+                &w,
+                at(6 * 3600 + i / 1000),
+                6001,
+                "/usr/bin/python3",
+                "/bin/bash",
+                open(&format!("/w/.flood/q{i}z"), true),
+            )
+        })
+        .collect();
+    feed(&mut engine, &flood);
+    engine.flush_aggregates(None);
+    let d = feed(
+        &mut engine,
+        &[ev(
+            &job("7"),
+            at(7 * 3600),
+            7001,
+            "/usr/bin/cat",
+            "/bin/bash",
+            open("/home/runner/.ssh/id_rsa", false),
+        )],
+    );
+    assert!(
+        d.iter().any(|d| d.kind() == DeviationKind::NewFileAccess
+            && d.severity() >= Severity::High
+            && d.summary.contains("/home/runner/.ssh/id_rsa")),
+        "{d:#?}"
+    );
+}
