@@ -174,6 +174,12 @@ pub struct OpenEvent {
     pub open_flags: u32,
     /// The returned file descriptor.
     pub fd: i32,
+    /// The opened file's identity (`i_ino`, `i_sb->s_dev`, `i_nlink`): a credential store read
+    /// through a hard link, a moved copy or another name is still the same inode. 0 when the
+    /// kernel's inode could not be read.
+    pub ino: u64,
+    pub dev: u32,
+    pub nlink: u32,
     pub path: PathRecord,
 }
 const _: () = assert!(size_of::<OpenEvent>().is_multiple_of(8));

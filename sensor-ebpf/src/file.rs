@@ -151,17 +151,22 @@ pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
         None => read::<u32>(file, off!(file_f_flags)).unwrap_or(0),
     };
     // Repeats of the same (process image, file, intent) stop here, before the path walk.
-    if let Some(inode) = read_ptr(file, off!(file_f_inode)) {
-        let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
-        let dev = read_ptr(inode, off!(inode_i_sb))
-            .and_then(|sb| read::<u32>(sb, off!(super_block_s_dev)))
-            .unwrap_or(0);
-        let intent = (flags & (O_ACCMODE | O_CREAT | O_TRUNC)) as u64;
-        let kind = (EventKind::Open as u64) << 32 | intent;
-        if seen_before(task, kind, dev as u64, ino, Counter::SuppressedOpen) {
-            return;
+    let (ino, dev, nlink) = match read_ptr(file, off!(file_f_inode)) {
+        Some(inode) => {
+            let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+            let dev = read_ptr(inode, off!(inode_i_sb))
+                .and_then(|sb| read::<u32>(sb, off!(super_block_s_dev)))
+                .unwrap_or(0);
+            let intent = (flags & (O_ACCMODE | O_CREAT | O_TRUNC)) as u64;
+            let kind = (EventKind::Open as u64) << 32 | intent;
+            if seen_before(task, kind, dev as u64, ino, Counter::SuppressedOpen) {
+                return;
+            }
+            let nlink = read::<u32>(inode, off!(inode_i_nlink)).unwrap_or(0);
+            (ino, dev, nlink)
         }
-    }
+        None => (0, 0, 0),
+    };
     // Built in per-CPU scratch and sent with only the path bytes used: most paths take a few
     // dozen bytes of the 4 KiB a record can hold, so the ring holds ~20x more opens.
     let Some(ev) = OPEN_SCRATCH.get_ptr_mut(0) else {
@@ -172,6 +177,9 @@ pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
     fill_header(&mut ev.header, EventKind::Open as u32, task);
     ev.open_flags = flags;
     ev.fd = fd as i32;
+    ev.ino = ino;
+    ev.dev = dev;
+    ev.nlink = nlink;
     walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.path);
     let used = PATH_IN_OPEN + ev.path.len as usize;
     output_prefix(ev, used, Counter::LostOpen);

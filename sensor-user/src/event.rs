@@ -56,6 +56,8 @@ pub enum EventKind {
         /// Absolute path, symlinks resolved.
         path: String,
         intent: OpenIntent,
+        /// The opened inode (all 0 when the kernel could not read it).
+        file: FileIdentity,
     },
     /// A file operation other than open.
     FileOp(FileOperation),
@@ -125,7 +127,7 @@ pub struct DnsMessage {
     pub addresses: Vec<IpAddr>,
 }
 
-/// Which file an exec mapped.
+/// Which file an exec mapped or an open opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
     pub dev: u32,

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use sensor_user::event::{EventKind, FileOperation, OpenIntent};
+use sensor_user::event::{EventKind, FileIdentity, FileOperation, OpenIntent};
 use sensor_user::kernel::LoadOptions;
 use tests::{KernelHarness, run};
 
@@ -33,9 +33,47 @@ fn open_create_gives_absolute_path_and_intent() {
                 write: true,
                 create: true,
                 ..Default::default()
-            }
+            },
+            file: identity(&expected),
         }
     );
+}
+
+/// The file's identity as the kernel keeps it (`s_dev` is `major << 20 | minor`).
+fn identity(path: &std::path::Path) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    FileIdentity {
+        dev: (libc::major(m.dev()) << 20) | libc::minor(m.dev()),
+        ino: m.ino(),
+        links: m.nlink() as u32,
+    }
+}
+
+/// A file read through a hard link made elsewhere carries the original's device and inode, so
+/// the agent can tell a credential store read under another name (issue 12).
+#[test]
+fn open_through_hard_link_carries_device_and_inode() {
+    let k = KernelHarness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("secret.key");
+    std::fs::write(&original, "x").unwrap();
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let link = dir.path().join("elsewhere/innocent.txt");
+    std::fs::hard_link(&original, &link).unwrap();
+    let pid = run(Command::new(ACTOR)
+        .args(["read", "elsewhere/innocent.txt"])
+        .current_dir(&dir));
+    let e = k.expect("open through the hard link", |e| {
+        e.pid == pid
+            && matches!(&e.kind, EventKind::Open { path, .. } if path.ends_with("innocent.txt"))
+    });
+    let EventKind::Open { file, .. } = e.kind else {
+        unreachable!()
+    };
+    assert_eq!(file, identity(&original), "the original's identity");
+    assert_eq!(file.links, 2);
+    assert_ne!(file.ino, 0);
 }
 
 #[test]
@@ -53,7 +91,7 @@ fn open_through_symlink_reports_target() {
     });
     let expected = std::fs::canonicalize(&target).unwrap();
     assert!(
-        matches!(&e.kind, EventKind::Open { path, intent } if path == expected.to_str().unwrap() && intent.read && !intent.write),
+        matches!(&e.kind, EventKind::Open { path, intent, .. } if path == expected.to_str().unwrap() && intent.read && !intent.write),
         "{e:?}"
     );
 }

@@ -9,6 +9,7 @@
 //! judges in memory, and hands findings to the [`outbox`] (which does file access off the loop).
 
 mod outbox;
+mod ring_depth;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +120,12 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         path: display(config.record_deviations.as_deref()),
         source,
     })?;
+    match ring_depth::RingDepth::new(sensor.ring_fd()) {
+        Ok(depth) => outbox
+            .transport
+            .set_queue_depth(Box::new(move || depth.pending_bytes())),
+        Err(e) => tracing::warn!(error = %e, "heartbeats cannot report the ring's backlog"),
+    }
     tracing::info!(
         programs = sensor.attached.len(),
         collector = %config.collector_url,
@@ -236,7 +243,16 @@ impl Agent {
                     // New executables whose wait for loading evidence is over, by the clock.
                     let due = self.engine.flush_loading(Some(std::time::SystemTime::now()));
                     self.outbox.send(&self.sensor, due);
-                    self.refresh_metrics();
+                    let counters = self.refresh_metrics();
+                    // Every second, not at housekeeping: a flood that makes the kernel lose
+                    // records is told while its run is still on.
+                    let blind = losses(
+                        &mut self.engine,
+                        &mut self.last_counters,
+                        counters,
+                        METRICS_REFRESH,
+                    );
+                    self.outbox.send(&self.sensor, blind);
                     self.engine.baselines_mut().serve_requests();
                 }
             }
@@ -286,13 +302,10 @@ impl Agent {
             .engine
             .flush_aggregates(Some(std::time::SystemTime::now()));
         self.outbox.send(&self.sensor, aggregates);
-        let blind = housekeeping(
-            &mut self.engine,
-            &self.sensor,
-            &mut self.last_counters,
-            self.events,
-        );
-        self.outbox.send(&self.sensor, blind);
+        if let Err(e) = self.engine.baselines_mut().persist() {
+            tracing::error!(error = %e, "could not save baselines");
+        }
+        tracing::debug!(events = self.events, "housekeeping");
         self.write_status();
         self.metrics.workloads(&self.engine.baselines().summary());
     }
@@ -309,11 +322,14 @@ impl Agent {
         );
     }
 
-    fn refresh_metrics(&self) {
+    /// Refreshes the metrics; returns the kernel counters read for them.
+    fn refresh_metrics(&self) -> Vec<(&'static str, u64)> {
         let transport = &self.outbox.transport;
-        self.metrics.kernel_counters(&self.sensor.counters());
+        let counters = self.sensor.counters();
+        self.metrics.kernel_counters(&counters);
         self.metrics.transport(transport.stats());
         transport.set_kernel_lost(status::lost_total(&self.sensor));
+        counters
     }
 
     /// Keeps what the kernel already wrote, sends every held aggregate, saves the baselines and
@@ -352,17 +368,15 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>, cancel: Cancella
     }
 }
 
-fn housekeeping(
+/// Raises the blind spots of the records the kernel lost since the counters `last` were read
+/// (`every` ago), marks the baselines that were learning then, logs the losses, and keeps `now`.
+fn losses(
     engine: &mut Engine,
-    sensor: &Sensor,
     last: &mut Vec<(&'static str, u64)>,
-    events: u64,
+    now: Vec<(&'static str, u64)>,
+    every: Duration,
 ) -> Vec<crate::detect::Finding> {
-    if let Err(e) = engine.baselines_mut().persist() {
-        tracing::error!(error = %e, "could not save baselines");
-    }
-    let now = sensor.counters();
-    let lost_since = |counters: &[(&str, u64)]| -> u64 {
+    let lost = |counters: &[(&str, u64)]| -> u64 {
         counters
             .iter()
             .filter(|(name, _)| name.starts_with("lost_"))
@@ -370,17 +384,15 @@ fn housekeeping(
             .sum()
     };
     let mut blind = Vec::new();
-    if lost_since(&now) > lost_since(last) {
+    if lost(&now) > lost(last) {
         // What was lost was not judged either: a blind spot for each workload active then.
         blind = engine.blind_spots(
-            lost_since(&now) - lost_since(last),
+            lost(&now) - lost(last),
             std::time::SystemTime::now(),
-            HOUSEKEEPING + LOSS_WINDOW,
+            every + LOSS_WINDOW,
         );
         // What was lost was not learnt: say so on the baselines that were learning then.
-        let marked = engine
-            .baselines_mut()
-            .note_kernel_loss(HOUSEKEEPING + LOSS_WINDOW);
+        let marked = engine.baselines_mut().note_kernel_loss(every + LOSS_WINDOW);
         if marked > 0 {
             tracing::warn!(
                 workloads = marked,
@@ -399,6 +411,5 @@ fn housekeeping(
         );
     }
     *last = now;
-    tracing::debug!(events, "housekeeping");
     blind
 }

@@ -68,7 +68,7 @@ impl ContextTracker {
             EventKind::Connect { address, .. } => {
                 context.dns_name = self.names.get(address).cloned();
             }
-            EventKind::Open { path, intent } if intent.write || intent.create => wrote(path),
+            EventKind::Open { path, intent, .. } if intent.write || intent.create => wrote(path),
             EventKind::FileOp(FileOperation::Rename { to, .. }) => wrote(to),
             EventKind::FileOp(FileOperation::Link { new, .. }) => wrote(new),
             EventKind::FileOp(FileOperation::Chmod { path, .. }) => wrote(path),
@@ -165,6 +165,7 @@ mod tests {
                 create: true,
                 ..Default::default()
             },
+            file: Default::default(),
         };
         t.observe(&write, &job());
         assert!(t.observe(&exec("/tmp/x", 1), &job()).dropped_then_executed);

@@ -67,6 +67,7 @@ impl Fixture {
                 read: true,
                 ..Default::default()
             },
+            file: Default::default(),
         };
         self.event(pid, ppid, kind)
     }

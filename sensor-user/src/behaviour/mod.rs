@@ -99,7 +99,7 @@ impl Behaviour {
                     .chain(edge)
                     .collect()
             }
-            EventKind::Open { path, intent } => vec![Behaviour::File {
+            EventKind::Open { path, intent, .. } => vec![Behaviour::File {
                 path: generalize_path(path),
                 intent: *intent,
             }],

@@ -122,6 +122,9 @@ pub enum Signal {
     Recurring(u32),
     /// How an identity switch was claimed.
     ClaimedBy(ClaimSource),
+    /// A credential store reached under another name (a hard link, a moved copy): the event's
+    /// path is that name, the behaviour names the store (same device + inode).
+    ViaLink,
 }
 
 /// Why an executable was not hashed (the agent never blocks on a file a process controls).
@@ -185,6 +188,7 @@ impl fmt::Display for Signal {
             }
             Signal::Recurring(n) => return write!(f, "recurring:{n}"),
             Signal::ClaimedBy(source) => return write!(f, "claimed-by-{}", source.as_str()),
+            Signal::ViaLink => "via-link",
         };
         f.write_str(name)
     }

@@ -13,6 +13,7 @@
 //!
 //! Findings carry decisions only; `report` puts them into words and `sensor.v1` deviations.
 
+mod blind;
 mod budget;
 mod finding;
 mod identity;
@@ -23,6 +24,7 @@ mod live;
 mod loading;
 mod rates;
 mod score;
+mod secret_files;
 mod sequence;
 pub(crate) mod severity;
 mod tags;
@@ -66,6 +68,10 @@ pub struct Engine {
     live: HashMap<String, Live>,
     /// The last children of each parent process, for tool-chain sequences.
     siblings: sequence::Siblings,
+    /// Credential stores by device + inode, to know them under another name.
+    secret_files: secret_files::SecretFiles,
+    /// Recent kernel losses, for windows whose events are decoded after the loss was noticed.
+    losses: blind::Losses,
 }
 
 impl Engine {
@@ -82,6 +88,8 @@ impl Engine {
             secrets: SecretPaths::default(),
             live: HashMap::new(),
             siblings: sequence::Siblings::default(),
+            secret_files: secret_files::SecretFiles::default(),
+            losses: blind::Losses::default(),
         })
     }
 
@@ -105,6 +113,8 @@ impl Engine {
         let now = unix_nanos(event.event.time);
         let workload = &event.workload.id;
         let mut out = Vec::new();
+        // Before any workload's state: the store may have been opened by name by anyone.
+        let secret_alias = self.secret_files.observe(&event.event.kind, &self.secrets);
         if !self.live.contains_key(workload) {
             self.live.insert(workload.clone(), Live::default());
         }
@@ -125,6 +135,7 @@ impl Engine {
             host: &self.host,
             secrets: &self.secrets,
             event,
+            secret_alias,
             shared: None,
             baseline,
             run,
@@ -134,6 +145,9 @@ impl Engine {
         };
         step.count_judged_run();
         step.remember_window();
+        if !self.losses.is_empty() {
+            step.lost_meanwhile(&mut self.losses);
+        }
         let spike = step.count_rates();
         step.identity_claim();
         let behaviours = step.behaviours(&mut self.siblings);
@@ -147,11 +161,13 @@ impl Engine {
     }
 
     /// The kernel lost `lost` records just now (`now`): a HIGH blind spot for each run (or
-    /// hour) of a workload active within `window` before, once per run (or hour). What was
-    /// lost may be exactly what an attacker flooded the ring to hide.
+    /// hour) of a workload active within `window` before, once per run (or hour), now or when
+    /// an event of that interval is decoded later (see `blind`). What was lost may be exactly
+    /// what an attacker flooded the ring to hide.
     pub fn blind_spots(&mut self, lost: u64, now: SystemTime, window: Duration) -> Vec<Finding> {
         let now = unix_nanos(now);
         let since = now.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
+        self.losses.note(since, now, lost);
         let host = &self.host;
         let mut out = Vec::new();
         for (workload, live) in &mut self.live {
@@ -163,18 +179,8 @@ impl Engine {
                 let mut event = (*first).clone();
                 event.event.time =
                     std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(now).unwrap_or(0));
-                let window = state.window();
-                let id = hash_fields(&[host.as_str(), workload, "blind-spot", &window]);
-                let root = judge::tree_root(&event);
-                let incident = state.incident(host, workload, root, now).id.clone();
-                let verdict = windows::plain_verdict(
-                    id,
-                    Arc::new(event),
-                    DeviationKind::BlindSpot,
-                    severity::BLIND_SPOT,
-                    &incident,
-                );
-                out.push(Finding::BlindSpot { lost, verdict });
+                let event = Arc::new(event);
+                out.push(blind::blind_spot(host, workload, state, event, now, lost));
             }
         }
         out
@@ -216,6 +222,8 @@ struct Step<'a> {
     host: &'a str,
     secrets: &'a SecretPaths,
     event: &'a Attributed,
+    /// The credential store this open reached under another name (same device + inode).
+    secret_alias: Option<String>,
     /// The event, shared by its findings (copied once, for the first).
     shared: Option<Arc<Attributed>>,
     baseline: Entered<'a>,
@@ -257,6 +265,20 @@ impl Step<'_> {
         }
     }
 
+    /// A blind spot for the window when the event is from a time the kernel lost records in
+    /// and the window had none yet (the agent decodes late when it is behind).
+    fn lost_meanwhile(&mut self, losses: &mut blind::Losses) {
+        if self.run.blind {
+            return;
+        }
+        if let Some(lost) = losses.at(self.now) {
+            let event = self.shared();
+            let workload = &self.event.workload.id;
+            let found = blind::blind_spot(self.host, workload, self.run, event, self.now, lost);
+            self.out.push(found);
+        }
+    }
+
     /// Counts the window as a judged run, once.
     fn count_judged_run(&mut self) {
         if !self.learning() && !self.run.counted {
@@ -286,6 +308,12 @@ impl Step<'_> {
     fn behaviours(&mut self, siblings: &mut sequence::Siblings) -> Vec<Behaviour> {
         let event = self.event;
         let mut behaviours = Behaviour::of(event);
+        if let (Some(secret), [Behaviour::File { path, .. }]) =
+            (&self.secret_alias, behaviours.as_mut_slice())
+        {
+            // Judged as the store it is, whatever name it was reached by.
+            *path = generalize_path(secret);
+        }
         match &event.event.kind {
             EventKind::Exit { .. } => siblings.exit(event.event.pid),
             EventKind::FileOp(
@@ -440,6 +468,10 @@ impl Step<'_> {
             self.now,
             self.secrets,
         );
+        let mut scored = scored;
+        if self.secret_alias.is_some() {
+            scored.signals.push(Signal::ViaLink);
+        }
         let credential = is_credential_access(&behaviour, self.secrets);
         let now = self.now;
         incident.record(&behaviour, credential, || {
@@ -471,7 +503,6 @@ impl Step<'_> {
                 let t = &mut self.baseline.tracked;
                 let earlier = t.baseline.recurred(&novelty);
                 t.dirty = true;
-                let mut scored = scored;
                 scored.signals.push(Signal::Recurring(earlier));
                 self.report(id, behaviour, scored, &incident, false);
                 false
@@ -482,7 +513,15 @@ impl Step<'_> {
                 self.report(id, behaviour, scored, &incident, false);
                 false
             }
-            // Past the cap: never alone, never unsaid: counted into the run's aggregate.
+            // Past the cap, a severe novelty still goes out on its own, once per run (the run's
+            // severe budget bounds it): a flood that filled the dimension must not bury a
+            // credential read in an aggregate's count.
+            (Report::Full, Some(true)) if scored.severity >= Severity::High => {
+                self.report(id, behaviour, scored, &incident, false);
+                true
+            }
+            // Other novelties past the cap: never alone, never unsaid: counted into the run's
+            // aggregate.
             (Report::Full, first) => {
                 if first != Some(false) {
                     self.past_cap(id, behaviour, scored, &incident);

@@ -177,6 +177,7 @@ mod tests {
                 write,
                 ..OpenIntent::default()
             },
+            file: Default::default(),
         }
     }
 

@@ -103,6 +103,11 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
             EventKind::Open {
                 path: path(bytes, offset_of!(OpenEvent, path))?,
                 intent: intent(flags),
+                file: FileIdentity {
+                    dev: read(bytes, offset_of!(OpenEvent, dev))?,
+                    ino: read(bytes, offset_of!(OpenEvent, ino))?,
+                    links: read(bytes, offset_of!(OpenEvent, nlink))?,
+                },
             }
         }
         Kind::FileOp => file_op(bytes)?,
@@ -572,6 +577,9 @@ mod tests {
             let mut ev: Box<OpenEvent> = Box::new(unsafe { std::mem::zeroed() });
             ev.header = header(Kind::Open);
             ev.open_flags = 0o1 | 0o100;
+            ev.ino = 4242;
+            ev.dev = 0x801;
+            ev.nlink = 2;
             ev.path = r;
             decode(&bytes_of(&*ev), &clock()).unwrap().kind
         };
@@ -583,7 +591,12 @@ mod tests {
                     write: true,
                     create: true,
                     ..Default::default()
-                }
+                },
+                file: FileIdentity {
+                    dev: 0x801,
+                    ino: 4242,
+                    links: 2
+                },
             }
         );
         assert!(matches!(mk(path_record(&[], 0)), EventKind::Open { path, .. } if path == "/"));

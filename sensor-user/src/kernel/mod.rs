@@ -250,6 +250,11 @@ impl Sensor {
         self.behind
     }
 
+    /// The event ring buffer's map (for `agent::ring_depth`).
+    pub fn ring_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.ring.get_ref())
+    }
+
     /// Lost and suppressed records by cgroup id, summed over CPUs.
     pub fn cgroup_counts(&self) -> Vec<(u64, CgroupCounts)> {
         self.cgroup_counts

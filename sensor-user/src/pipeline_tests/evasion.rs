@@ -191,3 +191,183 @@ fn kernel_losses_are_a_blind_spot_of_each_active_run_once() {
         "once per run"
     );
 }
+
+#[test]
+fn a_loss_noticed_before_its_run_is_decoded_is_told_when_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    // The agent is behind: the loss is noticed before run 6's events are decoded.
+    let window = std::time::Duration::from_secs(35);
+    let noticed = at(6 * 3600 + 5);
+    assert_eq!(engine.detect.blind_spots(500, noticed, window), []);
+    let d = feed(&mut engine, &normal_run(&job("6"), at(6 * 3600), 6000));
+    let blind: Vec<_> = d
+        .iter()
+        .filter(|d| d.kind() == DeviationKind::BlindSpot)
+        .collect();
+    assert_eq!(blind.len(), 1, "once per run: {d:#?}");
+    assert_eq!(blind[0].severity(), Severity::High);
+    assert_eq!(
+        blind[0].workload.as_ref().map(|w| w.run_id.as_str()),
+        Some("6")
+    );
+    // A later run, after the interval, has none.
+    let d = feed(&mut engine, &normal_run(&job("7"), at(7 * 3600), 7000));
+    assert!(
+        d.iter().all(|d| d.kind() != DeviationKind::BlindSpot),
+        "{d:#?}"
+    );
+}
+
+fn open_identity(path: &str, dev: u32, ino: u64) -> EventKind {
+    let EventKind::Open { path, intent, .. } = open(path, false) else {
+        unreachable!("open() builds an Open");
+    };
+    EventKind::Open {
+        path,
+        intent,
+        file: crate::event::FileIdentity { dev, ino, links: 2 },
+    }
+}
+
+#[test]
+fn a_secret_read_under_another_name_is_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    // Someone (the runner that wrote it, another workload) opened the store by its name.
+    let store = "/home/runner/.ssh/id_deploy";
+    feed(
+        &mut engine,
+        &[ev(
+            &unit(),
+            at(6 * 3600),
+            50,
+            "/usr/bin/runner",
+            "/sbin/init",
+            open_identity(store, 8, 4242),
+        )],
+    );
+    // The job reads it through a hard link with an innocent name.
+    let mut run = normal_run(&job("6"), at(6 * 3600), 6000);
+    run.push(ev(
+        &job("6"),
+        at(6 * 3600),
+        6999,
+        "/usr/bin/cat",
+        "/bin/bash",
+        open_identity("/home/runner/work/.cache/k", 8, 4242),
+    ));
+    let d = feed(&mut engine, &run);
+    let found = d
+        .iter()
+        .find(|d| d.kind() == DeviationKind::NewFileAccess && d.summary.contains(store))
+        .unwrap_or_else(|| panic!("the store, by identity: {d:#?}"));
+    assert!(found.severity() >= Severity::High, "{found:#?}");
+    assert!(found.signals.iter().any(|s| s == "via-link"), "{found:#?}");
+    // Another file of the same name shape is not the store.
+    let d = feed(
+        &mut engine,
+        &[ev(
+            &job("6"),
+            at(6 * 3600),
+            6999,
+            "/usr/bin/cat",
+            "/bin/bash",
+            open_identity("/home/runner/work/.cache/j", 8, 4243),
+        )],
+    );
+    assert!(d.iter().all(|d| d.severity() < Severity::High), "{d:#?}");
+}
+
+/// 20,001 distinct destinations in one run, then a new one in the next: bounded output, and
+/// the cost per novelty does not grow with the flood (printed per 5,000; no timed assertion).
+#[test]
+fn a_flood_of_destinations_is_bounded_and_the_next_run_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let flood: Vec<Attributed> = (0..20_001u32)
+        .map(|i| {
+            let address = format!("127.{}.{}.{}", 1 + (i >> 16), (i >> 8) & 255, i & 255);
+            ev(
+                &w,
+                at(6 * 3600 + u64::from(i / 1000)),
+                6001,
+                "/usr/bin/python3",
+                "/bin/bash",
+                connect(&address, 9, ConnectResult::InProgress),
+            )
+        })
+        .collect();
+    let mut stored = Vec::new();
+    for chunk in flood.chunks(5_000) {
+        let start = std::time::Instant::now();
+        stored.extend(feed(&mut engine, chunk));
+        eprintln!("{} novelties judged in {:?}", chunk.len(), start.elapsed());
+    }
+    let start = std::time::Instant::now();
+    engine.persist().expect("persist");
+    eprintln!("persisted in {:?}", start.elapsed());
+    stored.extend(engine.flush_aggregates(None));
+    assert!(stored.len() <= 100, "{} stored", stored.len());
+    let counted: u64 = stored.iter().map(|d| d.count.max(1)).sum();
+    assert!(counted >= 20_001, "every novelty counted: {counted}");
+    let next = ev(
+        &job("7"),
+        at(7 * 3600),
+        7001,
+        "/usr/bin/python3",
+        "/bin/bash",
+        connect("127.0.0.1", 4444, ConnectResult::InProgress),
+    );
+    let mut d = feed(&mut engine, &[next]);
+    d.extend(engine.flush_aggregates(None));
+    assert!(
+        d.iter().any(|d| format!("{d:?}").contains("4444")),
+        "the next run's destination: {d:#?}"
+    );
+}
+
+/// A flood that fills the file dimension cannot bury a later credential read in an aggregate's
+/// count: past the cap, a severe novelty is still reported on its own.
+#[test]
+fn past_the_cap_a_secret_read_is_still_reported_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let flood: Vec<Attributed> = (0..MAX_BEHAVIOURS_PER_DIMENSION as u64 + 1)
+        .map(|i| {
+            ev(
+                &w,
+                at(6 * 3600 + i / 1000),
+                6001,
+                "/usr/bin/python3",
+                "/bin/bash",
+                open(&format!("/w/.flood/q{i}z"), true),
+            )
+        })
+        .collect();
+    feed(&mut engine, &flood);
+    engine.flush_aggregates(None);
+    let d = feed(
+        &mut engine,
+        &[ev(
+            &job("7"),
+            at(7 * 3600),
+            7001,
+            "/usr/bin/cat",
+            "/bin/bash",
+            open("/home/runner/.ssh/id_rsa", false),
+        )],
+    );
+    assert!(
+        d.iter().any(|d| d.kind() == DeviationKind::NewFileAccess
+            && d.severity() >= Severity::High
+            && d.summary.contains("/home/runner/.ssh/id_rsa")),
+        "{d:#?}"
+    );
+}

@@ -103,6 +103,7 @@ fn open(path: &str, write: bool) -> EventKind {
     EventKind::Open {
         path: path.into(),
         intent,
+        file: Default::default(),
     }
 }
 

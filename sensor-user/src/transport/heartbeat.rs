@@ -1,7 +1,8 @@
 //! Heartbeats: on every stream the agent opens, and then every `heartbeat_interval`, it sends a
 //! `DeviationBatch` of sequence 0 carrying its `AgentStatus` (version, spool depth, deviations
 //! dropped and kernel records lost since it started, and the pipeline's liveness: when it last
-//! decoded a record and how many it decoded). The collector records the contact, so it
+//! decoded a record, how many it decoded, and how many bytes of records wait in the kernel's
+//! ring for it). The collector records the contact, so it
 //! can tell a quiet agent (nothing new to report) from a stopped one, and learns of drops once the
 //! agent reaches it again. Heartbeats take no spool space and no window slot: a lost one is
 //! simply superseded by the next, whose drop count is cumulative over the spool's life (kept in
@@ -52,8 +53,9 @@ pub fn message(inner: &Inner) -> DeviationBatch {
             heartbeat_interval_millis: u32::try_from(inner.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             last_event_unix_nanos: inner.last_event_unix_nanos.load(Ordering::Relaxed),
-            // Records are judged as they are read: nothing waits between reader and pipeline.
-            event_queue_depth: 0,
+            // Records are judged as they are read: what waits is what the kernel wrote into the
+            // ring and the agent has not read (bytes), read now, not from the event loop.
+            event_queue_depth: inner.queue_depth.get().map_or(0, |depth| depth()),
             events_decoded_total: inner.events_decoded.load(Ordering::Relaxed),
         }),
     }

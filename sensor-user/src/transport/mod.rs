@@ -128,6 +128,9 @@ pub enum TransportError {
     NoRuntime,
 }
 
+/// Reads how many kernel records' bytes wait for the agent (see `heartbeat`).
+pub type QueueDepth = Box<dyn Fn() -> u64 + Send + Sync>;
+
 /// Cloneable handle to the transport.
 #[derive(Clone)]
 pub struct Transport {
@@ -152,6 +155,8 @@ struct Inner {
     /// Pipeline liveness, as last told by [`Transport::set_liveness`].
     last_event_unix_nanos: AtomicI64,
     events_decoded: AtomicU64,
+    /// Reads the pipeline's backlog when a heartbeat is built (see [`Transport::set_queue_depth`]).
+    queue_depth: std::sync::OnceLock<QueueDepth>,
     /// When a spool-full error was last logged.
     last_drop_log: Mutex<Option<Instant>>,
 }
@@ -232,6 +237,7 @@ impl Transport {
             kernel_lost: AtomicU64::new(0),
             last_event_unix_nanos: AtomicI64::new(0),
             events_decoded: AtomicU64::new(0),
+            queue_depth: std::sync::OnceLock::new(),
             last_drop_log: Mutex::new(None),
         });
         let task = runtime.spawn(deliver::run(Arc::clone(&inner), endpoint, cancel));
@@ -281,6 +287,12 @@ impl Transport {
         inner
             .events_decoded
             .store(events_decoded_total, Ordering::Relaxed);
+    }
+
+    /// Where heartbeats read `event_queue_depth` from, when they are built: true even when the
+    /// event loop is stuck (set once; later calls are ignored).
+    pub fn set_queue_depth(&self, depth: QueueDepth) {
+        let _ = self.inner.queue_depth.set(depth);
     }
 
     /// Snapshot for logs/status.

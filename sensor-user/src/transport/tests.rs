@@ -507,6 +507,7 @@ async fn heartbeats_report_status_and_drops_once_connected() {
     let (transport, task) = Transport::start(small, cancel.clone()).unwrap();
     transport.set_kernel_lost(7);
     transport.set_liveness(1_700_000_000_000_000_000, 42);
+    transport.set_queue_depth(Box::new(|| 4096));
     transport.send(deviations(0..100)).unwrap();
     let dropped = transport.stats().dropped;
     assert!(dropped > 0, "the spool overflowed");
@@ -533,6 +534,10 @@ async fn heartbeats_report_status_and_drops_once_connected() {
         (status.last_event_unix_nanos, status.events_decoded_total),
         (1_700_000_000_000_000_000, 42),
         "the pipeline's liveness"
+    );
+    assert_eq!(
+        status.event_queue_depth, 4096,
+        "read when the heartbeat is built"
     );
     assert_eq!(
         status.spool_deviations,
