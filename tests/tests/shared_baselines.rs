@@ -191,7 +191,7 @@ fn a_baseline_larger_than_one_message_is_fetched_whole() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = format!("http://127.0.0.1:{port}");
-    let _collector = Sensor(
+    let _collector = Stopped(
         Command::new(workspace_bin("collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--baseline-quorum", "1", "--metrics-listen", "", "--db"])

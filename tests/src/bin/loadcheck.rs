@@ -164,7 +164,7 @@ async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
 fn kind_of(e: &Event, prefix: &str, pid: u32) -> Option<&'static str> {
     let under = |p: &str| p.starts_with(prefix);
     Some(match &e.kind {
-        EventKind::Open { path, intent } if under(path) => match intent {
+        EventKind::Open { path, intent, .. } if under(path) => match intent {
             i if i.create => "open-create",
             i if i.write => "open-write",
             _ => "open-read",
