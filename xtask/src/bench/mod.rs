@@ -303,7 +303,10 @@ fn added_vs_peers(rows: &[Row]) -> String {
     let mut workloads: Vec<&str> = rows.iter().map(|r| r.workload).collect();
     workloads.dedup();
     for workload in workloads {
-        let of = |c: Config| rows.iter().find(|r| r.workload == workload && r.config == c);
+        let of = |c: Config| {
+            rows.iter()
+                .find(|r| r.workload == workload && r.config == c)
+        };
         let Some(ours) = of(Config::Filtered) else {
             continue;
         };
@@ -313,7 +316,10 @@ fn added_vs_peers(rows: &[Row]) -> String {
             continue;
         }
         for (metric, pick) in [
-            ("throughput", (|r: &Row| Some(r.ratio)) as fn(&Row) -> Option<f64>),
+            (
+                "throughput",
+                (|r: &Row| Some(r.ratio)) as fn(&Row) -> Option<f64>,
+            ),
             ("p99 latency", |r: &Row| r.p99_ratio),
         ] {
             let Some(sensor) = pick(ours) else { continue };
