@@ -8,6 +8,10 @@
 //! - File operations: fentry on each syscall's own function (`__x64_sys_*`), generated with
 //!   the tracepoint programs from one table in `fileops.rs`; their one argument is the saved
 //!   user registers, from which [`syscall_arg`] reads the syscall arguments.
+//! - Privilege operations: fentry (arguments, credentials before) and fexit (result) on each
+//!   syscall's function, generated with the tracepoint programs in `creds.rs`.
+//!
+//! x86_64 only (`__x64_sys_*` names, System V registers); elsewhere the tracepoints are used.
 
 use aya_ebpf::{
     macros::fexit,

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use sensor_user::kernel::programs::{Hook, PROGRAMS};
+use sensor_user::kernel::{KernelError, LoadOptions, OpenHook, Sensor};
 use serde_json::Value;
 
 const LOADCHECK: &str = env!("CARGO_BIN_EXE_loadcheck");
@@ -209,6 +210,20 @@ fn this_kernel_falls_back_to_tracepoints() {
         .collect();
     assert!(fentry.is_empty(), "{fentry:?}");
     assert_all_kinds_seen(&lc, "this kernel");
+    // Asked for by name, fentry fails loudly instead of falling back.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let options = LoadOptions {
+        open_hook: OpenHook::Fentry,
+        ..LoadOptions::default()
+    };
+    let forced = rt.block_on(async { Sensor::load(&options).map(|s| s.attached) });
+    assert!(
+        matches!(forced, Err(KernelError::NoFentry(_))),
+        "--open-hook fentry on a kernel without trampolines: {forced:?}"
+    );
 }
 
 /// Runs `cargo xtask portability` for one kernel with this build's loadcheck; its report.

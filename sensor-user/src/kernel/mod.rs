@@ -295,10 +295,11 @@ struct Attach<'a> {
     cgroup_root: &'a std::fs::File,
 }
 
-/// Picks the hooks of opens, file and privilege operations and attaches the set chosen unless it is the classic
-/// tracepoints (those attach with the rest of the table). fentry/fexit first, by default or when
-/// asked for: attaching them all is the runtime probe (a kernel without trampolines refuses the
-/// first load with EPERM or ENOTSUPP); then the raw `sys_exit` program when asked for.
+/// Picks the hooks of opens, file and privilege operations and attaches the set chosen, unless
+/// it is the classic tracepoints (those attach with the rest of the table). fentry/fexit first,
+/// by default or when asked for: attaching them all is the runtime probe (a kernel without
+/// trampolines refuses the first load with EPERM or ENOTSUPP); then the raw `sys_exit` open
+/// program when asked for.
 fn choose_hooks(
     ebpf: &mut Ebpf,
     hook: OpenHook,
