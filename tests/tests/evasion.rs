@@ -45,12 +45,14 @@ fn every_evasion_variant_on_the_c_job() {
     let report = c_job_evasions(false);
     for r in &report.evasion {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {}{} |",
             r.family,
             r.name,
             if r.detected { "**yes**" } else { "no" },
             r.evidence.as_deref().unwrap_or("none"),
             r.latency_ms.map_or("-".into(), |l| format!("{l:.0} ms")),
+            r.lost
+                .map_or(String::new(), |n| format!(" (kernel lost {n})")),
         );
     }
     eprintln!("suite took {:?}", report.elapsed);
