@@ -23,7 +23,7 @@ const KNOWN_MISSES: &[(&str, &str)] = &[(
     "the follow-up is always reported, and the agent does not stall on the planted FIFO \
      (tests/tests/hostile_paths.rs requires that), but the 5 s bound fails on a busy machine \
      when the debug agent is still draining the backlog of the kernel-loss family that runs \
-     just before (8.6 s in 1 of 3 subset runs, 0.2-0.4 s in the other two): the suite does not \
+     just before (8.6 s in 1 of 4 subset runs, 0.2-0.4 s in the others): the suite does not \
      wait for the agent to catch up before this variant",
 )];
 
