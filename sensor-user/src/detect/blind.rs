@@ -31,8 +31,17 @@ const REORDER_NANOS: i64 = 10_000_000_000;
 pub(crate) struct Losses(VecDeque<(i64, i64, u64)>);
 
 impl Losses {
-    /// Records `lost` records lost between `since` and `now`.
+    /// Records `lost` records lost between `since` and `now`. A loss that goes on (noticed
+    /// every second through a long flood) stays one interval, so a lagging agent still finds
+    /// its start.
     pub fn note(&mut self, since: i64, now: i64, lost: u64) {
+        if let Some(last) = self.0.back_mut()
+            && since <= last.1
+        {
+            last.1 = last.1.max(now);
+            last.2 += lost;
+            return;
+        }
         if self.0.len() >= MAX_LOSSES {
             self.0.pop_front();
         }
@@ -101,8 +110,18 @@ mod tests {
         assert_eq!(l.at(20 + REORDER_NANOS + 1), None);
         assert!(l.is_empty());
         for i in 0..(MAX_LOSSES as i64 + 3) {
-            l.note(i, i, 1);
+            l.note(10 * i, 10 * i + 1, 1);
         }
         assert_eq!(l.0.len(), MAX_LOSSES);
+    }
+
+    #[test]
+    fn a_loss_that_goes_on_is_one_interval() {
+        let mut l = Losses::default();
+        for second in 0..100 {
+            l.note(second * 1_000 - 31_000, second * 1_000, 5);
+        }
+        assert_eq!(l.0.len(), 1);
+        assert_eq!(l.at(-31_000), Some(500), "its start is still found");
     }
 }

@@ -4,61 +4,122 @@
 //!
 //! The agent learns the identity of every credential store it sees opened by its name (by any
 //! process: the owner's own tools, the runner that wrote it), and judges a later open of that
-//! identity under another name as the store itself. Symlinked directories need nothing here: the
-//! kernel resolves the opened path, so it already names the store.
+//! identity under another name as the store itself. It also remembers the names a store was
+//! hard-linked or renamed to (the kernel's link/rename hooks), for a store whose identity it has
+//! not seen (never opened by name since the agent started, or that open was lost). Symlinked
+//! directories need nothing here: the kernel resolves the opened path, so it already names the
+//! store.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 
-use crate::event::{EventKind, FileIdentity};
+use crate::event::{EventKind, FileIdentity, FileOperation};
 
 use super::SecretPaths;
 
-/// Identities kept: a host has few credential stores; past this the oldest are forgotten (an
-/// attacker opening many of them by name only makes the agent forget ones it saw long ago).
+/// Identities (and names) kept: a host has few credential stores; past this the oldest are
+/// forgotten (an attacker opening many of them by name only makes the agent forget ones it saw
+/// long ago).
 const MAX_SECRET_FILES: usize = 4096;
 
-/// Known credential stores by identity, with the name each was seen opened by.
+/// Known credential stores by identity and by the names they were linked or moved to, with the
+/// store's name.
 #[derive(Debug, Default)]
 pub struct SecretFiles {
-    by_identity: HashMap<(u32, u64), String>,
-    /// Insertion order, to forget the oldest first.
-    order: VecDeque<(u32, u64)>,
+    by_identity: Bounded<(u32, u64)>,
+    /// Names a store was hard-linked or renamed to (seen by the kernel's link/rename hooks): the
+    /// identity of a store nobody opened by name yet (or whose open was lost) is not known, its
+    /// new name is.
+    by_name: Bounded<String>,
 }
 
 impl SecretFiles {
-    /// Learns from an open of a credential store by its name; for an open of a known store's
-    /// identity under another name, returns the store's name.
+    /// Learns from an open of a credential store by its name and from links and renames of
+    /// one; for an open of a known store under another name, returns the store's name.
     pub fn observe(&mut self, kind: &EventKind, secrets: &SecretPaths) -> Option<String> {
-        let EventKind::Open { path, file, .. } = kind else {
-            return None;
-        };
-        let key = key(file)?;
-        if secrets.matches(path) {
-            self.remember(key, path);
-            return None;
+        match kind {
+            EventKind::Open { path, file, .. } => {
+                if secrets.matches(path) {
+                    if let Some(key) = key(file) {
+                        self.by_identity.insert(key, path);
+                    }
+                    return None;
+                }
+                key(file)
+                    .and_then(|k| self.by_identity.get(&k))
+                    .or_else(|| self.by_name.get(path))
+                    .cloned()
+            }
+            EventKind::FileOp(
+                FileOperation::Link {
+                    existing: from,
+                    new: to,
+                }
+                | FileOperation::Rename { from, to },
+            ) => {
+                let store = if secrets.matches(from) {
+                    Some(from.clone())
+                } else {
+                    // A link of a link (or a move of a moved store) is still the store.
+                    self.by_name.get(from).cloned()
+                };
+                if let Some(store) = store
+                    && !secrets.matches(to)
+                {
+                    self.by_name.insert(to.clone(), &store);
+                }
+                None
+            }
+            _ => None,
         }
-        self.by_identity.get(&key).cloned()
     }
 
-    fn remember(&mut self, key: (u32, u64), path: &str) {
-        if let Some(known) = self.by_identity.get_mut(&key) {
-            if known != path {
-                path.clone_into(known);
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_identity.map.len()
+    }
+}
+
+/// A map that forgets its oldest entries past [`MAX_SECRET_FILES`].
+#[derive(Debug)]
+struct Bounded<K> {
+    map: HashMap<K, String>,
+    /// Insertion order, to forget the oldest first.
+    order: VecDeque<K>,
+}
+
+impl<K> Default for Bounded<K> {
+    fn default() -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Bounded<K> {
+    fn get(&self, key: &K) -> Option<&String> {
+        // Empty nearly always: no hashing of every opened path then.
+        if self.map.is_empty() {
+            return None;
+        }
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: K, store: &str) {
+        if let Some(known) = self.map.get_mut(&key) {
+            if known != store {
+                store.clone_into(known);
             }
             return;
         }
         if self.order.len() >= MAX_SECRET_FILES
             && let Some(oldest) = self.order.pop_front()
         {
-            self.by_identity.remove(&oldest);
+            self.map.remove(&oldest);
         }
-        self.by_identity.insert(key, path.to_owned());
+        self.map.insert(key.clone(), store.to_owned());
         self.order.push_back(key);
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.by_identity.len()
     }
 }
 
@@ -108,5 +169,42 @@ mod tests {
         assert_eq!(files.len(), MAX_SECRET_FILES);
         assert_eq!(files.observe(&open("/w/a", 1, 1), &secrets), None);
         assert!(files.observe(&open("/w/b", 1, 20), &secrets).is_some());
+    }
+
+    #[test]
+    fn a_store_linked_or_moved_is_known_by_its_new_name() {
+        let (mut files, secrets) = (SecretFiles::default(), SecretPaths::default());
+        let link = |existing: &str, new: &str| {
+            EventKind::FileOp(FileOperation::Link {
+                existing: existing.into(),
+                new: new.into(),
+            })
+        };
+        let moved = |from: &str, to: &str| {
+            EventKind::FileOp(FileOperation::Rename {
+                from: from.into(),
+                to: to.into(),
+            })
+        };
+        // Never opened by name (its identity unknown): the link's name is enough.
+        files.observe(&link("/h/.ssh/id_a", "/w/.k"), &secrets);
+        assert_eq!(
+            files.observe(&open("/w/.k", 8, 70), &secrets).as_deref(),
+            Some("/h/.ssh/id_a")
+        );
+        // A link of the link, and a moved store.
+        files.observe(&link("/w/.k", "/w/.k2"), &secrets);
+        files.observe(&moved("/h/.ssh/id_b", "/w/.m"), &secrets);
+        assert_eq!(
+            files.observe(&open("/w/.k2", 8, 70), &secrets).as_deref(),
+            Some("/h/.ssh/id_a")
+        );
+        assert_eq!(
+            files.observe(&open("/w/.m", 8, 71), &secrets).as_deref(),
+            Some("/h/.ssh/id_b")
+        );
+        // Links between ordinary files make nothing a store.
+        files.observe(&link("/w/a", "/w/b"), &secrets);
+        assert_eq!(files.observe(&open("/w/b", 8, 72), &secrets), None);
     }
 }

@@ -23,6 +23,9 @@ const URING_PY: &str = include_str!("uring.py");
 
 /// The family whose runs also record the main sensor's kernel losses.
 const LOSS_FAMILY: &str = "kernel loss";
+/// Floods record them too (over their prime and their run): a flood that overruns the ring can
+/// lose the next run's action with it.
+const FLOOD_FAMILY: &str = "flood";
 
 /// What every variant needs besides its target.
 pub(super) struct Suite {
@@ -137,14 +140,14 @@ fn env(suite: &Suite, tag: &str, secret: &Path, port: u16) -> Vec<(&'static str,
     ]
 }
 
-/// Runs `f`, returning its result and, for the kernel-loss family, the records the main sensor
-/// lost meanwhile (its status file is rewritten every few seconds: wait for one written after).
+/// Runs `f`, returning its result and, for the kernel-loss and flood families, the records the
+/// main sensor lost meanwhile (its status file is rewritten every few seconds: wait for one written after).
 fn counting_losses<T>(
     suite: &Suite,
     e: &Evasion,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, Option<u64>)> {
-    if e.family != LOSS_FAMILY {
+    if e.family != LOSS_FAMILY && e.family != FLOOD_FAMILY {
         return Ok((f()?, None));
     }
     let before = status_lost(&suite.main_state).map_or(0, |(_, lost)| lost);
@@ -196,8 +199,10 @@ pub(super) fn on_job(
         let port = listeners::start(Listener::Http)?;
         let mut vars = env(suite, &tag, &secret, port);
         vars.push(("LEARNING_RUN_ID", learning_run.to_owned()));
-        let prime = e.prime.map(|p| runner.run_env(w, p, &vars)).transpose()?;
-        let (run, lost) = counting_losses(suite, e, || runner.run_env(w, e.script, &vars))?;
+        let ((prime, run), lost) = counting_losses(suite, e, || {
+            let prime = e.prime.map(|p| runner.run_env(w, p, &vars)).transpose()?;
+            Ok((prime, runner.run_env(w, e.script, &vars)?))
+        })?;
         remove_cgroup(&tag);
         out.push(EvasionRun {
             workload: w,
@@ -231,8 +236,10 @@ pub(super) fn on_service(
         let port = listeners::start(Listener::Http)?;
         let mut vars = env(suite, &tag, &secret, port);
         vars.push(("ACTOR", actor.display().to_string()));
-        let prime = e.prime.map(|p| svc.exec_in(p, &vars)).transpose()?;
-        let (run, lost) = counting_losses(suite, e, || svc.exec_in(e.script, &vars))?;
+        let ((prime, run), lost) = counting_losses(suite, e, || {
+            let prime = e.prime.map(|p| svc.exec_in(p, &vars)).transpose()?;
+            Ok((prime, svc.exec_in(e.script, &vars)?))
+        })?;
         remove_cgroup(&tag);
         out.push(EvasionRun {
             workload: Workload::Service,
