@@ -102,24 +102,32 @@ fn a_flood_does_not_freeze_the_agent_loop() {
         flooding();
         decoded_at_collector(&stack.server).filter(|n| *n > 0)
     });
-    wait_for("a later heartbeat with more decoded", Duration::from_secs(20), || {
-        flooding();
-        decoded_at_collector(&stack.server).filter(|n| *n > first)
-    });
+    wait_for(
+        "a later heartbeat with more decoded",
+        Duration::from_secs(20),
+        || {
+            flooding();
+            decoded_at_collector(&stack.server).filter(|n| *n > first)
+        },
+    );
 
     // Deviations are delivered during the flood: the blind spot the losses made.
-    let out = wait_for("a blind-spot deviation at the collector", Duration::from_secs(30), || {
-        flooding();
-        let out = Command::new(workspace_bin("collector"))
-            .args(["deviations", "--server", &stack.server, "--json"])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|d| d["kind"] == "blind-spot")
-            .then_some(text)
-    });
+    let out = wait_for(
+        "a blind-spot deviation at the collector",
+        Duration::from_secs(30),
+        || {
+            flooding();
+            let out = Command::new(workspace_bin("collector"))
+                .args(["deviations", "--server", &stack.server, "--json"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|d| d["kind"] == "blind-spot")
+                .then_some(text)
+        },
+    );
     assert!(!out.is_empty());
 
     stop.store(true, Ordering::Relaxed);

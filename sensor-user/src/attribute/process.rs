@@ -119,7 +119,13 @@ impl ProcessTable {
     }
 
     /// Sets the image `pid` now runs (at its exec).
-    pub(crate) fn set_image(&mut self, pid: u32, executable: &str, argv: &[String], truncated: bool) {
+    pub(crate) fn set_image(
+        &mut self,
+        pid: u32,
+        executable: &str,
+        argv: &[String],
+        truncated: bool,
+    ) {
         let Some(e) = self.entries.get_mut(&pid) else {
             return;
         };
@@ -302,7 +308,10 @@ mod tests {
         // An ancestor's exec shows in the ancestry.
         table.set_image(2, "/usr/bin/python3", &["python3".to_owned()], false);
         let after_exec = table.info(3);
-        assert_eq!(after_exec.parent_executable.as_deref(), Some("/usr/bin/python3"));
+        assert_eq!(
+            after_exec.parent_executable.as_deref(),
+            Some("/usr/bin/python3")
+        );
         assert_eq!(after_exec.ancestry[1], (1, "/sbin/init".to_owned()));
         // Its own ids and image.
         table.set_ids(3, 2, 1000, 0);
@@ -314,7 +323,10 @@ mod tests {
         assert!(own.argv_truncated);
         // A new parent (reparenting) and an ancestor leaving the table.
         table.set_ids(3, 1, 1000, 0);
-        assert_eq!(table.info(3).parent_executable.as_deref(), Some("/sbin/init"));
+        assert_eq!(
+            table.info(3).parent_executable.as_deref(),
+            Some("/sbin/init")
+        );
         table.get_mut(1).unwrap().exited_at = Some(SystemTime::UNIX_EPOCH);
         table.sweep(SystemTime::UNIX_EPOCH + EXIT_GRACE);
         let orphaned = table.info(3);

@@ -303,7 +303,10 @@ fn added_vs_peers(rows: &[Row]) -> String {
     let mut workloads: Vec<&str> = rows.iter().map(|r| r.workload).collect();
     workloads.dedup();
     for workload in workloads {
-        let of = |c: Config| rows.iter().find(|r| r.workload == workload && r.config == c);
+        let of = |c: Config| {
+            rows.iter()
+                .find(|r| r.workload == workload && r.config == c)
+        };
         let Some(ours) = of(Config::Filtered) else {
             continue;
         };
@@ -313,7 +316,10 @@ fn added_vs_peers(rows: &[Row]) -> String {
             continue;
         }
         for (metric, pick) in [
-            ("throughput", (|r: &Row| Some(r.ratio)) as fn(&Row) -> Option<f64>),
+            (
+                "throughput",
+                (|r: &Row| Some(r.ratio)) as fn(&Row) -> Option<f64>,
+            ),
             ("p99 latency", |r: &Row| r.p99_ratio),
         ] {
             let Some(sensor) = pick(ours) else { continue };
@@ -384,6 +390,43 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(config: Config, ratio: f64, p99_ratio: Option<f64>) -> Row {
+        Row {
+            workload: "nginx+wrk",
+            config,
+            ops: 1000.0 / ratio,
+            ratio,
+            p99_ms: p99_ratio,
+            p99_ratio,
+            lost: 0,
+            cpu: 0.0,
+            rss_kib: 0,
+        }
+    }
+
+    #[test]
+    fn added_overhead_against_each_peer_for_throughput_and_p99() {
+        let rows = [
+            row(Config::Without, 1.0, Some(1.0)),
+            row(Config::Filtered, 1.05, Some(1.10)),
+            row(Config::Peer(peers::Kind::Auditd), 2.0, Some(3.0)),
+            row(Config::Peer(peers::Kind::Bpftrace), 1.5, Some(0.99)),
+        ];
+        let table = added_vs_peers(&rows);
+        assert!(
+            table.contains("| nginx+wrk | throughput | +5.0% | +100.0% | +50.0% | 20.0x | 10.0x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| nginx+wrk | p99 latency | +10.0% | +200.0% | -1.0% | 20.0x | n/a (within noise) |"
+            ),
+            "{table}"
+        );
+        // Without peers there is nothing to compare.
+        assert_eq!(added_vs_peers(&rows[..2]), "");
+    }
 
     #[test]
     fn section_is_replaced_between_markers_only() {

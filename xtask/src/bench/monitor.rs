@@ -30,9 +30,7 @@ impl Config {
             Config::Peer(peers::Kind::Auditd) => {
                 "peer: auditd (rules for the sensor's exec, open, file, privilege, network syscalls)"
             }
-            Config::Peer(peers::Kind::Bpftrace) => {
-                "peer: bpftrace (the same syscalls printed)"
-            }
+            Config::Peer(peers::Kind::Bpftrace) => "peer: bpftrace (the same syscalls printed)",
             Config::Peer(peers::Kind::HookFloor) => {
                 "floor: empty program on one never-called syscall tracepoint"
             }
