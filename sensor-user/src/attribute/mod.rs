@@ -208,7 +208,6 @@ impl Attributor {
                 None,
             );
         };
-        // Borrowed, not copied: this runs on every event of a cgroup workload.
         let Some(now) = now else {
             let kept = entry.cgroup.clone();
             return (
@@ -216,6 +215,7 @@ impl Attributor {
                 None,
             );
         };
+        // Borrowed, copied only for a claim: this runs on every event of a cgroup workload.
         let Some(pinned) = &entry.cgroup else {
             entry.cgroup = Some(now.clone());
             return (now, None);

@@ -391,6 +391,43 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    fn row(config: Config, ratio: f64, p99_ratio: Option<f64>) -> Row {
+        Row {
+            workload: "nginx+wrk",
+            config,
+            ops: 1000.0 / ratio,
+            ratio,
+            p99_ms: p99_ratio,
+            p99_ratio,
+            lost: 0,
+            cpu: 0.0,
+            rss_kib: 0,
+        }
+    }
+
+    #[test]
+    fn added_overhead_against_each_peer_for_throughput_and_p99() {
+        let rows = [
+            row(Config::Without, 1.0, Some(1.0)),
+            row(Config::Filtered, 1.05, Some(1.10)),
+            row(Config::Peer(peers::Kind::Auditd), 2.0, Some(3.0)),
+            row(Config::Peer(peers::Kind::Bpftrace), 1.5, Some(0.99)),
+        ];
+        let table = added_vs_peers(&rows);
+        assert!(
+            table.contains("| nginx+wrk | throughput | +5.0% | +100.0% | +50.0% | 20.0x | 10.0x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| nginx+wrk | p99 latency | +10.0% | +200.0% | -1.0% | 20.0x | n/a (within noise) |"
+            ),
+            "{table}"
+        );
+        // Without peers there is nothing to compare.
+        assert_eq!(added_vs_peers(&rows[..2]), "");
+    }
+
     #[test]
     fn section_is_replaced_between_markers_only() {
         let dir = tempfile::tempdir().unwrap();
