@@ -193,6 +193,9 @@ pub(crate) struct Tracked {
     pub(crate) dirty: bool,
     /// Event time of its latest event learnt from, ns since the epoch (not saved).
     learnt_at: Option<i64>,
+    /// Had an event since the agent started (not saved): only running workloads ask the
+    /// collector for their merged baseline.
+    running: bool,
 }
 
 impl Tracked {
@@ -202,6 +205,7 @@ impl Tracked {
             baseline: WorkloadBaseline::default(),
             dirty: true,
             learnt_at: None,
+            running: false,
         }
     }
 }
@@ -229,6 +233,7 @@ impl Baselines {
                     baseline,
                     dirty: false,
                     learnt_at: None,
+                    running: false,
                 };
                 (id, tracked)
             })
@@ -265,12 +270,16 @@ impl Baselines {
         if !self.workloads.contains_key(&workload.id) {
             self.workloads
                 .insert(workload.id.clone(), Tracked::new(&workload.id));
-            self.shared.started.push(workload.id.clone());
         }
         let tracked = self
             .workloads
             .get_mut(&workload.id)
             .expect("inserted just above");
+        if !tracked.running {
+            // New, or loaded from disk and running again: worth one fetch of the merged baseline.
+            tracked.running = true;
+            self.shared.started.push(workload.id.clone());
+        }
         let now = unix_nanos(time);
         let run_id = workload.run_id.as_deref();
         let judged_before = tracked.baseline.detecting_since_unix_nanos.is_some();

@@ -30,10 +30,9 @@ pub(crate) struct Shared {
     reported: HashMap<String, (usize, usize)>,
     /// Workloads whose merged baseline was asked for already.
     asked: HashSet<String>,
-    /// Workloads first seen since the last [`Baselines::baselines_to_fetch`].
+    /// Workloads that had their first event of this agent's life since the last
+    /// [`Baselines::baselines_to_fetch`].
     pub(crate) started: Vec<String>,
-    /// Whether the workloads loaded from disk were considered.
-    scanned: bool,
 }
 
 /// The wire form of `b`.
@@ -116,15 +115,12 @@ impl Baselines {
     }
 
     /// Workloads still learning whose merged baseline was not asked for yet: the ones that
-    /// started since the last call (and, the first time, those loaded from disk). Each is
-    /// returned once per engine. Cheap enough to call after every batch of events.
+    /// started running on this agent since the last call (new ones and ones loaded from disk
+    /// alike; a workload that does not run here is never asked for). Each is returned once per
+    /// engine. Cheap enough to call after every batch of events.
     pub fn baselines_to_fetch(&mut self) -> Vec<String> {
         let now = crate::event::unix_nanos(SystemTime::now());
-        let mut candidates = std::mem::take(&mut self.shared.started);
-        if !self.shared.scanned {
-            self.shared.scanned = true;
-            candidates.extend(self.workloads.keys().cloned());
-        }
+        let candidates = std::mem::take(&mut self.shared.started);
         let mut out = Vec::new();
         for id in candidates {
             let Some(t) = self.workloads.get(&id) else {

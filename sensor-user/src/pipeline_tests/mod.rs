@@ -9,6 +9,7 @@ mod losses;
 mod noise;
 mod perf;
 mod scoring;
+mod sharing;
 
 use std::net::IpAddr;
 use std::path::Path;
