@@ -13,7 +13,8 @@
 //! - a slot is learnt per parent directory, never across directories;
 //! - its middle is letters and digits only, at least 2 characters of digits or hex, or at least
 //!   6 characters of a wider alphabet where at least half the values hold a letter and half a
-//!   digit (so words, `passwd`/`shadow`, crate names `anyhow`/`base64`, never fold);
+//!   digit, or for `[A-Za-z0-9]` both cases (so words, `passwd`/`shadow`, crate names
+//!   `anyhow`/`base64`, never fold; mkstemp's `tdNyUZx` does);
 //! - shapes are learnt for file paths only: executables are never matched by shape, and the
 //!   judge matches credential stores exactly (see `detect`).
 //!
@@ -113,12 +114,21 @@ impl Slot {
         let generated = match alphabet {
             Alphabet::Digits | Alphabet::Hex => middle_len >= 2,
             Alphabet::Lower | Alphabet::Alnum => {
-                // Random characters mix letters and digits in most values; names do not (one
-                // `base64` among `anyhow`, `memchr`, `fastrand` is still a list of words).
-                let half = |has: fn(&u8) -> bool| {
-                    2 * middles.clone().filter(|m| m.iter().any(has)).count() >= values.len()
+                // Random characters mix letters and digits in most values, and in base62 also
+                // both cases; names do not (one `base64` among `anyhow`, `memchr`, `fastrand`
+                // is still a list of words). A third of mkstemp's 6 characters hold no digit.
+                let mixed = |m: &&[u8]| {
+                    m.iter().any(u8::is_ascii_digit)
+                        || (alphabet == Alphabet::Alnum
+                            && m.iter().any(u8::is_ascii_uppercase)
+                            && m.iter().any(u8::is_ascii_lowercase))
                 };
-                middle_len >= 6 && half(u8::is_ascii_alphabetic) && half(u8::is_ascii_digit)
+                let letters = middles
+                    .clone()
+                    .filter(|m| m.iter().any(u8::is_ascii_alphabetic));
+                middle_len >= 6
+                    && 2 * letters.count() >= values.len()
+                    && 2 * middles.clone().filter(mixed).count() >= values.len()
             }
         };
         generated.then(|| Slot {

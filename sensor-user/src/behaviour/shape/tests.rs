@@ -169,3 +169,26 @@ fn slot_directories_gather_what_is_below_them() {
     .collect();
     assert_eq!(learn(&paths), ["/cache/{hex2}/{hex4}.bin"]);
 }
+
+/// git's symlink probe `.git/tXXXXXX` (mkstemp, base62) in five learning runs where most names
+/// happen to hold no digit (a third of them do not): both cases say they are generated, and
+/// the names of the clean runs of the noise measurement fold.
+#[test]
+fn base62_names_without_digits_fold() {
+    let learnt: Vec<String> = ["tKqPzRw", "tMbVnXa", "tdN9yUZ", "tHgFjQe", "t5NB6a9"]
+        .iter()
+        .map(|t| format!("/w/.git/{t}"))
+        .collect();
+    let shapes = learn(&learnt);
+    assert_eq!(shapes, ["/w/.git/t{alnum6}"]);
+    let parsed: Vec<PathShape> = shapes.iter().map(|s| s.parse().expect("parses")).collect();
+    for t in ["t74BhjI", "t8JrpxF", "tdN9yUZ", "t5NB6a9"] {
+        assert!(matches_any(&parsed, &format!("/w/.git/{t}")), "{t}");
+    }
+    // Lowercase words stay words.
+    let words: Vec<String> = ["tcommit", "tbranch", "tremote", "tstatus"]
+        .iter()
+        .map(|t| format!("/w/.git/{t}"))
+        .collect();
+    assert!(learn(&words).is_empty(), "{:?}", learn(&words));
+}
