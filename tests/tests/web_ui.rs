@@ -10,8 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::v1::{
-    Ancestor, Deviation, DeviationBatch, DeviationKind, ExecEdge, FileAccess, NetworkDestination,
-    Novelty, Process, Severity, Workload, WorkloadKind, ingest_client::IngestClient, novelty::What,
+    Ancestor, Deviation, DeviationBatch, DeviationKind, ExecEdge, FileAccess, LoadingEvidence,
+    NetworkDestination, Novelty, Process, Severity, Workload, WorkloadKind,
+    ingest_client::IngestClient, novelty::What,
 };
 use tests::{free_port, wait_for, workspace_bin};
 
@@ -184,6 +185,10 @@ fn deviations() -> Vec<Deviation> {
         what: Some(What::Executable("/tmp/build/dropped".to_owned())),
     });
     dropped.signals = vec!["dropped-then-executed".to_owned()];
+    dropped.loaded = Some(LoadingEvidence {
+        paths: vec!["/usr/lib/x86_64-linux-gnu/libcurl.so.4".to_owned()],
+        total: 23,
+    });
 
     let mut key = deviation(
         "dev-key",
@@ -336,6 +341,9 @@ fn the_page_shows_what_agents_sent_and_escapes_it() {
         "/usr/bin/make",
         "https://attacker.example/upload",
         "dropped-then-executed",
+        // What the dropped executable loaded: evidence on its row, not rows of their own.
+        "/usr/lib/x86_64-linux-gnu/libcurl.so.4",
+        "23 reads in all",
         "203.0.113.7",
         "&lt;b&gt;bold&lt;/b&gt;.example",
     ] {

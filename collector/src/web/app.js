@@ -150,6 +150,11 @@ function details(d) {
     el("li", null, el("span", { class: "kind" }, e.kind + " "), e.summary,
       el("span", { class: "muted" }, " " + shortTime(e.time) + " UTC")));
   const samples = (d.samples || []).map((s) => el("li", null, s));
+  // What a new executable read as it loaded (libraries, locale, config): evidence, not rows.
+  const loaded = d.loaded && d.loaded.total ? [
+    el("ol", { class: "samples" }, ...(d.loaded.paths || []).map((path) => el("li", null, code(path)))),
+    el("span", { class: "muted" }, d.loaded.total + (d.loaded.total === 1 ? " read" : " reads") + " in all"),
+  ] : [];
   return el("div", { class: "details" },
     el("div", null,
       el("h3", null, "Process"),
@@ -168,7 +173,8 @@ function details(d) {
         ...field("tags", ...(tags.length ? tags : [el("span", { class: "muted" }, "none")])),
         ...(d.count > 1 ? field("count", String(d.count)) : []),
         ...(related.length ? field("evidence", el("ol", { class: "related" }, ...related)) : []),
-        ...(samples.length ? field("samples", el("ol", { class: "samples" }, ...samples)) : []))),
+        ...(samples.length ? field("samples", el("ol", { class: "samples" }, ...samples)) : []),
+        ...(loaded.length ? field("loaded", ...loaded) : []))),
     el("div", null,
       el("h3", null, "Identity"),
       el("dl", null,

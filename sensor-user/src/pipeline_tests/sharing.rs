@@ -66,7 +66,7 @@ fn only_workloads_running_on_this_agent_are_fetched() {
     );
     assert_eq!(
         engine.detect.baselines_mut().baselines_to_fetch(),
-        [a.id.clone()]
+        vec![a.id.clone()]
     );
     // Once per agent life.
     feed(
