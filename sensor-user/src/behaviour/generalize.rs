@@ -382,6 +382,27 @@ fn run(run: &str, out: &mut String) {
 mod tests {
     use super::*;
 
+    /// The memo answers what generalising answers: more distinct paths than it has slots
+    /// (every slot overwritten, collisions included), twice over, and the empty and long paths
+    /// it leaves out.
+    #[test]
+    fn memo_answers_what_generalising_answers() {
+        let long = format!("/tmp/{}/1234567", "a".repeat(MEMO_MAX_PATH));
+        let mut paths = vec![String::new(), long];
+        paths.extend((0..3 * MEMO_SLOTS).map(|i| format!("/proc/{i}/task/{}/stat", i * 7)));
+        paths.extend((0..MEMO_SLOTS).map(|i| format!("/tmp/tmp.{i:0>10}/x-{i}")));
+        for round in 0..2 {
+            for path in &paths {
+                let want = generalize_uncached(path);
+                assert_eq!(generalize_path(path), want, "round {round}: {path}");
+            }
+        }
+        assert_eq!(
+            generalize_path("/proc/42/task/43/stat"),
+            "/proc/<pid>/task/<tid>/stat"
+        );
+    }
+
     const UUID: &str = "3f2a9c1e-7b4d-4e0a-9f6b-2c8d1e5a7b90";
 
     #[test]
