@@ -90,6 +90,70 @@ fn is_number(s: &str) -> bool {
 
 /// `path` with the per-run parts replaced by placeholders; see the module documentation.
 pub fn generalize_path(path: &str) -> String {
+    if path.is_empty() || path.len() > MEMO_MAX_PATH {
+        return generalize_uncached(path);
+    }
+    let slot = memo_slot(path);
+    let hit = MEMO.with_borrow(|memo| memo.get(slot, path).map(str::to_owned));
+    hit.unwrap_or_else(|| {
+        let generalised = generalize_uncached(path);
+        MEMO.with_borrow_mut(|memo| memo.put(slot, path, &generalised));
+        generalised
+    })
+}
+
+/// Paths longer than this are not memoised (they are rare, and would make the slots big).
+const MEMO_MAX_PATH: usize = 256;
+/// Slots of the memo: enough for the files a busy process set reopens in a loop.
+const MEMO_SLOTS: usize = 512;
+
+thread_local! {
+    /// Recently generalised paths of this thread. The engine generalises the same few paths
+    /// over and over (a process reopening its files), and generalising scans every component
+    /// and allocates twice; a hit costs a hash, a compare and one copy. Generalisation is a
+    /// pure function of the path, so a memoised answer is the answer.
+    static MEMO: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::default());
+}
+
+/// A direct-mapped memo of `(path, generalised)`: a miss overwrites its slot, reusing the
+/// slot's buffers, so memory stays bounded (`MEMO_SLOTS` × 2 × about `MEMO_MAX_PATH` bytes at
+/// most) and a stream of distinct paths allocates nothing more than before.
+#[derive(Default)]
+struct Memo {
+    slots: Vec<(String, String)>,
+}
+
+impl Memo {
+    /// The memoised generalisation of `path`, if its slot holds it (the empty path is never
+    /// memoised, so an unused slot never answers).
+    fn get(&self, slot: usize, path: &str) -> Option<&str> {
+        let (raw, generalised) = self.slots.get(slot)?;
+        (raw == path).then_some(generalised.as_str())
+    }
+
+    fn put(&mut self, slot: usize, path: &str, generalised: &str) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(MEMO_SLOTS, Default::default);
+        }
+        let (raw, out) = &mut self.slots[slot];
+        raw.clear();
+        raw.push_str(path);
+        out.clear();
+        out.push_str(generalised);
+    }
+}
+
+/// The memo slot of `path`: FNV-1a of its bytes (paths are short; no DoS concern, a collision
+/// only costs a recomputation).
+fn memo_slot(path: &str) -> usize {
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % MEMO_SLOTS as u64) as usize
+}
+
+/// [`generalize_path`] without the memo.
+fn generalize_uncached(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').collect();
     let is_proc = parts.len() > 2 && parts[0].is_empty() && parts[1] == "proc";
     let mut in_temp = false;
@@ -317,6 +381,27 @@ fn run(run: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo answers what generalising answers: more distinct paths than it has slots
+    /// (every slot overwritten, collisions included), twice over, and the empty and long paths
+    /// it leaves out.
+    #[test]
+    fn memo_answers_what_generalising_answers() {
+        let long = format!("/tmp/{}/1234567", "a".repeat(MEMO_MAX_PATH));
+        let mut paths = vec![String::new(), long];
+        paths.extend((0..3 * MEMO_SLOTS).map(|i| format!("/proc/{i}/task/{}/stat", i * 7)));
+        paths.extend((0..MEMO_SLOTS).map(|i| format!("/tmp/tmp.{i:0>10}/x-{i}")));
+        for round in 0..2 {
+            for path in &paths {
+                let want = generalize_uncached(path);
+                assert_eq!(generalize_path(path), want, "round {round}: {path}");
+            }
+        }
+        assert_eq!(
+            generalize_path("/proc/42/task/43/stat"),
+            "/proc/<pid>/task/<tid>/stat"
+        );
+    }
 
     const UUID: &str = "3f2a9c1e-7b4d-4e0a-9f6b-2c8d1e5a7b90";
 

@@ -1,5 +1,6 @@
 //! Turning ring buffer records into owned [`Event`]s. Pure: unit-tested without root.
 
+use std::borrow::Cow;
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
@@ -414,29 +415,35 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
             got: bytes.len(),
             need: start + len.min(PATH_DATA),
         })?;
-    let components: Vec<String> = strings(data)
-        .into_iter()
-        .filter(|c| !c.is_empty())
-        .collect();
+    let mut components = components(data);
     if flags & PATH_UNLINKED != 0 {
-        return Ok(components.into_iter().next().unwrap_or_default());
+        return Ok(components.next().map(Cow::into_owned).unwrap_or_default());
     }
     let mut out = String::from(if flags & PATH_TRUNCATED != 0 {
         "..."
     } else {
         ""
     });
-    for c in components.iter().rev() {
+    for c in components.rev() {
         if c == "/" {
             continue;
         }
         out.push('/');
-        out.push_str(c);
+        out.push_str(&c);
     }
     if out.is_empty() {
         out.push('/');
     }
     Ok(out)
+}
+
+/// The non-empty components of a path record's data (leaf first), lossily decoded and borrowed
+/// from the record: every open decodes one, so only the joined path is allocated.
+fn components(data: &[u8]) -> impl DoubleEndedIterator<Item = Cow<'_, str>> {
+    let data = data.strip_suffix(&[0]).unwrap_or(data);
+    data.split(|b| *b == 0)
+        .filter(|c| !c.is_empty())
+        .map(String::from_utf8_lossy)
 }
 
 /// NUL-separated strings, lossily decoded; a trailing NUL does not add an empty string.
