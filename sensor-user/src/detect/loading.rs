@@ -27,7 +27,7 @@ use crate::behaviour::Behaviour;
 use crate::event::OpenIntent;
 
 use super::finding::Finding;
-use super::severity::{SecretPaths, is_credential_access};
+use super::severity::{SecretPaths, is_sensitive};
 
 /// How long after its exec a new executable's reads are part of its loading.
 pub const LOAD_WINDOW_NANOS: i64 = 2_000_000_000;
@@ -129,7 +129,8 @@ impl Loading {
         };
         let kind = *intent == OpenIntent::READ_ONLY
             && SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
-            && !is_credential_access(behaviour, secrets);
+            // A credential store, another process's environ or mem under /proc: judged as usual.
+            && !is_sensitive(behaviour, secrets);
         if !kind {
             return false;
         }

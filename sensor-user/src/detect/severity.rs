@@ -220,6 +220,13 @@ pub fn is_credential_access(behaviour: &Behaviour, secrets: &SecretPaths) -> boo
     }
 }
 
+/// Whether `behaviour` ranks medium or higher on its own, whatever its context (a credential
+/// store, another process's memory through procfs, a persistence path...): never folded into
+/// another novelty.
+pub(crate) fn is_sensitive(behaviour: &Behaviour, secrets: &SecretPaths) -> bool {
+    base_severity(behaviour, secrets) >= Severity::Medium
+}
+
 fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
     match behaviour {
         Behaviour::Executable(path) if SCRATCH_OR_HOME.iter().any(|d| path.starts_with(d)) => {

@@ -299,6 +299,34 @@ fn a_new_executables_loading_is_part_of_its_novelty() {
     assert!(d[0].signals.iter().any(|s| s == "recurring:1"), "{d:?}");
 }
 
+/// A new tool that reads another process's environment in its first moments (procfs is where
+/// libraries' loading reads go too) is memory scraping, not loading: reported HIGH on its own.
+#[test]
+fn another_process_environ_is_never_loading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    learn_runs(&mut engine, 1..6);
+    let w = job("6");
+    let t = at(6 * 3600);
+    let cat = |kind| ev(&w, t, 6002, "/usr/bin/tac", "/bin/bash", kind);
+    let d = feed(
+        &mut engine,
+        &[
+            cat(exec("/usr/bin/tac")),
+            cat(open("/etc/ld.so.cache", false)),
+            cat(open("/proc/4242/environ", false)),
+        ],
+    );
+    let environ = d
+        .iter()
+        .find(|d| {
+            matches!(d.novelty.clone().and_then(|n| n.what),
+                Some(What::File(f)) if f.path == "/proc/<pid>/environ")
+        })
+        .unwrap_or_else(|| panic!("no deviation for the environ read: {d:?}"));
+    assert_eq!(environ.severity(), v1::Severity::High, "{environ:?}");
+}
+
 /// A new executable that loads and then stays quiet cannot keep its deviation back: the
 /// agent's clock releases it once the hold is over, and so does any later event of its run.
 #[test]
