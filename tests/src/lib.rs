@@ -201,3 +201,22 @@ pub fn github_job(repo: &str, run: impl std::fmt::Display) -> std::process::Comm
         .env("GITHUB_RUN_ID", run.to_string());
     cmd
 }
+
+/// Every event kind loadcheck's workload triggers, as its report names them (the portability
+/// test checks each was seen on every hook set).
+pub const LOADCHECK_KINDS: &[&str] = &[
+    "open-read",
+    "open-write",
+    "open-create",
+    "rename",
+    "unlink",
+    "rmdir",
+    "mkdir",
+    "chmod",
+    "chown",
+    "symlink",
+    "link",
+    "truncate",
+    "setuid",
+    "unshare",
+];

@@ -122,29 +122,14 @@ fn check(label: &str) {
     );
 }
 
-/// The kinds loadcheck's workload triggers (its `KINDS`).
-const KINDS: &[&str] = &[
-    "open-read",
-    "open-write",
-    "open-create",
-    "rename",
-    "unlink",
-    "rmdir",
-    "mkdir",
-    "chmod",
-    "chown",
-    "symlink",
-    "link",
-    "truncate",
-    "setuid",
-    "unshare",
-];
-
 /// Every workload kind was reported under the default hooks and under the tracepoints.
 fn assert_all_kinds_seen(lc: &Value, on: &str) {
     for load in ["default", "tracepoint"] {
         let seen = names(&lc["events"][load]);
-        let missing: Vec<_> = KINDS.iter().filter(|k| !seen.contains(*k)).collect();
+        let missing: Vec<_> = tests::LOADCHECK_KINDS
+            .iter()
+            .filter(|k| !seen.contains(*k))
+            .collect();
         assert!(
             missing.is_empty(),
             "on {on}, the {load} hooks ({}) missed {missing:?} (saw {seen:?})",

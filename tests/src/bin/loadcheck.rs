@@ -18,24 +18,8 @@ use std::time::{Duration, Instant};
 use sensor_user::event::{Event, EventKind, FileOperation, PrivilegeOp};
 use sensor_user::kernel::{BootClock, LoadOptions, OpenHook, Sensor, decode};
 use serde_json::{Value, json};
-
-/// Every kind the workload triggers, as named in the report.
-const KINDS: &[&str] = &[
-    "open-read",
-    "open-write",
-    "open-create",
-    "rename",
-    "unlink",
-    "rmdir",
-    "mkdir",
-    "chmod",
-    "chown",
-    "symlink",
-    "link",
-    "truncate",
-    "setuid",
-    "unshare",
-];
+// Every kind the workload triggers, as named in the report (shared with the portability test).
+use tests::LOADCHECK_KINDS as KINDS;
 
 /// How long a load waits for the workload's events.
 const EVENTS_DEADLINE: Duration = Duration::from_secs(20);
