@@ -30,6 +30,28 @@ impl Stopped {
     }
 }
 
+impl Stopped {
+    /// Stops the process (SIGSTOP) until the guard drops (SIGCONT). For the sensor: what
+    /// happens meanwhile waits in the kernel's ring and is read afterwards, once the processes
+    /// that did it are gone (a deterministic "the agent looked late").
+    pub fn pause(&self) -> Paused {
+        let pid = self.0.id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Paused(pid)
+    }
+}
+
+/// A stopped child, continued when dropped.
+pub struct Paused(i32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 impl Drop for Stopped {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {

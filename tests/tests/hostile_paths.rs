@@ -13,7 +13,10 @@ use tests::stack::Stack;
 use tests::wait_for;
 
 /// Each planting step runs a copy of bash that renames its own executable and puts the trap
-/// at the old path before it exits: by the time the agent looks, the trap is there.
+/// at the old path before it exits. The test pauses the sensor for this run, so by the time
+/// the agent looks the process is gone and the trap is there (unpaused, the agent may look
+/// first and hash the real executable through `/proc/<pid>/exe`, which is right but tests
+/// nothing here).
 const JOB: &str = r#"
 cat "$WORK/input.txt" > /dev/null
 if [ -n "$HOSTILE" ]; then
@@ -80,7 +83,10 @@ fn planted_traps_neither_stall_the_agent_nor_hide_the_attack() {
     let state = &stack.state;
 
     run_job(dir.path(), 1, false);
-    run_job(dir.path(), 2, true);
+    {
+        let _paused = stack.sensor.pause();
+        run_job(dir.path(), 2, true);
+    }
 
     // The attack after the traps is reported, within seconds.
     let found = wait_for(

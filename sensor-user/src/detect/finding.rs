@@ -136,7 +136,7 @@ pub enum HashGaveUp {
     Symlink,
     /// What is at the path is not a regular file (FIFO, device, socket, directory).
     NotRegular,
-    /// The file at the path is not the one the process executed (replaced since).
+    /// The path no longer holds the file the process executed (replaced, moved or removed).
     Replaced,
     /// Larger than the agent reads.
     TooLarge,

@@ -119,36 +119,57 @@ fn hash(
     Ok(hash)
 }
 
-/// `/proc/<pid>/exe` while it names the executable, else the path if it is still the file the
-/// process executed.
+/// `/proc/<pid>/exe` while it is the file the process executed (same identity, whatever its
+/// name now: renaming the executable does not hide it), else the path if it still holds that
+/// file.
 fn open(target: &Target) -> Result<File, HashGaveUp> {
-    let proc_exe = format!("/proc/{}/exe", target.pid);
-    let live = std::fs::read_link(&proc_exe).ok().is_some_and(|link| {
-        let link = link.to_string_lossy();
-        let link = link.trim_end_matches(" (deleted)");
-        link == target.path || link.trim_start_matches('/') == target.path
-    });
-    if live && let Ok(file) = open_nonblocking(&proc_exe, 0) {
+    if let Some(file) = open_live(target) {
         return Ok(file);
     }
     let Some(identity) = target.identity.filter(|i| i.ino != 0) else {
         return Err(HashGaveUp::ProcessGone);
     };
-    let file = open_nonblocking(&target.path, libc::O_NOFOLLOW).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            HashGaveUp::Symlink
-        } else {
-            HashGaveUp::Unreadable
-        }
-    })?;
+    let file =
+        open_nonblocking(&target.path, libc::O_NOFOLLOW).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => HashGaveUp::Symlink,
+            // Moved or removed since the exec: the path no longer holds the executed file.
+            Some(libc::ENOENT) => HashGaveUp::Replaced,
+            _ => HashGaveUp::Unreadable,
+        })?;
     let meta = file.metadata().map_err(|_| HashGaveUp::Unreadable)?;
     if !meta.is_file() {
         return Err(HashGaveUp::NotRegular);
     }
-    if (meta.dev(), meta.ino()) != (user_dev(identity.dev), identity.ino) {
+    if !is_executed(&meta, identity) {
         return Err(HashGaveUp::Replaced);
     }
     Ok(file)
+}
+
+/// The live process's executable through `/proc/<pid>/exe`: with the identity captured at
+/// exec, when it is still that file (a later exec of the same pid is another file); without
+/// one, when its name is still the path.
+fn open_live(target: &Target) -> Option<File> {
+    let proc_exe = format!("/proc/{}/exe", target.pid);
+    match target.identity.filter(|i| i.ino != 0) {
+        Some(identity) => {
+            let file = open_nonblocking(&proc_exe, 0).ok()?;
+            let meta = file.metadata().ok()?;
+            is_executed(&meta, identity).then_some(file)
+        }
+        None => {
+            let link = std::fs::read_link(&proc_exe).ok()?;
+            let link = link.to_string_lossy();
+            let link = link.trim_end_matches(" (deleted)");
+            let named = link == target.path || link.trim_start_matches('/') == target.path;
+            named.then(|| open_nonblocking(&proc_exe, 0).ok()).flatten()
+        }
+    }
+}
+
+/// Whether `meta` is the file with the identity captured at exec.
+fn is_executed(meta: &std::fs::Metadata, identity: FileIdentity) -> bool {
+    (meta.dev(), meta.ino()) == (user_dev(identity.dev), identity.ino)
 }
 
 /// Opens for reading without waiting (a FIFO with no writer opens at once) and without taking
@@ -305,5 +326,45 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(hash.as_ref().is_ok_and(|h| h.len() == 64), "{hash:?}");
+    }
+
+    #[test]
+    fn a_renamed_executable_of_a_live_process_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool");
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        let executed = identity(&path);
+        let mut child = std::process::Command::new(&path).arg("30").spawn().unwrap();
+        std::fs::rename(&path, dir.path().join("tool.old")).unwrap();
+        std::fs::write(&path, "abc").unwrap();
+        let hashes = ExecutableHashes::default();
+        let renamed = Target {
+            pid: child.id(),
+            path: path.to_str().unwrap().to_owned(),
+            identity: Some(executed),
+        };
+        let hash = hashes.of(&renamed);
+        // Another identity (a later exec of the same pid): /proc/<pid>/exe is not that file,
+        // and what is at the path is not it either.
+        let other = Target {
+            identity: Some(identity(&path)),
+            ..renamed.clone()
+        };
+        let other_hash = hashes.of(&other);
+        let _ = child.kill();
+        let _ = child.wait();
+        let sleep = sha256(File::open("/bin/sleep").unwrap(), Instant::now() + TIMEOUT);
+        assert_eq!(hash, sleep, "the executed file, read through /proc");
+        assert_eq!(
+            other_hash.as_deref(),
+            Ok(ABC),
+            "the path's own file, when it is the one"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            hashes.of(&renamed),
+            Err(HashGaveUp::Replaced),
+            "gone, process too"
+        );
     }
 }
