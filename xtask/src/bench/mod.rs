@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: the sensor's cost, as ratios against the same work without it, measured
 //! in one run with every configuration interleaved round by round (a noisy neighbour hits every
-//! configuration alike). Four parts, one module each:
+//! configuration alike). Five parts, one module each:
 //!
 //! - `ci_build`: a realistic CI job, a real project from crates.io built from clean;
 //! - `server`: nginx under wrk on loopback, requests/s and p99 latency;
@@ -8,7 +8,9 @@
 //!   agent's CPU per 100k events/s;
 //! - `micro`: syscall-heavy loops (open, fork+exec, connect, and `read`/`getppid`, which the
 //!   sensor ignores) against auditd, bpftrace and the floor (one empty program on a syscall
-//!   tracepoint nobody calls), with the added cost per operation in nanoseconds.
+//!   tracepoint nobody calls), with the added cost per operation in nanoseconds;
+//! - `program_cost`: the nanoseconds each of the sensor's kernel programs adds per request or
+//!   loop operation, from the kernel's BPF run-time statistics (not from timing).
 //!
 //! The report goes between `<!-- bench:start -->` and `<!-- bench:end -->` in BENCHMARKS.md, so
 //! the other sections of that file (ingest, memory) are left as they are.
@@ -17,6 +19,7 @@ mod ci_build;
 mod loss;
 mod micro;
 mod monitor;
+mod program_cost;
 mod server;
 
 use std::fmt::Write as _;
@@ -42,11 +45,11 @@ pub struct Args {
     /// Seconds of wrk load per server run.
     #[arg(long, default_value_t = 10)]
     server_seconds: u64,
-    /// Parts to run, comma-separated: ci-build, server, loss, micro.
+    /// Parts to run, comma-separated: ci-build, server, loss, micro, program-cost.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ci-build,server,loss,micro"
+        default_value = "ci-build,server,loss,micro,program-cost"
     )]
     only: Vec<String>,
     /// Skip the peers (auditd, bpftrace), which are otherwise installed with apt if missing.
@@ -282,10 +285,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let rounds = if args.quick { 1 } else { args.rounds };
         report += &micro::section(&bin, &configs, rounds, args.quick)?;
     }
+    if part("program-cost") {
+        report += &program_cost::section(&bin, args.quick, args.server_seconds)?;
+    }
     writeln!(
         report,
         "\nReproduce: `sudo cargo xtask bench` (about 20 minutes; `--quick` for a smoke run, \
-         `--only ci-build,server,loss,micro` for some parts). Needs root: the sensor loads eBPF \
+         `--only ci-build,server,loss,micro,program-cost` for some parts). Needs root: the sensor loads eBPF \
          programs.\n{END}"
     )?;
     let path = root.join(&args.out);
