@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use sensor_user::kernel::programs::{Hook, PROGRAMS};
+use sensor_user::kernel::programs::{Hook, OpenPath, PROGRAMS};
 use sensor_user::kernel::{KernelError, LoadOptions, OpenHook, Sensor};
 use serde_json::Value;
 
@@ -159,6 +159,24 @@ fn assert_lsm_path(report: &Value, on: &str) {
         lsm["error"]
     );
     assert_eq!(lsm["hooks"], "Lsm", "on {on}: {lsm}");
+    // Opens reach the sensor through the LSM program alone: no open tracepoint, raw hook or
+    // fentry/fexit program is attached.
+    let attached = names(&lsm["attached"]);
+    let other_sets: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| {
+            attached.contains(p.name)
+                && matches!(
+                    p.open_path,
+                    OpenPath::Classic | OpenPath::Raw | OpenPath::Fentry
+                )
+        })
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        attached.contains("lsm_file_open") && other_sets.is_empty(),
+        "on {on}, the BPF LSM load attached {attached:?}"
+    );
     // Audit only: an LSM program that denied anything would fail a step of the workload.
     assert_eq!(
         lsm["workload_ok"], true,

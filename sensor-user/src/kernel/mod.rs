@@ -100,7 +100,7 @@ pub enum KernelError {
     )]
     NoFentry(String),
     #[error(
-        "BPF LSM programs do not run on this kernel ({0}); boot it with `bpf` in `lsm=` or use `--open-hook auto`"
+        "BPF LSM programs do not run on this kernel ({0}); use `--open-hook auto` or `tracepoint`"
     )]
     NoLsm(String),
     #[error("kernel program `{name}` failed at {stage}: {reason}")]
@@ -398,10 +398,7 @@ fn attach_lsm(
     if !lsms.iter().any(|l| l == "bpf") {
         return Err((
             "lsm_*",
-            format!(
-                "`bpf` is not among the active LSMs ({})",
-                lsms.join(",")
-            ),
+            format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
         ));
     }
     attach_set(ebpf, OpenPath::Lsm, with).map(|(names, _)| names)

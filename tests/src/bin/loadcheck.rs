@@ -68,7 +68,12 @@ fn main() {
         // Not fatal: where the kernel does not run the BPF LSM this load fails by design.
         let (lsm, lsm_attached) = match load(OpenHook::Lsm, true) {
             Ok((attached, _, hooks, events, workload_ok)) => (
-                json!({ "hooks": hooks, "events": events, "workload_ok": workload_ok }),
+                json!({
+                    "hooks": hooks,
+                    "attached": attached,
+                    "events": events,
+                    "workload_ok": workload_ok,
+                }),
                 attached,
             ),
             Err(e) => (json!({ "error": e.to_string() }), Vec::new()),
