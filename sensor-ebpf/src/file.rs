@@ -3,7 +3,7 @@
 //! the file too; only O_CREAT and O_TRUNC, which the kernel clears from `f_flags`, must be kept
 //! from syscall entry, and only opens that carry them pay for a map entry.
 //!
-//! Three ways in, one emitter ([`emit_open`]):
+//! Four ways in, one emitter ([`emit_open_file`], through [`emit_open`] where the fd is known):
 //! - `file_sys_exit`, a BTF raw tracepoint on `sys_exit` (preferred where the agent finds the
 //!   `pt_regs` members in BTF, x86_64): one program at the exit of every syscall, which keeps
 //!   only the open family by syscall number and reads the flags from the saved user registers.
@@ -12,6 +12,8 @@
 //!   so it costs an open far less; other syscalls pay one register read and a compare.
 //! - `file_fexit_open` in `fentry.rs`, fexit on `do_sys_openat2` (the default where the kernel
 //!   has BPF trampolines): runs only on opens and needs no syscall tracepoint.
+//! - `lsm_file_open` in `lsm.rs`, BPF LSM on `file_open` (where fentry does not load but the
+//!   kernel runs the BPF LSM): the opened `struct file` is its argument.
 //! - Classic syscall tracepoints (the fallback): every argument is an 8-byte slot after the
 //!   8-byte common header and the 8-byte syscall number, so argument `i` is at `16 + 8 * i`;
 //!   the return value is at 16.
@@ -150,6 +152,14 @@ pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
         Some(flags) => flags,
         None => read::<u32>(file, off!(file_f_flags)).unwrap_or(0),
     };
+    emit_open_file(task, file, fd as i32, flags);
+}
+
+/// Emits the record of the open of `file` by `task` with `flags` (as given to the call), unless
+/// the same process image already opened the same file with the same intent. `fd` is the
+/// descriptor, or -1 where it is not installed yet (the LSM hook in `lsm.rs`).
+#[inline(always)]
+pub(crate) fn emit_open_file(task: *const u8, file: *const u8, fd: i32, flags: u32) {
     // Repeats of the same (process image, file, intent) stop here, before the path walk.
     let (ino, dev, nlink) = match read_ptr(file, off!(file_f_inode)) {
         Some(inode) => {
@@ -176,7 +186,7 @@ pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.header, EventKind::Open as u32, task);
     ev.open_flags = flags;
-    ev.fd = fd as i32;
+    ev.fd = fd;
     ev.ino = ino;
     ev.dev = dev;
     ev.nlink = nlink;

@@ -1,7 +1,8 @@
 //! The sensor's kernel programs: per-syscall tracepoints, BTF tracepoints and cgroup socket
 //! hooks, and fentry/fexit programs for opens, file and privilege operations where the kernel has BPF
-//! trampolines (`fentry.rs`; kprobes, fentry/fexit and BPF LSM are not available on every
-//! kernel we run on, see PLATFORM.md). No program runs on every syscall in the default set.
+//! trampolines (`fentry.rs`), or a BPF LSM program for opens where it runs the BPF LSM instead
+//! (`lsm.rs`; kprobes, fentry/fexit and BPF LSM are not available on every kernel we run on,
+//! see PLATFORM.md). No program runs on every syscall in the default set.
 //!
 //! One module per event family; maps in `maps.rs`; kernel struct access in `kernel.rs`, through
 //! offsets the agent reads from BTF and sets as the `OFFSETS` global at load time.
@@ -21,6 +22,8 @@ mod fileops;
 mod io_uring;
 #[cfg(target_arch = "bpf")]
 mod kernel;
+#[cfg(target_arch = "bpf")]
+mod lsm;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -147,9 +147,10 @@ pub struct RunArgs {
     pub no_kernel_filter: bool,
 
     /// How opens, file and privilege operations are hooked: `auto` uses fentry/fexit where the
-    /// kernel has BPF trampolines (probed at load; then no syscall tracepoint at all), else the classic
-    /// per-syscall tracepoints; `fentry` fails where the kernel refuses them; `tracepoint` the
-    /// classic tracepoints; `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
+    /// kernel has BPF trampolines (probed at load; then no syscall tracepoint at all), else the BPF
+    /// LSM `file_open` hook for opens where the kernel runs the BPF LSM, else the classic
+    /// per-syscall tracepoints; `fentry` and `lsm` fail where the kernel refuses them (`lsm` is
+    /// audit only: it never denies); `tracepoint` the classic tracepoints; `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
     /// syscall).
     #[arg(long, value_enum, default_value_t = crate::kernel::OpenHook::Auto)]
     pub open_hook: crate::kernel::OpenHook,

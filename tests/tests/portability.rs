@@ -9,13 +9,17 @@
 //! (fentry/fexit on these kernels) and under the classic tracepoints, and reports which kinds
 //! the sensor saw: every moved kind must be seen on both paths. On this machine's kernel, which
 //! refuses fentry, the same binary must fall back to the tracepoints.
+//!
+//! The guests boot with `bpf` among their LSMs, and loadcheck also loads the sensor with the
+//! BPF LSM open hook forced: every kind must be seen again, and every operation of the
+//! workload must succeed (the LSM program is audit only: it never denies).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use sensor_user::kernel::programs::{Hook, PROGRAMS};
+use sensor_user::kernel::programs::{Hook, OpenPath, PROGRAMS};
 use sensor_user::kernel::{KernelError, LoadOptions, OpenHook, Sensor};
 use serde_json::Value;
 
@@ -99,6 +103,7 @@ fn check(label: &str) {
         "the default load on Debian {label} ({release}) kept syscall hooks: {syscall_tracepoints:?}"
     );
     assert_all_kinds_seen(lc, &format!("Debian {label} ({release})"));
+    assert_lsm_path(&report, &format!("Debian {label} ({release})"));
     for p in PROGRAMS {
         if attached.contains(p.name) {
             continue;
@@ -136,6 +141,56 @@ fn assert_all_kinds_seen(lc: &Value, on: &str) {
             lc["hooks_default"]
         );
     }
+}
+
+/// With `bpf` among the guest's LSMs, the forced BPF LSM load attached the LSM open program,
+/// the workload's operations all succeeded under it, and every kind was reported.
+fn assert_lsm_path(report: &Value, on: &str) {
+    let active = report["lsm"].as_str().unwrap_or("");
+    assert!(
+        active.split(',').any(|l| l == "bpf"),
+        "on {on}, `bpf` is not among the active LSMs: {:?}",
+        report["lsm"]
+    );
+    let lsm = &report["loadcheck"]["lsm"];
+    assert!(
+        lsm["error"].is_null(),
+        "on {on}, the forced BPF LSM load failed: {}",
+        lsm["error"]
+    );
+    assert_eq!(lsm["hooks"], "Lsm", "on {on}: {lsm}");
+    // Opens reach the sensor through the LSM program alone: no open tracepoint, raw hook or
+    // fentry/fexit program is attached.
+    let attached = names(&lsm["attached"]);
+    let other_sets: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| {
+            attached.contains(p.name)
+                && matches!(
+                    p.open_path,
+                    OpenPath::Classic | OpenPath::Raw | OpenPath::Fentry
+                )
+        })
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        attached.contains("lsm_file_open") && other_sets.is_empty(),
+        "on {on}, the BPF LSM load attached {attached:?}"
+    );
+    // Audit only: an LSM program that denied anything would fail a step of the workload.
+    assert_eq!(
+        lsm["workload_ok"], true,
+        "on {on}, an operation failed under the BPF LSM hooks: {lsm}"
+    );
+    let seen = names(&lsm["events"]);
+    let missing: Vec<_> = tests::LOADCHECK_KINDS
+        .iter()
+        .filter(|k| !seen.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "on {on}, the BPF LSM hooks missed {missing:?} (saw {seen:?})"
+    );
 }
 
 fn names(list: &Value) -> BTreeSet<&str> {
@@ -195,6 +250,25 @@ fn this_kernel_falls_back_to_tracepoints() {
         .collect();
     assert!(fentry.is_empty(), "{fentry:?}");
     assert_all_kinds_seen(&lc, "this kernel");
+    // Then the BPF LSM: where it is active (it is here, PLATFORM.md) the probe tried it and
+    // kept why the kernel refused it; forced, it fails loudly.
+    let lsm_refused = lc["skipped"]
+        .as_array()
+        .expect("skipped is a list")
+        .iter()
+        .any(|s| s[0].as_str().is_some_and(|n| n.starts_with("lsm_")));
+    assert!(
+        lsm_refused,
+        "the BPF LSM probe left no reason: {}",
+        lc["skipped"]
+    );
+    assert!(
+        lc["lsm"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("BPF LSM programs do not run")),
+        "--open-hook lsm on a kernel refusing it: {}",
+        lc["lsm"]
+    );
     // Asked for by name, fentry fails loudly instead of falling back.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -55,6 +55,11 @@ enum Accel {
 /// How long a KVM boot may take to reach /init before auto mode falls back to TCG.
 const KVM_INIT_DEADLINE: Duration = Duration::from_secs(30);
 const MARK: &str = "@@PORTABILITY";
+/// The guests' kernel command line. `lsm=` names the BPF LSM last, after Debian's usual
+/// modules, so that loadcheck's forced BPF LSM load runs its programs (Debian's own default
+/// list has `bpf` too; naming it keeps the check independent of that default).
+const CMDLINE: &str =
+    "console=ttyS0 panic=-1 quiet lsm=lockdown,capability,landlock,yama,apparmor,bpf";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// What happened with one kernel.
@@ -77,6 +82,8 @@ struct Report {
     notes: Vec<String>,
     boot_seconds: Option<f64>,
     btf: Option<bool>,
+    /// The active LSMs the guest reported (after the sensor mounted securityfs).
+    lsm: Option<String>,
     outcome: Outcome,
     loadcheck: Option<Value>,
     verifier_error: Option<String>,
@@ -138,6 +145,7 @@ impl Report {
             notes: Vec::new(),
             boot_seconds: None,
             btf: None,
+            lsm: None,
             outcome,
             loadcheck: None,
             verifier_error: None,
@@ -160,6 +168,7 @@ impl Report {
             "notes": self.notes,
             "boot_seconds": self.boot_seconds,
             "btf": self.btf,
+            "lsm": self.lsm,
             "outcome": outcome,
             "reason": reason,
             "loadcheck": self.loadcheck,
@@ -212,6 +221,11 @@ fn print_report(r: &Report) {
                 lc["events"][load]
             );
         }
+        println!(
+            "   active LSMs: {}; forced BPF LSM load: {}",
+            r.lsm.as_deref().unwrap_or("?"),
+            lc["lsm"]
+        );
         for s in lc["skipped"].as_array().into_iter().flatten() {
             println!("   skipped {}: {}", s[0], s[1]);
         }
@@ -281,6 +295,7 @@ fn check_kernel(
     let result = parse_console(&boot.console);
     report.release = result.release;
     report.btf = result.btf;
+    report.lsm = result.lsm;
     report.boot_seconds = Some(boot.seconds);
     if let Some(log) = result.verifier_log {
         let path = out_dir.join("verifier.log");
@@ -674,6 +689,7 @@ rc=$?
 echo "{MARK} BEGIN"
 cat /tmp/loadcheck.json
 echo "{MARK} END rc=$rc"
+echo "{MARK} LSM $(cat /sys/kernel/security/lsm 2>/dev/null)"
 echo "{MARK} STDERR BEGIN"
 cat /tmp/loadcheck.err
 echo "{MARK} STDERR END"
@@ -884,7 +900,7 @@ fn run_qemu(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args(["-append", CMDLINE])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -951,6 +967,7 @@ fn run_qemu(
 struct ConsoleResult {
     release: Option<String>,
     btf: Option<bool>,
+    lsm: Option<String>,
     loadcheck: Option<Value>,
     stderr: Option<String>,
     verifier_log: Option<String>,
@@ -974,6 +991,7 @@ fn parse_console(console: &str) -> ConsoleResult {
     ConsoleResult {
         release: line_after("INIT"),
         btf: line_after("BTF").map(|v| v == "yes"),
+        lsm: line_after("LSM"),
         loadcheck: section("BEGIN", "END rc=").and_then(|body| {
             body.lines()
                 .filter_map(|l| l.find('{').map(|i| &l[i..]))
@@ -1044,9 +1062,11 @@ mod tests {
     fn console_sections_are_parsed() {
         let console = format!(
             "junk\x1b[2J{MARK} INIT 6.1.0-56-cloud-amd64\n{MARK} BTF yes\n[ 1.0] kernel noise\n\
-             {MARK} BEGIN\n{{\"attached\":[\"a\"],\"error\":null}}\n{MARK} END rc=0\n"
+             {MARK} BEGIN\n{{\"attached\":[\"a\"],\"error\":null}}\n{MARK} END rc=0\n\
+             {MARK} LSM lockdown,capability,bpf\n"
         );
         let r = parse_console(&console);
+        assert_eq!(r.lsm.as_deref(), Some("lockdown,capability,bpf"));
         assert_eq!(r.release.as_deref(), Some("6.1.0-56-cloud-amd64"));
         assert_eq!(r.btf, Some(true));
         assert_eq!(r.loadcheck.unwrap()["attached"][0], "a");

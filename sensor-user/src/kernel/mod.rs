@@ -14,7 +14,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, FEntry, FExit, ProgramError, TracePoint,
+        CgroupSockAddr, FEntry, FExit, Lsm, ProgramError, TracePoint,
     },
 };
 use sensor_common::{COUNTERS_LEN, CgroupCounts, Counter};
@@ -49,11 +49,16 @@ impl Default for LoadOptions {
 #[serde(rename_all = "kebab-case")]
 pub enum OpenHook {
     /// The best hooks that run only on the syscalls reported: fentry/fexit where the kernel
-    /// has BPF trampolines (probed at load), else the per-syscall tracepoints.
+    /// has BPF trampolines (probed at load), else the BPF LSM for opens where the kernel runs
+    /// it, else the per-syscall tracepoints.
     #[default]
     Auto,
     /// fentry/fexit only (x86_64): loading fails where the kernel refuses them.
     Fentry,
+    /// The BPF LSM `file_open` hook for opens (audit only: it always allows), file and
+    /// privilege operations on their tracepoints: loading fails where the kernel does not run
+    /// the BPF LSM (`lsm=...,bpf` on its command line).
+    Lsm,
     /// The classic `syscalls:sys_{enter,exit}_*` tracepoints.
     Tracepoint,
     /// One raw `sys_exit` program (x86_64 with BTF `pt_regs`): cheaper per open, but it runs at
@@ -94,6 +99,10 @@ pub enum KernelError {
         "fentry/fexit programs do not load on this kernel ({0}); use `--open-hook auto` or `tracepoint`"
     )]
     NoFentry(String),
+    #[error(
+        "BPF LSM programs do not run on this kernel ({0}); use `--open-hook auto` or `tracepoint`"
+    )]
+    NoLsm(String),
     #[error("kernel program `{name}` failed at {stage}: {reason}")]
     Program {
         name: &'static str,
@@ -166,7 +175,11 @@ impl Sensor {
         )?;
         tracing::info!(?chosen, "syscall-event hooks");
         for p in PROGRAMS.iter().filter(|p| {
-            p.open_path.wanted(chosen) && !matches!(p.open_path, OpenPath::Raw | OpenPath::Fentry)
+            p.open_path.wanted(chosen)
+                && !matches!(
+                    p.open_path,
+                    OpenPath::Raw | OpenPath::Fentry | OpenPath::Lsm
+                )
         }) {
             match attach(&mut ebpf, p, &btf, &cgroup_root) {
                 Ok(()) => attached.push(p.name),
@@ -298,8 +311,10 @@ struct Attach<'a> {
 /// Picks the hooks of opens, file and privilege operations and attaches the set chosen, unless
 /// it is the classic tracepoints (those attach with the rest of the table). fentry/fexit first,
 /// by default or when asked for: attaching them all is the runtime probe (a kernel without
-/// trampolines refuses the first load with EPERM or ENOTSUPP); then the raw `sys_exit` open
-/// program when asked for.
+/// trampolines refuses the first load with EPERM or ENOTSUPP); then the BPF LSM open program
+/// where `bpf` is among the active LSMs (a BPF LSM program also loads and attaches on a kernel
+/// that does not run the BPF LSM, and then never runs: the list is the probe, the load its
+/// confirmation); then the raw `sys_exit` open program when asked for.
 fn choose_hooks(
     ebpf: &mut Ebpf,
     hook: OpenHook,
@@ -334,7 +349,22 @@ fn choose_hooks(
                 return Err(KernelError::NoFentry(format!("{name}: {reason}")));
             }
             Err((name, reason)) => {
-                tracing::info!(program = name, %reason, "fentry/fexit unavailable; using the syscall tracepoints");
+                tracing::info!(program = name, %reason, "fentry/fexit unavailable");
+                skipped.push((name, reason));
+            }
+        }
+    }
+    if matches!(hook, OpenHook::Auto | OpenHook::Lsm) {
+        match attach_lsm(ebpf, with) {
+            Ok(names) => {
+                attached.extend(names);
+                return Ok(Chosen::Lsm);
+            }
+            Err((name, reason)) if hook == OpenHook::Lsm => {
+                return Err(KernelError::NoLsm(format!("{name}: {reason}")));
+            }
+            Err((name, reason)) => {
+                tracing::info!(program = name, %reason, "BPF LSM unavailable; using the syscall tracepoints");
                 skipped.push((name, reason));
             }
         }
@@ -357,6 +387,21 @@ fn choose_hooks(
         }
     }
     Ok(Chosen::Tracepoints)
+}
+
+/// Attaches the BPF LSM set when the kernel runs the BPF LSM.
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    with: &Attach<'_>,
+) -> Result<Vec<&'static str>, (&'static str, String)> {
+    let lsms = mounts::active_lsms().map_err(|e| ("lsm_*", e.to_string()))?;
+    if !lsms.iter().any(|l| l == "bpf") {
+        return Err((
+            "lsm_*",
+            format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
+        ));
+    }
+    attach_set(ebpf, OpenPath::Lsm, with).map(|(names, _)| names)
 }
 
 /// Programs attached and optional ones skipped (with why) by [`attach_set`].
@@ -392,6 +437,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
     let result = match ebpf.program_mut(name) {
         Some(P::FEntry(p)) => p.unload(),
         Some(P::FExit(p)) => p.unload(),
+        Some(P::Lsm(p)) => p.unload(),
         Some(P::BtfTracePoint(p)) => p.unload(),
         _ => Ok(()),
     };
@@ -468,6 +514,11 @@ fn attach(
         Hook::FExit(function) => {
             let prog: &mut FExit = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
             prog.load(function, btf).map_err(describe)?;
+            prog.attach().map_err(describe)?;
+        }
+        Hook::Lsm(hook) => {
+            let prog: &mut Lsm = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+            prog.load(hook, btf).map_err(describe)?;
             prog.attach().map_err(describe)?;
         }
     }
@@ -550,8 +601,18 @@ mod tests {
             wanted(Chosen::Fentry)
                 .all(|p| !matches!(p.hook, Hook::Tracepoints(_)) && p.name != "file_sys_exit")
         );
-        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit] {
+        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit, Chosen::Lsm] {
             assert!(!wanted(chosen).any(|p| trampoline(&p)), "{chosen:?}");
+        }
+        // The LSM set replaces the open tracepoints only; the BPF LSM program is in no other.
+        assert!(wanted(Chosen::Lsm).all(|p| p.open_path != OpenPath::Classic));
+        assert!(wanted(Chosen::Lsm).any(|p| p.name == "lsm_file_open" && p.required));
+        assert!(wanted(Chosen::Lsm).any(|p| p.name == "fs_renameat"));
+        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit, Chosen::Fentry] {
+            assert!(
+                !wanted(chosen).any(|p| matches!(p.hook, Hook::Lsm(_))),
+                "{chosen:?}"
+            );
         }
         assert!(wanted(Chosen::RawSysExit).all(|p| p.open_path != OpenPath::Classic));
         assert!(wanted(Chosen::Tracepoints).any(|p| p.name == "file_openat"));

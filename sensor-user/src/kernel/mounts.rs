@@ -51,6 +51,32 @@ pub fn ensure() -> Result<Vec<&'static str>, MountError> {
     Ok(mounted)
 }
 
+const SECURITYFS: &str = "/sys/kernel/security";
+
+/// The active LSMs in the kernel's order (`/sys/kernel/security/lsm`), mounting securityfs
+/// where it is missing (a fresh machine or a bare initramfs may not have it).
+pub fn active_lsms() -> Result<Vec<String>, MountError> {
+    let list = Path::new(SECURITYFS).join("lsm");
+    if !list.exists() {
+        mount_fs("securityfs", SECURITYFS)?;
+    }
+    let text = std::fs::read_to_string(&list).map_err(|e| MountError {
+        fs: "securityfs",
+        path: SECURITYFS,
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(nix::Error::ENOENT as i32)),
+    })?;
+    Ok(parse_lsm_list(&text))
+}
+
+/// `"lockdown,capability,bpf\n"` → its names.
+fn parse_lsm_list(text: &str) -> Vec<String> {
+    text.trim()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Where the cgroup v2 hierarchy is mounted, opened for attaching cgroup programs to its root:
 /// `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones.
 pub fn cgroup2_root() -> Result<std::fs::File, MountError> {
@@ -114,5 +140,14 @@ mod tests {
             Some("/sys/fs/cgroup")
         );
         assert_eq!(cgroup2_mount_point("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn lsm_list_is_split_on_commas() {
+        assert_eq!(
+            parse_lsm_list("lockdown,capability,landlock,bpf\n"),
+            ["lockdown", "capability", "landlock", "bpf"]
+        );
+        assert!(parse_lsm_list("\n").is_empty());
     }
 }

@@ -18,6 +18,8 @@ pub enum Hook {
     FEntry(&'static str),
     /// fexit on a kernel function (BPF trampolines: not on every kernel).
     FExit(&'static str),
+    /// A BPF LSM hook (`lsm/<name>`): runs only where the kernel runs the BPF LSM.
+    Lsm(&'static str),
 }
 
 /// Which packets a [`Hook::CgroupSkb`] program sees.
@@ -28,9 +30,11 @@ pub enum SkbDirection {
 }
 
 /// Which way of watching syscall events (opens, file and privilege operations) a program
-/// belongs to (see `sensor-ebpf/src/{file,fileops,creds,fentry}.rs`): fentry/fexit where the kernel has trampolines,
-/// else the classic per-syscall tracepoints; the raw `sys_exit` open program (which runs on
-/// every syscall) only when asked for.
+/// belongs to (see `sensor-ebpf/src/{file,fileops,creds,fentry,lsm}.rs`): fentry/fexit where
+/// the kernel has trampolines, else the BPF LSM open program where the kernel runs the BPF LSM
+/// (file and privilege operations then stay on their tracepoints), else the classic
+/// per-syscall tracepoints; the raw `sys_exit` open program (which runs on every syscall) only
+/// when asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenPath {
     /// Neither an open nor a file-operation program: always attached.
@@ -39,7 +43,10 @@ pub enum OpenPath {
     Raw,
     /// An fentry/fexit program (opens, file and privilege operations).
     Fentry,
-    /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw` or `Fentry`.
+    /// A BPF LSM program (opens).
+    Lsm,
+    /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw`, `Fentry` or
+    /// `Lsm`.
     Classic,
     /// Another classic syscall tracepoint program (file and privilege operations): replaced by
     /// `Fentry`.
@@ -52,6 +59,8 @@ pub enum Chosen {
     Tracepoints,
     RawSysExit,
     Fentry,
+    /// The BPF LSM open program, file and privilege operations on their tracepoints.
+    Lsm,
 }
 
 impl OpenPath {
@@ -61,6 +70,7 @@ impl OpenPath {
             OpenPath::Any => true,
             OpenPath::Raw => chosen == Chosen::RawSysExit,
             OpenPath::Fentry => chosen == Chosen::Fentry,
+            OpenPath::Lsm => chosen == Chosen::Lsm,
             OpenPath::Classic => chosen == Chosen::Tracepoints,
             OpenPath::ClassicSyscall => chosen != Chosen::Fentry,
         }
@@ -166,6 +176,12 @@ pub const PROGRAMS: &[Program] = &[
         hook: Hook::FExit("do_sys_openat2"),
         required: true,
         open_path: OpenPath::Fentry,
+    },
+    Program {
+        name: "lsm_file_open",
+        hook: Hook::Lsm("file_open"),
+        required: true,
+        open_path: OpenPath::Lsm,
     },
     open_tp("file_openat", &[("syscalls", "sys_enter_openat")], true),
     open_tp("file_openat2", &[("syscalls", "sys_enter_openat2")], false),

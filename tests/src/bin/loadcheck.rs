@@ -6,7 +6,9 @@
 //! what the default load attached and chose. With the default and the tracepoint hooks, a child
 //! (`loadcheck workload DIR`) opens and operates on files and `events` lists, per load, which
 //! kinds the sensor reported for that child (file events and two privilege operations): every
-//! moved event kind is seen on both paths.
+//! moved event kind is seen on both paths. A fourth load forces the BPF LSM open hook
+//! (`lsm`: its hooks, kinds seen and whether the workload's operations all succeeded, or why
+//! it did not load: most kernels do not run the BPF LSM unless booted with `lsm=...,bpf`).
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
 //! message, verifier lines included). `cargo xtask portability` runs it inside other kernels.
 
@@ -46,24 +48,38 @@ fn main() {
                 ..LoadOptions::default()
             };
             let mut sensor = Sensor::load(&options)?;
-            let events = if with_events {
+            let (events, workload_ok) = if with_events {
                 seen_kinds(&mut sensor, open_hook).await
             } else {
-                Vec::new()
+                (Vec::new(), false)
             };
             Ok::<_, sensor_user::kernel::KernelError>((
                 sensor.attached.clone(),
                 sensor.skipped.clone(),
                 format!("{:?}", sensor.hooks),
                 events,
+                workload_ok,
             ))
         })
     };
-    let result = load(OpenHook::Auto, true).and_then(|(default, skipped, hooks, events)| {
-        let (tp, tp_skipped, _, tp_events) = load(OpenHook::Tracepoint, true)?;
-        let (raw, raw_skipped, _, _) = load(OpenHook::RawSysExit, false)?;
+    let result = load(OpenHook::Auto, true).and_then(|(default, skipped, hooks, events, _)| {
+        let (tp, tp_skipped, _, tp_events, _) = load(OpenHook::Tracepoint, true)?;
+        let (raw, raw_skipped, _, _, _) = load(OpenHook::RawSysExit, false)?;
+        // Not fatal: where the kernel does not run the BPF LSM this load fails by design.
+        let (lsm, lsm_attached) = match load(OpenHook::Lsm, true) {
+            Ok((attached, _, hooks, events, workload_ok)) => (
+                json!({
+                    "hooks": hooks,
+                    "attached": attached,
+                    "events": events,
+                    "workload_ok": workload_ok,
+                }),
+                attached,
+            ),
+            Err(e) => (json!({ "error": e.to_string() }), Vec::new()),
+        };
         let mut attached = default.clone();
-        for p in tp.into_iter().chain(raw) {
+        for p in tp.into_iter().chain(raw).chain(lsm_attached) {
             if !attached.contains(&p) {
                 attached.push(p);
             }
@@ -79,10 +95,10 @@ fn main() {
         let mut named = BTreeSet::new();
         skipped.retain(|(name, _)| named.insert(*name));
         let events = json!({ "default": events, "tracepoint": tp_events });
-        Ok((default, hooks, attached, skipped, events))
+        Ok((default, hooks, attached, skipped, events, lsm))
     });
     let (report, code) = match result {
-        Ok((default, hooks, attached, skipped, events)) => (
+        Ok((default, hooks, attached, skipped, events, lsm)) => (
             json!({
                 "kernel": kernel,
                 "attached_default": default,
@@ -90,6 +106,7 @@ fn main() {
                 "attached": attached,
                 "skipped": skipped,
                 "events": events,
+                "lsm": lsm,
                 "error": Value::Null,
             }),
             0,
@@ -109,8 +126,9 @@ fn main() {
 }
 
 /// Runs the workload in a child and drains the sensor until every kind of [`KINDS`] was seen
-/// for that child, or the deadline passed; the kinds seen.
-async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
+/// for that child, or the deadline passed; the kinds seen, and whether every operation of the
+/// workload succeeded.
+async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> (Vec<&'static str>, bool) {
     let dir = std::env::temp_dir().join(format!("loadcheck-{hook:?}").to_lowercase());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("workload directory");
@@ -140,7 +158,7 @@ async fn seen_kinds(sensor: &mut Sensor, hook: OpenHook) -> Vec<&'static str> {
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
-    seen.into_iter().collect()
+    (seen.into_iter().collect(), child_ok)
 }
 
 /// The report name of an event about a path under `prefix` (only the workload works there), or
