@@ -56,9 +56,10 @@ pub enum Behaviour {
         port: u16,
         protocol: Protocol,
     },
-    /// A security-relevant file change: chmod, chown, link, symlink (`detail`: the new mode,
-    /// owner, link or target; links and targets generalised too). Renames, unlinks and mkdirs of
-    /// build trees are not baselined (yet).
+    /// A security-relevant file change: chmod, chown, link, symlink, replace (`detail`: the new
+    /// mode, owner, link or target, or for a rename or link onto `path` where the content came
+    /// from and what moved it; paths generalised too). Unlinks and mkdirs of build trees are not
+    /// baselined (yet).
     FileOperation {
         operation: FileChange,
         path: String,
@@ -135,6 +136,7 @@ impl Behaviour {
             EventKind::FileOp(op) => file_operation(op)
                 .into_iter()
                 .chain(written_by_name(op))
+                .chain(replaced(op, &event.process.executable))
                 .collect(),
             // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
             EventKind::IoUring(use_) => vec![Behaviour::Privilege {
@@ -202,6 +204,28 @@ fn written_by_name(op: &FileOperation) -> Option<Behaviour> {
             truncate: true,
             ..OpenIntent::default()
         },
+    })
+}
+
+/// Who moved new content onto a path by name, and from where: the destination, and as detail
+/// `from <source directory> by <executable>` (both generalised). A build moves its outputs into
+/// place the same way every run; content swapped in by another tool or from another directory
+/// is tampering with the output (see `detect::judge`), though the path itself is learnt.
+fn replaced(op: &FileOperation, executable: &str) -> Option<Behaviour> {
+    let (from, to) = match op {
+        FileOperation::Rename { from, to } => (from, to),
+        FileOperation::Link { existing, new } => (existing, new),
+        _ => return None,
+    };
+    let dir = from.rsplit_once('/').map_or("", |(dir, _)| dir);
+    Some(Behaviour::FileOperation {
+        operation: FileChange::Replace,
+        path: generalize_path(to),
+        detail: format!(
+            "from {} by {}",
+            generalize_path(if dir.is_empty() { "/" } else { dir }),
+            generalize_path(executable)
+        ),
     })
 }
 

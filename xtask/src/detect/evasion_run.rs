@@ -33,6 +33,8 @@ pub(super) struct Suite {
     pub(super) uring: PathBuf,
     /// The main sensor's state directory (its `status.json` counts kernel losses).
     pub(super) main_state: PathBuf,
+    /// The main sensor's metrics port (how far behind the kernel it is).
+    pub(super) main_metrics: u16,
     /// The `collector` binary, the collector's URL, and the host name of the judged sensor.
     pub(super) collector: PathBuf,
     pub(super) server: String,
@@ -44,6 +46,7 @@ impl Suite {
     pub(super) fn new(
         root: &Path,
         main_state: PathBuf,
+        main_metrics: u16,
         collector: PathBuf,
         server: String,
         host: String,
@@ -55,6 +58,7 @@ impl Suite {
         Ok(Suite {
             uring,
             main_state,
+            main_metrics,
             collector,
             server,
             host,
@@ -94,12 +98,17 @@ pub struct EvasionResult {
     pub lost: Option<u64>,
 }
 
-/// The variants to run in `scope`: all of them, or the first of each family.
+/// The variants to run in `scope`: all of them, or the first of each family (of the plan's
+/// families, when it names some).
 pub(super) fn chosen(plan: &Plan, scope: impl Fn(Scope) -> bool) -> Vec<(usize, &'static Evasion)> {
     let mut families = BTreeSet::new();
+    let wanted = |e: &Evasion| {
+        plan.evasion_families.is_empty() || plan.evasion_families.iter().any(|f| f == e.family)
+    };
     EVASIONS
         .iter()
         .enumerate()
+        .filter(|(_, e)| wanted(e))
         .filter(|(_, e)| !plan.one_per_family || families.insert(e.family))
         .filter(|(_, e)| scope(e.scope))
         .collect()
@@ -171,6 +180,43 @@ fn status_lost(state: &Path) -> Option<(SystemTime, u64)> {
     Some((written, status["lost"].as_u64()?))
 }
 
+/// The main sensor's `drains_behind` count (reads of the ring that left records waiting) and
+/// deviations spooled for the collector, from its metrics endpoint.
+fn backlog(port: u16) -> anyhow::Result<(f64, f64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let value = |name: &str| -> anyhow::Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("{name} in the sensor's metrics"))
+    };
+    Ok((
+        value("sensor_drains_behind_total")?,
+        value("sensor_spool_depth")?,
+    ))
+}
+
+/// Waits until the main sensor has read everything the kernel wrote (no read of the ring left
+/// records waiting over a whole second) and the collector has every deviation it found.
+fn caught_up(suite: &Suite) -> anyhow::Result<()> {
+    let mut last = backlog(suite.main_metrics)?.0;
+    wait_until(
+        "the sensor to catch up with the kernel",
+        Duration::from_secs(600),
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let (behind, spooled) = backlog(suite.main_metrics).ok()?;
+            let steady = behind == last && spooled == 0.0;
+            last = behind;
+            steady.then_some(())
+        },
+    )
+}
+
 /// The cgroup an identity-switch variant may have made, removed once its process has left.
 fn remove_cgroup(tag: &str) {
     let cg = cgroup2_root().join(format!("evade-{tag}"));
@@ -194,6 +240,11 @@ pub(super) fn on_job(
     out: &mut Vec<EvasionRun>,
 ) -> anyhow::Result<()> {
     for (index, e) in chosen(plan, |s| (s == Scope::Last) == last) {
+        if e.max_latency_ms.is_some() {
+            // Timed from a standing start: what is timed is how the agent copes with what the
+            // variant plants, not the backlog an earlier flood left it.
+            caught_up(suite)?;
+        }
         let tag = tag(index, w);
         let secret = plant_secret(&runner.job_dir(w).join("home"), &tag)?;
         let port = listeners::start(Listener::Http)?;

@@ -63,6 +63,8 @@ pub struct Plan {
     pub benign_windows: u32,
     /// Only the first variant of each family.
     pub one_per_family: bool,
+    /// Only the evasion variants of these families (all when empty).
+    pub evasion_families: Vec<String>,
     /// Run the attack families of `attacks`.
     pub attacks: bool,
     /// Run the evasion families of `evasion`.
@@ -90,6 +92,7 @@ impl Plan {
             evasion: false,
             benign_runs: clean,
             one_per_family: true,
+            evasion_families: Vec::new(),
             curve: Vec::new(),
             ..Plan::new(bin_dir, false)
         }
@@ -113,6 +116,7 @@ impl Plan {
             window: Duration::from_secs(5),
             benign_windows: 4,
             one_per_family: quick,
+            evasion_families: Vec::new(),
             attacks: true,
             evasion: true,
             curve: if quick {
@@ -198,6 +202,7 @@ fn curve_host(runs: u32) -> String {
     format!("detect-learn-{runs}")
 }
 
+/// A sensor under test and its metrics port.
 fn start_sensor(
     bin_dir: &Path,
     server: &str,
@@ -205,12 +210,13 @@ fn start_sensor(
     host: &str,
     runs: u32,
     period: Duration,
-) -> anyhow::Result<Guard> {
+) -> anyhow::Result<(Guard, u16)> {
+    let metrics = free_port()?;
     let sensor = Guard(
         Command::new(bin_dir.join("sensor"))
             .args(["run", "--collector", server, "--host", host])
             // Its own metrics port: several sensors run side by side (the default is fixed).
-            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .args(["--learning-runs", &runs.to_string()])
             .args(["--learning-period", &format!("{}s", period.as_secs())])
             .arg("--state-dir")
@@ -224,7 +230,7 @@ fn start_sensor(
         std::fs::read_to_string(state.join("status.json")).ok()
     })
     .with_context(|| log_tail(state))?;
-    Ok(sensor)
+    Ok((sensor, metrics))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -283,28 +289,33 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
     for &w in &plan.jobs {
         runner.prepare(w)?;
     }
-    let mut sensors = vec![start_sensor(
+    let (main_sensor, main_metrics) = start_sensor(
         &plan.bin_dir,
         &server,
         &tmp.path().join("state-main"),
         MAIN_HOST,
         plan.learning_runs,
         plan.learning_period,
-    )?];
+    )?;
+    let mut sensors = vec![main_sensor];
     for &(runs, period) in &plan.curve {
-        sensors.push(start_sensor(
-            &plan.bin_dir,
-            &server,
-            &tmp.path().join(format!("state-{runs}")),
-            &curve_host(runs),
-            runs,
-            period,
-        )?);
+        sensors.push(
+            start_sensor(
+                &plan.bin_dir,
+                &server,
+                &tmp.path().join(format!("state-{runs}")),
+                &curve_host(runs),
+                runs,
+                period,
+            )?
+            .0,
+        );
     }
 
     let suite = evasion_run::Suite::new(
         &tmp.path().join("evasion"),
         tmp.path().join("state-main"),
+        main_metrics,
         collector_bin.clone(),
         server.clone(),
         MAIN_HOST.to_owned(),
