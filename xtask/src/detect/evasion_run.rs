@@ -33,8 +33,6 @@ pub(super) struct Suite {
     pub(super) uring: PathBuf,
     /// The main sensor's state directory (its `status.json` counts kernel losses).
     pub(super) main_state: PathBuf,
-    /// The main sensor's metrics port (how far behind the kernel it is).
-    pub(super) main_metrics: u16,
     /// The `collector` binary, the collector's URL, and the host name of the judged sensor.
     pub(super) collector: PathBuf,
     pub(super) server: String,
@@ -46,7 +44,6 @@ impl Suite {
     pub(super) fn new(
         root: &Path,
         main_state: PathBuf,
-        main_metrics: u16,
         collector: PathBuf,
         server: String,
         host: String,
@@ -58,7 +55,6 @@ impl Suite {
         Ok(Suite {
             uring,
             main_state,
-            main_metrics,
             collector,
             server,
             host,
@@ -180,41 +176,41 @@ fn status_lost(state: &Path) -> Option<(SystemTime, u64)> {
     Some((written, status["lost"].as_u64()?))
 }
 
-/// The main sensor's `drains_behind` count (reads of the ring that left records waiting) and
-/// deviations spooled for the collector, from its metrics endpoint.
-fn backlog(port: u16) -> anyhow::Result<(f64, f64)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let value = |name: &str| -> anyhow::Result<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .with_context(|| format!("{name} in the sensor's metrics"))
-    };
-    Ok((
-        value("sensor_drains_behind_total")?,
-        value("sensor_spool_depth")?,
-    ))
-}
-
-/// Waits until the main sensor has read everything the kernel wrote (no read of the ring left
-/// records waiting over a whole second) and the collector has every deviation it found.
-fn caught_up(suite: &Suite) -> anyhow::Result<()> {
-    let mut last = backlog(suite.main_metrics)?.0;
+/// Waits until the agent has judged and delivered everything that happened before now (it may
+/// still be draining an earlier flood's backlog): a marker run of job `w` reads a fresh fake
+/// credential (`id_<tag>-ready`, a HIGH novelty) and the collector must have its deviation.
+fn caught_up(runner: &mut JobRunner, w: Workload, suite: &Suite, tag: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let marker = plant_secret(&runner.job_dir(w).join("home"), &format!("{tag}-ready"))?;
+    let vars = [("MARKER", marker.display().to_string())];
+    let run = runner.run_env(w, "cat \"$MARKER\" > /dev/null", &vars)?;
+    let name = format!("id_{tag}-ready");
+    let workload = super::workload_id(w);
     wait_until(
-        "the sensor to catch up with the kernel",
+        "the agent to catch up (the marker run's deviation stored)",
         Duration::from_secs(600),
         || {
-            std::thread::sleep(Duration::from_secs(1));
-            let (behind, spooled) = backlog(suite.main_metrics).ok()?;
-            let steady = behind == last && spooled == 0.0;
-            last = behind;
-            steady.then_some(())
+            std::thread::sleep(Duration::from_millis(500));
+            let stored = store::deviations_between(
+                &suite.collector,
+                &suite.server,
+                &workload,
+                &suite.host,
+                run.start_ns - 2_000_000_000,
+                store::now_ns() + 2_000_000_000,
+            )
+            .ok()?;
+            stored
+                .iter()
+                .any(|d| run.contains(d) && names(d, std::slice::from_ref(&name)))
+                .then_some(())
         },
-    )
+    )?;
+    eprintln!(
+        "[detect] the agent caught up in {:.1?} before a timed variant",
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// The cgroup an identity-switch variant may have made, removed once its process has left.
@@ -243,7 +239,7 @@ pub(super) fn on_job(
         if e.max_latency_ms.is_some() {
             // Timed from a standing start: what is timed is how the agent copes with what the
             // variant plants, not the backlog an earlier flood left it.
-            caught_up(suite)?;
+            caught_up(runner, w, suite, &tag(index, w))?;
         }
         let tag = tag(index, w);
         let secret = plant_secret(&runner.job_dir(w).join("home"), &tag)?;

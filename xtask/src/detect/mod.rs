@@ -202,7 +202,6 @@ fn curve_host(runs: u32) -> String {
     format!("detect-learn-{runs}")
 }
 
-/// A sensor under test and its metrics port.
 fn start_sensor(
     bin_dir: &Path,
     server: &str,
@@ -210,13 +209,12 @@ fn start_sensor(
     host: &str,
     runs: u32,
     period: Duration,
-) -> anyhow::Result<(Guard, u16)> {
-    let metrics = free_port()?;
+) -> anyhow::Result<Guard> {
     let sensor = Guard(
         Command::new(bin_dir.join("sensor"))
             .args(["run", "--collector", server, "--host", host])
             // Its own metrics port: several sensors run side by side (the default is fixed).
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--learning-runs", &runs.to_string()])
             .args(["--learning-period", &format!("{}s", period.as_secs())])
             .arg("--state-dir")
@@ -230,7 +228,7 @@ fn start_sensor(
         std::fs::read_to_string(state.join("status.json")).ok()
     })
     .with_context(|| log_tail(state))?;
-    Ok((sensor, metrics))
+    Ok(sensor)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -289,33 +287,28 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Report> {
     for &w in &plan.jobs {
         runner.prepare(w)?;
     }
-    let (main_sensor, main_metrics) = start_sensor(
+    let mut sensors = vec![start_sensor(
         &plan.bin_dir,
         &server,
         &tmp.path().join("state-main"),
         MAIN_HOST,
         plan.learning_runs,
         plan.learning_period,
-    )?;
-    let mut sensors = vec![main_sensor];
+    )?];
     for &(runs, period) in &plan.curve {
-        sensors.push(
-            start_sensor(
-                &plan.bin_dir,
-                &server,
-                &tmp.path().join(format!("state-{runs}")),
-                &curve_host(runs),
-                runs,
-                period,
-            )?
-            .0,
-        );
+        sensors.push(start_sensor(
+            &plan.bin_dir,
+            &server,
+            &tmp.path().join(format!("state-{runs}")),
+            &curve_host(runs),
+            runs,
+            period,
+        )?);
     }
 
     let suite = evasion_run::Suite::new(
         &tmp.path().join("evasion"),
         tmp.path().join("state-main"),
-        main_metrics,
         collector_bin.clone(),
         server.clone(),
         MAIN_HOST.to_owned(),
