@@ -121,9 +121,19 @@ fn build_run(run: u32) -> Vec<Attributed> {
     let base = 1000 * run;
     let mut events = normal_run(&w, t, base);
     let (cargo, tar, app) = (base + 10, base + 11, base + 12);
-    let hash = format!("{:016x}", 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(run)));
+    let hash = format!(
+        "{:016x}",
+        0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(run))
+    );
     events.extend([
-        ev(&w, t, cargo, "/usr/bin/cargo", "/bin/bash", exec("/usr/bin/cargo")),
+        ev(
+            &w,
+            t,
+            cargo,
+            "/usr/bin/cargo",
+            "/bin/bash",
+            exec("/usr/bin/cargo"),
+        ),
         ev(
             &w,
             t,
@@ -135,7 +145,14 @@ fn build_run(run: u32) -> Vec<Attributed> {
                 new: PRODUCT.into(),
             }),
         ),
-        ev(&w, t, tar, "/usr/bin/tar", "/bin/bash", exec("/usr/bin/tar")),
+        ev(
+            &w,
+            t,
+            tar,
+            "/usr/bin/tar",
+            "/bin/bash",
+            exec("/usr/bin/tar"),
+        ),
         ev(&w, t, tar, "/usr/bin/tar", "/bin/bash", open(ARCHIVE, true)),
         ev(&w, t, app, PRODUCT, "/bin/bash", exec(PRODUCT)),
     ]);
@@ -164,7 +181,11 @@ fn content_moved_onto_a_learnt_output_by_a_new_hand_is_high() {
     for run in 1..6 {
         assert_eq!(feed(&mut engine, &build_run(run)), [], "learning run {run}");
     }
-    assert_eq!(feed(&mut engine, &build_run(6)), [], "the build's own moves");
+    assert_eq!(
+        feed(&mut engine, &build_run(6)),
+        [],
+        "the build's own moves"
+    );
     let d = feed(
         &mut engine,
         &[
@@ -216,7 +237,9 @@ fn content_moved_onto_a_learnt_output_by_a_new_hand_is_high() {
         )],
     );
     assert_eq!(
-        d.iter().map(|d| (d.kind(), d.severity())).collect::<Vec<_>>(),
+        d.iter()
+            .map(|d| (d.kind(), d.severity()))
+            .collect::<Vec<_>>(),
         [(DeviationKind::NewFileAccess, Severity::Medium)],
         "{d:#?}"
     );
