@@ -38,13 +38,17 @@ pub(crate) fn is_novel(
         return !baseline.knows(behaviour);
     }
     match behaviour {
-        // Who moved content onto a path matters only where the workload's own product lies;
-        // elsewhere the write of the path (`Behaviour::File`) already says what is new.
+        // Who moved content onto a path matters only on files the workload knows (its product,
+        // what it reads); elsewhere the write of the path (`Behaviour::File`) already says
+        // what is new.
         Behaviour::FileOperation {
             operation: FileChange::Replace,
             path,
             ..
-        } => replaces_product(baseline, path) && baseline.is_novel(behaviour),
+        } => {
+            let (product, read) = replaced(baseline, path);
+            (product || read) && baseline.is_novel(behaviour)
+        }
         _ => is_novel_plain(baseline, behaviour),
     }
 }
@@ -77,18 +81,26 @@ pub(crate) fn tree_root(event: &Attributed) -> u32 {
         .map_or(event.event.pid, |(pid, _)| *pid)
 }
 
-/// Whether `path` (generalised) is the workload's own product: a file it wrote or moved into
-/// place while learning, or an executable it ran.
-fn replaces_product(baseline: &WorkloadBaseline, path: &str) -> bool {
-    baseline.profile.outputs.contains(path)
-        || baseline.learned.intents(path).any(|i| i.modifies())
-        || baseline.knows(&Behaviour::Executable(path.to_owned()))
+/// What content moved onto `path` (generalised) replaces: `(product, input)`: the workload's
+/// own product (a file it wrote or moved into place while learning, or an executable it ran),
+/// or a file it only ever read.
+fn replaced(baseline: &WorkloadBaseline, path: &str) -> (bool, bool) {
+    let mut read = false;
+    for intent in baseline.learned.intents(path) {
+        if intent.modifies() {
+            return (true, false);
+        }
+        read = true;
+    }
+    let product = baseline.profile.outputs.contains(path)
+        || baseline.knows(&Behaviour::Executable(path.to_owned()));
+    (product, read && !product)
 }
 
 /// What a new modifying access does to a file the workload knows: `(output, input)`: it
 /// modifies a file the workload produces (written while learning, or moved into place by link or
 /// rename), or one it only ever read (a served page, a checked-out source). Content moved onto
-/// the workload's product by a new hand (another tool, another directory) tampers with it too.
+/// either by a new hand (another tool, another directory) tampers with it too.
 fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
     if let Behaviour::FileOperation {
         operation: FileChange::Replace,
@@ -96,7 +108,7 @@ fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
         ..
     } = behaviour
     {
-        return (replaces_product(baseline, path), false);
+        return replaced(baseline, path);
     }
     let Behaviour::File { path, intent } = behaviour else {
         return (false, false);

@@ -159,6 +159,10 @@ fn build_run(run: u32) -> Vec<Attributed> {
     events
 }
 
+fn has_signal(d: &proto::v1::Deviation, signal: &str) -> bool {
+    d.signals.iter().any(|s| s == signal)
+}
+
 fn moved_onto(run: &str, exe: &str, op: FileOperation) -> Attributed {
     ev(
         &job(run),
@@ -218,13 +222,31 @@ fn content_moved_onto_a_learnt_output_by_a_new_hand_is_high() {
             })
             .unwrap_or_else(|| panic!("{product} replaced: {d:#?}"));
         assert_eq!(found.severity(), Severity::High, "{found:#?}");
-        assert!(
-            found.signals.iter().any(|s| s == "output-tampering"),
-            "{found:#?}"
-        );
+        assert!(has_signal(found, "output-tampering"), "{found:#?}");
         assert!(found.tags.contains(&"mitre:T1565.001".to_owned()));
     }
-    // A rename onto a path that is not the workload's product: only its write is new.
+    // A served page or a config the workload only reads, swapped by name: input tampering,
+    // high too, each hand on its own (the write of the path is one novelty, reported once).
+    for (exe, from) in [("/usr/bin/mv", "/w/.h"), ("/usr/bin/ln", "/tmp/.h")] {
+        let d = feed(
+            &mut engine,
+            &[moved_onto(
+                "7",
+                exe,
+                FileOperation::Rename {
+                    from: from.into(),
+                    to: "/etc/hosts".into(),
+                },
+            )],
+        );
+        let found = d
+            .iter()
+            .find(|d| d.summary.contains("replace /etc/hosts "))
+            .unwrap_or_else(|| panic!("/etc/hosts replaced by {exe}: {d:#?}"));
+        assert_eq!(found.severity(), Severity::High, "{found:#?}");
+        assert!(has_signal(found, "input-tampering"), "{found:#?}");
+    }
+    // A rename onto a path the workload does not know: only its write is new.
     let d = feed(
         &mut engine,
         &[moved_onto(
