@@ -80,15 +80,18 @@ fn chosen_families_on_every_workload() {
         .collect();
     let report = detect::measure(&plan).expect("suite runs");
     for r in &report.evasion {
+        let severity = r.evidence.as_deref().and_then(|e| e.split_whitespace().next());
         println!(
-            "| {} | {} | {:?} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.family,
             r.name,
-            r.workload,
+            r.workload.job(),
             r.run,
             if r.detected { "yes" } else { "**no**" },
-            r.latency_ms.map_or("-".into(), |l| format!("{l:.1} ms")),
-            r.evidence.as_deref().unwrap_or("none"),
+            severity.unwrap_or("none"),
+            r.latency_ms.map_or("–".into(), |l| format!("{l:.1} ms")),
+            r.shortfall.as_deref().unwrap_or(""),
+            r.evidence.as_deref().unwrap_or("none").replace('|', "\\|"),
         );
     }
     eprintln!("suite took {:?}", report.elapsed);
