@@ -138,19 +138,43 @@ impl Behaviour {
                 .chain(written_by_name(op))
                 .chain(replaced(op, &event.process.executable))
                 .collect(),
-            // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
-            EventKind::IoUring(use_) => vec![Behaviour::Privilege {
+            // io_uring bypasses the syscall hooks: its use and each request kind are learnt,
+            // and a file it opens by an absolute name is a file access like an open(2) of it.
+            EventKind::IoUring(use_) => std::iter::once(Behaviour::Privilege {
                 operation: PrivilegeOperation::IoUring,
                 detail: match use_ {
                     IoUringUse::Setup { .. } => "setup".into(),
                     IoUringUse::Submit { opcode, .. } => io_uring_opcode_name(*opcode).into(),
                 },
-            }],
+            })
+            .chain(io_uring_open(use_).map(|path| Behaviour::File {
+                path: generalize_path(path),
+                // The request's flags are not captured: the intent is unknown.
+                intent: OpenIntent::default(),
+            }))
+            .collect(),
             // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
             _ => Vec::new(),
         }
     }
 }
+
+/// The absolute name an io_uring open request (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`)
+/// submitted; a relative one is relative to a directory fd the agent does not know.
+pub fn io_uring_open(use_: &IoUringUse) -> Option<&str> {
+    match use_ {
+        IoUringUse::Submit {
+            opcode: IORING_OP_OPENAT | IORING_OP_OPENAT2,
+            name: Some(name),
+            ..
+        } if name.starts_with('/') => Some(name),
+        _ => None,
+    }
+}
+
+/// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (include/uapi/linux/io_uring.h).
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
 
 /// `(operation, detail)` of a privileged operation; the detail leaves out what changes every
 /// time (target pids, results). `None` only for a set-id syscall the decoder does not name

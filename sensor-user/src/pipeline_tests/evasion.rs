@@ -536,3 +536,91 @@ fn past_the_cap_a_secret_read_is_still_reported_alone() {
         "{d:#?}"
     );
 }
+
+fn uring_open(name: &str) -> EventKind {
+    EventKind::IoUring(crate::event::IoUringUse::Submit {
+        opcode: 18,
+        name: Some(name.into()),
+        destination: None,
+    })
+}
+
+/// A job whose tools use io_uring to open files (so io_uring and its `openat` are learnt): a
+/// file opened through the ring is judged like an open(2) of it, by its name and, for a
+/// credential store moved or linked elsewhere, as the store.
+#[test]
+fn a_file_opened_through_io_uring_is_judged_like_an_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let uring_run = |run: u32| {
+        let w = job(&run.to_string());
+        let t = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, t, 1000 * run);
+        events.push(ev(
+            &w,
+            t,
+            1000 * run + 9,
+            "/usr/bin/curl",
+            "/bin/bash",
+            uring_open("/etc/hosts"),
+        ));
+        events
+    };
+    for run in 1..6 {
+        assert_eq!(feed(&mut engine, &uring_run(run)), [], "learning run {run}");
+    }
+    assert_eq!(
+        feed(&mut engine, &uring_run(6)),
+        [],
+        "learnt io_uring opens"
+    );
+    let store = "/home/runner/.ssh/id_deploy";
+    let alias = "/home/runner/work/.cache/k";
+    let w = job("7");
+    let d = feed(
+        &mut engine,
+        &[
+            ev(
+                &w,
+                at(7 * 3600),
+                7001,
+                "/usr/bin/curl",
+                "/bin/bash",
+                uring_open(store),
+            ),
+            ev(
+                &w,
+                at(7 * 3600),
+                7002,
+                "/usr/bin/ln",
+                "/bin/bash",
+                EventKind::FileOp(FileOperation::Link {
+                    existing: store.into(),
+                    new: alias.into(),
+                }),
+            ),
+            ev(
+                &job("8"),
+                at(8 * 3600),
+                8001,
+                "/usr/bin/curl",
+                "/bin/bash",
+                uring_open(alias),
+            ),
+        ],
+    );
+    let reads: Vec<_> = d
+        .iter()
+        .filter(|d| d.kind() == DeviationKind::NewFileAccess && d.summary.contains(store))
+        .collect();
+    assert_eq!(reads.len(), 2, "by name, then through the link: {d:#?}");
+    assert!(
+        reads.iter().all(|d| d.severity() >= Severity::High),
+        "{d:#?}"
+    );
+    assert!(has_signal(reads[1], "via-link"), "{:#?}", reads[1]);
+    assert!(
+        d.iter().all(|d| d.kind() != DeviationKind::NewPrivilegeUse),
+        "io_uring's openat is learnt: {d:#?}"
+    );
+}
