@@ -80,7 +80,10 @@ fn chosen_families_on_every_workload() {
         .collect();
     let report = detect::measure(&plan).expect("suite runs");
     for r in &report.evasion {
-        let severity = r.evidence.as_deref().and_then(|e| e.split_whitespace().next());
+        let severity = r
+            .evidence
+            .as_deref()
+            .and_then(|e| e.split_whitespace().next());
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.family,
