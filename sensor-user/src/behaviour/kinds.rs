@@ -125,14 +125,19 @@ pub enum FileChange {
     Chown,
     Link,
     Symlink,
+    /// New content moved onto a path by name (rename or link onto it), with where it came from
+    /// and what moved it: how a build moves its outputs into place, and how an attacker swaps
+    /// one without writing it.
+    Replace,
 }
 
 impl FileChange {
-    pub const ALL: [FileChange; 4] = [
+    pub const ALL: [FileChange; 5] = [
         FileChange::Chmod,
         FileChange::Chown,
         FileChange::Link,
         FileChange::Symlink,
+        FileChange::Replace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -141,6 +146,7 @@ impl FileChange {
             FileChange::Chown => "chown",
             FileChange::Link => "link",
             FileChange::Symlink => "symlink",
+            FileChange::Replace => "replace",
         }
     }
 }

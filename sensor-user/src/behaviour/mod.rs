@@ -56,9 +56,10 @@ pub enum Behaviour {
         port: u16,
         protocol: Protocol,
     },
-    /// A security-relevant file change: chmod, chown, link, symlink (`detail`: the new mode,
-    /// owner, link or target; links and targets generalised too). Renames, unlinks and mkdirs of
-    /// build trees are not baselined (yet).
+    /// A security-relevant file change: chmod, chown, link, symlink, replace (`detail`: the new
+    /// mode, owner, link or target, or for a rename or link onto `path` where the content came
+    /// from and what moved it; paths generalised too). Unlinks and mkdirs of build trees are not
+    /// baselined (yet).
     FileOperation {
         operation: FileChange,
         path: String,
@@ -135,20 +136,45 @@ impl Behaviour {
             EventKind::FileOp(op) => file_operation(op)
                 .into_iter()
                 .chain(written_by_name(op))
+                .chain(replaced(op, &event.process.executable))
                 .collect(),
-            // io_uring bypasses the syscall hooks: its use and each request kind are learnt.
-            EventKind::IoUring(use_) => vec![Behaviour::Privilege {
+            // io_uring bypasses the syscall hooks: its use and each request kind are learnt,
+            // and a file it opens by an absolute name is a file access like an open(2) of it.
+            EventKind::IoUring(use_) => std::iter::once(Behaviour::Privilege {
                 operation: PrivilegeOperation::IoUring,
                 detail: match use_ {
                     IoUringUse::Setup { .. } => "setup".into(),
                     IoUringUse::Submit { opcode, .. } => io_uring_opcode_name(*opcode).into(),
                 },
-            }],
+            })
+            .chain(io_uring_open(use_).map(|path| Behaviour::File {
+                path: generalize_path(path),
+                // The request's flags are not captured: the intent is unknown.
+                intent: OpenIntent::default(),
+            }))
+            .collect(),
             // Not baseline dimensions (yet): fork, exit, bind, accept, DNS responses.
             _ => Vec::new(),
         }
     }
 }
+
+/// The absolute name an io_uring open request (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`)
+/// submitted; a relative one is relative to a directory fd the agent does not know.
+pub fn io_uring_open(use_: &IoUringUse) -> Option<&str> {
+    match use_ {
+        IoUringUse::Submit {
+            opcode: IORING_OP_OPENAT | IORING_OP_OPENAT2,
+            name: Some(name),
+            ..
+        } if name.starts_with('/') => Some(name),
+        _ => None,
+    }
+}
+
+/// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (include/uapi/linux/io_uring.h).
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
 
 /// `(operation, detail)` of a privileged operation; the detail leaves out what changes every
 /// time (target pids, results). `None` only for a set-id syscall the decoder does not name
@@ -202,6 +228,28 @@ fn written_by_name(op: &FileOperation) -> Option<Behaviour> {
             truncate: true,
             ..OpenIntent::default()
         },
+    })
+}
+
+/// Who moved new content onto a path by name, and from where: the destination, and as detail
+/// `from <source directory> by <executable>` (both generalised). A build moves its outputs into
+/// place the same way every run; content swapped in by another tool or from another directory
+/// is tampering with the output (see `detect::judge`), though the path itself is learnt.
+fn replaced(op: &FileOperation, executable: &str) -> Option<Behaviour> {
+    let (from, to) = match op {
+        FileOperation::Rename { from, to } => (from, to),
+        FileOperation::Link { existing, new } => (existing, new),
+        _ => return None,
+    };
+    let dir = from.rsplit_once('/').map_or("", |(dir, _)| dir);
+    Some(Behaviour::FileOperation {
+        operation: FileChange::Replace,
+        path: generalize_path(to),
+        detail: format!(
+            "from {} by {}",
+            generalize_path(if dir.is_empty() { "/" } else { dir }),
+            generalize_path(executable)
+        ),
     })
 }
 

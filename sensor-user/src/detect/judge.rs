@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::attribute::Attributed;
 use crate::baseline::{LearningConfig, WorkloadBaseline, stability};
-use crate::behaviour::{Behaviour, generalize_path};
+use crate::behaviour::{Behaviour, FileChange, generalize_path};
 use crate::event::OpenIntent;
 
 use super::finding::{Evidence, Signal, Verdict};
@@ -37,6 +37,23 @@ pub(crate) fn is_novel(
     if severity::is_credential_access(behaviour, secrets) {
         return !baseline.knows(behaviour);
     }
+    match behaviour {
+        // Who moved content onto a path matters only on files the workload knows (its product,
+        // what it reads); elsewhere the write of the path (`Behaviour::File`) already says
+        // what is new.
+        Behaviour::FileOperation {
+            operation: FileChange::Replace,
+            path,
+            ..
+        } => {
+            let (product, read) = replaced(baseline, path);
+            (product || read) && baseline.is_novel(behaviour)
+        }
+        _ => is_novel_plain(baseline, behaviour),
+    }
+}
+
+fn is_novel_plain(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> bool {
     match *behaviour {
         Behaviour::ActiveTime { weekday, hour } => {
             let at = i32::from(weekday) * 24 + i32::from(hour);
@@ -64,10 +81,35 @@ pub(crate) fn tree_root(event: &Attributed) -> u32 {
         .map_or(event.event.pid, |(pid, _)| *pid)
 }
 
+/// What content moved onto `path` (generalised) replaces: `(product, input)`: the workload's
+/// own product (a file it wrote or moved into place while learning, or an executable it ran),
+/// or a file it only ever read.
+fn replaced(baseline: &WorkloadBaseline, path: &str) -> (bool, bool) {
+    let mut read = false;
+    for intent in baseline.learned.intents(path) {
+        if intent.modifies() {
+            return (true, false);
+        }
+        read = true;
+    }
+    let product = baseline.profile.outputs.contains(path)
+        || baseline.knows(&Behaviour::Executable(path.to_owned()));
+    (product, read && !product)
+}
+
 /// What a new modifying access does to a file the workload knows: `(output, input)`: it
 /// modifies a file the workload produces (written while learning, or moved into place by link or
-/// rename), or one it only ever read (a served page, a checked-out source).
+/// rename), or one it only ever read (a served page, a checked-out source). Content moved onto
+/// either by a new hand (another tool, another directory) tampers with it too.
 fn tampers(baseline: &WorkloadBaseline, behaviour: &Behaviour) -> (bool, bool) {
+    if let Behaviour::FileOperation {
+        operation: FileChange::Replace,
+        path,
+        ..
+    } = behaviour
+    {
+        return replaced(baseline, path);
+    }
     let Behaviour::File { path, intent } = behaviour else {
         return (false, false);
     };

@@ -308,11 +308,13 @@ impl Step<'_> {
     fn behaviours(&mut self, siblings: &mut sequence::Siblings) -> Vec<Behaviour> {
         let event = self.event;
         let mut behaviours = Behaviour::of(event);
-        if let (Some(secret), [Behaviour::File { path, .. }]) =
-            (&self.secret_alias, behaviours.as_mut_slice())
-        {
-            // Judged as the store it is, whatever name it was reached by.
-            *path = generalize_path(secret);
+        if let Some(secret) = &self.secret_alias {
+            for b in &mut behaviours {
+                if let Behaviour::File { path, .. } = b {
+                    // Judged as the store it is, whatever name it was reached by.
+                    *path = generalize_path(secret);
+                }
+            }
         }
         match &event.event.kind {
             EventKind::Exit { .. } => siblings.exit(event.event.pid),
@@ -469,7 +471,7 @@ impl Step<'_> {
             self.secrets,
         );
         let mut scored = scored;
-        if self.secret_alias.is_some() {
+        if self.secret_alias.is_some() && matches!(behaviour, Behaviour::File { .. }) {
             scored.signals.push(Signal::ViaLink);
         }
         let credential = is_credential_access(&behaviour, self.secrets);

@@ -12,6 +12,7 @@
 //! | destination not from a name the workload resolved | +10           | `no-dns`                  |
 //! | destination from a DNS name the baseline knows (address rotation) | −15 | `known-name`        |
 //! | new kind of write to a file the workload produces | +25, at least 70 | `output-tampering`     |
+//! | content moved onto it by a new hand (rename/link by another tool or from another directory) | +25, at least 70 | `output-tampering` |
 //! | write to a file the workload only ever read | +15                 | `input-tampering`         |
 //! | process has euid 0 and a non-zero uid     | +10                   | `privileged`              |
 //! | base medium or more, and the incident deviated in 3 or more dimensions | +5 | `breadth:<n>` |

@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
+use crate::behaviour::io_uring_open;
 use crate::event::{EventKind, FileIdentity, FileOperation};
 
 use super::SecretPaths;
@@ -49,6 +50,10 @@ impl SecretFiles {
                     .and_then(|k| self.by_identity.get(&k))
                     .or_else(|| self.by_name.get(path))
                     .cloned()
+            }
+            // An io_uring open is known by its name only (its file's identity is not captured).
+            EventKind::IoUring(use_) => {
+                io_uring_open(use_).and_then(|name| self.by_name.get(&name.to_owned()).cloned())
             }
             EventKind::FileOp(
                 FileOperation::Link {

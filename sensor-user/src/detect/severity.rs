@@ -16,7 +16,9 @@
 //! | new DNS name           | LOW; HIGH for tunnelling-shaped names (a label over 40 characters |
 //! |                        | or a name over 100)                                               |
 //! | new listener           | MEDIUM                                                            |
-//! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths |
+//! | new file operation     | LOW; HIGH for chmod adding setuid/setgid and for credential paths;|
+//! |                        | MEDIUM for content moved by name onto a file the workload knows   |
+//! |                        | by a new hand (rename/link by another tool or from elsewhere)     |
 //! | new exec sequence      | LOW (the chain's context raises it, see `score`)                  |
 //! | new host, unusual time | LOW                                                               |
 //! | cardinality exploded   | HIGH: the dimension stops growing (and a flood may be meant to    |
@@ -255,6 +257,11 @@ fn base_severity(behaviour: &Behaviour, secrets: &SecretPaths) -> Severity {
         Behaviour::FileOperation {
             operation, detail, ..
         } if is_setid_chmod(*operation, detail) => Severity::High,
+        // A write by name: judged only on files the workload knows (see `judge`).
+        Behaviour::FileOperation {
+            operation: FileChange::Replace,
+            ..
+        } => Severity::Medium,
         Behaviour::FileOperation { .. } => Severity::Low,
         Behaviour::Sequence { .. } => Severity::Low,
         Behaviour::Host(_) => Severity::Low,

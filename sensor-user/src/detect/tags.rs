@@ -42,6 +42,11 @@ pub fn tags(
         }) => {
             if is_setid_chmod(*operation, detail) {
                 out.extend(["mitre:T1548.001", "owasp-nhi:NHI5"]);
+            } else if has(Signal::OutputTampering) {
+                // Content moved onto the workload's product by name (see `judge`).
+                out.extend(["mitre:T1565.001", "mitre:T1195.002"]);
+            } else if has(Signal::InputTampering) {
+                out.push("mitre:T1565.001");
             } else if secrets.matches(path) {
                 out.extend(["mitre:T1552.001", "owasp-nhi:NHI2"]);
             } else {

@@ -7,7 +7,7 @@
 use proto::v1::{DeviationKind, Severity};
 
 use super::*;
-use crate::behaviour::Behaviour;
+use crate::behaviour::{Behaviour, FileChange};
 use crate::detect::{BUDGET, SecretPaths, is_credential_access};
 use crate::event::FileOperation;
 
@@ -90,16 +90,181 @@ fn rename_and_link_onto_a_path_are_writes_of_it() {
         path: "/w/out/app".into(),
         intent: "write|create|truncate".parse().expect("intent"),
     };
+    let moved = Behaviour::FileOperation {
+        operation: FileChange::Replace,
+        path: "/w/out/app".into(),
+        detail: "from /w by /bin/mv".into(),
+    };
     let renamed = write(FileOperation::Rename {
         from: "/w/.new".into(),
         to: "/w/out/app".into(),
     });
-    assert_eq!(renamed, std::slice::from_ref(&written));
+    assert_eq!(renamed, [written.clone(), moved.clone()]);
     let linked = write(FileOperation::Link {
         existing: "/w/.new".into(),
         new: "/w/out/app".into(),
     });
-    assert!(linked.contains(&written), "{linked:?}");
+    assert!(
+        linked.contains(&written) && linked.contains(&moved),
+        "{linked:?}"
+    );
+}
+
+const PRODUCT: &str = "/w/target/debug/app";
+const ARCHIVE: &str = "/w/dist/app.tgz";
+
+/// A build run: cargo links its fresh binary (a new hash every run) into place, tar writes the
+/// archive, and the binary runs.
+fn build_run(run: u32) -> Vec<Attributed> {
+    let w = job(&run.to_string());
+    let t = at(u64::from(run) * 3600);
+    let base = 1000 * run;
+    let mut events = normal_run(&w, t, base);
+    let (cargo, tar, app) = (base + 10, base + 11, base + 12);
+    let hash = format!(
+        "{:016x}",
+        0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(run))
+    );
+    events.extend([
+        ev(
+            &w,
+            t,
+            cargo,
+            "/usr/bin/cargo",
+            "/bin/bash",
+            exec("/usr/bin/cargo"),
+        ),
+        ev(
+            &w,
+            t,
+            cargo,
+            "/usr/bin/cargo",
+            "/bin/bash",
+            EventKind::FileOp(FileOperation::Link {
+                existing: format!("/w/target/debug/deps/app-{hash}"),
+                new: PRODUCT.into(),
+            }),
+        ),
+        ev(
+            &w,
+            t,
+            tar,
+            "/usr/bin/tar",
+            "/bin/bash",
+            exec("/usr/bin/tar"),
+        ),
+        ev(&w, t, tar, "/usr/bin/tar", "/bin/bash", open(ARCHIVE, true)),
+        ev(&w, t, app, PRODUCT, "/bin/bash", exec(PRODUCT)),
+    ]);
+    events
+}
+
+fn has_signal(d: &proto::v1::Deviation, signal: &str) -> bool {
+    d.signals.iter().any(|s| s == signal)
+}
+
+fn moved_onto(run: &str, exe: &str, op: FileOperation) -> Attributed {
+    ev(
+        &job(run),
+        at(7 * 3600),
+        7999,
+        exe,
+        "/bin/bash",
+        EventKind::FileOp(op),
+    )
+}
+
+/// The product's path is learnt (the build moves it into place every run), so what replaces
+/// it by name is judged by who moves it and from where: a new hand on a learnt output or
+/// executable is high output tampering; the build's own moves, and renames onto paths that are
+/// not the workload's product, are not.
+#[test]
+fn content_moved_onto_a_learnt_output_by_a_new_hand_is_high() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    for run in 1..6 {
+        assert_eq!(feed(&mut engine, &build_run(run)), [], "learning run {run}");
+    }
+    assert_eq!(
+        feed(&mut engine, &build_run(6)),
+        [],
+        "the build's own moves"
+    );
+    let d = feed(
+        &mut engine,
+        &[
+            // mv of a dropped file over the binary the build links into place.
+            moved_onto(
+                "7",
+                "/usr/bin/mv",
+                FileOperation::Rename {
+                    from: "/w/.o-x".into(),
+                    to: PRODUCT.into(),
+                },
+            ),
+            // cargo itself, but from /dev/shm, onto the archive tar writes.
+            moved_onto(
+                "7",
+                "/usr/bin/cargo",
+                FileOperation::Link {
+                    existing: "/dev/shm/.a".into(),
+                    new: ARCHIVE.into(),
+                },
+            ),
+        ],
+    );
+    for product in [PRODUCT, ARCHIVE] {
+        let found = d
+            .iter()
+            .find(|d| {
+                d.kind() == DeviationKind::NewFileOperation
+                    && d.summary.contains(&format!("replace {product} "))
+            })
+            .unwrap_or_else(|| panic!("{product} replaced: {d:#?}"));
+        assert_eq!(found.severity(), Severity::High, "{found:#?}");
+        assert!(has_signal(found, "output-tampering"), "{found:#?}");
+        assert!(found.tags.contains(&"mitre:T1565.001".to_owned()));
+    }
+    // A served page or a config the workload only reads, swapped by name: input tampering,
+    // high too, each hand on its own (the write of the path is one novelty, reported once).
+    for (exe, from) in [("/usr/bin/mv", "/w/.h"), ("/usr/bin/ln", "/tmp/.h")] {
+        let d = feed(
+            &mut engine,
+            &[moved_onto(
+                "7",
+                exe,
+                FileOperation::Rename {
+                    from: from.into(),
+                    to: "/etc/hosts".into(),
+                },
+            )],
+        );
+        let found = d
+            .iter()
+            .find(|d| d.summary.contains("replace /etc/hosts "))
+            .unwrap_or_else(|| panic!("/etc/hosts replaced by {exe}: {d:#?}"));
+        assert_eq!(found.severity(), Severity::High, "{found:#?}");
+        assert!(has_signal(found, "input-tampering"), "{found:#?}");
+    }
+    // A rename onto a path the workload does not know: only its write is new.
+    let d = feed(
+        &mut engine,
+        &[moved_onto(
+            "7",
+            "/usr/bin/mv",
+            FileOperation::Rename {
+                from: "/w/.o-y".into(),
+                to: "/w/notes.txt".into(),
+            },
+        )],
+    );
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.kind(), d.severity()))
+            .collect::<Vec<_>>(),
+        [(DeviationKind::NewFileAccess, Severity::Medium)],
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -369,5 +534,93 @@ fn past_the_cap_a_secret_read_is_still_reported_alone() {
             && d.severity() >= Severity::High
             && d.summary.contains("/home/runner/.ssh/id_rsa")),
         "{d:#?}"
+    );
+}
+
+fn uring_open(name: &str) -> EventKind {
+    EventKind::IoUring(crate::event::IoUringUse::Submit {
+        opcode: 18,
+        name: Some(name.into()),
+        destination: None,
+    })
+}
+
+/// A job whose tools use io_uring to open files (so io_uring and its `openat` are learnt): a
+/// file opened through the ring is judged like an open(2) of it, by its name and, for a
+/// credential store moved or linked elsewhere, as the store.
+#[test]
+fn a_file_opened_through_io_uring_is_judged_like_an_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine(dir.path());
+    let uring_run = |run: u32| {
+        let w = job(&run.to_string());
+        let t = at(u64::from(run) * 3600);
+        let mut events = normal_run(&w, t, 1000 * run);
+        events.push(ev(
+            &w,
+            t,
+            1000 * run + 9,
+            "/usr/bin/curl",
+            "/bin/bash",
+            uring_open("/etc/hosts"),
+        ));
+        events
+    };
+    for run in 1..6 {
+        assert_eq!(feed(&mut engine, &uring_run(run)), [], "learning run {run}");
+    }
+    assert_eq!(
+        feed(&mut engine, &uring_run(6)),
+        [],
+        "learnt io_uring opens"
+    );
+    let store = "/home/runner/.ssh/id_deploy";
+    let alias = "/home/runner/work/.cache/k";
+    let w = job("7");
+    let d = feed(
+        &mut engine,
+        &[
+            ev(
+                &w,
+                at(7 * 3600),
+                7001,
+                "/usr/bin/curl",
+                "/bin/bash",
+                uring_open(store),
+            ),
+            ev(
+                &w,
+                at(7 * 3600),
+                7002,
+                "/usr/bin/ln",
+                "/bin/bash",
+                EventKind::FileOp(FileOperation::Link {
+                    existing: store.into(),
+                    new: alias.into(),
+                }),
+            ),
+            ev(
+                &job("8"),
+                at(8 * 3600),
+                8001,
+                "/usr/bin/curl",
+                "/bin/bash",
+                uring_open(alias),
+            ),
+        ],
+    );
+    let reads: Vec<_> = d
+        .iter()
+        .filter(|d| d.kind() == DeviationKind::NewFileAccess && d.summary.contains(store))
+        .collect();
+    assert_eq!(reads.len(), 2, "by name, then through the link: {d:#?}");
+    assert!(
+        reads.iter().all(|d| d.severity() >= Severity::High),
+        "{d:#?}"
+    );
+    assert!(has_signal(reads[1], "via-link"), "{:#?}", reads[1]);
+    assert!(
+        d.iter().all(|d| d.kind() != DeviationKind::NewPrivilegeUse),
+        "io_uring's openat is learnt: {d:#?}"
     );
 }

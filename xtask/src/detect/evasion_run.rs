@@ -94,12 +94,17 @@ pub struct EvasionResult {
     pub lost: Option<u64>,
 }
 
-/// The variants to run in `scope`: all of them, or the first of each family.
+/// The variants to run in `scope`: all of them, or the first of each family (of the plan's
+/// families, when it names some).
 pub(super) fn chosen(plan: &Plan, scope: impl Fn(Scope) -> bool) -> Vec<(usize, &'static Evasion)> {
     let mut families = BTreeSet::new();
+    let wanted = |e: &Evasion| {
+        plan.evasion_families.is_empty() || plan.evasion_families.iter().any(|f| f == e.family)
+    };
     EVASIONS
         .iter()
         .enumerate()
+        .filter(|(_, e)| wanted(e))
         .filter(|(_, e)| !plan.one_per_family || families.insert(e.family))
         .filter(|(_, e)| scope(e.scope))
         .collect()
@@ -171,6 +176,43 @@ fn status_lost(state: &Path) -> Option<(SystemTime, u64)> {
     Some((written, status["lost"].as_u64()?))
 }
 
+/// Waits until the agent has judged and delivered everything that happened before now (it may
+/// still be draining an earlier flood's backlog): a marker run of job `w` reads a fresh fake
+/// credential (`id_<tag>-ready`, a HIGH novelty) and the collector must have its deviation.
+fn caught_up(runner: &mut JobRunner, w: Workload, suite: &Suite, tag: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let marker = plant_secret(&runner.job_dir(w).join("home"), &format!("{tag}-ready"))?;
+    let vars = [("MARKER", marker.display().to_string())];
+    let run = runner.run_env(w, "cat \"$MARKER\" > /dev/null", &vars)?;
+    let name = format!("id_{tag}-ready");
+    let workload = super::workload_id(w);
+    wait_until(
+        "the agent to catch up (the marker run's deviation stored)",
+        Duration::from_secs(600),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let stored = store::deviations_between(
+                &suite.collector,
+                &suite.server,
+                &workload,
+                &suite.host,
+                run.start_ns - 2_000_000_000,
+                store::now_ns() + 2_000_000_000,
+            )
+            .ok()?;
+            stored
+                .iter()
+                .any(|d| run.contains(d) && names(d, std::slice::from_ref(&name)))
+                .then_some(())
+        },
+    )?;
+    eprintln!(
+        "[detect] the agent caught up in {:.1?} before a timed variant",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 /// The cgroup an identity-switch variant may have made, removed once its process has left.
 fn remove_cgroup(tag: &str) {
     let cg = cgroup2_root().join(format!("evade-{tag}"));
@@ -194,6 +236,11 @@ pub(super) fn on_job(
     out: &mut Vec<EvasionRun>,
 ) -> anyhow::Result<()> {
     for (index, e) in chosen(plan, |s| (s == Scope::Last) == last) {
+        if e.max_latency_ms.is_some() {
+            // Timed from a standing start: what is timed is how the agent copes with what the
+            // variant plants, not the backlog an earlier flood left it.
+            caught_up(runner, w, suite, &tag(index, w))?;
+        }
         let tag = tag(index, w);
         let secret = plant_secret(&runner.job_dir(w).join("home"), &tag)?;
         let port = listeners::start(Listener::Http)?;

@@ -63,6 +63,8 @@ pub struct Plan {
     pub benign_windows: u32,
     /// Only the first variant of each family.
     pub one_per_family: bool,
+    /// Only the evasion variants of these families (all when empty).
+    pub evasion_families: Vec<String>,
     /// Run the attack families of `attacks`.
     pub attacks: bool,
     /// Run the evasion families of `evasion`.
@@ -90,6 +92,7 @@ impl Plan {
             evasion: false,
             benign_runs: clean,
             one_per_family: true,
+            evasion_families: Vec::new(),
             curve: Vec::new(),
             ..Plan::new(bin_dir, false)
         }
@@ -113,6 +116,7 @@ impl Plan {
             window: Duration::from_secs(5),
             benign_windows: 4,
             one_per_family: quick,
+            evasion_families: Vec::new(),
             attacks: true,
             evasion: true,
             curve: if quick {

@@ -337,8 +337,10 @@ the action for the frozen-agent variants, and, for floods, when the flood run it
 most 100 deviations. Variants that need an earlier *run* (repeat novelty, flood, a learning run's
 id) run on CI jobs only: a service's novelty is reported per hour. The frozen-agent variants run
 once, on the first job, after everything else: a stuck agent would blind every later
-measurement; after each, a FIFO left in the workspace is opened for writing so that a stuck
-agent gets an end of file. The trace_pipe variant, which nothing can release, runs last.
+measurement; each starts once the agent has caught up with what came before (a marker run's
+fresh credential read must be stored first: the kernel-loss family leaves it a backlog), and
+after each, a FIFO left in the workspace is opened for writing so that a stuck agent gets an
+end of file. The trace_pipe variant, which nothing can release, runs last.
 ";
 
 /// The evasion section: per family, then per variant.
