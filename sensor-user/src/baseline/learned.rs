@@ -56,6 +56,23 @@ pub(crate) struct WorkloadBaseline {
     /// starts.
     #[serde(default, skip_serializing_if = "Shapes::is_empty")]
     pub shapes: Shapes,
+    /// Learnt by a sensor that did not yet record who moves content onto a path (`replace`
+    /// file operations): true for every baseline file written before the field existed. Such a
+    /// baseline judges no `replace`, since the build's own moves were never learnt and each
+    /// would be reported as tampering after an upgrade; resetting it (or learning anew)
+    /// clears it.
+    #[serde(default = "learnt_before_the_field", skip_serializing_if = "is_true")]
+    pub learnt_before_replaces: bool,
+}
+
+/// The value of a field a baseline file lacks because an older sensor wrote it (this one
+/// writes it whenever it is false).
+fn learnt_before_the_field() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// Where the workload learnt while the kernel was losing records: what was lost was not learnt,

@@ -46,6 +46,9 @@ pub(crate) fn is_novel(
             path,
             ..
         } => {
+            if baseline.learnt_before_replaces {
+                return false;
+            }
             let (product, read) = replaced(baseline, path);
             (product || read) && baseline.is_novel(behaviour)
         }
@@ -246,6 +249,34 @@ mod tests {
         assert_eq!(active_time(1_700_000_000_000_000_000), (1, 22));
         assert_eq!(active_time(0), (3, 0));
         assert_eq!(active_time(-1), (2, 23));
+    }
+
+    #[test]
+    fn a_baseline_learnt_before_replaces_were_recorded_judges_none() {
+        let replace = Behaviour::FileOperation {
+            operation: FileChange::Replace,
+            path: "/ws/out/app".into(),
+            detail: "from /tmp by /usr/bin/mv".into(),
+        };
+        let written = Behaviour::File {
+            path: "/ws/out/app".into(),
+            intent: OpenIntent {
+                write: true,
+                ..OpenIntent::default()
+            },
+        };
+        // A file an older sensor wrote: no `learnt_before_replaces` field.
+        let mut old: WorkloadBaseline = serde_json::from_str("{}").unwrap();
+        assert!(old.learnt_before_replaces);
+        old.learned.learn(written.clone(), 10);
+        assert!(!is_novel(&old, &replace, &SecretPaths::default()));
+
+        let mut new = WorkloadBaseline::default();
+        new.learned.learn(written, 10);
+        let text = serde_json::to_string(&new).unwrap();
+        let new: WorkloadBaseline = serde_json::from_str(&text).unwrap();
+        assert!(!new.learnt_before_replaces, "written as false: {text}");
+        assert!(is_novel(&new, &replace, &SecretPaths::default()));
     }
 
     #[test]
