@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::baseline::Baselines;
 use crate::kernel::Sensor;
+use crate::kernel::programs::Chosen;
 use crate::transport::TransportStats;
 
 /// Where the status of the agent using `state_dir` lives.
@@ -36,6 +37,8 @@ pub(crate) fn write(
             "acknowledged": transport.acknowledged,
             "dropped": transport.dropped,
         },
+        // Which hooks watch opens, file and privilege operations (the runtime probe's choice).
+        "hooks": hooks_name(sensor.hooks),
         "attached": sensor.attached,
         "skipped": sensor.skipped.iter().map(|(n, why)| serde_json::json!({"program": n, "reason": why})).collect::<Vec<_>>(),
         "events": events,
@@ -62,6 +65,27 @@ pub(crate) fn write(
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write status file");
     }
+}
+
+/// The `hooks` field of the status: the set of syscall-event programs the loader chose.
+fn hooks_name(chosen: Chosen) -> &'static str {
+    match chosen {
+        Chosen::Fentry => "fentry",
+        Chosen::Tracepoints => "tracepoint",
+        Chosen::RawSysExit => "raw-sys-exit",
+    }
+}
+
+/// The `hooks` field for a human (absent in the status of an older agent).
+fn hooks_line(hooks: &Value) -> String {
+    let how = match hooks.as_str() {
+        Some("fentry") => "fentry/fexit",
+        Some("tracepoint") => "syscall tracepoints",
+        Some("raw-sys-exit") => "raw sys_exit (opens) + syscall tracepoints",
+        Some(other) => other,
+        None => "unknown",
+    };
+    format!("hooks: {how} (opens, file and privilege operations)\n")
 }
 
 /// What a kernel counter counts.
@@ -168,6 +192,7 @@ pub fn render(status: &Value) -> String {
     out.push_str(&format!(
         "programs: {attached} attached, {skipped} skipped\n"
     ));
+    out.push_str(&hooks_line(&status["hooks"]));
     out.push_str(&format!(
         "events: {}, lost: {}, repeats filtered: {}\n",
         status["events"],
@@ -224,5 +249,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("losses: lost_exec=1\n"), "{text}");
+        assert!(text.contains("hooks: unknown ("), "{text}");
+    }
+
+    #[test]
+    fn the_hook_set_in_use_is_named_and_shown() {
+        for (chosen, field, shown) in [
+            (Chosen::Fentry, "fentry", "hooks: fentry/fexit ("),
+            (
+                Chosen::Tracepoints,
+                "tracepoint",
+                "hooks: syscall tracepoints (",
+            ),
+            (
+                Chosen::RawSysExit,
+                "raw-sys-exit",
+                "hooks: raw sys_exit (opens)",
+            ),
+        ] {
+            assert_eq!(hooks_name(chosen), field);
+            let status = serde_json::json!({"pid": 0, "delivery": {}, "hooks": field});
+            let text = render(&status);
+            assert!(text.contains(shown), "{text}");
+        }
     }
 }

@@ -82,7 +82,8 @@ fn container_id<'a>(part: &'a str, parent: Option<&str>, above: &[&str]) -> Opti
 #[derive(Debug)]
 pub(crate) struct CgroupResolver {
     root: PathBuf,
-    cache: HashMap<u64, Workload>,
+    /// Looked up on every event: foldhash instead of SipHash (cgroup ids are kernel-assigned).
+    cache: HashMap<u64, Workload, foldhash::fast::RandomState>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
 }
@@ -91,7 +92,7 @@ impl CgroupResolver {
     pub(crate) fn new(root: PathBuf) -> Self {
         CgroupResolver {
             root,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             last_scan: None,
             rescan_interval: Duration::from_secs(1),
         }

@@ -156,6 +156,9 @@ pub(crate) struct ContainerIdentities {
     config: ContainerConfig,
     known: HashMap<String, Known>,
     worker: Option<(SyncSender<String>, Receiver<Answer>)>,
+    /// Lookups asked and not answered yet: answers are collected on every event, and with none
+    /// outstanding (nearly always) the channel is not polled.
+    unanswered: usize,
     /// Until when the event loop does not wait for lookups (the runtime was slow).
     no_wait_until: Option<Instant>,
 }
@@ -166,6 +169,7 @@ impl ContainerIdentities {
             config,
             known: HashMap::new(),
             worker: None,
+            unanswered: 0,
             no_wait_until: None,
         }
     }
@@ -213,6 +217,7 @@ impl ContainerIdentities {
             .get_or_insert_with(|| start_worker(&self.config));
         match tx.try_send(id.to_owned()) {
             Ok(()) => {
+                self.unanswered += 1;
                 self.known.insert(id.to_owned(), Known::Pending);
                 true
             }
@@ -261,6 +266,9 @@ impl ContainerIdentities {
     }
 
     fn collect_answers(&mut self) {
+        if self.unanswered == 0 {
+            return;
+        }
         let Some((_, rx)) = &self.worker else { return };
         let answers: Vec<Answer> = rx.try_iter().collect();
         for answer in answers {
@@ -269,6 +277,7 @@ impl ContainerIdentities {
     }
 
     fn record(&mut self, (id, answer): Answer) {
+        self.unanswered = self.unanswered.saturating_sub(1);
         let known = match answer {
             Ok((info, source)) => {
                 let workload = Workload::new(

@@ -64,7 +64,9 @@ pub(crate) struct Entry {
 
 #[derive(Debug)]
 pub(crate) struct ProcessTable {
-    entries: HashMap<u32, Entry>,
+    /// Looked up several times per event: foldhash instead of SipHash (pids are small integers
+    /// the kernel hands out, not keys a process can choose in bulk).
+    entries: HashMap<u32, Entry, foldhash::fast::RandomState>,
     max: usize,
     last_sweep: Option<SystemTime>,
     /// Bumped by every change that may alter some process's info: its own fields, or an
@@ -76,7 +78,7 @@ pub(crate) struct ProcessTable {
 impl ProcessTable {
     pub(crate) fn new(max: usize) -> Self {
         ProcessTable {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             max: max.max(1),
             last_sweep: None,
             generation: 0,

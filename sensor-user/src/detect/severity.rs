@@ -40,6 +40,7 @@
 //! `.terraformrc` and `.pgpass`; operators add their own (`secret_paths` in the config,
 //! `--secret-path`).
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use proto::v1::Severity;
 
 use crate::attribute::Context;
@@ -128,13 +129,7 @@ const PERSISTENCE_PATHS: &[&str] = &[
 ];
 
 fn matches_any(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| {
-        if p.ends_with('/') {
-            path.contains(p)
-        } else {
-            path.ends_with(p)
-        }
-    })
+    patterns.iter().any(|p| pattern_matches(p, path))
 }
 
 /// A write that can make code run later.
@@ -157,12 +152,30 @@ fn is_other_process_memory(path: &str) -> bool {
 /// Which paths are credential stores. A pattern ending in `/` is a directory: every path with
 /// it inside matches. Any other pattern is a file: paths ending in it match. Patterns start with
 /// `/`, so they only match whole path components.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretPaths(Vec<String>);
+///
+/// Every open is checked (to learn the stores' identities, see `secret_files`), so all patterns
+/// are searched in one pass over the path (an Aho-Corasick automaton built once) instead of one
+/// `contains`/`ends_with` per pattern: the per-pattern scan was ~15 % of the agent's CPU at
+/// 100k opens/s.
+#[derive(Clone, Debug)]
+pub struct SecretPaths {
+    patterns: Vec<String>,
+    /// All `patterns` at once; `None` only if the automaton could not be built (far more
+    /// patterns than any configuration has), then each pattern is tried in turn.
+    automaton: Option<AhoCorasick>,
+}
+
+impl PartialEq for SecretPaths {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl Eq for SecretPaths {}
 
 impl Default for SecretPaths {
     fn default() -> Self {
-        SecretPaths(
+        SecretPaths::new(
             DEFAULT_SECRET_PATHS
                 .iter()
                 .map(|p| (*p).to_owned())
@@ -172,27 +185,54 @@ impl Default for SecretPaths {
 }
 
 impl SecretPaths {
+    fn new(patterns: Vec<String>) -> Self {
+        // Standard match semantics: the only kind that reports overlapping matches (a file
+        // pattern at the end of the path may overlap a longer one that ends earlier).
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns);
+        if let Err(e) = &automaton {
+            tracing::warn!(error = %e, "credential store patterns: no automaton, trying each in turn");
+        }
+        SecretPaths {
+            automaton: automaton.ok(),
+            patterns,
+        }
+    }
+
     /// The built-in patterns plus `extra` (each given a leading `/` if it lacks one).
     pub fn with_extra(extra: impl IntoIterator<Item = String>) -> Self {
-        let mut paths = SecretPaths::default();
+        let mut patterns: Vec<String> = DEFAULT_SECRET_PATHS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
         for p in extra {
-            paths.0.push(if p.starts_with('/') {
+            patterns.push(if p.starts_with('/') {
                 p
             } else {
                 format!("/{p}")
             });
         }
-        paths
+        SecretPaths::new(patterns)
     }
 
     pub fn matches(&self, path: &str) -> bool {
-        self.0.iter().any(|p| {
-            if p.ends_with('/') {
-                path.contains(p.as_str())
-            } else {
-                path.ends_with(p.as_str())
-            }
+        let Some(automaton) = &self.automaton else {
+            return self.patterns.iter().any(|p| pattern_matches(p, path));
+        };
+        automaton.find_overlapping_iter(path).any(|m| {
+            // A directory anywhere in the path; a file only where the path ends.
+            self.patterns[m.pattern().as_usize()].ends_with('/') || m.end() == path.len()
         })
+    }
+}
+
+/// One pattern against `path` (see [`SecretPaths`]).
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    if pattern.ends_with('/') {
+        path.contains(pattern)
+    } else {
+        path.ends_with(pattern)
     }
 }
 
@@ -429,6 +469,54 @@ mod tests {
             ),
             Severity::Low
         );
+    }
+
+    /// The one-pass automaton answers what trying each pattern in turn answers, on paths
+    /// built to sit on every edge: each pattern alone, inside a path, at its end, cut short by
+    /// one byte, with one byte more, glued to a neighbouring component, and overlapping
+    /// patterns (`/.credentials` inside `/.credentials_rsaparams`, `/.cargo/credentials` in
+    /// `/.cargo/credentials.toml`).
+    #[test]
+    fn one_pass_matches_what_each_pattern_matches() {
+        let secrets =
+            SecretPaths::with_extra(["opt/ci/secrets/".to_owned(), "/.vault/token".to_owned()]);
+        assert!(secrets.automaton.is_some());
+        let mut paths = vec![
+            String::new(),
+            "/".to_owned(),
+            "/.credentials_rsaparams".to_owned(),
+            "/x/.credentials_rsaparamsX".to_owned(),
+            "/x/.cargo/credentials.tomlX/y".to_owned(),
+            "/home/u/.ssh".to_owned(),
+            "/etc/shadow-".to_owned(),
+            "/etc/gshadow".to_owned(),
+            "/proc/<pid>/environ".to_owned(),
+        ];
+        for p in &secrets.patterns {
+            let cut = &p[..p.len() - 1];
+            paths.extend([
+                p.clone(),
+                format!("/home/u{p}"),
+                format!("/home/u{p}x"),
+                format!("/home/u{p}/x"),
+                format!("/home/u{cut}"),
+                format!("/home/u{cut}/x"),
+                format!("/a{}", p.trim_start_matches('/')),
+                format!("{p}{p}"),
+            ]);
+        }
+        let (mut matched, mut unmatched) = (0, 0);
+        for path in &paths {
+            let each = secrets.patterns.iter().any(|p| pattern_matches(p, path));
+            assert_eq!(secrets.matches(path), each, "{path:?}");
+            if each {
+                matched += 1;
+            } else {
+                unmatched += 1;
+            }
+        }
+        // Both answers were exercised, many times.
+        assert!(matched > 100 && unmatched > 50, "{matched} {unmatched}");
     }
 
     #[test]

@@ -419,11 +419,12 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     if flags & PATH_UNLINKED != 0 {
         return Ok(components.next().map(Cow::into_owned).unwrap_or_default());
     }
-    let mut out = String::from(if flags & PATH_TRUNCATED != 0 {
-        "..."
-    } else {
-        ""
-    });
+    // Sized once: the joined path is at most the record's data plus its first `/` (and the
+    // `...` of a truncated one), where growing from empty reallocated a few times per open.
+    let mut out = String::with_capacity(data.len() + 4);
+    if flags & PATH_TRUNCATED != 0 {
+        out.push_str("...");
+    }
     for c in components.rev() {
         if c == "/" {
             continue;
