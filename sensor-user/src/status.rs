@@ -73,6 +73,7 @@ fn hooks_name(chosen: Chosen) -> &'static str {
         Chosen::Fentry => "fentry",
         Chosen::Tracepoints => "tracepoint",
         Chosen::RawSysExit => "raw-sys-exit",
+        Chosen::Lsm => "lsm",
     }
 }
 
@@ -82,6 +83,7 @@ fn hooks_line(hooks: &Value) -> String {
         Some("fentry") => "fentry/fexit",
         Some("tracepoint") => "syscall tracepoints",
         Some("raw-sys-exit") => "raw sys_exit (opens) + syscall tracepoints",
+        Some("lsm") => "BPF LSM (opens) + syscall tracepoints",
         Some(other) => other,
         None => "unknown",
     };
@@ -265,6 +267,11 @@ mod tests {
                 Chosen::RawSysExit,
                 "raw-sys-exit",
                 "hooks: raw sys_exit (opens)",
+            ),
+            (
+                Chosen::Lsm,
+                "lsm",
+                "hooks: BPF LSM (opens) + syscall tracepoints (",
             ),
         ] {
             assert_eq!(hooks_name(chosen), field);

@@ -81,8 +81,11 @@ impl ExecutableHashes {
         let spawned = std::thread::Builder::new()
             .name("exe-hash".into())
             .spawn(move || {
-                let _ = tx.send(hash(&target, &cache, Instant::now() + TIMEOUT));
+                let hashed = hash(&target, &cache, Instant::now() + TIMEOUT);
+                // Before the answer: a caller that got it in time and asks again at once must
+                // not find this thread still counted as stuck.
                 stuck.fetch_sub(1, Ordering::Relaxed);
+                let _ = tx.send(hashed);
             });
         if spawned.is_err() {
             self.stuck.fetch_sub(1, Ordering::Relaxed);
@@ -307,6 +310,20 @@ mod tests {
         assert_eq!(sha256(Slow, deadline), Err(HashGaveUp::Timeout));
         assert!(started.elapsed() < Duration::from_millis(500));
         assert_eq!(sha256(&b"abc"[..], deadline + TIMEOUT).as_deref(), Ok(ABC));
+    }
+
+    #[test]
+    fn quick_answers_in_a_row_are_never_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool");
+        std::fs::write(&path, "abc").unwrap();
+        let t = target(&path, Some(identity(&path)));
+        let hashes = ExecutableHashes::default();
+        for i in 0..200 {
+            assert_eq!(hashes.of(&t).as_deref(), Ok(ABC), "call {i}");
+            // The thread that answered no longer counts: the next call may not be refused.
+            assert_eq!(hashes.stuck.load(Ordering::Relaxed), 0, "call {i}");
+        }
     }
 
     #[test]
