@@ -223,4 +223,38 @@ mod tests {
         assert_eq!(json["entries"][0]["id"], "a");
         assert_eq!(json["max_severity"], "high");
     }
+
+    #[test]
+    fn an_incident_cut_to_its_newest_entries_says_so() {
+        let mut incident = group(vec![
+            stored("b", 1_800_000_001, Severity::High, "the newer one"),
+            stored("c", 1_800_000_002, Severity::Medium, "the newest one"),
+        ])
+        .remove(0);
+        // As the collector answers it: five deviations on three hosts, the newest two included.
+        incident.total = 5;
+        incident.host_count = 3;
+        let mut out = Vec::new();
+        print_text(&mut out, std::slice::from_ref(&incident), false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .contains("on runner-1?[2J, 2 more  "),
+            "{text}"
+        );
+        assert!(text.contains("(5 deviations)"), "{text}");
+        assert!(
+            text.ends_with("    … showing the newest 2 of 5 deviations (`collector deviations` lists the others)\n"),
+            "{text}"
+        );
+        let json = incident_json(&incident);
+        assert_eq!(json["deviations"], 5);
+        assert_eq!(json["hosts"], 3);
+        assert_eq!(json["entries_left_out"], 3);
+        assert_eq!(json["entries"].as_array().unwrap().len(), 2);
+        incident.total = 2;
+        assert!(incident_json(&incident).get("entries_left_out").is_none());
+    }
 }
