@@ -73,9 +73,7 @@ pub fn incident(summary: IncidentSummary) -> Incident {
         .filter_map(|e| e.deviation.as_ref())
         .map(|d| d.host.clone())
         .collect();
-    if !summary.host.is_empty() || hosts.is_empty() {
-        hosts.insert(summary.host);
-    }
+    hosts.insert(summary.host);
     Incident {
         workload_id: summary.workload_id,
         workload_kind: summary.workload_kind,
