@@ -5,8 +5,8 @@
 //! `cli` is the command line and `config` its TOML file; `serve` runs `server` (the gRPC
 //! services, `ingest` for agents) over `store` (the database) and `metrics` (Prometheus), and
 //! `web` (the HTTP endpoint: a page over what is stored, its JSON API, `/metrics`); `query` is the
-//! `deviations` client; `incidents` groups deviations into incidents with a one-line story
-//! (`collector incidents`, the page's first section) and `report` writes a run's job summary
+//! `deviations` client; `incidents` tells incidents (grouped by the store, `Query/ListIncidents`)
+//! with a one-line story (`collector incidents`, the page's first section) and `report` writes a run's job summary
 //! (`collector report`); `convert` holds every mapping of protobuf types to rows, names and JSON;
 //! `listing` answers and prints `workloads` and `agents`; `upkeep` marks silent agents and applies
 //! retention in the background.

@@ -120,7 +120,7 @@ fn state(a: &AgentSummary) -> &'static str {
 }
 
 /// A Query client for `url` with the command's credentials.
-async fn connect(
+pub(crate) async fn connect(
     url: &str,
     credentials: &crate::credentials::ClientArgs,
 ) -> Result<
@@ -149,7 +149,7 @@ async fn connect(
     )
 }
 
-fn status_error(url: &str, status: Status) -> QueryError {
+pub(crate) fn status_error(url: &str, status: Status) -> QueryError {
     match status.code() {
         tonic::Code::Unavailable => QueryError::Unreachable {
             url: url.to_owned(),

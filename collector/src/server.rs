@@ -290,6 +290,23 @@ impl Query for QueryService {
             .map(Response::new)
     }
 
+    async fn list_incidents(
+        &self,
+        request: Request<proto::v1::ListIncidentsRequest>,
+    ) -> Result<Response<proto::v1::ListIncidentsResponse>, Status> {
+        let request = request.into_inner();
+        let store = Arc::clone(&self.store);
+        let answer =
+            tokio::task::spawn_blocking(move || crate::incidents::query::answer(&store, &request))
+                .await
+                .map_err(|e| Status::internal(format!("query failed: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "incidents query failed");
+                    Status::internal(format!("query failed: {e}"))
+                })?;
+        Ok(Response::new(answer))
+    }
+
     async fn list_agents(
         &self,
         request: Request<proto::v1::ListAgentsRequest>,

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use clap::ValueEnum as _;
-use proto::v1::{DeviationKind, ListDeviationsRequest, Severity};
+use proto::v1::{DeviationKind, ListDeviationsRequest, ListIncidentsRequest, Severity};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -278,18 +278,26 @@ fn api_json(web: &Web, api: Api, request: &ListDeviationsRequest) -> Result<Valu
             })
         }
         Api::Incidents => {
-            // Grouped here, as `collector incidents` groups them, from the newest matching
-            // deviations (up to the query cap), so each incident comes with its deviations.
-            let fetched = store.list(&ListDeviationsRequest {
-                limit: crate::incidents::FETCHED,
-                ..request.clone()
-            })?;
-            let capped = fetched.len() >= crate::incidents::FETCHED as usize;
-            let mut incidents = crate::incidents::group(fetched);
-            incidents.truncate(request.limit as usize);
+            // The answer `Query/ListIncidents` gives, told as `collector incidents --json` tells
+            // it; `more` when older incidents matched too (the page shows the newest).
+            let answer = crate::incidents::query::answer(
+                store,
+                &ListIncidentsRequest {
+                    filter: Some(request.clone()),
+                    deviations_per_incident: 0,
+                },
+            )?;
+            let incidents: Vec<_> = answer
+                .incidents
+                .into_iter()
+                .map(crate::incidents::query::incident)
+                .collect();
             json!({
                 "limit": request.limit,
-                "capped": capped,
+                "more": answer.more,
+                // Something matching is not in this answer: older incidents, or older
+                // deviations of an incident shown.
+                "capped": answer.more || incidents.iter().any(|i| i.left_out() > 0),
                 "incidents": incidents.iter().map(incident_json).collect::<Vec<_>>(),
             })
         }

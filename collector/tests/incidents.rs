@@ -129,6 +129,39 @@ fn incidents_through_the_binary(db: &str) {
         "a newline in a path cannot start a line"
     );
 
+    // Fewer incidents than match: the newest, and stderr says older ones were left out.
+    let newest = common::serve::run(&[
+        "incidents",
+        "--server",
+        &url,
+        "--since",
+        "1h",
+        "--limit",
+        "2",
+    ]);
+    assert!(newest.status.success());
+    let newest_text = String::from_utf8(newest.stdout).unwrap();
+    let trimmed = |b: &[&str]| {
+        b.iter()
+            .map(|b| b.trim_end().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        trimmed(&newest_text.split("\n\n").collect::<Vec<_>>()),
+        trimmed(&blocks[..2]),
+        "{newest_text}"
+    );
+    let note = String::from_utf8(newest.stderr).unwrap();
+    assert!(
+        note.contains("showing the newest 2 incidents; older ones match too"),
+        "{note}"
+    );
+    let complete = common::serve::run(&["incidents", "--server", &url, "--since", "1h"]);
+    assert!(
+        !String::from_utf8_lossy(&complete.stderr).contains("showing the newest"),
+        "nothing was left out"
+    );
+
     let all = collector(&["incidents", "--server", &url, "--since", "1h", "--all"]);
     for n in 0..LIBRARIES {
         assert!(all.contains(&format!("lib{n}.so.1")), "{all}");

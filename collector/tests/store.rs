@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use collector::store::{AgentFilter, BatchKey, PRUNE_CHUNK, Store};
+use collector::store::{AgentFilter, BatchKey, EntryBudget, PRUNE_CHUNK, Store};
 use common::deviation;
 use common::postgres::PgCluster;
 use proto::v1::{
@@ -68,6 +68,7 @@ suite!(
     workloads_count_their_deviations,
     incidents_group_by_workload_and_run,
     incidents_split_by_the_agents_incident_id,
+    incidents_come_with_their_newest_entries_and_say_when_more_match,
     agents_show_their_contacts_and_batches,
     heartbeats_record_status_and_count_drops_once,
     heartbeats_record_pipeline_liveness_and_stalls,
@@ -328,6 +329,103 @@ fn incidents_split_by_the_agents_incident_id(db: &Db) {
         .map(|i| (i.incident_id.as_str(), i.deviations, i.first_ns, i.last_ns))
         .collect();
     assert_eq!(groups, [("tree-1", 2, 10, 30), ("tree-2", 1, 20, 20)]);
+}
+
+/// The incidents query the Query service answers: summaries over every matching deviation, the
+/// newest entries of each (oldest first) within the budget, and `more` when the limit cut older
+/// incidents.
+fn incidents_come_with_their_newest_entries_and_say_when_more_match(db: &Db) {
+    let store = db.open();
+    let mut batch = Vec::new();
+    // Run 1: five deviations on two hosts, one of them critical; runs 2 and 3: one each, later.
+    for (n, host) in ["h2", "h1", "h2", "h2", "h1"].into_iter().enumerate() {
+        let severity = if n == 0 { 5 } else { 2 };
+        batch.push(at(
+            &format!("r1-{n}"),
+            10 + n as i64,
+            "unit:a",
+            "1",
+            host,
+            severity,
+        ));
+    }
+    batch.push(at("r2", 100, "unit:a", "2", "h3", 3));
+    batch.push(at("r3", 200, "unit:b", "3", "h3", 1));
+    store.store_batch(key(1), &batch, 1).unwrap();
+    let budget = |per_incident, total| EntryBudget {
+        per_incident,
+        total,
+    };
+    let everything = ListDeviationsRequest::default();
+
+    let page = store
+        .incidents_with_entries(&everything, budget(3, 100))
+        .unwrap();
+    assert!(!page.more);
+    let runs: Vec<_> = page
+        .incidents
+        .iter()
+        .map(|i| i.summary.run_id.as_str())
+        .collect();
+    assert_eq!(runs, ["3", "2", "1"], "latest first");
+    let run1 = &page.incidents[2];
+    assert_eq!(
+        run1.summary.deviations, 5,
+        "counted over all, not the entries"
+    );
+    assert_eq!(
+        run1.summary.max_severity, 5,
+        "the critical one is older than the entries"
+    );
+    assert_eq!((run1.summary.hosts, run1.summary.host.as_str()), (2, "h1"));
+    let entries: Vec<_> = run1
+        .entries
+        .iter()
+        .map(|e| e.deviation.as_ref().unwrap().id.as_str())
+        .collect();
+    assert_eq!(
+        entries,
+        ["r1-2", "r1-3", "r1-4"],
+        "the newest three, oldest first"
+    );
+    assert_eq!(run1.entries[0].agent_id, "agent-a");
+
+    // A total budget of 4 over 3 incidents leaves each one entry.
+    let page = store
+        .incidents_with_entries(&everything, budget(3, 4))
+        .unwrap();
+    assert!(page.incidents.iter().all(|i| i.entries.len() == 1));
+
+    // A limit below the incidents matching: the newest, and `more`.
+    let two = ListDeviationsRequest {
+        limit: 2,
+        ..ListDeviationsRequest::default()
+    };
+    let page = store.incidents_with_entries(&two, budget(10, 100)).unwrap();
+    assert_eq!(page.incidents.len(), 2);
+    assert!(page.more, "run 1 matched too");
+
+    // Filters narrow both the summaries and the entries.
+    let medium_up = ListDeviationsRequest {
+        min_severity: 3,
+        ..ListDeviationsRequest::default()
+    };
+    let page = store
+        .incidents_with_entries(&medium_up, budget(10, 100))
+        .unwrap();
+    let summary: Vec<_> = page
+        .incidents
+        .iter()
+        .map(|i| {
+            (
+                i.summary.run_id.as_str(),
+                i.summary.deviations,
+                i.entries.len(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("2", 1, 1), ("1", 1, 1)]);
+    assert!(!page.more);
 }
 
 fn agents_show_their_contacts_and_batches(db: &Db) {

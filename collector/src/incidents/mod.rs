@@ -4,10 +4,13 @@
 //! one-sentence story in time order ([`story`]) and its deviations beneath it; low and info
 //! deviations are collapsed (counted) unless asked for.
 //!
-//! The grouping is done here, over deviations as the store or the Query service returns them,
-//! so `collector incidents`, the web page (`/api/incidents`) and the job summary
-//! (`collector report`) group and tell incidents the same way.
+//! The store groups deviations into incidents (`Store::incidents_with_entries`, all of them, not
+//! only the newest deviations); `collector incidents` asks for them over `Query/ListIncidents`
+//! and the web page (`/api/incidents`) reads them the same way ([`query`]). The job summary
+//! (`collector report`) groups one run's deviations here ([`group`]). All three tell incidents
+//! the same way ([`render`], [`story`]).
 
+pub mod query;
 pub mod render;
 pub mod story;
 
@@ -20,8 +23,7 @@ use crate::cli::IncidentsArgs;
 use crate::query::QueryError;
 pub use story::Story;
 
-/// Deviations fetched to group into incidents (the Query service's cap): an incident whose older
-/// deviations fall past it shows the newer ones only.
+/// Deviations fetched to group one run's incidents for its job summary (the Query service's cap).
 pub const FETCHED: u32 = crate::store::MAX_QUERY_LIMIT;
 
 /// One incident and its deviations.
@@ -34,10 +36,16 @@ pub struct Incident {
     /// The agent's incident id; empty when its agent set none.
     pub incident_id: String,
     pub max_severity: Severity,
-    /// Distinct hosts, sorted.
+    /// Distinct hosts of `deviations` (and the first of all by name), sorted.
     pub hosts: BTreeSet<String>,
+    /// Distinct hosts of all its deviations.
+    pub host_count: u64,
     pub first_ns: i64,
     pub last_ns: i64,
+    /// Its deviations in all; `deviations` may hold only the newest of them.
+    pub total: u64,
+    /// Distinct `DeviationKind` values of all its deviations, ascending.
+    pub kinds: Vec<i32>,
     /// Oldest first (ties by id), so that the story reads in causal order.
     pub deviations: Vec<StoredDeviation>,
 }
@@ -86,6 +94,11 @@ impl Incident {
         }
     }
 
+    /// Its older deviations left out of `deviations`.
+    pub fn left_out(&self) -> u64 {
+        self.total.saturating_sub(self.deviations.len() as u64)
+    }
+
     /// How many deviations collapsing hides.
     pub fn collapsed(&self) -> Collapsed {
         let mut collapsed = Collapsed::default();
@@ -125,8 +138,11 @@ pub fn group(deviations: Vec<StoredDeviation>) -> Vec<Incident> {
                     incident_id,
                     max_severity: Severity::Unspecified,
                     hosts: BTreeSet::new(),
+                    host_count: 0,
                     first_ns: i64::MAX,
                     last_ns: i64::MIN,
+                    total: 0,
+                    kinds: Vec::new(),
                     deviations: Vec::new(),
                 });
                 incidents.len() - 1
@@ -136,9 +152,14 @@ pub fn group(deviations: Vec<StoredDeviation>) -> Vec<Incident> {
         incident.hosts.insert(deviation.host.clone());
         incident.first_ns = incident.first_ns.min(deviation.time_unix_nanos);
         incident.last_ns = incident.last_ns.max(deviation.time_unix_nanos);
+        incident.kinds.push(deviation.kind);
         incident.deviations.push(stored);
     }
     for incident in &mut incidents {
+        incident.total = incident.deviations.len() as u64;
+        incident.host_count = incident.hosts.len() as u64;
+        incident.kinds.sort_unstable();
+        incident.kinds.dedup();
         incident
             .deviations
             .sort_by(|a, b| time_order(a).cmp(&time_order(b)));
@@ -158,19 +179,25 @@ fn time_order(stored: &StoredDeviation) -> (i64, &str) {
     inner(stored).map_or((i64::MIN, ""), |d| (d.time_unix_nanos, d.id.as_str()))
 }
 
-/// `collector incidents`: asks the collector for the matching deviations and prints their
-/// incidents.
+/// `collector incidents`: asks the collector for the incidents of the matching deviations and
+/// prints them. When more matched than `--limit`, says so on stderr (stdout stays the list).
 pub async fn run(args: &IncidentsArgs) -> Result<(), QueryError> {
-    let request = crate::query::request(&args.filter, FETCHED, SystemTime::now())?;
-    let deviations = crate::query::list_with(&args.server, request, &args.client).await?;
-    let mut incidents = group(deviations);
-    incidents.truncate(args.limit.max(1) as usize);
+    let limit = args.limit.max(1);
+    let request = crate::query::request(&args.filter, limit, SystemTime::now())?;
+    let (incidents, more) = query::fetch(&args.server, request, &args.client).await?;
     let out = &mut std::io::stdout().lock();
     let printed = if args.json {
         render::print_json(out, &incidents)
     } else {
         render::print_text(out, &incidents, args.all)
     };
+    if more {
+        eprintln!(
+            "showing the newest {} incidents; older ones match too (raise --limit, or narrow \
+             --since/--until)",
+            incidents.len()
+        );
+    }
     match printed {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(QueryError::Output),

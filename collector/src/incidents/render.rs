@@ -11,22 +11,20 @@ use crate::convert::{kind_name, rfc3339_nanos, severity_name, to_json, workload_
 /// One JSON object per incident: the fields `/api/incidents` always had (workload, run_id,
 /// incident, deviations, max_severity, kinds, hosts, host, first, last), then its story, what
 /// collapsing hides, and its deviations oldest first (`entries`, each as `collector deviations
-/// --json` prints it).
+/// --json` prints it). An incident with more deviations than the answer held also has
+/// `entries_left_out`: how many older ones `entries` lacks.
 pub fn incident_json(incident: &Incident) -> Value {
     let story = incident.story();
     let collapsed = incident.collapsed();
-    let mut kinds: Vec<i32> = incident.deviations().map(|d| d.kind).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    json!({
+    let mut value = json!({
         "workload": incident.workload_id,
         "workload_kind": workload_kind_name(incident.workload_kind),
         "run_id": incident.run_id,
         "incident": incident.incident_id,
-        "deviations": incident.deviations.len(),
+        "deviations": incident.total,
         "max_severity": severity_name(incident.max_severity.into()),
-        "kinds": kinds.iter().map(|&k| kind_name(k)).collect::<Vec<_>>(),
-        "hosts": incident.hosts.len(),
+        "kinds": incident.kinds.iter().map(|&k| kind_name(k)).collect::<Vec<_>>(),
+        "hosts": incident.host_count,
         "host": incident.hosts.first().cloned().unwrap_or_default(),
         "first": rfc3339_nanos(incident.first_ns),
         "last": rfc3339_nanos(incident.last_ns),
@@ -38,7 +36,11 @@ pub fn incident_json(incident: &Incident) -> Value {
         "more_steps": story.more,
         "collapsed": { "low": collapsed.low, "info": collapsed.info },
         "entries": incident.deviations.iter().map(to_json).collect::<Vec<_>>(),
-    })
+    });
+    if incident.left_out() > 0 {
+        value["entries_left_out"] = json!(incident.left_out());
+    }
+    value
 }
 
 /// One JSON object per line.
@@ -80,7 +82,11 @@ pub fn print_text(out: &mut impl Write, incidents: &[Incident], all: bool) -> io
         if n > 0 {
             writeln!(out)?;
         }
-        let hosts: Vec<String> = incident.hosts.iter().map(|h| printable(h)).collect();
+        let mut hosts: Vec<String> = incident.hosts.iter().map(|h| printable(h)).collect();
+        let unlisted = incident.host_count.saturating_sub(hosts.len() as u64);
+        if unlisted > 0 {
+            hosts.push(format!("{unlisted} more"));
+        }
         writeln!(
             out,
             "{}  {}  {}  on {}  {} … {}  ({} deviation{})",
@@ -90,12 +96,8 @@ pub fn print_text(out: &mut impl Write, incidents: &[Incident], all: bool) -> io
             hosts.join(", "),
             short_time(incident.first_ns),
             short_time(incident.last_ns),
-            incident.deviations.len(),
-            if incident.deviations.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
+            incident.total,
+            if incident.total == 1 { "" } else { "s" },
         )?;
         writeln!(out, "  {}", incident.story().text())?;
         for deviation in incident.deviations() {
@@ -109,6 +111,15 @@ pub fn print_text(out: &mut impl Write, incidents: &[Incident], all: bool) -> io
                 out,
                 "    + {} low, {} info collapsed (--all shows them)",
                 collapsed.low, collapsed.info
+            )?;
+        }
+        if incident.left_out() > 0 {
+            writeln!(
+                out,
+                "    … showing the newest {} of {} deviations (`collector deviations` lists \
+                 the others)",
+                incident.deviations.len(),
+                incident.total
             )?;
         }
     }
@@ -211,5 +222,39 @@ mod tests {
         assert_eq!(json["collapsed"]["low"], 1);
         assert_eq!(json["entries"][0]["id"], "a");
         assert_eq!(json["max_severity"], "high");
+    }
+
+    #[test]
+    fn an_incident_cut_to_its_newest_entries_says_so() {
+        let mut incident = group(vec![
+            stored("b", 1_800_000_001, Severity::High, "the newer one"),
+            stored("c", 1_800_000_002, Severity::Medium, "the newest one"),
+        ])
+        .remove(0);
+        // As the collector answers it: five deviations on three hosts, the newest two included.
+        incident.total = 5;
+        incident.host_count = 3;
+        let mut out = Vec::new();
+        print_text(&mut out, std::slice::from_ref(&incident), false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .contains("on runner-1?[2J, 2 more  "),
+            "{text}"
+        );
+        assert!(text.contains("(5 deviations)"), "{text}");
+        assert!(
+            text.ends_with("    … showing the newest 2 of 5 deviations (`collector deviations` lists the others)\n"),
+            "{text}"
+        );
+        let json = incident_json(&incident);
+        assert_eq!(json["deviations"], 5);
+        assert_eq!(json["hosts"], 3);
+        assert_eq!(json["entries_left_out"], 3);
+        assert_eq!(json["entries"].as_array().unwrap().len(), 2);
+        incident.total = 2;
+        assert!(incident_json(&incident).get("entries_left_out").is_none());
     }
 }

@@ -206,6 +206,48 @@ pub struct IncidentSummary {
     pub incident_id: String,
 }
 
+/// An incident and its newest matching deviations, oldest first (ties by id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEntries {
+    pub summary: IncidentSummary,
+    pub entries: Vec<StoredDeviation>,
+}
+
+/// Incidents with their entries, and whether more matched than the limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentsPage {
+    pub incidents: Vec<IncidentEntries>,
+    /// Older incidents matched too; they are left out.
+    pub more: bool,
+}
+
+/// How many deviations an incidents answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryBudget {
+    /// Per incident, its newest.
+    pub per_incident: u32,
+    /// Over all incidents: each gets an equal share (at least one), so an answer stays bounded
+    /// however many incidents it holds.
+    pub total: u32,
+}
+
+impl EntryBudget {
+    /// The entries each of `incidents` incidents gets.
+    fn per(self, incidents: usize) -> u32 {
+        let incidents = u32::try_from(incidents).unwrap_or(u32::MAX).max(1);
+        self.per_incident.min(self.total / incidents).max(1)
+    }
+}
+
+/// Incident summaries read with a limit of `limit` + 1: the first `limit`, and whether there were
+/// more.
+fn split_more(mut summaries: Vec<IncidentSummary>, limit: u32) -> (Vec<IncidentSummary>, bool) {
+    let limit = limit as usize;
+    let more = summaries.len() > limit;
+    summaries.truncate(limit);
+    (summaries, more)
+}
+
 /// The collector's database.
 pub struct Store {
     location: Location,
@@ -322,6 +364,17 @@ impl Store {
         request: &ListDeviationsRequest,
     ) -> Result<Vec<IncidentSummary>, StoreError> {
         dispatch!(self.incidents(request))
+    }
+
+    /// Incidents matching `request`'s filters (its limit caps them), latest first, each with its
+    /// newest matching deviations (as many as `budget` allows), oldest first; `more` when older
+    /// incidents matched too. Read in one snapshot, so the entries agree with the summaries.
+    pub fn incidents_with_entries(
+        &self,
+        request: &ListDeviationsRequest,
+        budget: EntryBudget,
+    ) -> Result<IncidentsPage, StoreError> {
+        dispatch!(self.incidents_with_entries(request, limit(request.limit), budget))
     }
 
     /// Agents heard from, most recently first; at most `limit` (0 for the default).
@@ -464,6 +517,22 @@ fn filter_conditions(request: &ListDeviationsRequest) -> (Vec<&'static str>, Vec
         conditions.push("time_ns < ?");
         args.push(Arg::Int(request.until_unix_nanos));
     }
+    (conditions, args)
+}
+
+/// [`filter_conditions`] narrowed to one incident's deviations (its workload, run and incident
+/// id), for its entries.
+fn incident_conditions(
+    request: &ListDeviationsRequest,
+    incident: &IncidentSummary,
+) -> (Vec<&'static str>, Vec<Arg>) {
+    let (mut conditions, mut args) = filter_conditions(request);
+    conditions.extend(["workload_id = ?", "run_id = ?", "incident_id = ?"]);
+    args.extend([
+        Arg::Text(incident.workload_id.clone()),
+        Arg::Text(incident.run_id.clone()),
+        Arg::Text(incident.incident_id.clone()),
+    ]);
     (conditions, args)
 }
 

@@ -35,9 +35,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
-    StoreError, WorkloadSummary, count, filter_conditions, limit, redact, sequence_to_sql,
-    silent_event,
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, EntryBudget, IncidentEntries,
+    IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError, WorkloadSummary, count,
+    filter_conditions, incident_conditions, limit, redact, sequence_to_sql, silent_event,
+    split_more,
 };
 use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
@@ -358,20 +359,7 @@ impl Postgres {
             args.len() + 1
         );
         args.push(Box::new(i64::from(limit(request.limit))));
-        let rows = self.client()?.query(&sql, &params(&args))?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.get(0);
-                let blob: &[u8] = row.get(3);
-                let deviation =
-                    Deviation::decode(blob).map_err(|source| StoreError::Decode { id, source })?;
-                Ok(StoredDeviation {
-                    deviation: Some(deviation),
-                    agent_id: row.get(1),
-                    received_unix_nanos: row.get(2),
-                })
-            })
-            .collect()
+        read_deviations(&self.client()?.query(&sql, &params(&args))?)
     }
 
     pub fn workloads(
@@ -416,33 +404,50 @@ impl Postgres {
         &self,
         request: &ListDeviationsRequest,
     ) -> Result<Vec<IncidentSummary>, StoreError> {
-        let (filter, mut args) = filter_sql(request);
-        let sql = format!(
-            "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
-                    array_agg(DISTINCT kind ORDER BY kind), COUNT(DISTINCT host), MIN(host),
-                    MIN(time_ns), MAX(time_ns), incident_id
-             FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
-             ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ${}",
-            args.len() + 1
-        );
-        args.push(Box::new(i64::from(limit(request.limit))));
+        let (sql, args) = incidents_sql(request, limit(request.limit));
         let rows = self.client()?.query(&sql, &params(&args))?;
-        Ok(rows
+        Ok(rows.iter().map(read_incident).collect())
+    }
+
+    pub fn incidents_with_entries(
+        &self,
+        request: &ListDeviationsRequest,
+        limit_to: u32,
+        budget: EntryBudget,
+    ) -> Result<IncidentsPage, StoreError> {
+        let mut client = self.client()?;
+        // One snapshot (REPEATABLE READ): the entries agree with the summaries.
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let (sql, args) = incidents_sql(request, limit_to + 1);
+        let summaries: Vec<IncidentSummary> = tx
+            .query(&sql, &params(&args))?
             .iter()
-            .map(|row| IncidentSummary {
-                workload_id: row.get(0),
-                workload_kind: row.get(1),
-                run_id: row.get(2),
-                deviations: count(row.get(3)),
-                max_severity: row.get(4),
-                kinds: row.get(5),
-                hosts: count(row.get(6)),
-                host: row.get(7),
-                first_ns: row.get(8),
-                last_ns: row.get(9),
-                incident_id: row.get(10),
-            })
-            .collect())
+            .map(read_incident)
+            .collect();
+        let (summaries, more) = split_more(summaries, limit_to);
+        let per_incident = budget.per(summaries.len());
+        let mut out = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let (filter, mut args) = where_sql(incident_conditions(request, &summary));
+            let sql = format!(
+                "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+                 ORDER BY time_ns DESC, id DESC LIMIT ${}",
+                args.len() + 1
+            );
+            args.push(Box::new(i64::from(per_incident)));
+            let mut entries = read_deviations(&tx.query(&sql, &params(&args))?)?;
+            entries.reverse();
+            out.push(IncidentEntries { summary, entries });
+        }
+        tx.commit()?;
+        Ok(IncidentsPage {
+            incidents: out,
+            more,
+        })
     }
 
     pub fn agents(&self, filter: AgentFilter) -> Result<Vec<AgentSummary>, StoreError> {
@@ -538,10 +543,62 @@ fn params(args: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| a.as_ref()).collect()
 }
 
+/// Decodes rows of (id, agent_id, received_ns, proto).
+fn read_deviations(rows: &[postgres::Row]) -> Result<Vec<StoredDeviation>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let id: String = row.get(0);
+            let blob: &[u8] = row.get(3);
+            let deviation =
+                Deviation::decode(blob).map_err(|source| StoreError::Decode { id, source })?;
+            Ok(StoredDeviation {
+                deviation: Some(deviation),
+                agent_id: row.get(1),
+                received_unix_nanos: row.get(2),
+            })
+        })
+        .collect()
+}
+
+/// The query of the incidents matching `request`'s filters, latest first, at most `limit_to`.
+fn incidents_sql(request: &ListDeviationsRequest, limit_to: u32) -> (String, Vec<Param>) {
+    let (filter, mut args) = filter_sql(request);
+    let sql = format!(
+        "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
+                array_agg(DISTINCT kind ORDER BY kind), COUNT(DISTINCT host), MIN(host),
+                MIN(time_ns), MAX(time_ns), incident_id
+         FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
+         ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ${}",
+        args.len() + 1
+    );
+    args.push(Box::new(i64::from(limit_to)));
+    (sql, args)
+}
+
+fn read_incident(row: &postgres::Row) -> IncidentSummary {
+    IncidentSummary {
+        workload_id: row.get(0),
+        workload_kind: row.get(1),
+        run_id: row.get(2),
+        deviations: count(row.get(3)),
+        max_severity: row.get(4),
+        kinds: row.get(5),
+        hosts: count(row.get(6)),
+        host: row.get(7),
+        first_ns: row.get(8),
+        last_ns: row.get(9),
+        incident_id: row.get(10),
+    }
+}
+
 /// The ` WHERE …` clause (or nothing) for the filters set in `request`, with `$n` placeholders
 /// (integers compared as BIGINT, which every integer column accepts), and its arguments.
 fn filter_sql(request: &ListDeviationsRequest) -> (String, Vec<Param>) {
-    let (conditions, args) = filter_conditions(request);
+    where_sql(filter_conditions(request))
+}
+
+/// The ` WHERE …` clause (or nothing) joining `conditions`, with their arguments.
+fn where_sql((conditions, args): (Vec<&'static str>, Vec<Arg>)) -> (String, Vec<Param>) {
     let mut clauses = Vec::new();
     let mut params: Vec<Param> = Vec::new();
     for (condition, arg) in conditions.into_iter().zip(args) {

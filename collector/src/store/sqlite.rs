@@ -23,9 +23,9 @@ use rusqlite::{
 };
 
 use super::{
-    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, IncidentSummary, PRUNE_CHUNK,
-    StoreError, WorkloadSummary, contact, count, filter_conditions, limit, sequence_to_sql,
-    silent_event,
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, EntryBudget, IncidentEntries,
+    IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError, WorkloadSummary, contact, count,
+    filter_conditions, incident_conditions, limit, sequence_to_sql, silent_event, split_more,
 };
 use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
@@ -256,22 +256,7 @@ impl Sqlite {
              ORDER BY time_ns DESC, id LIMIT ?"
         );
         args.push(Value::Integer(limit(request.limit).into()));
-        let conn = lock(&self.reader);
-        let mut statement = conn.prepare_cached(&sql)?;
-        let mut rows = statement.query(params_from_iter(args))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let blob: Vec<u8> = row.get(3)?;
-            let deviation = Deviation::decode(blob.as_slice())
-                .map_err(|source| StoreError::Decode { id, source })?;
-            out.push(StoredDeviation {
-                deviation: Some(deviation),
-                agent_id: row.get(1)?,
-                received_unix_nanos: row.get(2)?,
-            });
-        }
-        Ok(out)
+        read_deviations(&lock(&self.reader), &sql, args)
     }
 
     pub fn workloads(
@@ -313,36 +298,38 @@ impl Sqlite {
         &self,
         request: &ListDeviationsRequest,
     ) -> Result<Vec<IncidentSummary>, StoreError> {
-        let (filter, mut args) = filter_sql(request);
-        let sql = format!(
-            "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
-                    GROUP_CONCAT(DISTINCT kind), COUNT(DISTINCT host), MIN(host),
-                    MIN(time_ns), MAX(time_ns), incident_id
-             FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
-             ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ?"
-        );
-        args.push(Value::Integer(limit(request.limit).into()));
+        read_incidents(&lock(&self.reader), request, limit(request.limit))
+    }
+
+    pub fn incidents_with_entries(
+        &self,
+        request: &ListDeviationsRequest,
+        limit_to: u32,
+        budget: EntryBudget,
+    ) -> Result<IncidentsPage, StoreError> {
         let conn = lock(&self.reader);
-        let mut statement = conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(params_from_iter(args), |row| {
-            let kinds: String = row.get(5)?;
-            let mut kinds: Vec<i32> = kinds.split(',').filter_map(|k| k.parse().ok()).collect();
-            kinds.sort_unstable();
-            Ok(IncidentSummary {
-                workload_id: row.get(0)?,
-                workload_kind: row.get(1)?,
-                run_id: row.get(2)?,
-                deviations: count(row.get(3)?),
-                max_severity: row.get(4)?,
-                kinds,
-                hosts: count(row.get(6)?),
-                host: row.get(7)?,
-                first_ns: row.get(8)?,
-                last_ns: row.get(9)?,
-                incident_id: row.get(10)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // One read transaction: the entries come from the snapshot the summaries were read in.
+        let tx = conn.unchecked_transaction()?;
+        let summaries = read_incidents(&tx, request, limit_to + 1)?;
+        let (summaries, more) = split_more(summaries, limit_to);
+        let per_incident = budget.per(summaries.len());
+        let mut out = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let (filter, mut args) = where_sql(incident_conditions(request, &summary));
+            let sql = format!(
+                "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+                 ORDER BY time_ns DESC, id DESC LIMIT ?"
+            );
+            args.push(Value::Integer(per_incident.into()));
+            let mut entries = read_deviations(&tx, &sql, args)?;
+            entries.reverse();
+            out.push(IncidentEntries { summary, entries });
+        }
+        tx.commit()?;
+        Ok(IncidentsPage {
+            incidents: out,
+            more,
+        })
     }
 
     pub fn agents(&self, filter: AgentFilter) -> Result<Vec<AgentSummary>, StoreError> {
@@ -612,9 +599,73 @@ fn to_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Runs `sql` (selecting id, agent_id, received_ns, proto) and decodes its deviations.
+fn read_deviations(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+) -> Result<Vec<StoredDeviation>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let blob: Vec<u8> = row.get(3)?;
+        let deviation = Deviation::decode(blob.as_slice())
+            .map_err(|source| StoreError::Decode { id, source })?;
+        out.push(StoredDeviation {
+            deviation: Some(deviation),
+            agent_id: row.get(1)?,
+            received_unix_nanos: row.get(2)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The incidents matching `request`'s filters, latest first, at most `limit_to`.
+fn read_incidents(
+    conn: &Connection,
+    request: &ListDeviationsRequest,
+    limit_to: u32,
+) -> Result<Vec<IncidentSummary>, StoreError> {
+    let (filter, mut args) = filter_sql(request);
+    let sql = format!(
+        "SELECT workload_id, MAX(workload_kind), run_id, COUNT(*), MAX(severity),
+                GROUP_CONCAT(DISTINCT kind), COUNT(DISTINCT host), MIN(host),
+                MIN(time_ns), MAX(time_ns), incident_id
+         FROM deviations{filter} GROUP BY workload_id, run_id, incident_id
+         ORDER BY MAX(time_ns) DESC, workload_id, run_id, incident_id LIMIT ?"
+    );
+    args.push(Value::Integer(limit_to.into()));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(args), |row| {
+        let kinds: String = row.get(5)?;
+        let mut kinds: Vec<i32> = kinds.split(',').filter_map(|k| k.parse().ok()).collect();
+        kinds.sort_unstable();
+        Ok(IncidentSummary {
+            workload_id: row.get(0)?,
+            workload_kind: row.get(1)?,
+            run_id: row.get(2)?,
+            deviations: count(row.get(3)?),
+            max_severity: row.get(4)?,
+            kinds,
+            hosts: count(row.get(6)?),
+            host: row.get(7)?,
+            first_ns: row.get(8)?,
+            last_ns: row.get(9)?,
+            incident_id: row.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The ` WHERE …` clause (or nothing) for the filters set in `request`, with its arguments.
 fn filter_sql(request: &ListDeviationsRequest) -> (String, Vec<Value>) {
-    let (conditions, args) = filter_conditions(request);
+    where_sql(filter_conditions(request))
+}
+
+/// The ` WHERE …` clause (or nothing) joining `conditions`, with their arguments.
+fn where_sql((conditions, args): (Vec<&'static str>, Vec<Arg>)) -> (String, Vec<Value>) {
     let args = args
         .into_iter()
         .map(|a| match a {

@@ -291,6 +291,10 @@ function incident(i) {
     onSelect(toggleRow, () => show(toggleRow.getAttribute("aria-expanded") !== "true"));
     body.append(toggleRow);
   }
+  if (i.entries_left_out > 0) {
+    body.append(el("tr", { class: "left-out muted" }, el("td", { colspan: "5" },
+      "… showing the newest " + entries.length + " of " + i.deviations + " deviations")));
+  }
   const story = (i.steps || []).length
     ? el("p", { class: "story" }, i.story)
     : el("p", { class: "story muted" }, "(no story)");
