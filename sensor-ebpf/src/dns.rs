@@ -1,7 +1,7 @@
 //! DNS messages, read from the packets of sockets that named port 53 in a connect or send
 //! (`net.rs` remembers them by socket cookie, with the header of the process that did it).
 //! Queries on `cgroup_skb/egress`, responses on `cgroup_skb/ingress`: both run per packet, and
-//! stop after reading one header byte for anything that is not UDP to or from port 53.
+//! stop after reading two header bytes, straight from the packet, for anything that is not UDP.
 //!
 //! Packet programs run where no process is current (softirq for ingress), so they use no
 //! `bpf_get_current_*` helper: the attribution comes from the socket's entry.
@@ -35,13 +35,38 @@ struct Layout {
     addr_len: usize,
 }
 
+/// Bytes the version and protocol checks read: the IPv4 header up to its protocol (byte 9),
+/// which covers the IPv6 next header (byte 6).
+const FIRST_BYTES: usize = 10;
+
+/// The first [`FIRST_BYTES`] of the packet: straight from its linear part when that holds them
+/// (no helper call, and this runs on every packet of every socket), else through the helper,
+/// which also reads the paged part.
+#[inline(always)]
+fn first_bytes(ctx: &SkBuffContext) -> Option<[u8; FIRST_BYTES]> {
+    // SAFETY: two fields of the context, which the verifier turns into packet pointers.
+    let (data, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    if data + FIRST_BYTES <= end {
+        // SAFETY: inside the linear part (checked above, and again by the verifier).
+        Some(unsafe { core::ptr::read_unaligned(data as *const [u8; FIRST_BYTES]) })
+    } else {
+        ctx.load::<[u8; FIRST_BYTES]>(0).ok()
+    }
+}
+
 /// The packet's layout when it is UDP over IPv4 or IPv6 (without extension headers).
 #[inline(always)]
 fn udp_layout(ctx: &SkBuffContext, response: bool) -> Option<Layout> {
-    let first = ctx.load::<u8>(0).ok()?;
+    let head = first_bytes(ctx)?;
+    let first = head[0];
     match first >> 4 {
         4 => {
-            if ctx.load::<u8>(9).ok()? != IPPROTO_UDP {
+            if head[9] != IPPROTO_UDP {
                 return None;
             }
             Some(Layout {
@@ -52,7 +77,7 @@ fn udp_layout(ctx: &SkBuffContext, response: bool) -> Option<Layout> {
             })
         }
         6 => {
-            if ctx.load::<u8>(6).ok()? != IPPROTO_UDP {
+            if head[6] != IPPROTO_UDP {
                 return None;
             }
             Some(Layout {

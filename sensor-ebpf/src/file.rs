@@ -28,7 +28,7 @@ use sensor_common::{Counter, EventKind, OpenEvent, PathRecord};
 use crate::{
     kernel::{
         current_task, file_of_fd, fill_header, is_self, off, output_prefix, read, read_ptr,
-        seen_before, walk_path,
+        read_two, seen_before, walk_path,
     },
     maps::{OPEN_SCRATCH, PENDING_OPENS},
 };
@@ -160,18 +160,20 @@ pub(crate) fn emit_open(fd: i64, pending: Option<u32>) {
 /// descriptor, or -1 where it is not installed yet (the LSM hook in `lsm.rs`).
 #[inline(always)]
 pub(crate) fn emit_open_file(task: *const u8, file: *const u8, fd: i32, flags: u32) {
-    // Repeats of the same (process image, file, intent) stop here, before the path walk.
+    // Repeats of the same (process image, file, intent) stop here, before the path walk. The
+    // file is named by its superblock and inode number: as unique as (s_dev, ino) while the
+    // filesystem is mounted, and one read less on the path every repeat takes (`s_dev` is read
+    // for the record only). Neither names it across a remount: an anonymous `s_dev` is given
+    // out again just as a freed superblock's memory is.
     let (ino, dev, nlink) = match read_ptr(file, off!(file_f_inode)) {
         Some(inode) => {
-            let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
-            let dev = read_ptr(inode, off!(inode_i_sb))
-                .and_then(|sb| read::<u32>(sb, off!(super_block_s_dev)))
-                .unwrap_or(0);
+            let (sb, ino) = read_two(inode, off!(inode_i_sb), off!(inode_i_ino)).unwrap_or((0, 0));
             let intent = (flags & (O_ACCMODE | O_CREAT | O_TRUNC)) as u64;
             let kind = (EventKind::Open as u64) << 32 | intent;
-            if seen_before(task, kind, dev as u64, ino, Counter::SuppressedOpen) {
+            if sb != 0 && seen_before(task, kind, sb, ino, Counter::SuppressedOpen) {
                 return;
             }
+            let dev = read::<u32>(sb as *const u8, off!(super_block_s_dev)).unwrap_or(0);
             let nlink = read::<u32>(inode, off!(inode_i_nlink)).unwrap_or(0);
             (ino, dev, nlink)
         }

@@ -12,7 +12,9 @@ use sensor_common::{
     PATH_TRUNCATED, PATH_UNLINKED, PathRecord, SeenKey,
 };
 
-use crate::maps::{CGROUP_COUNTS, COUNTERS, EVENTS, FILTER_REPEATS, SEEN, SELF_PID};
+use crate::maps::{
+    CGROUP_COUNTS, COUNTERS, EVENTS, FILTER_REPEATS, SEEN, SEEN_FRONT, SEEN_FRONT_BITS, SELF_PID,
+};
 
 /// One member offset from the `OFFSETS` global. Volatile so the compiler cannot fold the
 /// all-zero initial value into the code: the loader rewrites it before the program loads.
@@ -42,6 +44,20 @@ pub fn read<T>(base: *const u8, offset: usize) -> Option<T> {
             count(Counter::ReadError);
             None
         }
+    }
+}
+
+/// The u64s at `base + first` and `base + second`: one read of the 32 bytes from `first` when
+/// `second` is among them (each read is a helper call, the cost of the hot paths), else two.
+/// For members of one structure that has 32 bytes from `first`.
+#[inline(always)]
+pub fn read_two(base: *const u8, first: usize, second: usize) -> Option<(u64, u64)> {
+    let gap = second.wrapping_sub(first);
+    if gap < 32 && gap % 8 == 0 {
+        let words = read::<[u64; 4]>(base, first)?;
+        Some((words[0], words[(gap / 8) & 3]))
+    } else {
+        Some((read::<u64>(base, first)?, read::<u64>(base, second)?))
     }
 }
 
@@ -77,10 +93,12 @@ fn count_for_cgroup(suppressed: bool) {
 /// Charges one lost (or suppressed) record to `cgroup`.
 #[inline(always)]
 pub fn count_for_cgroup_id(cgroup: u64, suppressed: bool) {
-    if CGROUP_COUNTS.get_ptr_mut(&cgroup).is_none() {
+    // One lookup when the cgroup has its entry already (every repeat a filter suppresses).
+    let counts = CGROUP_COUNTS.get_ptr_mut(&cgroup).or_else(|| {
         let _ = CGROUP_COUNTS.insert(&cgroup, &CgroupCounts::default(), 0);
-    }
-    if let Some(counts) = CGROUP_COUNTS.get_ptr_mut(&cgroup) {
+        CGROUP_COUNTS.get_ptr_mut(&cgroup)
+    });
+    if let Some(counts) = counts {
         // SAFETY: this CPU's copy of the value; programs on one CPU do not preempt each other.
         unsafe {
             if suppressed {
@@ -144,13 +162,37 @@ pub fn seen_before(task: *const u8, kind: u64, a: u64, b: u64, suppressed: Count
         a,
         b,
     };
-    // SAFETY: only the presence of the entry is used.
-    if unsafe { SEEN.get(&key) }.is_some() {
-        count(suppressed);
-        return true;
+    let front = SEEN_FRONT.get_ptr_mut(front_slot(&key));
+    if let Some(slot) = front {
+        // SAFETY: this CPU's slot; programs on one CPU do not preempt each other.
+        if unsafe { *slot } == key {
+            count(suppressed);
+            return true;
+        }
     }
-    let _ = SEEN.insert(&key, &0, 0);
-    false
+    // SAFETY: only the presence of the entry is used.
+    let seen = unsafe { SEEN.get(&key) }.is_some();
+    if seen {
+        count(suppressed);
+    } else if SEEN.insert(&key, &0, 0).is_err() {
+        return false;
+    }
+    if let Some(slot) = front {
+        // SAFETY: as above.
+        unsafe { *slot = key };
+    }
+    seen
+}
+
+/// The [`SEEN_FRONT`] slot of `key`: a multiplicative hash of its fields.
+#[inline(always)]
+fn front_slot(key: &SeenKey) -> u32 {
+    let mixed = (key.mm >> 6)
+        ^ u64::from(key.pid)
+        ^ key.kind.rotate_left(13)
+        ^ key.a.rotate_left(29)
+        ^ key.b;
+    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SEEN_FRONT_BITS)) as u32
 }
 
 /// The current task, as a raw kernel pointer.
@@ -197,11 +239,18 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, task: *const u8) {
 pub fn file_of_fd(task: *const u8, fd: u32) -> Option<*const u8> {
     let files = read_ptr(task, off!(task_struct_files))?;
     let fdt = read_ptr(files, off!(files_struct_fdt))?;
-    let max_fds = read::<u32>(fdt, off!(fdtable_max_fds))?;
-    if fd >= max_fds {
+    // `max_fds` and the `fd` array pointer are next to each other in every kernel we know: one
+    // read then fetches both.
+    let (max_fds, fd_array) = if off!(fdtable_fd) == off!(fdtable_max_fds) + 8 {
+        let [max_fds, fd_array] = read::<[u64; 2]>(fdt, off!(fdtable_max_fds))?;
+        (max_fds as u32, fd_array as *const u8)
+    } else {
+        let max_fds = read::<u32>(fdt, off!(fdtable_max_fds))?;
+        (max_fds, read_ptr(fdt, off!(fdtable_fd))?)
+    };
+    if fd >= max_fds || fd_array.is_null() {
         return None;
     }
-    let fd_array = read_ptr(fdt, off!(fdtable_fd))?;
     read_ptr(fd_array, fd as usize * core::mem::size_of::<usize>())
 }
 
@@ -220,16 +269,14 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
     };
     let mount_mnt = off!(mount_mnt);
     let mut mount = vfsmnt.wrapping_sub(mount_mnt);
+    // Read once per mount crossed, not once per component.
+    let Some(mut mnt_root) = read_ptr(vfsmnt, off!(vfsmount_mnt_root)) else {
+        return;
+    };
     // The running length lives in the record, not in a register: the verifier then sees an
     // unknown (masked) value at every iteration and can prune equivalent states instead of
     // walking every combination of component lengths.
     for _ in 0..PATH_MAX_DEPTH {
-        let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_mnt_root)) else {
-            break;
-        };
-        let Some(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
-            break;
-        };
         if dentry == mnt_root {
             let Some(mount_parent) = read_ptr(mount, off!(mount_mnt_parent)) else {
                 break;
@@ -244,8 +291,15 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
             dentry = mountpoint;
             mount = mount_parent;
             vfsmnt = mount.wrapping_add(mount_mnt);
+            let Some(root) = read_ptr(vfsmnt, off!(vfsmount_mnt_root)) else {
+                break;
+            };
+            mnt_root = root;
             continue;
         }
+        let Some(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
+            break;
+        };
         let Some(name) = read_ptr(dentry, off!(dentry_d_name) + off!(qstr_name)) else {
             break;
         };

@@ -91,6 +91,17 @@ pub static CGROUP_COUNTS: LruPerCpuHashMap<u64, CgroupCounts> =
 #[map]
 pub static SEEN: LruHashMap<SeenKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// log2 of the slots of [`SEEN_FRONT`].
+pub const SEEN_FRONT_BITS: u32 = 9;
+
+/// This CPU's most recent keys found in (or put into) `SEEN`, one per slot by a hash of the
+/// key: a repeat is then recognised by comparing 40 bytes, without hashing them into the shared
+/// LRU map. It only holds keys whose first occurrence already went through `SEEN`, so it never
+/// stops a first occurrence.
+#[map]
+pub static SEEN_FRONT: PerCpuArray<SeenKey> =
+    PerCpuArray::with_max_entries(1 << SEEN_FRONT_BITS, 0);
+
 /// 1: filter exact repeats in the kernel (default); 0: send every event (for measurements).
 #[unsafe(no_mangle)]
 pub static FILTER_REPEATS: u32 = 1;

@@ -114,6 +114,48 @@ fn proc_self_fd_path_is_the_real_file() {
     });
 }
 
+/// Unmounts the tmpfs at its path when dropped, so a failing test leaves no mount behind.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", at.display());
+        Self(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn path_crosses_mount_points() {
+    let k = KernelHarness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Two mounts stacked below the test's directory: the walk climbs out of each through its
+    // mount point.
+    let outer = Tmpfs::mount(dir.path().join("outer"));
+    let inner = Tmpfs::mount(outer.0.join("a/inner"));
+    std::fs::create_dir_all(inner.0.join("b")).unwrap();
+    let pid = run(Command::new(ACTOR)
+        .args(["open-create", "b/in-mount.txt"])
+        .current_dir(&inner.0));
+    let expected = std::fs::canonicalize(inner.0.join("b/in-mount.txt")).unwrap();
+    k.expect("open of in-mount.txt", |e| {
+        e.pid == pid
+            && matches!(&e.kind, EventKind::Open { path, .. } if path == expected.to_str().unwrap())
+    });
+    drop(inner);
+}
+
 #[test]
 fn very_deep_path_is_marked_cut() {
     let k = KernelHarness::shared();
