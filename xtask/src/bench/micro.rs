@@ -47,20 +47,23 @@ struct Sample {
     lost: u64,
 }
 
+/// Runs `loadgen <workload> <ops>`; its operations per second.
+pub(super) fn loadgen(bin: &Path, workload: &str, ops: u64) -> anyhow::Result<f64> {
+    let out = Command::new(bin.join("loadgen"))
+        .args([workload, &ops.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "loadgen {workload} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    result["ops_per_sec"].as_f64().context("ops/s")
+}
+
 fn measure(bin: &Path, workload: &str, ops: u64, config: Config) -> anyhow::Result<Sample> {
-    let w = watched(bin, config, || {
-        let out = Command::new(bin.join("loadgen"))
-            .args([workload, &ops.to_string()])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "loadgen {workload} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        result["ops_per_sec"].as_f64().context("ops/s")
-    })?;
+    let w = watched(bin, config, || loadgen(bin, workload, ops))?;
     Ok(Sample {
         ops_per_sec: w.value,
         cpu: w.monitor_cpu,

@@ -11,11 +11,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use super::micro::loadgen;
 use super::monitor::{Config, SensorUnderTest};
 use super::server;
 
@@ -79,21 +79,6 @@ fn delta(before: &Counters, after: &Counters) -> Counters {
         })
         .filter(|(_, (_, n))| *n > 0)
         .collect()
-}
-
-/// Runs `loadgen <workload> <ops>`; its operations per second.
-fn loadgen(bin: &Path, workload: &str, ops: u64) -> anyhow::Result<f64> {
-    let out = Command::new(bin.join("loadgen"))
-        .args([workload, &ops.to_string()])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "loadgen {workload} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    result["ops_per_sec"].as_f64().context("ops/s")
 }
 
 /// The section: per workload, the nanoseconds the sensor's programs add to one operation.
