@@ -195,3 +195,77 @@ fn a_process_leaving_its_unit_stays_in_it_and_is_reported() {
         "{baselines:#?}"
     );
 }
+
+/// A plain cgroup's service that never started a job nor left its cgroup while it learnt: a
+/// process of it starting a job (complete GitHub variables) and one moving itself into a fresh
+/// cgroup go where lineage lets them, and each is a HIGH identity switch of the service.
+#[test]
+fn a_service_that_never_handed_off_doing_so_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = cgroup2_root();
+    let svc = Cgroup::new(&root, "handoff-svc");
+    let fresh = Cgroup::new(&root, "handoff-fresh");
+    let (go, done) = (dir.path().join("go"), dir.path().join("done"));
+    let stack = Stack::start(
+        dir.path(),
+        &[
+            "--cgroup-root",
+            root.to_str().unwrap(),
+            "--learning-period",
+            "2s",
+        ],
+    );
+    let script = format!(
+        "echo $$ > {svc}/cgroup.procs\n\
+         while [ ! -e {go} ]; do cat /etc/hostname > /dev/null; sleep 0.1; done\n\
+         env GITHUB_REPOSITORY=evil/x GITHUB_WORKFLOW=ci GITHUB_JOB=lint GITHUB_RUN_ID=5 \
+         cat /etc/hostname > /dev/null\n\
+         /bin/sh -c 'echo $$ > {fresh}/cgroup.procs; cat /etc/hostname > /dev/null'\n\
+         while [ ! -e {done} ]; do sleep 0.1; done\n",
+        svc = svc.0.display(),
+        fresh = fresh.0.display(),
+        go = go.display(),
+        done = done.display(),
+    );
+    let mut service = tests::Guard(
+        Command::new("/bin/sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the service's baseline detecting",
+        Duration::from_secs(30),
+        || {
+            stack
+                .baselines()
+                .into_iter()
+                .find(|b| b["workload"] == "cgroup:/handoff-svc" && b["state"] == "detecting")
+        },
+    );
+    std::fs::write(&go, "").unwrap();
+    let found = wait_for("both handoffs reported", Duration::from_secs(20), || {
+        Some(identity_switches(&stack, "cgroup:/handoff-svc")).filter(|d| d.len() >= 2)
+    });
+    std::fs::write(&done, "").unwrap();
+    assert!(service.0.wait().unwrap().success());
+    let summaries: Vec<&str> = found
+        .iter()
+        .map(|d| d["summary"].as_str().unwrap_or(""))
+        .collect();
+    for d in &found {
+        assert_eq!(d["severity"], "high", "{d}");
+    }
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.contains("ci-environment:github_job") && s.contains("github:evil/x/ci/lint")),
+        "{summaries:#?}"
+    );
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.contains("cgroup-move:cgroup") && s.contains("cgroup:/handoff-fresh")),
+        "{summaries:#?}"
+    );
+}

@@ -23,6 +23,9 @@ pub struct Context {
     /// The process claimed a job, run or cgroup identity its lineage does not give it (set by
     /// the attributor, once per lineage and claim; see `attribute::lineage`).
     pub identity_claim: Option<super::IdentityClaim>,
+    /// The process left a workload for this one as its lineage allows (a job started, a move
+    /// out of a plain cgroup): a behaviour of the workload it left (see `attribute::lineage`).
+    pub handoff: Option<super::Handoff>,
     /// For an event in a container: the container's id (evidence; the workload is named by
     /// image and outlives it, see `attribute::container`).
     pub container_id: Option<String>,

@@ -17,6 +17,11 @@
 //!
 //! A claim is flagged once per lineage: descendants that inherit the claiming environment (or
 //! cgroup) do not repeat it; a different claim is flagged again.
+//!
+//! What lineage allows is still something the workload left did: a [`Handoff`] (a job started,
+//! a move out of a plain cgroup by anyone but init) is a behaviour of that workload, learnt while
+//! it learns and new afterwards. A runner's unit learns that it starts jobs; a service that never
+//! did cannot start one, or hop into a fresh cgroup, unnoticed.
 
 use super::workload::{Workload, WorkloadKind};
 
@@ -44,6 +49,50 @@ pub struct IdentityClaim {
     /// The workload (and run) the process claimed to be.
     pub claimed: Workload,
     pub source: ClaimSource,
+}
+
+/// A process left workload `from` for workload `to`, as its lineage allows (a job
+/// started by a process outside every job, a move out of a plain cgroup). Set on the event at
+/// which it happened; detection judges it in `from`'s baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub from: Workload,
+    pub to: Workload,
+    pub source: ClaimSource,
+}
+
+impl Handoff {
+    /// The handoff of a process whose cgroup workload is `from` to `to`, when `from` is one
+    /// whose baseline should know it. The shared root holds whatever nothing placed (hosts
+    /// without systemd, test harnesses, kernel threads): it has no behaviour of its own.
+    pub(crate) fn from_workload(
+        from: Option<&Workload>,
+        to: &Workload,
+        source: ClaimSource,
+    ) -> Option<Handoff> {
+        let from = from.filter(|w| {
+            matches!(w.kind, WorkloadKind::Cgroup | WorkloadKind::SystemdUnit)
+                && !super::cgroup::is_shared_root(w)
+        })?;
+        Some(Handoff {
+            from: from.clone(),
+            to: to.clone(),
+            source,
+        })
+    }
+
+    /// What the workload left learns: how it handed off, and to what kind (`ci-environment:
+    /// github_job`, `cgroup-move:cgroup`).
+    pub fn detail(&self) -> String {
+        let to = match self.to.kind {
+            WorkloadKind::Cgroup => "cgroup",
+            WorkloadKind::SystemdUnit => "systemd_unit",
+            WorkloadKind::Container => "container",
+            WorkloadKind::GithubJob => "github_job",
+            WorkloadKind::GitlabJob => "gitlab_job",
+        };
+        format!("{}:{to}", self.source.as_str())
+    }
 }
 
 /// What the CI variables of an exec do to a process's job.

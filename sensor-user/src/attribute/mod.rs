@@ -31,13 +31,13 @@ pub use cgroup::workload_for_cgroup_path;
 pub use container::{ContainerConfig, ContainerNaming};
 pub use container_runtime::{ContainerInfo, Source as ContainerSource};
 pub use context::Context;
-pub use lineage::{ClaimSource, IdentityClaim};
+pub use lineage::{ClaimSource, Handoff, IdentityClaim};
 pub use process::{DEFAULT_MAX_PROCESSES, EXIT_GRACE, MAX_ANCESTRY, ProcessInfo};
 pub use workload::{Workload, WorkloadKind, ci_job_from_env};
 
 use cgroup::{CgroupResolver, unresolved_workload};
 use container::ContainerIdentities;
-use lineage::{CgroupChange, JobChange};
+use lineage::{CgroupChange, JobChange, Mover};
 use process::{Entry, ProcessTable};
 
 /// An event with the workload and process it belongs to.
@@ -152,7 +152,7 @@ impl Attributor {
     ///   new process (pid reuse after a missed fork) and is treated the same way.
     pub fn attribute(&mut self, event: Event) -> Attributed {
         self.processes.sweep(event.time);
-        let mut claim = self.track(&event);
+        let mut lineage = self.track(&event);
         let job = self.processes.get(event.pid).and_then(|e| e.job.clone());
         let mut container_id = None;
         let workload = match job {
@@ -162,16 +162,18 @@ impl Attributor {
                 // Lineage decides on cgroup workloads (container ids); the name comes after.
                 let (workload, id) = self.containers.name(workload);
                 container_id = id;
-                claim = claim.or(moved.map(|mut c| {
+                lineage.claim = lineage.claim.or(moved.claim.map(|mut c| {
                     c.claimed = self.containers.name(c.claimed).0;
                     c
                 }));
+                lineage.handoff = lineage.handoff.or(moved.handoff);
                 workload
             }
         };
         let process = self.processes.info(event.pid);
         let mut context = self.context.observe(&event.kind, &workload);
-        context.identity_claim = claim;
+        context.identity_claim = lineage.claim;
+        context.handoff = lineage.handoff;
         context.container_id = container_id;
         Attributed {
             event,
@@ -182,8 +184,8 @@ impl Attributor {
     }
 
     /// The workload of the cgroup of `event`'s process, as its lineage allows, and the claim
-    /// its move makes, if any. An unresolved cgroup keeps the process where it was.
-    fn cgroup_workload(&mut self, event: &Event) -> (Workload, Option<IdentityClaim>) {
+    /// or handoff its move makes, if any. An unresolved cgroup keeps the process where it was.
+    fn cgroup_workload(&mut self, event: &Event) -> (Workload, LineageChange) {
         let now = match self.cgroups.resolve(event.cgroup_id) {
             Some(root) if cgroup::is_shared_root(&root) => {
                 let pinned = self
@@ -205,31 +207,44 @@ impl Attributor {
         let Some(entry) = self.processes.get_mut(event.pid) else {
             return (
                 now.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
-                None,
+                LineageChange::default(),
             );
         };
         let Some(now) = now else {
             let kept = entry.cgroup.clone();
             return (
                 kept.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
-                None,
+                LineageChange::default(),
             );
         };
         // Borrowed, copied only for a claim: this runs on every event of a cgroup workload.
         let Some(pinned) = &entry.cgroup else {
             entry.cgroup = Some(now.clone());
-            return (now, None);
+            return (now, LineageChange::default());
         };
         match lineage::cgroup_change(pinned, &now, mover) {
-            CgroupChange::Stay => (now, None),
+            CgroupChange::Stay => (now, LineageChange::default()),
             CgroupChange::Move => {
+                // Init placing its children is the host's machinery; anyone else leaving a
+                // plain cgroup is the workload's own doing.
+                let handoff = (pinned.kind == WorkloadKind::Cgroup && mover == Mover::Other)
+                    .then(|| Handoff::from_workload(Some(pinned), &now, ClaimSource::CgroupMove))
+                    .flatten();
                 entry.cgroup = Some(now.clone());
-                (now, None)
+                let change = LineageChange {
+                    claim: None,
+                    handoff,
+                };
+                (now, change)
             }
             CgroupChange::Claim => {
                 let pinned = pinned.clone();
                 let claim = new_claim(&mut entry.claim, now, ClaimSource::CgroupMove);
-                (pinned, claim)
+                let change = LineageChange {
+                    claim,
+                    handoff: None,
+                };
+                (pinned, change)
             }
         }
     }
@@ -252,8 +267,9 @@ impl Attributor {
         Some(cgroup::workload_for_v1_lines(&text))
     }
 
-    /// Updates the table with `event`; returns the identity its exec claims, if any.
-    fn track(&mut self, event: &Event) -> Option<IdentityClaim> {
+    /// Updates the table with `event`; returns the identity its exec claims or the job it
+    /// starts, if any.
+    fn track(&mut self, event: &Event) -> LineageChange {
         let pid = event.pid;
         let is_exec = matches!(event.kind, EventKind::Exec { .. });
         let known = self
@@ -276,17 +292,27 @@ impl Attributor {
             self.processes
                 .set_image(pid, executable, argv, *argv_truncated);
         }
-        let entry = self.processes.get_mut(pid)?;
-        let mut claim = None;
+        let Some(entry) = self.processes.get_mut(pid) else {
+            return LineageChange::default();
+        };
+        let mut change = LineageChange::default();
         entry.last_seen = event.time;
         let mut child = None;
         match &event.kind {
             EventKind::Exec { env, .. } => {
                 match lineage::job_on_exec(entry.job.as_ref(), ci_job_from_env(env)) {
                     JobChange::Keep => {}
-                    JobChange::Start(job) => entry.job = Some(job),
+                    JobChange::Start(job) => {
+                        change.handoff = Handoff::from_workload(
+                            entry.cgroup.as_ref(),
+                            &job,
+                            ClaimSource::CiEnvironment,
+                        );
+                        entry.job = Some(job);
+                    }
                     JobChange::Claim(named) => {
-                        claim = new_claim(&mut entry.claim, named, ClaimSource::CiEnvironment);
+                        change.claim =
+                            new_claim(&mut entry.claim, named, ClaimSource::CiEnvironment);
                     }
                 }
             }
@@ -305,7 +331,7 @@ impl Attributor {
         if let Some((child_pid, entry)) = child {
             self.processes.insert(child_pid, entry, pid);
         }
-        claim
+        change
     }
 
     /// An entry for a process first seen through `event`, inheriting from its parent if known.
@@ -329,6 +355,13 @@ impl Attributor {
             shared: None,
         }
     }
+}
+
+/// What an event changed in its process's lineage: an identity claimed, or a workload left.
+#[derive(Debug, Default)]
+struct LineageChange {
+    claim: Option<IdentityClaim>,
+    handoff: Option<Handoff>,
 }
 
 /// A claim of `claimed` by a process whose lineage last claimed `last`: flagged only when it

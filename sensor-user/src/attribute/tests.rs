@@ -266,6 +266,57 @@ fn leaving_a_unit_or_container_by_oneself_is_a_claim() {
 }
 
 #[test]
+fn starting_a_job_or_leaving_a_plain_cgroup_is_a_handoff_of_the_workload_left() {
+    let mut f = Fixture::new();
+    let service = cgroup(&f, "/detect-svc");
+    let fresh = cgroup(&f, "/detect-svc-2");
+    let root = cgroup(&f, "/");
+
+    // A unit's process starting a job: the job is its workload, the unit is left.
+    f.exec(10, 1, "/usr/bin/runner", &[]);
+    f.fork(10, 11);
+    let job = f.exec(11, 10, "/bin/bash", GITHUB);
+    assert_eq!(job.workload.id, "github:acme/app/ci/build");
+    let handoff = job.context.handoff.expect("handoff from the unit");
+    assert_eq!(handoff.from.id, "unit:runner.service");
+    assert_eq!(handoff.to.id, "github:acme/app/ci/build");
+    assert_eq!(handoff.detail(), "ci-environment:github_job");
+    assert_eq!(f.open(11, 10).context.handoff, None, "only at the start");
+
+    // A plain cgroup's process moving itself into another plain cgroup: moved, and a handoff.
+    f.runner_cgroup = service;
+    f.exec(20, 5, "/usr/sbin/nginx", &[]);
+    f.runner_cgroup = fresh;
+    let moved = f.open(20, 5);
+    assert_eq!(moved.workload.id, "cgroup:/detect-svc-2");
+    assert_eq!(moved.context.identity_claim, None);
+    let handoff = moved
+        .context
+        .handoff
+        .expect("handoff from the plain cgroup");
+    assert_eq!(handoff.from.id, "cgroup:/detect-svc");
+    assert_eq!(handoff.detail(), "cgroup-move:cgroup");
+    assert_eq!(f.open(20, 5).context.handoff, None, "once");
+
+    // Init placing its child, and anything leaving the shared root, are nobody's handoff.
+    f.runner_cgroup = service;
+    f.open(30, 1);
+    f.runner_cgroup = fresh;
+    assert_eq!(f.open(30, 1).context.handoff, None, "init's move");
+    f.runner_cgroup = root;
+    f.open(40, 5);
+    f.runner_cgroup = service;
+    assert_eq!(f.open(40, 5).context.handoff, None, "from the root");
+    f.runner_cgroup = root;
+    f.exec(41, 5, "/usr/bin/harness", &[]);
+    assert_eq!(
+        f.exec(41, 5, "/bin/bash", GITHUB).context.handoff,
+        None,
+        "job from the root"
+    );
+}
+
+#[test]
 fn missed_fork_inherits_through_ppid() {
     let mut f = Fixture::new();
     f.exec(40, 1, "/bin/bash", GITHUB);

@@ -56,13 +56,15 @@ pub(crate) struct WorkloadBaseline {
     /// starts.
     #[serde(default, skip_serializing_if = "Shapes::is_empty")]
     pub shapes: Shapes,
-    /// Learnt by a sensor that did not yet record who moves content onto a path (`replace`
-    /// file operations): true for every baseline file written before the field existed. Such a
-    /// baseline judges no `replace`, since the build's own moves were never learnt and each
-    /// would be reported as tampering after an upgrade; resetting it (or learning anew)
+    /// Learnt by a sensor that did not yet record moves: who moves content onto a path
+    /// (`replace` file operations) and processes leaving the workload (identity handoffs:
+    /// jobs started, moves out of a plain cgroup). True for every baseline file written before
+    /// the field existed. Such a baseline judges neither, since its own moves were never learnt
+    /// and each would be reported after an upgrade (a build's moves onto its outputs as
+    /// tampering, a runner's next job as an identity handoff); resetting it (or learning anew)
     /// clears it.
     #[serde(default = "learnt_before_the_field", skip_serializing_if = "is_true")]
-    pub learnt_before_replaces: bool,
+    pub learnt_before_moves: bool,
 }
 
 /// The value of a field a baseline file lacks because an older sensor wrote it (this one

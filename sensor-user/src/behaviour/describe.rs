@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::attribute::Attributed;
 use crate::event::EventKind;
 
-use super::Behaviour;
+use super::{Behaviour, PrivilegeOperation};
 
 /// One line, e.g. `new executable /usr/bin/nc run by /bin/bash in github:acme/app/ci/build`.
 pub fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
@@ -41,6 +41,23 @@ pub fn summary(event: &Attributed, behaviour: &Behaviour) -> String {
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default();
             format!("new network destination {dest}/{protocol}{name}{by} in {workload}")
+        }
+        Behaviour::Privilege {
+            operation: PrivilegeOperation::IdentityHandoff,
+            detail,
+        } => {
+            let to = event.context.handoff.as_ref().map_or(String::new(), |h| {
+                let run =
+                    h.to.run_id
+                        .as_deref()
+                        .map(|r| format!(" run {r}"))
+                        .unwrap_or_default();
+                format!(" for {}{run}", h.to.id)
+            });
+            format!(
+                "identity handoff: a process{by} left {workload}{to} ({detail}), which the \
+                 workload never did while learning"
+            )
         }
         Behaviour::Privilege { operation, detail } => {
             let result = match &event.event.kind {

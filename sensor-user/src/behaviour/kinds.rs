@@ -50,10 +50,15 @@ pub enum PrivilegeOperation {
     /// the ring bypass every syscall hook, so the use itself is what a baseline learns.
     #[serde(rename = "io-uring")]
     IoUring,
+    /// A process left the workload for another as its lineage allows (`detail`: how, and the
+    /// kind of workload: `ci-environment:github_job`, `cgroup-move:cgroup`): a runner starting
+    /// jobs learns it, a service that never did is escaping its baseline.
+    #[serde(rename = "identity-handoff")]
+    IdentityHandoff,
 }
 
 impl PrivilegeOperation {
-    pub const ALL: [PrivilegeOperation; 19] = [
+    pub const ALL: [PrivilegeOperation; 20] = [
         PrivilegeOperation::SetUid,
         PrivilegeOperation::SetReuid,
         PrivilegeOperation::SetResuid,
@@ -73,6 +78,7 @@ impl PrivilegeOperation {
         PrivilegeOperation::Unshare,
         PrivilegeOperation::Setns,
         PrivilegeOperation::IoUring,
+        PrivilegeOperation::IdentityHandoff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +102,7 @@ impl PrivilegeOperation {
             PrivilegeOperation::Unshare => "unshare",
             PrivilegeOperation::Setns => "setns",
             PrivilegeOperation::IoUring => "io-uring",
+            PrivilegeOperation::IdentityHandoff => "identity-handoff",
         }
     }
 
@@ -113,6 +120,7 @@ impl PrivilegeOperation {
                 | PrivilegeOperation::Setns
                 | PrivilegeOperation::Mount
                 | PrivilegeOperation::IoUring
+                | PrivilegeOperation::IdentityHandoff
         )
     }
 }

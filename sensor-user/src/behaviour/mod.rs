@@ -78,8 +78,22 @@ pub enum Behaviour {
 const EPHEMERAL_PORTS: u16 = 32768;
 
 impl Behaviour {
-    /// The behaviours `event` shows, in report order (executable before its edge).
+    /// The behaviours `event` shows, in report order (executable before its edge). An event
+    /// attributed to the workload its process just left shows that handoff as well.
     pub fn of(event: &Attributed) -> Vec<Behaviour> {
+        let mut out = Self::of_kind(event);
+        if let Some(handoff) = &event.context.handoff
+            && handoff.from.id == event.workload.id
+        {
+            out.push(Behaviour::Privilege {
+                operation: PrivilegeOperation::IdentityHandoff,
+                detail: handoff.detail(),
+            });
+        }
+        out
+    }
+
+    fn of_kind(event: &Attributed) -> Vec<Behaviour> {
         match &event.event.kind {
             EventKind::Exec {
                 executable, script, ..

@@ -5,7 +5,7 @@ use proto::v1::DeviationKind;
 use sha2::{Digest, Sha256};
 
 use crate::baseline::Dimension;
-use crate::behaviour::Behaviour;
+use crate::behaviour::{Behaviour, PrivilegeOperation};
 
 /// Domain separation for deviation ids (bump when the id recipe changes).
 const ID_DOMAIN: &[u8] = b"sensor.v1.Deviation/1";
@@ -81,6 +81,11 @@ pub fn deviation_kind(behaviour: &Behaviour) -> DeviationKind {
         Behaviour::ExecEdge { .. } => DeviationKind::NewExecEdge,
         Behaviour::File { .. } => DeviationKind::NewFileAccess,
         Behaviour::Destination { .. } => DeviationKind::NewNetworkDestination,
+        // Leaving the workload where it never did is choosing another identity.
+        Behaviour::Privilege {
+            operation: PrivilegeOperation::IdentityHandoff,
+            ..
+        } => DeviationKind::IdentitySwitch,
         Behaviour::Privilege { .. } => DeviationKind::NewPrivilegeUse,
         Behaviour::DnsName(_) => DeviationKind::NewDnsName,
         Behaviour::Listener { .. } => DeviationKind::NewListener,

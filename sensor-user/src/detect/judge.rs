@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::attribute::Attributed;
 use crate::baseline::{LearningConfig, WorkloadBaseline, stability};
-use crate::behaviour::{Behaviour, FileChange, generalize_path};
+use crate::behaviour::{Behaviour, FileChange, PrivilegeOperation, generalize_path};
 use crate::event::OpenIntent;
 
 use super::finding::{Evidence, Signal, Verdict};
@@ -46,12 +46,17 @@ pub(crate) fn is_novel(
             path,
             ..
         } => {
-            if baseline.learnt_before_replaces {
+            if baseline.learnt_before_moves {
                 return false;
             }
             let (product, read) = replaced(baseline, path);
             (product || read) && baseline.is_novel(behaviour)
         }
+        // A baseline learnt before handoffs were recorded never saw its own (a runner's jobs).
+        Behaviour::Privilege {
+            operation: PrivilegeOperation::IdentityHandoff,
+            ..
+        } if baseline.learnt_before_moves => false,
         _ => is_novel_plain(baseline, behaviour),
     }
 }
@@ -252,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn a_baseline_learnt_before_replaces_were_recorded_judges_none() {
+    fn a_baseline_learnt_before_moves_were_recorded_judges_none() {
         let replace = Behaviour::FileOperation {
             operation: FileChange::Replace,
             path: "/ws/out/app".into(),
@@ -265,9 +270,9 @@ mod tests {
                 ..OpenIntent::default()
             },
         };
-        // A file an older sensor wrote: no `learnt_before_replaces` field.
+        // A file an older sensor wrote: no `learnt_before_moves` field.
         let mut old: WorkloadBaseline = serde_json::from_str("{}").unwrap();
-        assert!(old.learnt_before_replaces);
+        assert!(old.learnt_before_moves);
         old.learned.learn(written.clone(), 10);
         assert!(!is_novel(&old, &replace, &SecretPaths::default()));
 
@@ -275,7 +280,7 @@ mod tests {
         new.learned.learn(written, 10);
         let text = serde_json::to_string(&new).unwrap();
         let new: WorkloadBaseline = serde_json::from_str(&text).unwrap();
-        assert!(!new.learnt_before_replaces, "written as false: {text}");
+        assert!(!new.learnt_before_moves, "written as false: {text}");
         assert!(is_novel(&new, &replace, &SecretPaths::default()));
     }
 

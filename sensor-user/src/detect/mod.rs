@@ -108,8 +108,25 @@ impl Engine {
     }
 
     /// Learns from `event`, or judges it, and returns what it shows that was never reported
-    /// before. An Exec of a new executable reports the executable, not also the edge.
+    /// before. An Exec of a new executable reports the executable, not also the edge. An event
+    /// at which its process left another workload (a job started, a move out of a plain
+    /// cgroup) is also that workload's: the handoff is its behaviour (see `attribute::lineage`).
     pub fn observe(&mut self, event: &Attributed) -> Vec<Finding> {
+        let mut out = match &event.context.handoff {
+            Some(handoff) if handoff.from.id != event.workload.id => {
+                let mut left = event.clone();
+                left.workload = handoff.from.clone();
+                left.context.identity_claim = None;
+                self.observe_in_workload(&left)
+            }
+            _ => Vec::new(),
+        };
+        out.extend(self.observe_in_workload(event));
+        out
+    }
+
+    /// [`Engine::observe`] in the event's own workload.
+    fn observe_in_workload(&mut self, event: &Attributed) -> Vec<Finding> {
         let now = unix_nanos(event.event.time);
         let workload = &event.workload.id;
         let mut out = Vec::new();

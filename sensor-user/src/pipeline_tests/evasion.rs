@@ -624,3 +624,70 @@ fn a_file_opened_through_io_uring_is_judged_like_an_open() {
         "io_uring's openat is learnt: {d:#?}"
     );
 }
+
+/// An exec at which a process of `from` started job `to` (the attributor's handoff).
+fn job_started_from(from: &Workload, to: &Workload, time: SystemTime, pid: u32) -> Attributed {
+    let mut e = ev(to, time, pid, "/bin/bash", "/usr/bin/x", exec("/bin/bash"));
+    e.context.handoff = Some(crate::attribute::Handoff {
+        from: from.clone(),
+        to: to.clone(),
+        source: crate::attribute::ClaimSource::CiEnvironment,
+    });
+    e
+}
+
+#[test]
+fn a_workload_that_never_started_jobs_starting_one_is_high() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LearningConfig {
+        learning_runs: 5,
+        learning_period: Duration::from_secs(3600),
+    };
+    let mut engine = Engine::open(dir.path(), config, HOST.into()).expect("open");
+    let runner = Workload::new(WorkloadKind::SystemdUnit, "unit:runner.service".into());
+    let service = unit();
+    // Both learn for an hour; only the runner starts a job meanwhile.
+    feed(&mut engine, &normal_run(&runner, at(0), 100));
+    feed(&mut engine, &normal_run(&service, at(0), 200));
+    feed(
+        &mut engine,
+        &[job_started_from(&runner, &job("1"), at(10), 300)],
+    );
+    feed(&mut engine, &normal_run(&runner, at(3600), 400));
+    feed(&mut engine, &normal_run(&service, at(3600), 500));
+
+    // The runner's next job is what it always did.
+    let next = feed(
+        &mut engine,
+        &[job_started_from(&runner, &job("2"), at(3700), 600)],
+    );
+    assert!(
+        next.iter()
+            .all(|d| d.workload.as_ref().unwrap().id != "unit:runner.service"),
+        "{next:#?}"
+    );
+
+    // The service starting one is a HIGH identity handoff, in the service.
+    let d = feed(
+        &mut engine,
+        &[job_started_from(&service, &job("3"), at(3800), 700)],
+    );
+    let handoff = d
+        .iter()
+        .find(|d| d.kind() == DeviationKind::IdentitySwitch)
+        .unwrap_or_else(|| panic!("the service's handoff: {d:#?}"));
+    assert_eq!(handoff.workload.as_ref().unwrap().id, "unit:app.service");
+    assert!(handoff.severity() >= Severity::High, "{handoff:#?}");
+    assert!(
+        handoff.summary.contains("ci-environment:github_job"),
+        "{}",
+        handoff.summary
+    );
+    assert!(
+        handoff
+            .summary
+            .contains("for github:acme/app/ci/build run 3"),
+        "{}",
+        handoff.summary
+    );
+}

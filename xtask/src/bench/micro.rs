@@ -25,7 +25,11 @@ const WORKLOADS: &[(&str, u64, &str)] = &[
         "open+close of distinct files (every open is new)",
     ),
     ("forkexec", 3_000, "spawn /bin/true and wait"),
-    ("connect", 20_000, "TCP connect to loopback and close"),
+    (
+        "connect",
+        20_000,
+        "TCP connect to loopback, accept and close",
+    ),
     (
         "read",
         1_000_000,

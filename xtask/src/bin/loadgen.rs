@@ -4,7 +4,7 @@
 //! loadgen open N         open+close of one file, N times (the kernel filter's best case)
 //! loadgen open-many N    open+close of N different files (every open is new)
 //! loadgen forkexec N     spawn /bin/true and wait, N times
-//! loadgen connect N      TCP connect to a loopback listener and close, N times
+//! loadgen connect N      TCP connect to a loopback listener, accept and close, N times
 //! loadgen read N         read 64 bytes of /dev/zero, N times (a syscall the sensor ignores)
 //! loadgen getppid N      getppid, N times (the cheapest syscall the sensor ignores)
 //! loadgen open-rate R S  open+close of one file at R per second (0: as fast as possible) for S
@@ -65,15 +65,16 @@ fn main() {
         "connect" => {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            std::thread::spawn(move || {
-                for s in listener.incoming() {
-                    drop(s)
-                }
-            });
             start = Instant::now();
             for _ in 0..n {
+                // Accepted in turn, so the listen queue never fills: a full queue drops SYNs,
+                // and the connect that retries one waits a second (the stalls earlier runs of
+                // this loop showed, with or without a sensor).
                 let stream = TcpStream::connect(addr).unwrap();
+                let (accepted, _) = listener.accept().unwrap();
                 reset_on_close(&stream);
+                drop(stream);
+                drop(accepted);
             }
         }
         "read" => {
