@@ -231,7 +231,8 @@ pub const EVASIONS: &[Evasion] = &[
         "python3 \"$URING\" nop",
         &["io_uring", "io-uring"],
     ),
-    // Identity chosen by the process: today it moves into a workload that is still learning.
+    // Identity chosen by the process: inside a job it stays (a claim); from a service that never
+    // handed off, the handoff itself is new to the service.
     variant(
         "identity switch",
         "complete GitHub variables with another job name",
