@@ -16,10 +16,12 @@
 //!   kernel runs the BPF LSM): the opened `struct file` is its argument.
 //! - Classic syscall tracepoints (the fallback): every argument is an 8-byte slot after the
 //!   8-byte common header and the 8-byte syscall number, so argument `i` is at `16 + 8 * i`;
-//!   the return value is at 16.
+//!   the return value is at 16. On x86_64 only the exits are attached (`open_exit_regs`:
+//!   the flags come from the task's saved registers); elsewhere, or with `--open-hook
+//!   tracepoint-pair`, entry programs keep O_CREAT/O_TRUNC in a map for the exit.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -36,6 +38,8 @@ use crate::{
 const ARG1: usize = 24;
 const ARG2: usize = 32;
 const RET: usize = 16;
+/// `__syscall_nr` of a classic syscall tracepoint record (after the 8-byte common header).
+const NR: usize = 8;
 const O_ACCMODE: u32 = 0o3;
 const O_WRONLY: u32 = 0o1;
 pub(crate) const O_CREAT: u32 = 0o100;
@@ -105,6 +109,26 @@ pub fn file_open_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Exit of every open-like syscall (classic tracepoints) on x86_64, with no entry program: the
+/// flags are still in the task's saved user registers, as `file_sys_exit` reads them. One
+/// program per open instead of two, and no map entry to carry O_CREAT/O_TRUNC across.
+#[tracepoint]
+pub fn open_exit_regs(ctx: TracePointContext) -> u32 {
+    // SAFETY: RET and NR are inside the tracepoint record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
+    if ret < 0 || is_self() {
+        return 0;
+    }
+    // SAFETY: as above; `__syscall_nr` is an int.
+    let nr = unsafe { ctx.read_at::<i32>(NR) }.unwrap_or(-1) as u64;
+    // SAFETY: helpers of tracing programs; the current task is a trusted BTF pointer.
+    let regs = unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) };
+    if let Some(flags) = flags_in_regs(nr, regs as *const u8) {
+        emit_open(ret, kept(flags));
+    }
+    0
+}
+
 /// `sys_exit(struct pt_regs *regs, long ret)`, raw: the exit of every syscall. The open family
 /// is picked by `orig_ax` (the syscall number); its arguments are still in the saved registers.
 #[btf_tracepoint(function = "sys_exit")]
@@ -117,7 +141,21 @@ pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let Some(nr) = read::<u64>(regs, off!(pt_regs_orig_ax)) else {
         return 0;
     };
-    let flags = match nr {
+    let Some(flags) = flags_in_regs(nr, regs) else {
+        return 0;
+    };
+    if is_self() {
+        return 0;
+    }
+    emit_open(ret, kept(flags));
+    0
+}
+
+/// The open flags of syscall `nr` from its saved user registers (x86_64), or `None` when `nr`
+/// is not of the open family.
+#[inline(always)]
+fn flags_in_regs(nr: u64, regs: *const u8) -> Option<u32> {
+    Some(match nr {
         NR_OPENAT => read::<u64>(regs, off!(pt_regs_dx)).unwrap_or(0) as u32,
         NR_OPEN => read::<u64>(regs, off!(pt_regs_si)).unwrap_or(0) as u32,
         NR_CREAT => O_CREAT | O_WRONLY | O_TRUNC,
@@ -125,15 +163,14 @@ pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
             // SAFETY: the user read is checked by the helper.
             .and_then(|how| unsafe { bpf_probe_read_user(how as *const u64) }.ok())
             .unwrap_or(0) as u32,
-        _ => return 0,
-    };
-    if is_self() {
-        return 0;
-    }
-    // As at the classic entry: only O_CREAT and O_TRUNC are not recoverable from the file.
-    let pending = (flags & (O_CREAT | O_TRUNC) != 0).then_some(flags);
-    emit_open(ret, pending);
-    0
+        _ => return None,
+    })
+}
+
+/// As at the classic entry: only O_CREAT and O_TRUNC are not recoverable from the file.
+#[inline(always)]
+fn kept(flags: u32) -> Option<u32> {
+    (flags & (O_CREAT | O_TRUNC) != 0).then_some(flags)
 }
 
 /// Emits the record of a successful open returning `fd`, unless the same process image already

@@ -17,7 +17,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
-/// Open flags from syscall entry, keyed by pid_tgid, until the exit hook sees the result.
+/// Open flags from syscall entry, keyed by pid_tgid, until the exit hook sees the result (the
+/// entry and exit pair only: x86_64 exits read the flags from the saved registers).
 /// LRU so a thread that never returns (killed mid-syscall) cannot fill the map.
 #[map]
 pub static PENDING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);

@@ -150,7 +150,9 @@ pub struct RunArgs {
     /// kernel has BPF trampolines (probed at load; then no syscall tracepoint at all), else the BPF
     /// LSM `file_open` hook for opens where the kernel runs the BPF LSM, else the classic
     /// per-syscall tracepoints; `fentry` and `lsm` fail where the kernel refuses them (`lsm` is
-    /// audit only: it never denies); `tracepoint` the classic tracepoints; `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
+    /// audit only: it never denies); `tracepoint` the classic tracepoints (on x86_64 opens take their exit alone);
+    /// `tracepoint-pair` the classic tracepoints with an entry program for opens too (what other
+    /// architectures use); `raw-sys-exit` one raw `sys_exit` program for opens (runs on every
     /// syscall).
     #[arg(long, value_enum, default_value_t = crate::kernel::OpenHook::Auto)]
     pub open_hook: crate::kernel::OpenHook,

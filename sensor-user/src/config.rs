@@ -48,7 +48,7 @@ pub struct FileConfig {
     pub kernel_filter: Option<bool>,
     /// `false`: do not share baselines through the collector (`--no-share-baselines`).
     pub share_baselines: Option<bool>,
-    /// `auto`, `fentry`, `lsm`, `tracepoint` or `raw-sys-exit` (`--open-hook`).
+    /// `auto`, `fentry`, `lsm`, `tracepoint`, `tracepoint-pair` or `raw-sys-exit` (`--open-hook`).
     pub open_hook: Option<crate::kernel::OpenHook>,
     /// Extra credential-store path patterns (`--secret-path`), added to the built-in list.
     pub secret_paths: Option<Vec<String>>,

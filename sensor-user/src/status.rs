@@ -71,7 +71,8 @@ pub(crate) fn write(
 fn hooks_name(chosen: Chosen) -> &'static str {
     match chosen {
         Chosen::Fentry => "fentry",
-        Chosen::Tracepoints => "tracepoint",
+        Chosen::Tracepoints => "tracepoint-pair",
+        Chosen::TracepointExits => "tracepoint",
         Chosen::RawSysExit => "raw-sys-exit",
         Chosen::Lsm => "lsm",
     }
@@ -82,6 +83,7 @@ fn hooks_line(hooks: &Value) -> String {
     let how = match hooks.as_str() {
         Some("fentry") => "fentry/fexit",
         Some("tracepoint") => "syscall tracepoints",
+        Some("tracepoint-pair") => "syscall tracepoints (opens: entry and exit)",
         Some("raw-sys-exit") => "raw sys_exit (opens) + syscall tracepoints",
         Some("lsm") => "BPF LSM (opens) + syscall tracepoints",
         Some(other) => other,
@@ -259,9 +261,14 @@ mod tests {
         for (chosen, field, shown) in [
             (Chosen::Fentry, "fentry", "hooks: fentry/fexit ("),
             (
-                Chosen::Tracepoints,
+                Chosen::TracepointExits,
                 "tracepoint",
                 "hooks: syscall tracepoints (",
+            ),
+            (
+                Chosen::Tracepoints,
+                "tracepoint-pair",
+                "hooks: syscall tracepoints (opens: entry and exit) (",
             ),
             (
                 Chosen::RawSysExit,

@@ -332,12 +332,27 @@ fn every_open_syscall_reports_create_intent(k: &KernelHarness) {
     );
 }
 
-/// Issue 13: by default no program runs on every syscall; opens use their own tracepoints.
+/// Issue 13: by default no program runs on every syscall; opens use their own tracepoints, on
+/// x86_64 their exits alone (the flags come from the saved registers).
 #[test]
 fn open_tracepoints_are_the_default_and_see_every_open_syscall() {
     let k = KernelHarness::shared();
-    assert!(k.attached.contains(&"file_openat"), "{:?}", k.attached);
+    assert!(k.attached.contains(&"open_exit_regs"), "{:?}", k.attached);
+    assert!(!k.attached.contains(&"file_openat"), "{:?}", k.attached);
     assert!(!k.attached.contains(&"file_sys_exit"), "{:?}", k.attached);
+    every_open_syscall_reports_create_intent(&k);
+}
+
+/// The entry and exit pair other architectures use, forced here: the same opens, same intents.
+#[test]
+fn open_tracepoint_pair_when_asked_for_sees_every_open_syscall() {
+    let k = KernelHarness::start_with(LoadOptions {
+        open_hook: sensor_user::kernel::OpenHook::TracepointPair,
+        ..LoadOptions::default()
+    });
+    assert!(k.attached.contains(&"file_openat"), "{:?}", k.attached);
+    assert!(k.attached.contains(&"file_open_exit"), "{:?}", k.attached);
+    assert!(!k.attached.contains(&"open_exit_regs"), "{:?}", k.attached);
     every_open_syscall_reports_create_intent(&k);
 }
 

@@ -230,7 +230,7 @@ fn this_kernel_falls_back_to_tracepoints() {
         eprintln!("skipped: this kernel has BPF trampolines; nothing falls back");
         return;
     }
-    assert_eq!(lc["hooks_default"], "Tracepoints");
+    assert_eq!(lc["hooks_default"], "TracepointExits");
     assert!(
         probe_refused,
         "the fentry probe left no reason: {}",
@@ -238,7 +238,8 @@ fn this_kernel_falls_back_to_tracepoints() {
     );
     let default = names(&lc["attached_default"]);
     assert!(
-        default.contains("file_openat")
+        default.contains("open_exit_regs")
+            && !default.contains("file_openat")
             && default.contains("fs_renameat")
             && default.contains("priv_setuid"),
         "{default:?}"

@@ -59,8 +59,12 @@ pub enum OpenHook {
     /// privilege operations on their tracepoints: loading fails where the kernel does not run
     /// the BPF LSM (`lsm=...,bpf` on its command line).
     Lsm,
-    /// The classic `syscalls:sys_{enter,exit}_*` tracepoints.
+    /// The classic `syscalls:sys_{enter,exit}_*` tracepoints; on x86_64 opens take their exit
+    /// alone (the flags are read from the saved registers).
     Tracepoint,
+    /// The classic tracepoints with opens as an entry and exit pair, as on kernels without
+    /// x86_64 `pt_regs` in BTF (for comparison and tests).
+    TracepointPair,
     /// One raw `sys_exit` program (x86_64 with BTF `pt_regs`): cheaper per open, but it runs at
     /// the exit of every syscall of every process (tens of percent on syscall-heavy servers).
     RawSysExit,
@@ -178,7 +182,7 @@ impl Sensor {
             p.open_path.wanted(chosen)
                 && !matches!(
                     p.open_path,
-                    OpenPath::Raw | OpenPath::Fentry | OpenPath::Lsm
+                    OpenPath::Raw | OpenPath::Fentry | OpenPath::Lsm | OpenPath::ClassicExit
                 )
         }) {
             match attach(&mut ebpf, p, &btf, &cgroup_root) {
@@ -382,6 +386,19 @@ fn choose_hooks(
             }
             Err((name, reason)) => {
                 tracing::warn!(program = name, %reason, "raw open hook unavailable; using the classic open tracepoints");
+                skipped.push((name, reason));
+            }
+        }
+    }
+    let exit_regs = [offsets.pt_regs_si, offsets.pt_regs_dx];
+    if hook != OpenHook::TracepointPair && x86_regs(&exit_regs) {
+        match attach_set(ebpf, OpenPath::ClassicExit, with) {
+            Ok((names, _)) => {
+                attached.extend(names);
+                return Ok(Chosen::TracepointExits);
+            }
+            Err((name, reason)) => {
+                tracing::info!(program = name, %reason, "open exits alone unavailable; using entry and exit");
                 skipped.push((name, reason));
             }
         }
@@ -601,14 +618,24 @@ mod tests {
             wanted(Chosen::Fentry)
                 .all(|p| !matches!(p.hook, Hook::Tracepoints(_)) && p.name != "file_sys_exit")
         );
-        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit, Chosen::Lsm] {
+        for chosen in [
+            Chosen::Tracepoints,
+            Chosen::TracepointExits,
+            Chosen::RawSysExit,
+            Chosen::Lsm,
+        ] {
             assert!(!wanted(chosen).any(|p| trampoline(&p)), "{chosen:?}");
         }
         // The LSM set replaces the open tracepoints only; the BPF LSM program is in no other.
         assert!(wanted(Chosen::Lsm).all(|p| p.open_path != OpenPath::Classic));
         assert!(wanted(Chosen::Lsm).any(|p| p.name == "lsm_file_open" && p.required));
         assert!(wanted(Chosen::Lsm).any(|p| p.name == "fs_renameat"));
-        for chosen in [Chosen::Tracepoints, Chosen::RawSysExit, Chosen::Fentry] {
+        for chosen in [
+            Chosen::Tracepoints,
+            Chosen::TracepointExits,
+            Chosen::RawSysExit,
+            Chosen::Fentry,
+        ] {
             assert!(
                 !wanted(chosen).any(|p| matches!(p.hook, Hook::Lsm(_))),
                 "{chosen:?}"
@@ -616,6 +643,13 @@ mod tests {
         }
         assert!(wanted(Chosen::RawSysExit).all(|p| p.open_path != OpenPath::Classic));
         assert!(wanted(Chosen::Tracepoints).any(|p| p.name == "file_openat"));
+        // Exits alone: one open program, no entry, and the pair's exit is not attached too.
+        let exits: Vec<_> = wanted(Chosen::TracepointExits)
+            .filter(|p| p.name.starts_with("file_open"))
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(exits, ["open_exit_regs"]);
+        assert!(!wanted(Chosen::Tracepoints).any(|p| p.name == "open_exit_regs"));
     }
 
     /// The program table and the embedded object agree (no root needed).

@@ -45,9 +45,11 @@ pub enum OpenPath {
     Fentry,
     /// A BPF LSM program (opens).
     Lsm,
-    /// The classic `sys_enter_open*`/`sys_exit_open*` programs: replaced by `Raw`, `Fentry` or
-    /// `Lsm`.
+    /// The classic `sys_enter_open*`/`sys_exit_open*` pair: replaced by `ClassicExit`, `Raw`,
+    /// `Fentry` or `Lsm`.
     Classic,
+    /// The classic `sys_exit_open*` tracepoints alone, flags from the saved registers (x86_64).
+    ClassicExit,
     /// Another classic syscall tracepoint program (file and privilege operations): replaced by
     /// `Fentry`.
     ClassicSyscall,
@@ -56,7 +58,11 @@ pub enum OpenPath {
 /// The set of syscall-event programs the loader chose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Chosen {
+    /// The classic open tracepoints as an entry and exit pair (no x86_64 `pt_regs` in BTF, or
+    /// `--open-hook tracepoint-pair`).
     Tracepoints,
+    /// The classic open tracepoints, exits only (x86_64: flags from the saved registers).
+    TracepointExits,
     RawSysExit,
     Fentry,
     /// The BPF LSM open program, file and privilege operations on their tracepoints.
@@ -72,6 +78,7 @@ impl OpenPath {
             OpenPath::Fentry => chosen == Chosen::Fentry,
             OpenPath::Lsm => chosen == Chosen::Lsm,
             OpenPath::Classic => chosen == Chosen::Tracepoints,
+            OpenPath::ClassicExit => chosen == Chosen::TracepointExits,
             OpenPath::ClassicSyscall => chosen != Chosen::Fentry,
         }
     }
@@ -163,6 +170,14 @@ const fn fx(name: &'static str, function: &'static str, required: bool) -> Progr
     }
 }
 
+/// The exits of the open family (open(2) and creat(2) exist on x86_64 but not on arm64).
+const OPEN_EXITS: &[(&str, &str)] = &[
+    ("syscalls", "sys_exit_openat"),
+    ("syscalls", "sys_exit_openat2"),
+    ("syscalls", "sys_exit_open"),
+    ("syscalls", "sys_exit_creat"),
+];
+
 pub const PROGRAMS: &[Program] = &[
     btf("process_exec", "sched_process_exec"),
     btf("process_fork", "sched_process_fork"),
@@ -188,16 +203,11 @@ pub const PROGRAMS: &[Program] = &[
     // open(2) and creat(2) exist on x86_64 but not on arm64.
     open_tp("file_open", &[("syscalls", "sys_enter_open")], false),
     open_tp("file_creat", &[("syscalls", "sys_enter_creat")], false),
-    open_tp(
-        "file_open_exit",
-        &[
-            ("syscalls", "sys_exit_openat"),
-            ("syscalls", "sys_exit_openat2"),
-            ("syscalls", "sys_exit_open"),
-            ("syscalls", "sys_exit_creat"),
-        ],
-        true,
-    ),
+    open_tp("file_open_exit", OPEN_EXITS, true),
+    Program {
+        open_path: OpenPath::ClassicExit,
+        ..tp("open_exit_regs", OPEN_EXITS, true)
+    },
     // Network, off the syscall path (see `sensor-ebpf/src/net.rs` and `dns.rs`).
     cgroup("net_connect4", Hook::CgroupSockAddr),
     cgroup("net_connect6", Hook::CgroupSockAddr),

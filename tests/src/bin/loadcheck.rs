@@ -1,12 +1,12 @@
 //! Loads and attaches every kernel program, then prints one JSON line and exits:
 //! `{"kernel": "<uname -r>", "attached": [...], "skipped": [[name, reason], ...], "error": null}`.
-//! It loads three times, with the default hooks (fentry/fexit where the kernel has them), the
-//! classic tracepoints and the raw `sys_exit` open hook, so that every program of the table is
-//! tried; `attached` and `skipped` cover all loads, `attached_default` and `hooks_default` are
+//! It loads four times, with the default hooks (fentry/fexit where the kernel has them), the
+//! classic tracepoints (on x86_64 the open exits alone), the open tracepoints as an entry+exit
+//! pair and the raw `sys_exit` open hook, so that every program of the table is tried; `attached` and `skipped` cover all loads, `attached_default` and `hooks_default` are
 //! what the default load attached and chose. With the default and the tracepoint hooks, a child
 //! (`loadcheck workload DIR`) opens and operates on files and `events` lists, per load, which
 //! kinds the sensor reported for that child (file events and two privilege operations): every
-//! moved event kind is seen on both paths. A fourth load forces the BPF LSM open hook
+//! moved event kind is seen on both paths. A fifth load forces the BPF LSM open hook
 //! (`lsm`: its hooks, kinds seen and whether the workload's operations all succeeded, or why
 //! it did not load: most kernels do not run the BPF LSM unless booted with `lsm=...,bpf`).
 //! Exit status 0 when the sensor loaded, 1 when it did not (`error` then holds the loader's
@@ -65,6 +65,8 @@ fn main() {
     let result = load(OpenHook::Auto, true).and_then(|(default, skipped, hooks, events, _)| {
         let (tp, tp_skipped, _, tp_events, _) = load(OpenHook::Tracepoint, true)?;
         let (raw, raw_skipped, _, _, _) = load(OpenHook::RawSysExit, false)?;
+        // The entry+exit pair other architectures use: it must load too.
+        let (pair, pair_skipped, _, _, _) = load(OpenHook::TracepointPair, false)?;
         // Not fatal: where the kernel does not run the BPF LSM this load fails by design.
         let (lsm, lsm_attached) = match load(OpenHook::Lsm, true) {
             Ok((attached, _, hooks, events, workload_ok)) => (
@@ -79,7 +81,7 @@ fn main() {
             Err(e) => (json!({ "error": e.to_string() }), Vec::new()),
         };
         let mut attached = default.clone();
-        for p in tp.into_iter().chain(raw).chain(lsm_attached) {
+        for p in tp.into_iter().chain(raw).chain(pair).chain(lsm_attached) {
             if !attached.contains(&p) {
                 attached.push(p);
             }
@@ -90,6 +92,7 @@ fn main() {
             .into_iter()
             .chain(tp_skipped)
             .chain(raw_skipped)
+            .chain(pair_skipped)
             .filter(|(name, _)| !attached.contains(name))
             .collect();
         let mut named = BTreeSet::new();

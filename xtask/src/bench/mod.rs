@@ -211,10 +211,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.quick {
         job_configs.extend(peer_configs.iter().copied());
     }
-    // The server also beside the floor and the old raw open hook: a server's syscalls are what
-    // the sensor must stay off.
+    // The server also beside the floor, the old raw open hook and the open tracepoint pair: a
+    // server's syscalls are what the sensor must stay off.
     if !args.quick {
         server_configs.push(Config::RawSysExit);
+        server_configs.push(Config::TracepointPair);
         if !args.no_peers {
             server_configs.push(Config::Peer(peers::Kind::HookFloor));
         }
@@ -277,6 +278,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Config::Filtered,
             Config::Unfiltered,
             Config::RawSysExit,
+            Config::TracepointPair,
         ];
         if !args.no_peers {
             configs.extend(peer_configs.iter().copied());

@@ -17,6 +17,9 @@ pub enum Config {
     /// The sensor with `--open-hook raw-sys-exit` (a program at the exit of every syscall), the
     /// default before issue 13: shows what the per-syscall tracepoints save.
     RawSysExit,
+    /// The sensor with `--open-hook tracepoint-pair` (an entry and an exit program per open, as
+    /// before the exits read the flags from the saved registers; other architectures).
+    TracepointPair,
     Peer(peers::Kind),
 }
 
@@ -27,6 +30,7 @@ impl Config {
             Config::Filtered => "sensor (kernel filter on)",
             Config::Unfiltered => "sensor (every event to userspace)",
             Config::RawSysExit => "sensor, raw sys_exit open hook (the old default)",
+            Config::TracepointPair => "sensor, open tracepoints as entry+exit pair (before)",
             Config::Peer(peers::Kind::Auditd) => {
                 "peer: auditd (rules for the sensor's exec, open, file, privilege, network syscalls)"
             }
@@ -41,13 +45,16 @@ impl Config {
     pub fn start(self, bin: &Path, dir: &Path) -> anyhow::Result<Option<Monitor>> {
         Ok(match self {
             Config::Without => None,
-            Config::Filtered | Config::Unfiltered | Config::RawSysExit => {
+            Config::Filtered | Config::Unfiltered | Config::RawSysExit | Config::TracepointPair => {
                 let mut extra = Vec::new();
                 if self == Config::Unfiltered {
                     extra.push("--no-kernel-filter");
                 }
                 if self == Config::RawSysExit {
                     extra.extend(["--open-hook", "raw-sys-exit"]);
+                }
+                if self == Config::TracepointPair {
+                    extra.extend(["--open-hook", "tracepoint-pair"]);
                 }
                 Some(Monitor::Sensor(SensorUnderTest::start_with(
                     bin, dir, &extra, None,

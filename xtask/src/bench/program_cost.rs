@@ -33,6 +33,8 @@ type Counters = HashMap<String, (Duration, u64)>;
 /// One workload's result: operations done, ns per operation without the sensor, and the
 /// programs' counters over the operations with it.
 struct Measured {
+    /// The sensor's hooks: as deployed, or the open tracepoints as an entry+exit pair.
+    hooks: &'static str,
     workload: String,
     what: String,
     ops: f64,
@@ -95,14 +97,31 @@ pub fn section(bin: &Path, quick: bool, server_seconds: u64) -> anyhow::Result<S
         bases.push(1e9 / loadgen(bin, workload, scale(*ops))?);
     }
 
-    let sensor_dir = tempfile::tempdir()?;
-    let sensor = match Config::Filtered.start(bin, sensor_dir.path())? {
-        Some(super::monitor::Monitor::Sensor(s)) => s,
-        _ => bail!("the sensor did not start"),
+    // As deployed, then with the open tracepoints as the entry+exit pair (other architectures,
+    // and x86_64 before the exits read the flags from the saved registers): one run, side by side.
+    let mut measured = Vec::new();
+    for (config, hooks) in [
+        (Config::Filtered, "default"),
+        (Config::TracepointPair, "open pair"),
+    ] {
+        let sensor_dir = tempfile::tempdir()?;
+        let sensor = match config.start(bin, sensor_dir.path())? {
+            Some(super::monitor::Monitor::Sensor(s)) => s,
+            _ => bail!("the sensor did not start"),
+        };
+        let result = measure_with(bin, &sensor, nginx.port, secs, base_rps, &bases, &scale);
+        sensor.stop()?;
+        measured.extend(result?.into_iter().map(|m| Measured { hooks, ..m }));
+    }
+    // Each workload's rows together (the sort is stable: default first).
+    let order = |w: &str| {
+        LOOPS
+            .iter()
+            .position(|(l, _, _)| *l == w)
+            .map_or(0, |i| i + 1)
     };
-    let result = measure_with(bin, &sensor, nginx.port, secs, base_rps, &bases, scale);
-    sensor.stop()?;
-    render(&result?)
+    measured.sort_by_key(|m| order(&m.workload));
+    render(&measured)
 }
 
 fn measure_with(
@@ -112,7 +131,7 @@ fn measure_with(
     secs: u64,
     base_rps: f64,
     bases: &[f64],
-    scale: impl Fn(u64) -> u64,
+    scale: &impl Fn(u64) -> u64,
 ) -> anyhow::Result<Vec<Measured>> {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time statistics (needs root)")?;
@@ -122,6 +141,7 @@ fn measure_with(
     let before = counters(pid);
     let (rps, _) = server::wrk(port, secs)?;
     out.push(Measured {
+        hooks: "default",
         workload: "nginx+wrk".into(),
         what: "one request".into(),
         ops: rps * secs as f64,
@@ -134,6 +154,7 @@ fn measure_with(
         let before = counters(pid);
         loadgen(bin, workload, ops)?;
         out.push(Measured {
+            hooks: "default",
             workload: (*workload).into(),
             what: (*what).into(),
             ops: ops as f64,
@@ -157,13 +178,16 @@ fn render(measured: &[Measured]) -> anyhow::Result<String> {
          just before; *share* the programs' time per operation against it. Not included: the \
          syscall slow path any attached syscall tracepoint imposes (the micro table's floor \
          rows) and the agent's userspace CPU. The statistics add a clock read to every run \
-         (about 10-20 ns on this VM), so these are upper bounds.\n"
+         (about 10-20 ns on this VM), so these are upper bounds. *hooks*: `default` as \
+         deployed; `open pair` the open tracepoints as an entry and an exit program \
+         (`--open-hook tracepoint-pair`: other architectures, and x86_64 before its exits read \
+         the flags from the saved registers), measured next.\n"
     )?;
     writeln!(
         report,
-        "| workload | without sensor | sensor programs per op | share | where (runs per op × ns per run) |"
+        "| workload | hooks | without sensor | sensor programs per op | share | where (runs per op × ns per run) |"
     )?;
-    writeln!(report, "|---|---:|---:|---:|---|")?;
+    writeln!(report, "|---|---|---:|---:|---:|---|")?;
     for m in measured {
         let mut programs: Vec<(&String, f64, f64)> = m
             .delta
@@ -186,9 +210,10 @@ fn render(measured: &[Measured]) -> anyhow::Result<String> {
             .join(", ");
         writeln!(
             report,
-            "| {} ({}) | {:.0} ns | {total:.0} ns | {:.1} % | {} |",
+            "| {} ({}) | {} | {:.0} ns | {total:.0} ns | {:.1} % | {} |",
             m.workload,
             m.what,
+            m.hooks,
             m.base_ns,
             100.0 * total / m.base_ns,
             if top.is_empty() { "-" } else { &top }
