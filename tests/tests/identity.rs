@@ -112,6 +112,16 @@ impl Drop for Cgroup {
     }
 }
 
+/// `/bin/sh -c script`, killed on drop.
+fn shell(script: &str) -> tests::Guard {
+    tests::Guard(
+        Command::new("/bin/sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn cgroup2_root() -> std::path::PathBuf {
     let hybrid = std::path::Path::new("/sys/fs/cgroup/unified");
     if hybrid.join("cgroup.procs").exists() {
@@ -140,12 +150,7 @@ fn a_process_leaving_its_unit_stays_in_it_and_is_reported() {
         escape = escape.0.display(),
         done = done.display(),
     );
-    let mut service = tests::Guard(
-        Command::new("/bin/sh")
-            .args(["-c", &script])
-            .spawn()
-            .unwrap(),
-    );
+    let mut service = shell(&script);
     let found = wait_for(
         "the cgroup identity switch",
         Duration::from_secs(20),
@@ -227,12 +232,7 @@ fn a_service_that_never_handed_off_doing_so_is_reported() {
         go = go.display(),
         done = done.display(),
     );
-    let mut service = tests::Guard(
-        Command::new("/bin/sh")
-            .args(["-c", &script])
-            .spawn()
-            .unwrap(),
-    );
+    let mut service = shell(&script);
     wait_for(
         "the service's baseline detecting",
         Duration::from_secs(30),
