@@ -645,7 +645,7 @@ mod tests {
         assert!(wanted(Chosen::Tracepoints).any(|p| p.name == "file_openat"));
         // Exits alone: one open program, no entry, and the pair's exit is not attached too.
         let exits: Vec<_> = wanted(Chosen::TracepointExits)
-            .filter(|p| p.name.starts_with("file_open"))
+            .filter(|p| matches!(p.open_path, OpenPath::Classic | OpenPath::ClassicExit))
             .map(|p| p.name)
             .collect();
         assert_eq!(exits, ["open_exit_regs"]);
