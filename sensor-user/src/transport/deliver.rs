@@ -266,12 +266,6 @@ impl Delivery {
         // When the oldest batch in flight was sent, or last acknowledged.
         let mut waiting_since = Instant::now();
         let mut heartbeat = super::heartbeat::timer(self.inner.heartbeat_interval);
-        // The status goes first on a new stream, before any spooled batch: the collector learns
-        // at once what the agent holds (its spool, drops, liveness), not after the resend.
-        if !self.drain.draining() {
-            heartbeat.tick().await;
-            super::heartbeat::send(&self.inner, &batches, 0);
-        }
         loop {
             let draining = self.drain.draining();
             // Nothing in flight: what is pending goes out at once (a lone deviation is not held
