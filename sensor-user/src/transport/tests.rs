@@ -539,10 +539,13 @@ async fn heartbeats_report_status_and_drops_once_connected() {
         status.event_queue_depth, 4096,
         "read when the heartbeat is built"
     );
-    assert_eq!(
+    // What was unacknowledged when it was built: all of the spool, or less when acknowledgements
+    // of the resent batches came first (the two race on a new stream).
+    assert!(
+        status.spool_deviations <= 100 - dropped,
+        "the spool at the first heartbeat: {} of {}",
         status.spool_deviations,
-        100 - dropped,
-        "the spool at the first heartbeat"
+        100 - dropped
     );
     wait_for("a heartbeat with an empty spool", || {
         heartbeats()
