@@ -1,6 +1,7 @@
 //! Developer tasks. `cargo xtask bench` runs the overhead benchmarks and writes BENCHMARKS.md.
 
 mod bench;
+mod bounded;
 mod detect;
 mod ingest_bench;
 mod memory_bench;

@@ -3,10 +3,17 @@
 //! bind, listen, accept), and bpftrace printing the same syscalls. Both come from Debian's packages.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::bounded;
+
+/// How long a peer may take to put its probes in place, and to exit once told to.
+const ATTACH_LIMIT: Duration = Duration::from_secs(60);
+const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// Which peer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -17,6 +24,16 @@ pub enum Kind {
     /// merely enabling syscall tracepoints costs here (every syscall of every task then takes
     /// the kernel's slow path), the floor for any sensor that uses one.
     HookFloor,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Auditd => "auditd",
+            Kind::Bpftrace => "bpftrace",
+            Kind::HookFloor => "bpftrace (floor)",
+        }
+    }
 }
 
 /// The syscalls whose capture corresponds to the sensor's (exec, open, file changes, privilege
@@ -153,10 +170,15 @@ impl Peer {
     pub fn start(kind: Kind) -> anyhow::Result<Peer> {
         match kind {
             Kind::Auditd => {
-                let _ = Command::new("auditctl")
-                    .arg("-D")
-                    .stdout(Stdio::null())
-                    .status();
+                // No rules left from an earlier run, and the backlog Debian's shipped rules set
+                // (the kernel's default of 64 makes every audited process wait for auditd as
+                // soon as it falls behind).
+                for args in [&["-D"][..], &["-b", "8192"]] {
+                    let _ = Command::new("auditctl")
+                        .args(args)
+                        .stdout(Stdio::null())
+                        .status();
+                }
                 let child = Command::new("auditd")
                     .arg("-n")
                     .stdout(Stdio::null())
@@ -195,19 +217,16 @@ impl Peer {
                     .stderr(Stdio::null())
                     .spawn()
                     .context("starting bpftrace")?;
-                let mut out = BufReader::new(child.stdout.take().context("bpftrace stdout")?);
-                let mut line = String::new();
-                // bpftrace says "Attaching N probes..." once its probes are in place.
-                while out.read_line(&mut line)? > 0 && !line.contains("Attaching") {
-                    line.clear();
+                let out = BufReader::new(child.stdout.take().context("bpftrace stdout")?);
+                // bpftrace says "Attaching N probes..." once its probes are in place; its output
+                // is read (and dropped) on a thread, like a consumer would, so a bpftrace that
+                // never attaches fails this run instead of blocking it.
+                let (attached, wait_attached) = mpsc::channel();
+                std::thread::spawn(move || drain(out, attached));
+                if wait_attached.recv_timeout(ATTACH_LIMIT).is_err() {
+                    let _ = bounded::terminate(&mut child, "bpftrace", STOP_LIMIT);
+                    bail!("bpftrace did not attach its probes within {ATTACH_LIMIT:?}");
                 }
-                // Read (and drop) its output like a consumer would.
-                std::thread::spawn(move || {
-                    let mut sink = String::new();
-                    while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                        sink.clear();
-                    }
-                });
                 Ok(Peer { kind, child })
             }
         }
@@ -224,9 +243,19 @@ impl Peer {
                 .stdout(Stdio::null())
                 .status();
         }
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait()?;
+        bounded::terminate(&mut self.child, self.kind.name(), STOP_LIMIT)?;
         Ok(())
+    }
+}
+
+/// Reads bpftrace's output to its end, saying once when the probes are attached.
+fn drain(mut out: BufReader<ChildStdout>, attached: mpsc::Sender<()>) {
+    let mut line = String::new();
+    let mut told = false;
+    while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if !told && line.contains("Attaching") {
+            told = attached.send(()).is_ok();
+        }
+        line.clear();
     }
 }

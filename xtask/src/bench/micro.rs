@@ -3,13 +3,16 @@
 //! several rounds so that a noisy neighbour hits every configuration alike.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use super::monitor::{Config, median, watched};
 use super::{added_pct, times_more};
+use crate::bounded;
 use crate::peers;
 
 /// (workload, operations in a full run, what it shows)
@@ -51,18 +54,34 @@ struct Sample {
     lost: u64,
 }
 
+/// The longest a load generator run may take (a full run takes seconds; one stalled behind a
+/// monitor must fail the bench, not hang it).
+const LOADGEN_LIMIT: Duration = Duration::from_secs(600);
+
 /// Runs `loadgen <workload> <ops>`; its operations per second.
 pub(super) fn loadgen(bin: &Path, workload: &str, ops: u64) -> anyhow::Result<f64> {
-    let out = Command::new(bin.join("loadgen"))
+    // Its output is one line of JSON (and a line of error at most): the pipes cannot fill.
+    let mut child = Command::new(bin.join("loadgen"))
         .args([workload, &ops.to_string()])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "loadgen {workload} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let status = bounded::wait(&mut child, &format!("loadgen {workload}"), LOADGEN_LIMIT)?;
+    let (mut stdout, mut stderr) = (Vec::new(), String::new());
+    child
+        .stdout
+        .take()
+        .context("stdout")?
+        .read_to_end(&mut stdout)?;
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    if !status.success() {
+        bail!("loadgen {workload} failed: {stderr}");
     }
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let result: serde_json::Value = serde_json::from_slice(&stdout)?;
     result["ops_per_sec"].as_f64().context("ops/s")
 }
 

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::peers;
+use crate::{bounded, peers};
+
+/// How long the sensor or the collector may take to exit once told to.
+const STOP_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Config {
@@ -158,12 +161,9 @@ impl SensorUnderTest {
 
     /// Stops both; returns the records the kernel lost, from the sensor's final status.
     pub fn stop(mut self) -> anyhow::Result<u64> {
-        // SAFETY: signalling our own children.
-        unsafe { libc::kill(self.sensor.id() as i32, libc::SIGTERM) };
-        self.sensor.wait()?;
-        // SAFETY: as above.
-        unsafe { libc::kill(self.collector.id() as i32, libc::SIGTERM) };
-        self.collector.wait()?;
+        // The sensor drains what it has and delivers its spool before it exits.
+        bounded::terminate(&mut self.sensor, "the sensor", STOP_LIMIT)?;
+        bounded::terminate(&mut self.collector, "the collector", STOP_LIMIT)?;
         let status: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(self.state.join("status.json"))?)?;
         Ok(status["lost"].as_u64().unwrap_or(0))
