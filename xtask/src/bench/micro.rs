@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::monitor::{Config, median, watched};
+use super::monitor::{Config, median, unless_peer_failed, watched};
 use super::{added_pct, times_more};
 use crate::bounded;
 use crate::peers;
@@ -128,12 +128,16 @@ pub fn section(
                     config.name(),
                     round + 1
                 );
-                samples[i].push(measure(bin, workload, ops, *config)?);
+                let sample = measure(bin, workload, ops, *config);
+                samples[i].extend(unless_peer_failed(*config, sample)?);
             }
         }
         let base = median(samples[0].iter().map(|s| s.ops_per_sec));
         for (i, config) in configs.iter().enumerate() {
             let s = &samples[i];
+            if s.is_empty() {
+                continue;
+            }
             let ops_s = median(s.iter().map(|s| s.ops_per_sec));
             let (cpu, rss, lost) = if *config == Config::Without {
                 ("-".to_owned(), "-".to_owned(), "-".to_owned())
@@ -164,6 +168,7 @@ pub fn section(
             configs
                 .iter()
                 .position(|x| *x == c)
+                .filter(|&i| !samples[i].is_empty())
                 .map(|i| base / median(samples[i].iter().map(|s| s.ops_per_sec)))
         };
         if let Some(ours) = ratio(Config::Filtered) {

@@ -29,7 +29,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::peers;
-use monitor::{Config, median, watched};
+use monitor::{Config, median, unless_peer_failed, watched};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -97,7 +97,9 @@ fn interleaved(
                 config.name(),
                 round + 1
             );
-            let w = watched(bin, *config, &mut measure)?;
+            let Some(w) = unless_peer_failed(*config, watched(bin, *config, &mut measure))? else {
+                continue;
+            };
             samples[i].push((
                 w.value.0,
                 w.value.1,
@@ -119,6 +121,7 @@ fn rows(workload: &'static str, configs: &[Config], samples: &[Vec<Sample>]) -> 
     configs
         .iter()
         .enumerate()
+        .filter(|(i, _)| !samples[*i].is_empty())
         .map(|(i, &config)| Row {
             workload,
             config,

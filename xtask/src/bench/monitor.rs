@@ -227,6 +227,23 @@ pub fn machine() -> String {
     )
 }
 
+/// A measurement's result, where a peer's failure (a hang, a tool that would not attach) is the
+/// peer's: it is logged and the sample left out, so the table shows the peer missing. The
+/// sensor's own failures (and the bare workload's) stop the bench.
+pub fn unless_peer_failed<T>(
+    config: Config,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    match (config, result) {
+        (_, Ok(value)) => Ok(Some(value)),
+        (Config::Peer(_), Err(e)) => {
+            eprintln!("[bench] {} failed, left out: {e:#}", config.name());
+            Ok(None)
+        }
+        (_, Err(e)) => Err(e),
+    }
+}
+
 /// Measures `f` under `config`: the monitor's CPU seconds per wall second of `f`, its peak RSS
 /// and the records it lost, next to what `f` returns.
 pub struct Watched<T> {
@@ -261,4 +278,19 @@ pub fn watched<T>(
         out.lost = m.stop()?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_peer_failure_is_left_out() {
+        let failed = || Err::<(), _>(anyhow::anyhow!("hung"));
+        let peer = Config::Peer(peers::Kind::Bpftrace);
+        assert!(unless_peer_failed(peer, failed()).unwrap().is_none());
+        assert_eq!(unless_peer_failed(peer, Ok(3)).unwrap(), Some(3));
+        assert!(unless_peer_failed(Config::Filtered, failed()).is_err());
+        assert!(unless_peer_failed(Config::Without, failed()).is_err());
+    }
 }
