@@ -38,6 +38,7 @@ use proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
+use crate::scopes::BaselineScopes;
 use crate::store::{BaselineUpdate, Store, StoredBaseline};
 
 /// Most behaviours one report may carry: every dimension full (see the agent's
@@ -57,6 +58,7 @@ pub struct BaselinesService {
     store: Arc<Store>,
     access: Arc<Access>,
     quorum: u32,
+    scopes: Arc<BaselineScopes>,
 }
 
 impl BaselinesService {
@@ -65,7 +67,26 @@ impl BaselinesService {
             store,
             access,
             quorum: DEFAULT_QUORUM,
+            scopes: Arc::default(),
         }
+    }
+
+    /// Lets each agent read and contribute to only the workloads its scopes name.
+    pub fn with_scopes(mut self, scopes: Arc<BaselineScopes>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Refuses `agent` a workload outside its `baseline_scopes`.
+    fn check_scope(&self, agent: Option<&str>, workload: &str) -> Result<(), Status> {
+        if self.scopes.allows(agent, workload) {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "agent {} may not read or contribute to the shared baseline of workload \
+             {workload:?}: no baseline_scopes entry of the collector names both",
+            agent.map_or_else(|| "(no certificate)".to_owned(), |a| format!("{a:?}"))
+        )))
     }
 
     /// Serves a merged baseline only once `quorum` distinct agents contributed (0 or 1: any).
@@ -346,6 +367,7 @@ impl Baselines for BaselinesService {
         let identity = self.access.ingest_identity(&request)?;
         let report = request.into_inner();
         let baseline = check(identity.as_deref(), &report)?.clone();
+        self.check_scope(identity.as_deref(), &baseline.workload_id)?;
         let store = Arc::clone(&self.store);
         let agent_id = report.agent_id;
         let workload = baseline.workload_id.clone();
@@ -371,11 +393,12 @@ impl Baselines for BaselinesService {
         &self,
         request: Request<FetchBaselineRequest>,
     ) -> Result<Response<Baseline>, Status> {
-        self.access.ingest_identity(&request)?;
+        let identity = self.access.ingest_identity(&request)?;
         let request = request.into_inner();
         if request.workload_id.is_empty() {
             return Err(Status::invalid_argument("workload_id is empty"));
         }
+        self.check_scope(identity.as_deref(), &request.workload_id)?;
         let store = Arc::clone(&self.store);
         let workload = request.workload_id.clone();
         let stored = tokio::task::spawn_blocking(move || {

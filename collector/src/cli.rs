@@ -245,6 +245,12 @@ pub struct ServeArgs {
         env = "COLLECTOR_BASELINE_QUORUM"
     )]
     pub baseline_quorum: u32,
+    /// Which shared baselines agents may read and contribute to, as
+    /// `AGENTS=WORKLOAD[,WORKLOAD...]` globs over certificate identities and workload ids
+    /// (repeatable; e.g. `runner-acme-*=github:acme/*`). Once any is set, an agent touches only
+    /// the workloads of the scopes naming it. Needs TLS.
+    #[arg(long = "baseline-scope", value_name = "AGENTS=WORKLOADS")]
+    pub baseline_scopes: Vec<String>,
 }
 
 /// `collector baselines`: shared baselines, read and changed in the database directly (run it

@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub query_clients: Option<Vec<String>>,
     /// `serve`: distinct agents needed before a shared baseline is served.
     pub baseline_quorum: Option<u32>,
+    /// `serve`: `AGENTS=WORKLOAD[,WORKLOAD...]` scopes of shared baselines.
+    pub baseline_scopes: Option<Vec<String>>,
     /// `deviations`/`export`: the collector's CA, the client certificate and key, the token file.
     pub server_ca: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -189,6 +191,12 @@ pub fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
                 "baseline_quorum",
                 &mut args.baseline_quorum,
                 &file.baseline_quorum,
+            );
+            set(
+                m,
+                "baseline_scopes",
+                &mut args.baseline_scopes,
+                &file.baseline_scopes,
             );
         }
         Command::Deviations(args) => {

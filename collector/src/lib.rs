@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod ocsf;
 pub mod query;
 pub mod report;
+pub mod scopes;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -138,6 +139,7 @@ fn security_settings(args: &ServeArgs) -> Result<server::SecuritySettings, tls::
         query_token_file: secret(args.query_token_file.as_deref()),
         query_clients: args.query_clients.clone(),
         baseline_quorum: Some(args.baseline_quorum),
+        baseline_scopes: args.baseline_scopes.clone(),
     })
 }
 

@@ -27,6 +27,7 @@ use crate::baselines::BaselinesService;
 use crate::ingest::{IngestService, MAX_DECODE_BYTES};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::scopes::{BaselineScopes, ScopeError};
 use crate::store::Store;
 use crate::tls::{ServerTlsFiles, TlsError};
 
@@ -44,6 +45,7 @@ pub struct Security {
     pub tls: Option<ServerTlsConfig>,
     pub access: Arc<Access>,
     pub baseline_quorum: u32,
+    pub baseline_scopes: Arc<BaselineScopes>,
 }
 
 impl Default for Security {
@@ -52,6 +54,7 @@ impl Default for Security {
             tls: None,
             access: Arc::default(),
             baseline_quorum: crate::baselines::DEFAULT_QUORUM,
+            baseline_scopes: Arc::default(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct SecuritySettings {
     pub query_clients: Vec<String>,
     /// `None`: [`crate::baselines::DEFAULT_QUORUM`].
     pub baseline_quorum: Option<u32>,
+    /// `AGENTS=WORKLOAD[,WORKLOAD...]`: which shared baselines each agent may touch.
+    pub baseline_scopes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,13 @@ pub enum SecurityError {
     PlaintextOffLoopback { listen: SocketAddr },
     #[error("query_clients is set but TLS is not: query clients are known by their certificates")]
     QueryClientsWithoutTls,
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error(
+        "baseline_scopes is set but TLS is not: scopes name agents by their certificates \
+         (without TLS any client can claim any agent)"
+    )]
+    ScopesWithoutTls,
 }
 
 impl Security {
@@ -105,8 +117,13 @@ impl Security {
             }
             None => None,
         };
+        let scopes = BaselineScopes::parse(&settings.baseline_scopes)?;
+        if scopes.restricted() && tls.is_none() {
+            return Err(SecurityError::ScopesWithoutTls);
+        }
         let access = Access::new(tls.is_some(), tokens, settings.query_clients.clone());
         Ok(Security {
+            baseline_scopes: Arc::new(scopes),
             tls,
             access: Arc::new(access),
             baseline_quorum: settings
@@ -174,7 +191,8 @@ pub async fn serve_secure(
     .max_decoding_message_size(MAX_DECODE_BYTES);
     let baselines = BaselinesServer::new(
         BaselinesService::new(Arc::clone(&store), Arc::clone(&access))
-            .with_quorum(security.baseline_quorum),
+            .with_quorum(security.baseline_quorum)
+            .with_scopes(Arc::clone(&security.baseline_scopes)),
     )
     .max_decoding_message_size(crate::baselines::MAX_DECODE_BYTES);
     let query =

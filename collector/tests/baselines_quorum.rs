@@ -170,3 +170,95 @@ async fn a_lying_agent_cannot_poison_what_runners_adopt() {
     );
     server.stop().await;
 }
+
+/// `baseline_scopes`: a certificate of one team's runner reads and feeds only that team's
+/// baselines; another team's, and every baseline for a certificate no scope names, are refused.
+#[tokio::test]
+async fn an_agent_reads_and_feeds_only_the_baselines_of_its_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let agents = [
+        "runner-acme-1",
+        "runner-acme-2",
+        "runner-acme-3",
+        "runner-globex-1",
+        "laptop",
+    ];
+    create(&CertsPlan {
+        dir: certs.clone(),
+        server_names: vec!["collector.test".to_owned()],
+        agents: agents.map(str::to_owned).to_vec(),
+        query_clients: Vec::new(),
+        validity: Duration::from_secs(86_400),
+    })
+    .expect("certificates");
+    let scopes = [
+        "runner-acme-*=github:acme/*".to_owned(),
+        "runner-globex-*=github:globex/*".to_owned(),
+    ];
+    let db = dir.path().join("collector.db");
+    let server = TlsCollector::start_scoped(Store::open(&db).unwrap(), &certs, &scopes).await;
+    let url = server.url();
+
+    // acme's three runners feed acme's baseline (WORKLOAD is github:acme/...).
+    for (n, who) in agents[..3].iter().enumerate() {
+        let mut runner = as_agent(&url, &certs, who).await;
+        report(
+            &mut runner,
+            who,
+            baseline(&[&n.to_string()], &[MAKE], false),
+        )
+        .await;
+    }
+    let mut acme = as_agent(&url, &certs, "runner-acme-1").await;
+    assert_eq!(
+        behaviours(&fetch(&mut acme).await.expect("acme reads acme's")),
+        [MAKE]
+    );
+
+    // globex's runner and a certificate no scope names read nothing of acme's, and cannot add to it.
+    for who in ["runner-globex-1", "laptop"] {
+        let mut other = as_agent(&url, &certs, who).await;
+        assert_eq!(
+            fetch(&mut other).await,
+            Err(Code::PermissionDenied),
+            "{who} reads acme's"
+        );
+        let refused = other
+            .report(BaselineReport {
+                agent_id: who.to_owned(),
+                baseline: Some(baseline(&["x"], &[EVIL], true)),
+            })
+            .await
+            .expect_err("a report outside its scopes");
+        assert_eq!(refused.code(), Code::PermissionDenied, "{who}: {refused:?}");
+        assert!(refused.message().contains("baseline_scopes"), "{refused:?}");
+    }
+    let merged = Store::open(&db)
+        .unwrap()
+        .baseline(WORKLOAD)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        merged.agent_ids,
+        ["runner-acme-1", "runner-acme-2", "runner-acme-3"]
+    );
+    assert!(!behaviours(&merged.baseline).contains(&EVIL.to_owned()));
+
+    // globex's runner still reads and feeds its own team's workloads.
+    let mut globex = as_agent(&url, &certs, "runner-globex-1").await;
+    let mut own = baseline(&["1"], &[MAKE], false);
+    own.workload_id = "github:globex/api/ci/test".to_owned();
+    report(&mut globex, "runner-globex-1", own).await;
+    let fetched = globex
+        .fetch(FetchBaselineRequest {
+            workload_id: "github:globex/api/ci/test".to_owned(),
+            agent_id: "runner-globex-1".to_owned(),
+            learning_runs: 5,
+            ..FetchBaselineRequest::default()
+        })
+        .await
+        .expect_err("in scope, but one agent is below the quorum");
+    assert_eq!(fetched.code(), Code::NotFound, "{fetched:?}");
+    server.stop().await;
+}

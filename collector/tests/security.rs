@@ -254,6 +254,25 @@ async fn plaintext_is_refused_off_loopback_and_allowed_on_it() {
 }
 
 #[tokio::test]
+async fn baseline_scopes_need_tls_and_a_valid_shape() {
+    let loopback = "127.0.0.1:50051".parse().unwrap();
+    let scoped = |scope: &str| SecuritySettings {
+        baseline_scopes: vec![scope.to_owned()],
+        ..SecuritySettings::default()
+    };
+    let e = Security::load(&scoped("runner-*=github:acme/*"), loopback)
+        .err()
+        .expect("scopes without TLS are refused")
+        .to_string();
+    assert!(e.contains("baseline_scopes is set but TLS is not"), "{e}");
+    let e = Security::load(&scoped("github:acme/*"), loopback)
+        .err()
+        .expect("a scope without AGENTS= is refused")
+        .to_string();
+    assert!(e.contains("AGENTS=WORKLOAD"), "{e}");
+}
+
+#[tokio::test]
 async fn the_web_api_needs_the_token_off_loopback() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

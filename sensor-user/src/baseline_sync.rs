@@ -171,6 +171,12 @@ async fn deliver(
                 pending.remove(&workload);
             }
             Err(status) if unimplemented(&status) => return false,
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                // The collector's baseline_scopes keep this agent out of the workload: the
+                // baseline stays local; trying again would only be refused again.
+                tracing::info!(%workload, error = %status.message(), "the collector does not share this workload's baseline with this agent");
+                pending.remove(&workload);
+            }
             Err(status) => {
                 tracing::debug!(%workload, error = %status.message(), "baseline report failed; retrying later");
                 // The collector is likely down: try the others at the next tick.
@@ -236,5 +242,115 @@ async fn fetch_pages(
             }
             Err(e) => return Err(tonic::Status::out_of_range(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use proto::v1::BaselineReportAck;
+    use proto::v1::baselines_server::{Baselines, BaselinesServer};
+    use tonic::{Response, Status};
+
+    use super::*;
+
+    /// A collector whose scopes refuse one workload; it records every report it is sent.
+    #[derive(Clone, Default)]
+    struct Scoped {
+        reported: Arc<Mutex<Vec<String>>>,
+    }
+
+    const REFUSED: &str = "github:globex/api/ci/test";
+
+    #[tonic::async_trait]
+    impl Baselines for Scoped {
+        async fn report(
+            &self,
+            request: tonic::Request<BaselineReport>,
+        ) -> Result<Response<BaselineReportAck>, Status> {
+            let workload = request
+                .into_inner()
+                .baseline
+                .unwrap_or_default()
+                .workload_id;
+            self.reported.lock().unwrap().push(workload.clone());
+            if workload == REFUSED {
+                return Err(Status::permission_denied("no baseline_scopes entry"));
+            }
+            Ok(Response::new(BaselineReportAck::default()))
+        }
+
+        async fn fetch(
+            &self,
+            _: tonic::Request<FetchBaselineRequest>,
+        ) -> Result<Response<Baseline>, Status> {
+            Err(Status::permission_denied("no baseline_scopes entry"))
+        }
+    }
+
+    /// A workload the collector's scopes keep from this agent is dropped from the pending
+    /// reports (kept local), and the reports after it still go out in the same round.
+    #[tokio::test]
+    async fn a_workload_outside_the_collectors_scopes_is_not_retried_nor_blocks_the_rest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let collector = Scoped::default();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(BaselinesServer::new(collector.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let config = SyncConfig {
+            collector_url: format!("http://{addr}"),
+            tls: None,
+            agent_id: "runner-acme-1".to_owned(),
+            learning_runs: 5,
+        };
+        let channel = endpoint(&config.collector_url, None)
+            .unwrap()
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let mut client = BaselinesClient::new(channel);
+        let workloads = [
+            REFUSED,
+            "github:acme/app/ci/build",
+            "github:acme/lib/ci/test",
+        ];
+        let mut pending: HashMap<String, Baseline> = workloads
+            .iter()
+            .map(|w| {
+                let b = Baseline {
+                    workload_id: (*w).to_owned(),
+                    ..Baseline::default()
+                };
+                ((*w).to_owned(), b)
+            })
+            .collect();
+
+        assert!(
+            deliver(&config, &mut client, &mut pending).await,
+            "sharing stays on"
+        );
+        assert!(
+            pending.is_empty(),
+            "nothing left to retry: {:?}",
+            pending.keys()
+        );
+        let mut reported = collector.reported.lock().unwrap().clone();
+        reported.sort();
+        let mut expected = workloads.map(str::to_owned).to_vec();
+        expected.sort();
+        assert_eq!(
+            reported, expected,
+            "each workload reported once, in one round"
+        );
+
+        assert_eq!(
+            fetch(&config, &mut client, REFUSED).await,
+            Ok(None),
+            "a refused fetch is no baseline, and sharing stays on"
+        );
+        server.abort();
     }
 }

@@ -58,6 +58,11 @@ impl TlsCollector {
 
     /// A TLS collector over `store` (SQLite or PostgreSQL).
     pub async fn start_on(store: Store, certs: &Path) -> TlsCollector {
+        Self::start_scoped(store, certs, &[]).await
+    }
+
+    /// As [`TlsCollector::start_on`], with `baseline_scopes`.
+    pub async fn start_scoped(store: Store, certs: &Path, scopes: &[String]) -> TlsCollector {
         let token_file = certs.join("query-tokens");
         std::fs::write(&token_file, format!("# test\n{TOKEN}\n")).unwrap();
         let settings = SecuritySettings {
@@ -69,6 +74,7 @@ impl TlsCollector {
             query_token_file: Some(token_file),
             query_clients: vec!["ops".to_owned()],
             baseline_quorum: None,
+            baseline_scopes: scopes.to_vec(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
