@@ -90,14 +90,20 @@ fn interleaved(
     mut measure: impl FnMut() -> anyhow::Result<(f64, Option<f64>)>,
 ) -> anyhow::Result<Vec<Vec<Sample>>> {
     let mut samples: Vec<Vec<_>> = configs.iter().map(|_| Vec::new()).collect();
+    let mut broken: Vec<Config> = Vec::new();
     for round in 0..rounds {
         for (i, config) in configs.iter().enumerate() {
+            if broken.contains(config) {
+                continue;
+            }
             eprintln!(
                 "[bench] {what}: {} (round {}/{rounds})",
                 config.name(),
                 round + 1
             );
             let Some(w) = unless_peer_failed(*config, watched(bin, *config, &mut measure))? else {
+                // A peer that hung or failed once is not tried again in this run.
+                broken.push(*config);
                 continue;
             };
             samples[i].push((
