@@ -173,7 +173,8 @@ impl fmt::Display for WorkloadSummary {
 pub struct Baselines {
     dir: PathBuf,
     config: LearningConfig,
-    workloads: HashMap<String, Tracked>,
+    /// Looked up by workload id on every event: foldhash (randomly seeded) instead of SipHash.
+    workloads: HashMap<String, Tracked, foldhash::fast::RandomState>,
     newest_event: Option<SystemTime>,
     /// Reported deviations' behaviours, for `sensor baseline accept <id>`.
     novelties: novelties::Novelties,
@@ -237,7 +238,7 @@ impl Baselines {
                 };
                 (id, tracked)
             })
-            .collect::<HashMap<_, _>>();
+            .collect::<HashMap<_, _, _>>();
         tracing::info!(dir = %dir.display(), workloads = workloads.len(), "baselines loaded");
         Ok(Baselines {
             dir,

@@ -65,7 +65,8 @@ pub struct Engine {
     host: String,
     secrets: SecretPaths,
     /// In-memory state of each workload's current runs (see `live`).
-    live: HashMap<String, Live>,
+    /// Looked up by workload id on every event: foldhash (randomly seeded) instead of SipHash.
+    live: HashMap<String, Live, foldhash::fast::RandomState>,
     /// The last children of each parent process, for tool-chain sequences.
     siblings: sequence::Siblings,
     /// Credential stores by device + inode, to know them under another name.
@@ -86,7 +87,7 @@ impl Engine {
             baselines: Baselines::open(state_dir, config)?,
             host,
             secrets: SecretPaths::default(),
-            live: HashMap::new(),
+            live: HashMap::default(),
             siblings: sequence::Siblings::default(),
             secret_files: secret_files::SecretFiles::default(),
             losses: blind::Losses::default(),

@@ -1,6 +1,5 @@
 //! Turning ring buffer records into owned [`Event`]s. Pure: unit-tested without root.
 
-use std::borrow::Cow;
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
@@ -415,9 +414,12 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
             got: bytes.len(),
             need: start + len.min(PATH_DATA),
         })?;
-    let mut components = components(data);
+    // One UTF-8 pass over the whole record (NUL is ASCII, so an invalid sequence never swallows
+    // a separator): borrowed unless the name has invalid bytes.
+    let text = String::from_utf8_lossy(data.strip_suffix(&[0]).unwrap_or(data));
+    let mut components = components(&text);
     if flags & PATH_UNLINKED != 0 {
-        return Ok(components.next().map(Cow::into_owned).unwrap_or_default());
+        return Ok(components.next().unwrap_or_default().to_owned());
     }
     // Sized once: the joined path is at most the record's data plus its first `/` (and the
     // `...` of a truncated one), where growing from empty reallocated a few times per open.
@@ -430,7 +432,7 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
             continue;
         }
         out.push('/');
-        out.push_str(&c);
+        out.push_str(c);
     }
     if out.is_empty() {
         out.push('/');
@@ -438,13 +440,10 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     Ok(out)
 }
 
-/// The non-empty components of a path record's data (leaf first), lossily decoded and borrowed
-/// from the record: every open decodes one, so only the joined path is allocated.
-fn components(data: &[u8]) -> impl DoubleEndedIterator<Item = Cow<'_, str>> {
-    let data = data.strip_suffix(&[0]).unwrap_or(data);
-    data.split(|b| *b == 0)
-        .filter(|c| !c.is_empty())
-        .map(String::from_utf8_lossy)
+/// The non-empty components of a path record's text (leaf first), borrowed from it: every open
+/// decodes one, so only the joined path is allocated.
+fn components(text: &str) -> impl DoubleEndedIterator<Item = &str> {
+    text.split('\0').filter(|c| !c.is_empty())
 }
 
 /// NUL-separated strings, lossily decoded; a trailing NUL does not add an empty string.
@@ -577,6 +576,27 @@ mod tests {
                 },
             }
         );
+    }
+
+    /// A name with bytes that are not UTF-8 (any byte but NUL and `/` is valid in a Linux
+    /// name) keeps its other components and separators; only the bad bytes are replaced.
+    #[test]
+    fn a_path_with_invalid_utf8_keeps_its_components() {
+        let mut r = PathRecord {
+            len: 0,
+            flags: 0,
+            data: [0; PATH_DATA + sensor_common::PATH_COMPONENT_MAX],
+        };
+        let raw: &[u8] = b"a\xff\xfeb\0\xc3\0tmp\0";
+        r.data[..raw.len()].copy_from_slice(raw);
+        r.len = raw.len() as u32;
+        let mut ev: Box<OpenEvent> = Box::new(unsafe { std::mem::zeroed() });
+        ev.header = header(Kind::Open);
+        ev.path = r;
+        let EventKind::Open { path, .. } = decode(&bytes_of(&*ev), &clock()).unwrap().kind else {
+            panic!("an open");
+        };
+        assert_eq!(path, "/tmp/\u{FFFD}/a\u{FFFD}\u{FFFD}b");
     }
 
     #[test]
