@@ -179,7 +179,7 @@ impl Peer {
                         .stdout(Stdio::null())
                         .status();
                 }
-                let child = Command::new("auditd")
+                let mut child = Command::new("auditd")
                     .arg("-n")
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -199,7 +199,9 @@ impl Peer {
                     .success()
                 {
                     if Instant::now() > deadline {
-                        bail!("auditctl could not add the rules");
+                        // No auditd left running into the next measurements.
+                        let _ = bounded::terminate(&mut child, "auditd", STOP_LIMIT);
+                        bail!("auditctl could not add the rules within 10 s");
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
