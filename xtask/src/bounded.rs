@@ -17,11 +17,31 @@ pub fn wait(child: &mut Child, what: &str, limit: Duration) -> anyhow::Result<Ex
         if Instant::now() > deadline {
             let state = describe(child.id());
             let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} did not finish within {limit:?} ({state}); killed");
+            let reaped = if exited_within(child, KILL_GRACE) {
+                "killed"
+            } else {
+                "killed, but not gone after SIGKILL (uninterruptible in the kernel): left behind"
+            };
+            bail!("{what} did not finish within {limit:?} ({state}); {reaped}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long a killed child gets to be reaped. A process in uninterruptible sleep dies only when
+/// the kernel lets it; waiting for it without a bound would hang the bench all the same.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether `child` exited (and was reaped) within `limit`.
+fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() <= deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Sends SIGTERM and waits up to `limit` for the child to exit, then kills it.
@@ -62,6 +82,7 @@ mod tests {
         let err = wait(&mut child, "sleep", Duration::from_millis(200)).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("sleep did not finish within"), "{text}");
+        assert!(text.ends_with("; killed"), "{text}");
         assert!(text.contains(&format!("pid {pid}")), "{text}");
         // Reaped: the pid is no longer ours.
         assert!(child.try_wait().unwrap().is_some());
