@@ -9,39 +9,34 @@ use anyhow::bail;
 
 /// Waits for `child` up to `limit`; past it, says what the child was doing, kills it and fails.
 pub fn wait(child: &mut Child, what: &str, limit: Duration) -> anyhow::Result<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let state = describe(child.id());
-            let _ = child.kill();
-            let reaped = if exited_within(child, KILL_GRACE) {
-                "killed"
-            } else {
-                "killed, but not gone after SIGKILL (uninterruptible in the kernel): left behind"
-            };
-            bail!("{what} did not finish within {limit:?} ({state}); {reaped}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(status) = exit_within(child, limit)? {
+        return Ok(status);
     }
+    let state = describe(child.id());
+    let _ = child.kill();
+    let reaped = match exit_within(child, KILL_GRACE) {
+        Ok(Some(_)) => "killed",
+        _ => "killed, but not gone after SIGKILL (uninterruptible in the kernel): left behind",
+    };
+    bail!("{what} did not finish within {limit:?} ({state}); {reaped}");
 }
 
 /// How long a killed child gets to be reaped. A process in uninterruptible sleep dies only when
 /// the kernel lets it; waiting for it without a bound would hang the bench all the same.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
-/// Whether `child` exited (and was reaped) within `limit`.
-fn exited_within(child: &mut Child, limit: Duration) -> bool {
+/// The child's exit status if it exits (and is reaped) within `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + limit;
-    while Instant::now() <= deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return true;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    false
 }
 
 /// Sends SIGTERM and waits up to `limit` for the child to exit, then kills it.
