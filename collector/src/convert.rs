@@ -3,41 +3,81 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proto::v1::{Deviation, DeviationKind, Severity, StoredDeviation, WorkloadKind, novelty::What};
+use prost::Message;
+use proto::v1::{
+    Deviation, DeviationKind, Severity, StoredDeviation, Workload, WorkloadKind, novelty::What,
+};
 use serde_json::{Value, json};
 
-/// The filterable columns of a stored deviation (see `store::MIGRATIONS`).
-pub struct DeviationRow<'a> {
-    pub id: &'a str,
+/// A deviation as stored: its filterable columns (see `store::MIGRATIONS`), moved out of it,
+/// and `body`, the protobuf of the rest. What a column holds is not stored twice: on the ingest
+/// path the bytes each row writes (table, WAL, checkpoint) are most of the database's cost, and
+/// the duplicated strings were about a third of the protobuf (BENCHMARKS.md). Rows stored before
+/// carry the whole deviation in `body`; the columns hold the same values, and win.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviationRow {
+    pub id: String,
     pub time_ns: i64,
-    pub host: &'a str,
-    pub workload_id: &'a str,
+    pub host: String,
+    pub workload_id: String,
     pub workload_kind: i32,
-    pub run_id: &'a str,
+    pub run_id: String,
     pub kind: i32,
     pub severity: i32,
-    pub summary: &'a str,
-    pub executable: &'a str,
+    pub summary: String,
+    pub executable: String,
     /// The agent's incident (one run or process tree); empty from agents that set none.
-    pub incident_id: &'a str,
+    pub incident_id: String,
+    pub body: Vec<u8>,
 }
 
-impl<'a> From<&'a Deviation> for DeviationRow<'a> {
-    fn from(d: &'a Deviation) -> Self {
-        let workload = d.workload.as_ref();
-        DeviationRow {
-            id: &d.id,
-            time_ns: d.time_unix_nanos,
-            host: &d.host,
-            workload_id: workload.map_or("", |w| w.id.as_str()),
-            workload_kind: workload.map_or(0, |w| w.kind),
-            run_id: workload.map_or("", |w| w.run_id.as_str()),
-            kind: d.kind,
-            severity: d.severity,
-            summary: &d.summary,
-            executable: d.process.as_ref().map_or("", |p| p.executable.as_str()),
-            incident_id: &d.incident_id,
+impl From<Deviation> for DeviationRow {
+    fn from(mut d: Deviation) -> Self {
+        let workload = d.workload.take().unwrap_or_default();
+        let executable = d
+            .process
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.executable))
+            .unwrap_or_default();
+        let mut row = DeviationRow {
+            id: std::mem::take(&mut d.id),
+            time_ns: std::mem::take(&mut d.time_unix_nanos),
+            host: std::mem::take(&mut d.host),
+            workload_id: workload.id,
+            workload_kind: workload.kind,
+            run_id: workload.run_id,
+            kind: std::mem::take(&mut d.kind),
+            severity: std::mem::take(&mut d.severity),
+            summary: std::mem::take(&mut d.summary),
+            executable,
+            incident_id: std::mem::take(&mut d.incident_id),
+            body: Vec::new(),
+        };
+        row.body = d.encode_to_vec();
+        row
+    }
+}
+
+impl DeviationRow {
+    /// The stored deviation: its body with the columns put back.
+    pub fn into_deviation(self) -> Result<Deviation, prost::DecodeError> {
+        let mut d = Deviation::decode(self.body.as_slice())?;
+        d.id = self.id;
+        d.time_unix_nanos = self.time_ns;
+        d.host = self.host;
+        d.workload = Some(Workload {
+            id: self.workload_id,
+            kind: self.workload_kind,
+            run_id: self.run_id,
+        });
+        d.kind = self.kind;
+        d.severity = self.severity;
+        d.summary = self.summary;
+        if let Some(process) = d.process.as_mut() {
+            process.executable = self.executable;
         }
+        d.incident_id = self.incident_id;
+        Ok(d)
     }
 }
 
@@ -258,6 +298,43 @@ pub(crate) mod tests {
             }),
             ..Deviation::default()
         }
+    }
+
+    #[test]
+    fn a_row_holds_each_value_once_and_gives_the_deviation_back() {
+        let mut sent = deviation("x", 1_700_000_000_123_456_789);
+        sent.incident_id = "tree-1".to_owned();
+        sent.tags = vec!["egress".to_owned()];
+        let row = DeviationRow::from(sent.clone());
+        assert_eq!(
+            (row.id.as_str(), row.host.as_str(), row.executable.as_str()),
+            ("x", "host-1", "/usr/bin/nc")
+        );
+        let body = Deviation::decode(row.body.as_slice()).unwrap();
+        assert!(body.id.is_empty() && body.host.is_empty() && body.summary.is_empty());
+        assert!(body.workload.is_none() && body.incident_id.is_empty());
+        assert!(body.process.as_ref().unwrap().executable.is_empty());
+        assert!(
+            row.body.len() < sent.encoded_len() * 2 / 3,
+            "{}",
+            row.body.len()
+        );
+        assert_eq!(row.into_deviation().unwrap(), sent);
+
+        // No process: none comes back (its executable column is empty).
+        sent.process = None;
+        assert_eq!(
+            DeviationRow::from(sent.clone()).into_deviation().unwrap(),
+            sent
+        );
+    }
+
+    #[test]
+    fn a_row_stored_with_the_whole_deviation_reads_back_the_same() {
+        let sent = deviation("old", 5);
+        let mut row = DeviationRow::from(sent.clone());
+        row.body = sent.encode_to_vec();
+        assert_eq!(row.into_deviation().unwrap(), sent);
     }
 
     #[test]

@@ -190,7 +190,7 @@ async fn store_batch(
             spool_id: &batch.spool_id,
             sequence: batch.sequence,
         };
-        let outcome = store.store_batch(key, &batch.deviations, received_ns);
+        let outcome = store.store_batch(key, batch.deviations, received_ns);
         if let Ok(o) = &outcome {
             tracing::debug!(
                 agent_id = batch.agent_id,

@@ -511,7 +511,7 @@ mod tests {
         let mut d = crate::convert::tests::deviation("x", 1_700_000_000_000_000_000);
         d.summary = "<script>alert(1)</script>".to_owned();
         store
-            .store_batch(key, &[d], 1_700_000_001_000_000_000)
+            .store_batch(key, vec![d], 1_700_000_001_000_000_000)
             .unwrap();
         let web = Web::new(
             store,

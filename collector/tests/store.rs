@@ -61,6 +61,7 @@ macro_rules! suite {
 }
 
 suite!(
+    a_deviation_reads_back_as_it_was_sent,
     resent_batch_and_repeated_ids_are_not_stored_twice,
     ids_are_unique_per_agent_not_across_agents,
     same_sequence_from_a_new_spool_is_a_new_batch,
@@ -113,23 +114,45 @@ fn ids(store: &Store, request: &ListDeviationsRequest) -> Vec<String> {
         .collect()
 }
 
+/// Every field comes back as the agent sent it: what the row's columns hold is kept once, in
+/// the column (see `convert::DeviationRow`), and put back on reading.
+fn a_deviation_reads_back_as_it_was_sent(db: &Db) {
+    let store = db.open();
+    let mut full = at("full", 7, "github:acme/app/ci/build", "9", "h2", 4);
+    full.incident_id = "tree-3".to_owned();
+    full.tags = vec!["egress".to_owned(), "credential".to_owned()];
+    full.signals = vec!["burst".to_owned()];
+    let mut bare = simple("bare", 8);
+    bare.process = None;
+    store
+        .store_batch(key(1), vec![full.clone(), bare.clone()], 1)
+        .unwrap();
+    let read: Vec<Deviation> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.deviation.unwrap())
+        .collect();
+    assert_eq!(read, [bare, full]);
+}
+
 fn resent_batch_and_repeated_ids_are_not_stored_twice(db: &Db) {
     let store = db.open();
     let batch = [simple("a", 10), simple("b", 20)];
-    let first = store.store_batch(key(1), &batch, 1).unwrap();
+    let first = store.store_batch(key(1), batch.to_vec(), 1).unwrap();
     assert_eq!(
         (first.stored, first.duplicates, first.resent),
         (2, 0, false)
     );
-    let again = store.store_batch(key(1), &batch, 2).unwrap();
+    let again = store.store_batch(key(1), batch.to_vec(), 2).unwrap();
     assert_eq!((again.stored, again.duplicates, again.resent), (0, 2, true));
     let overlapping = store
-        .store_batch(key(2), &[simple("b", 20), simple("c", 30)], 3)
+        .store_batch(key(2), vec![simple("b", 20), simple("c", 30)], 3)
         .unwrap();
     assert_eq!((overlapping.stored, overlapping.duplicates), (1, 1));
     // The same id twice in one batch is stored once.
     let twice = store
-        .store_batch(key(3), &[simple("d", 40), simple("d", 40)], 4)
+        .store_batch(key(3), vec![simple("d", 40), simple("d", 40)], 4)
         .unwrap();
     assert_eq!((twice.stored, twice.duplicates), (1, 1));
     assert_eq!(
@@ -145,12 +168,12 @@ fn ids_are_unique_per_agent_not_across_agents(db: &Db) {
         agent_id: "agent-b",
         ..key(1)
     };
-    let decoy = store.store_batch(b, &[simple("x", 10)], 1).unwrap();
+    let decoy = store.store_batch(b, vec![simple("x", 10)], 1).unwrap();
     assert_eq!((decoy.stored, decoy.duplicates), (1, 0));
     // A's row with the id B sent first is A's own, stored.
-    let real = store.store_batch(key(1), &[simple("x", 20)], 2).unwrap();
+    let real = store.store_batch(key(1), vec![simple("x", 20)], 2).unwrap();
     assert_eq!((real.stored, real.duplicates), (1, 0));
-    let again = store.store_batch(key(2), &[simple("x", 20)], 3).unwrap();
+    let again = store.store_batch(key(2), vec![simple("x", 20)], 3).unwrap();
     assert_eq!(
         (again.stored, again.duplicates),
         (0, 1),
@@ -180,12 +203,12 @@ fn ids_are_unique_per_agent_not_across_agents(db: &Db) {
 
 fn same_sequence_from_a_new_spool_is_a_new_batch(db: &Db) {
     let store = db.open();
-    store.store_batch(key(1), &[simple("a", 1)], 1).unwrap();
+    store.store_batch(key(1), vec![simple("a", 1)], 1).unwrap();
     let wiped = BatchKey {
         spool_id: "spool-2",
         ..key(1)
     };
-    let outcome = store.store_batch(wiped, &[simple("z", 2)], 2).unwrap();
+    let outcome = store.store_batch(wiped, vec![simple("z", 2)], 2).unwrap();
     assert_eq!((outcome.stored, outcome.resent), (1, false));
 }
 
@@ -226,7 +249,7 @@ fn sample_store(db: &Db) -> Store {
     store
         .store_batch(
             key(1),
-            &[
+            vec![
                 at("a", 10, "github:acme/app/ci/build", "7", "h1", 5),
                 at("b", 20, "github:acme/app/ci/build", "7", "h1", 2),
                 at("c", 30, "github:acme/app/ci/build", "8", "h2", 3),
@@ -237,14 +260,14 @@ fn sample_store(db: &Db) -> Store {
     store
         .store_batch(
             agent_b,
-            &[at("d", 25, "unit:web.service", "", "h3", 2)],
+            vec![at("d", 25, "unit:web.service", "", "h3", 2)],
             2_000,
         )
         .unwrap();
     store
         .store_batch(
             key(2),
-            &[at("a", 10, "github:acme/app/ci/build", "7", "h1", 5)],
+            vec![at("a", 10, "github:acme/app/ci/build", "7", "h1", 5)],
             3_000,
         )
         .unwrap();
@@ -322,7 +345,7 @@ fn incidents_split_by_the_agents_incident_id(db: &Db) {
         d.incident_id = incident.to_owned();
         batch.push(d);
     }
-    store.store_batch(key(1), &batch, 1).unwrap();
+    store.store_batch(key(1), batch.clone(), 1).unwrap();
     let all = store.incidents(&ListDeviationsRequest::default()).unwrap();
     let groups: Vec<_> = all
         .iter()
@@ -351,7 +374,7 @@ fn incidents_come_with_their_newest_entries_and_say_when_more_match(db: &Db) {
     }
     batch.push(at("r2", 100, "unit:a", "2", "h3", 3));
     batch.push(at("r3", 200, "unit:b", "3", "h3", 1));
-    store.store_batch(key(1), &batch, 1).unwrap();
+    store.store_batch(key(1), batch.clone(), 1).unwrap();
     let budget = |per_incident, total| EntryBudget {
         per_incident,
         total,
@@ -435,7 +458,7 @@ fn agents_show_their_contacts_and_batches(db: &Db) {
     let store = sample_store(db);
     // A resent batch is a contact, not a batch.
     store
-        .store_batch(key(2), &[simple("zz", 1)], 4_000)
+        .store_batch(key(2), vec![simple("zz", 1)], 4_000)
         .unwrap();
     let agents = store.agents(0).unwrap();
     let summary: Vec<_> = agents
@@ -623,7 +646,8 @@ fn silence_is_recorded_once_and_cleared_by_contact(db: &Db) {
         agent_id: "quiet",
         ..key(1)
     };
-    two.store_batch(back, &[simple("q", 1)], 130 * s).unwrap();
+    two.store_batch(back, vec![simple("q", 1)], 130 * s)
+        .unwrap();
     let agents = one.agents(0).unwrap();
     assert!(agents.iter().all(|a| !a.silent), "{agents:?}");
     let latest = &one.agent_events(1).unwrap()[0];
@@ -635,9 +659,9 @@ fn retention_deletes_old_rows_in_chunks(db: &Db) {
     let old: Vec<Deviation> = (0..PRUNE_CHUNK + 7)
         .map(|i| simple(&format!("old-{i}"), 100 + i64::from(i)))
         .collect();
-    store.store_batch(key(1), &old, 1_000).unwrap();
+    store.store_batch(key(1), old.clone(), 1_000).unwrap();
     store
-        .store_batch(key(2), &[simple("new", 1_000_000)], 1_000_000)
+        .store_batch(key(2), vec![simple("new", 1_000_000)], 1_000_000)
         .unwrap();
     assert_eq!(store.prune(500_000).unwrap(), u64::from(PRUNE_CHUNK));
     assert_eq!(store.prune(500_000).unwrap(), 7);
@@ -703,7 +727,7 @@ fn store_concurrently(stores: &[Arc<Store>]) {
                     }
                     order
                         .into_iter()
-                        .map(|seq| store.store_batch(key(seq), &batch(seq), 1).unwrap())
+                        .map(|seq| store.store_batch(key(seq), batch(seq), 1).unwrap())
                         .collect::<Vec<_>>()
                 })
             })
@@ -835,10 +859,14 @@ fn baseline_contributions_can_be_dropped_and_frozen(db: &Db) {
 
 fn reopening_keeps_data_and_schema(db: &Db) {
     let store = db.open();
-    store.store_batch(key(1), &[simple("kept", 1)], 1).unwrap();
+    store
+        .store_batch(key(1), vec![simple("kept", 1)], 1)
+        .unwrap();
     drop(store);
     let store = db.open();
     assert_eq!(ids(&store, &ListDeviationsRequest::default()), ["kept"]);
-    let again = store.store_batch(key(1), &[simple("kept", 1)], 2).unwrap();
+    let again = store
+        .store_batch(key(1), vec![simple("kept", 1)], 2)
+        .unwrap();
     assert!(again.resent, "the batch memory survived");
 }

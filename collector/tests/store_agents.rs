@@ -155,7 +155,7 @@ async fn silence_and_retention_upkeep_record_log_and_count() {
     store
         .store_batch(
             key,
-            &[old("ancient", now - 40 * day), old("recent", now - day)],
+            vec![old("ancient", now - 40 * day), old("recent", now - day)],
             now - 10 * day,
         )
         .unwrap();

@@ -67,7 +67,7 @@ fn a_failing_batch_takes_its_group_back_and_no_acknowledged_batch_is_lost() {
                                 spool_id: &spool,
                                 sequence: sequence as u64,
                             };
-                            let stored = store.store_batch(key, &batch(thread, sequence), 1);
+                            let stored = store.store_batch(key, batch(thread, sequence), 1);
                             (thread, sequence, stored.is_ok())
                         })
                         .collect::<Vec<_>>()
@@ -112,7 +112,7 @@ fn a_failing_batch_takes_its_group_back_and_no_acknowledged_batch_is_lost() {
             spool_id: &spool,
             sequence: sequence as u64,
         };
-        let again = store.store_batch(key, &batch(thread, sequence), 1);
+        let again = store.store_batch(key, batch(thread, sequence), 1);
         assert_eq!(again.is_ok(), (thread, sequence) != (1, 12), "{again:?}");
     }
     assert_eq!(stored_ids(&store).len(), THREADS * BATCHES * 4 - 4);
@@ -144,7 +144,7 @@ fn a_new_database_has_16_kib_pages_and_an_old_one_keeps_its_own() {
         spool_id: "s",
         sequence: 1,
     };
-    assert_eq!(store.store_batch(key, &batch(0, 1), 1).unwrap().stored, 4);
+    assert_eq!(store.store_batch(key, batch(0, 1), 1).unwrap().stored, 4);
     drop(store);
     assert_eq!(page_size(&old), 4096);
 }

@@ -80,7 +80,7 @@ fn the_store_connects_to_postgresql_over_verified_tls_only() {
         spool_id: "spool",
         sequence: 1,
     };
-    let outcome = store.store_batch(key_of, &[deviation], 1).unwrap();
+    let outcome = store.store_batch(key_of, vec![deviation], 1).unwrap();
     assert_eq!(outcome.stored, 1);
     let listed = store.list(&Default::default()).unwrap();
     assert_eq!(listed.len(), 1, "the batch went over TLS and back");

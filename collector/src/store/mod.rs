@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use proto::v1::{AgentEvent, AgentStatus, ListDeviationsRequest, StoredDeviation};
 
+use crate::convert::DeviationRow;
+
 use agents::silent_event;
 pub use agents::{AgentFilter, AgentSummary, Contact, contact};
 
@@ -310,7 +312,7 @@ impl Store {
     pub fn store_batch(
         &self,
         key: BatchKey<'_>,
-        deviations: &[proto::v1::Deviation],
+        deviations: Vec<proto::v1::Deviation>,
         received_ns: i64,
     ) -> Result<BatchOutcome, StoreError> {
         dispatch!(self.store_batch(key, deviations, received_ns))
@@ -450,6 +452,28 @@ pub struct BaselineUpdate<'a> {
 /// to delete the contribution.
 pub type ContributionChange<'a> =
     Option<&'a mut dyn FnMut(Option<StoredBaseline>) -> StoredBaseline>;
+
+/// The columns a stored deviation is read back from: [`DeviationRow`]'s, then its agent and
+/// receipt time (see [`stored_deviation`]).
+const DEVIATION_COLUMNS: &str = "id, time_ns, host, workload_id, workload_kind, run_id, kind, \
+    severity, summary, executable, incident_id, proto, agent_id, received_ns";
+
+/// A deviation read back from its row ([`DEVIATION_COLUMNS`]).
+fn stored_deviation(
+    row: DeviationRow,
+    agent_id: String,
+    received_unix_nanos: i64,
+) -> Result<StoredDeviation, StoreError> {
+    let id = row.id.clone();
+    let deviation = row
+        .into_deviation()
+        .map_err(|source| StoreError::Decode { id, source })?;
+    Ok(StoredDeviation {
+        deviation: Some(deviation),
+        agent_id,
+        received_unix_nanos,
+    })
+}
 
 /// A `merged_baselines` or `baseline_contributions` row's columns as a [`StoredBaseline`].
 fn decode_baseline(

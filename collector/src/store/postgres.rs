@@ -35,10 +35,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, EntryBudget, IncidentEntries,
-    IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError, WorkloadSummary, count,
-    filter_conditions, incident_conditions, limit, redact, sequence_to_sql, silent_event,
-    split_more,
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, DEVIATION_COLUMNS,
+    EntryBudget, IncidentEntries, IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError,
+    WorkloadSummary, count, filter_conditions, incident_conditions, limit, redact, sequence_to_sql,
+    silent_event, split_more, stored_deviation,
 };
 use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
@@ -223,13 +223,13 @@ impl Postgres {
     pub fn store_batch(
         &self,
         key: BatchKey<'_>,
-        deviations: &[Deviation],
+        deviations: Vec<Deviation>,
         received_ns: i64,
     ) -> Result<BatchOutcome, StoreError> {
         let total = u32::try_from(deviations.len()).unwrap_or(u32::MAX);
-        let mut sorted: Vec<&Deviation> = deviations.iter().collect();
-        sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        let columns = DeviationColumns::new(&sorted);
+        let mut rows: Vec<DeviationRow> = deviations.into_iter().map(DeviationRow::from).collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let columns = DeviationColumns::new(&rows);
         let sequence = sequence_to_sql(key.sequence);
         self.transaction(|tx| {
             let new = tx.execute(
@@ -354,7 +354,7 @@ impl Postgres {
     ) -> Result<Vec<StoredDeviation>, StoreError> {
         let (filter, mut args) = filter_sql(request);
         let sql = format!(
-            "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+            "SELECT {DEVIATION_COLUMNS} FROM deviations{filter}
              ORDER BY time_ns DESC, id LIMIT ${}",
             args.len() + 1
         );
@@ -434,7 +434,7 @@ impl Postgres {
         for summary in summaries {
             let (filter, mut args) = where_sql(incident_conditions(request, &summary));
             let sql = format!(
-                "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+                "SELECT {DEVIATION_COLUMNS} FROM deviations{filter}
                  ORDER BY time_ns DESC, id DESC LIMIT ${}",
                 args.len() + 1
             );
@@ -493,42 +493,26 @@ struct DeviationColumns<'a> {
     severity: Vec<i32>,
     summary: Vec<&'a str>,
     executable: Vec<&'a str>,
-    proto: Vec<Vec<u8>>,
+    proto: Vec<&'a [u8]>,
     incident_id: Vec<&'a str>,
 }
 
 impl<'a> DeviationColumns<'a> {
-    fn new(deviations: &[&'a Deviation]) -> Self {
-        let mut c = DeviationColumns {
-            id: Vec::new(),
-            time_ns: Vec::new(),
-            host: Vec::new(),
-            workload_id: Vec::new(),
-            workload_kind: Vec::new(),
-            run_id: Vec::new(),
-            kind: Vec::new(),
-            severity: Vec::new(),
-            summary: Vec::new(),
-            executable: Vec::new(),
-            proto: Vec::new(),
-            incident_id: Vec::new(),
-        };
-        for &d in deviations {
-            let row = DeviationRow::from(d);
-            c.id.push(row.id);
-            c.time_ns.push(row.time_ns);
-            c.host.push(row.host);
-            c.workload_id.push(row.workload_id);
-            c.workload_kind.push(row.workload_kind);
-            c.run_id.push(row.run_id);
-            c.kind.push(row.kind);
-            c.severity.push(row.severity);
-            c.summary.push(row.summary);
-            c.executable.push(row.executable);
-            c.proto.push(d.encode_to_vec());
-            c.incident_id.push(row.incident_id);
+    fn new(rows: &'a [DeviationRow]) -> Self {
+        DeviationColumns {
+            id: rows.iter().map(|r| r.id.as_str()).collect(),
+            time_ns: rows.iter().map(|r| r.time_ns).collect(),
+            host: rows.iter().map(|r| r.host.as_str()).collect(),
+            workload_id: rows.iter().map(|r| r.workload_id.as_str()).collect(),
+            workload_kind: rows.iter().map(|r| r.workload_kind).collect(),
+            run_id: rows.iter().map(|r| r.run_id.as_str()).collect(),
+            kind: rows.iter().map(|r| r.kind).collect(),
+            severity: rows.iter().map(|r| r.severity).collect(),
+            summary: rows.iter().map(|r| r.summary.as_str()).collect(),
+            executable: rows.iter().map(|r| r.executable.as_str()).collect(),
+            proto: rows.iter().map(|r| r.body.as_slice()).collect(),
+            incident_id: rows.iter().map(|r| r.incident_id.as_str()).collect(),
         }
-        c
     }
 }
 
@@ -543,19 +527,25 @@ fn params(args: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| a.as_ref()).collect()
 }
 
-/// Decodes rows of (id, agent_id, received_ns, proto).
+/// Decodes rows of [`DEVIATION_COLUMNS`].
 fn read_deviations(rows: &[postgres::Row]) -> Result<Vec<StoredDeviation>, StoreError> {
     rows.iter()
         .map(|row| {
-            let id: String = row.get(0);
-            let blob: &[u8] = row.get(3);
-            let deviation =
-                Deviation::decode(blob).map_err(|source| StoreError::Decode { id, source })?;
-            Ok(StoredDeviation {
-                deviation: Some(deviation),
-                agent_id: row.get(1),
-                received_unix_nanos: row.get(2),
-            })
+            let columns = DeviationRow {
+                id: row.get(0),
+                time_ns: row.get(1),
+                host: row.get(2),
+                workload_id: row.get(3),
+                workload_kind: row.get(4),
+                run_id: row.get(5),
+                kind: row.get(6),
+                severity: row.get(7),
+                summary: row.get(8),
+                executable: row.get(9),
+                incident_id: row.get(10),
+                body: row.get(11),
+            };
+            stored_deviation(columns, row.get(12), row.get(13))
         })
         .collect()
 }

@@ -23,9 +23,10 @@ use rusqlite::{
 };
 
 use super::{
-    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, EntryBudget, IncidentEntries,
-    IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError, WorkloadSummary, contact, count,
-    filter_conditions, incident_conditions, limit, sequence_to_sql, silent_event, split_more,
+    AgentFilter, AgentSummary, Arg, BatchKey, BatchOutcome, Contact, DEVIATION_COLUMNS,
+    EntryBudget, IncidentEntries, IncidentSummary, IncidentsPage, PRUNE_CHUNK, StoreError,
+    WorkloadSummary, contact, count, filter_conditions, incident_conditions, limit,
+    sequence_to_sql, silent_event, split_more, stored_deviation,
 };
 use super::{BaselineUpdate, StoredBaseline, decode_baseline};
 use crate::convert::DeviationRow;
@@ -116,9 +117,11 @@ impl Sqlite {
     pub fn store_batch(
         &self,
         key: BatchKey<'_>,
-        deviations: &[Deviation],
+        deviations: Vec<Deviation>,
         received_ns: i64,
     ) -> Result<BatchOutcome, StoreError> {
+        // Encoded before the writer is taken: batches in flight encode side by side.
+        let rows: Vec<DeviationRow> = deviations.into_iter().map(DeviationRow::from).collect();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut writer = lock(&self.writer);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -131,7 +134,7 @@ impl Sqlite {
             }
         };
         writer.group = Some((group, batches));
-        let stored = match store_one(&writer.conn, key, deviations, received_ns) {
+        let stored = match store_one(&writer.conn, key, &rows, received_ns) {
             Ok(stored) => stored,
             Err(e) => {
                 self.roll_back_group(&mut writer, &e);
@@ -279,7 +282,7 @@ impl Sqlite {
     ) -> Result<Vec<StoredDeviation>, StoreError> {
         let (filter, mut args) = filter_sql(request);
         let sql = format!(
-            "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+            "SELECT {DEVIATION_COLUMNS} FROM deviations{filter}
              ORDER BY time_ns DESC, id LIMIT ?"
         );
         args.push(Value::Integer(limit(request.limit).into()));
@@ -344,7 +347,7 @@ impl Sqlite {
         for summary in summaries {
             let (filter, mut args) = where_sql(incident_conditions(request, &summary));
             let sql = format!(
-                "SELECT id, agent_id, received_ns, proto FROM deviations{filter}
+                "SELECT {DEVIATION_COLUMNS} FROM deviations{filter}
                  ORDER BY time_ns DESC, id DESC LIMIT ?"
             );
             args.push(Value::Integer(per_incident.into()));
@@ -395,7 +398,7 @@ impl Sqlite {
 fn store_one(
     conn: &Connection,
     key: BatchKey<'_>,
-    deviations: &[Deviation],
+    deviations: &[DeviationRow],
     received_ns: i64,
 ) -> Result<BatchOutcome, StoreError> {
     let total = u32::try_from(deviations.len()).unwrap_or(u32::MAX);
@@ -459,7 +462,7 @@ const ROW_PARAMS: usize = 12;
 fn insert_deviations(
     tx: &Connection,
     agent_id: &str,
-    deviations: &[Deviation],
+    deviations: &[DeviationRow],
     received_ns: i64,
 ) -> Result<u32, StoreError> {
     let mut stored = 0usize;
@@ -473,12 +476,10 @@ fn insert_deviations(
         while rest.len() >= rows {
             let (chunk, tail) = rest.split_at(rows);
             rest = tail;
-            let protos: Vec<Vec<u8>> = chunk.iter().map(Message::encode_to_vec).collect();
             let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(2 + rows * ROW_PARAMS);
             values.push(&agent_id);
             values.push(&received_ns);
-            let rows: Vec<DeviationRow<'_>> = chunk.iter().map(DeviationRow::from).collect();
-            for (row, proto) in rows.iter().zip(&protos) {
+            for row in chunk {
                 values.extend_from_slice(&[
                     &row.id as &dyn rusqlite::ToSql,
                     &row.time_ns,
@@ -490,7 +491,7 @@ fn insert_deviations(
                     &row.severity,
                     &row.summary,
                     &row.executable,
-                    proto,
+                    &row.body,
                     &row.incident_id,
                 ]);
             }
@@ -612,7 +613,7 @@ fn to_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Runs `sql` (selecting id, agent_id, received_ns, proto) and decodes its deviations.
+/// Runs `sql` (selecting [`DEVIATION_COLUMNS`]) and decodes its deviations.
 fn read_deviations(
     conn: &Connection,
     sql: &str,
@@ -622,15 +623,21 @@ fn read_deviations(
     let mut rows = statement.query(params_from_iter(args))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let blob: Vec<u8> = row.get(3)?;
-        let deviation = Deviation::decode(blob.as_slice())
-            .map_err(|source| StoreError::Decode { id, source })?;
-        out.push(StoredDeviation {
-            deviation: Some(deviation),
-            agent_id: row.get(1)?,
-            received_unix_nanos: row.get(2)?,
-        });
+        let columns = DeviationRow {
+            id: row.get(0)?,
+            time_ns: row.get(1)?,
+            host: row.get(2)?,
+            workload_id: row.get(3)?,
+            workload_kind: row.get(4)?,
+            run_id: row.get(5)?,
+            kind: row.get(6)?,
+            severity: row.get(7)?,
+            summary: row.get(8)?,
+            executable: row.get(9)?,
+            incident_id: row.get(10)?,
+            body: row.get(11)?,
+        };
+        out.push(stored_deviation(columns, row.get(12)?, row.get(13)?)?);
     }
     Ok(out)
 }
