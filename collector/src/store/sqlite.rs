@@ -530,11 +530,10 @@ fn record_contact(
     now_ns: i64,
 ) -> Result<Vec<AgentEvent>, StoreError> {
     let row = tx
-        .query_row(
-            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"),
-            [agent_id],
-            read_agent,
-        )
+        .prepare_cached(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"
+        ))?
+        .query_row([agent_id], read_agent)
         .optional()?;
     let (agent, events) = contact(agent_id, row, what, now_ns);
     tx.prepare_cached(&format!(
