@@ -14,6 +14,9 @@ fn main() -> anyhow::Result<()> {
         out_dir.join("sensor_v1_descriptor.bin"),
         fds.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Services decode each message from one slice (`src/codec.rs`).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SliceCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

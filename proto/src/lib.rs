@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("sensor.v1");
 }
 
+pub mod codec;
 pub mod contract;
 mod names;
 pub mod pages;
