@@ -28,6 +28,15 @@ fn batch(thread: usize, sequence: usize) -> Vec<Deviation> {
         .collect()
 }
 
+/// Batch `sequence` of `spool` (one spool per writer thread).
+fn key(spool: &str, sequence: usize) -> BatchKey<'_> {
+    BatchKey {
+        agent_id: "agent-a",
+        spool_id: spool,
+        sequence: sequence as u64,
+    }
+}
+
 fn stored_ids(store: &Store) -> BTreeSet<String> {
     store
         .list(&ListDeviationsRequest {
@@ -62,12 +71,11 @@ fn a_failing_batch_takes_its_group_back_and_no_acknowledged_batch_is_lost() {
                     let spool = format!("spool-{thread}");
                     (1..=BATCHES)
                         .map(|sequence| {
-                            let key = BatchKey {
-                                agent_id: "agent-a",
-                                spool_id: &spool,
-                                sequence: sequence as u64,
-                            };
-                            let stored = store.store_batch(key, batch(thread, sequence), 1);
+                            let stored = store.store_batch(
+                                key(&spool, sequence),
+                                batch(thread, sequence),
+                                1,
+                            );
                             (thread, sequence, stored.is_ok())
                         })
                         .collect::<Vec<_>>()
@@ -107,12 +115,7 @@ fn a_failing_batch_takes_its_group_back_and_no_acknowledged_batch_is_lost() {
     // The agents send their refused batches again: all but the poisoned one store now.
     for (thread, sequence) in refused {
         let spool = format!("spool-{thread}");
-        let key = BatchKey {
-            agent_id: "agent-a",
-            spool_id: &spool,
-            sequence: sequence as u64,
-        };
-        let again = store.store_batch(key, batch(thread, sequence), 1);
+        let again = store.store_batch(key(&spool, sequence), batch(thread, sequence), 1);
         assert_eq!(again.is_ok(), (thread, sequence) != (1, 12), "{again:?}");
     }
     assert_eq!(stored_ids(&store).len(), THREADS * BATCHES * 4 - 4);
@@ -139,12 +142,13 @@ fn a_new_database_has_16_kib_pages_and_an_old_one_keeps_its_own() {
         .unwrap();
     drop(conn);
     let store = Store::open(&old).unwrap();
-    let key = BatchKey {
-        agent_id: "agent-a",
-        spool_id: "s",
-        sequence: 1,
-    };
-    assert_eq!(store.store_batch(key, batch(0, 1), 1).unwrap().stored, 4);
+    assert_eq!(
+        store
+            .store_batch(key("s", 1), batch(0, 1), 1)
+            .unwrap()
+            .stored,
+        4
+    );
     drop(store);
     assert_eq!(page_size(&old), 4096);
 }
