@@ -59,6 +59,12 @@ impl From<Deviation> for DeviationRow {
 }
 
 impl DeviationRow {
+    /// What makes a row unique for its agent (the store's key after the agent id): the workload,
+    /// the run and the id, which hashes both, so for an honest agent the id alone decides.
+    pub fn unique_key(&self) -> (&str, &str, &str) {
+        (&self.workload_id, &self.run_id, &self.id)
+    }
+
     /// The stored deviation: its body with the columns put back.
     pub fn into_deviation(self) -> Result<Deviation, prost::DecodeError> {
         let mut d = Deviation::decode(self.body.as_slice())?;

@@ -4,8 +4,11 @@
 
 mod common;
 
-use collector::store::Store;
+use collector::store::{BatchKey, Store};
+use common::deviation;
 use common::postgres::PgCluster;
+use prost::Message;
+use proto::v1::{DeviationKind, ListDeviationsRequest, Severity};
 
 #[test]
 fn sqlite_refuses_a_file_that_is_not_a_database() {
@@ -71,6 +74,87 @@ fn sqlite_migration_carries_agents_over_from_batches() {
 
 /// Collectors starting together on an empty database migrate it once; the others wait for that
 /// and start on the migrated schema.
+/// Deviations of a first-schema file survive every table rebuild (migrations 5 and 8), and a
+/// repeat of one of them is still a duplicate for its agent, not for another.
+#[test]
+fn sqlite_migrations_keep_old_deviations_and_their_uniqueness() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let old = |id: &str, time_s: i64| {
+        deviation(
+            id,
+            time_s,
+            "unit:a",
+            DeviationKind::NewExecutable,
+            Severity::High,
+        )
+    };
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE deviations (id TEXT PRIMARY KEY NOT NULL, time_ns INTEGER NOT NULL,
+            host TEXT NOT NULL, workload_id TEXT NOT NULL, workload_kind INTEGER NOT NULL,
+            run_id TEXT NOT NULL, kind INTEGER NOT NULL, severity INTEGER NOT NULL,
+            summary TEXT NOT NULL, executable TEXT NOT NULL, agent_id TEXT NOT NULL,
+            received_ns INTEGER NOT NULL, proto BLOB NOT NULL);
+         CREATE TABLE batches (agent_id TEXT NOT NULL, spool_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL, stored INTEGER NOT NULL,
+            duplicates INTEGER NOT NULL, PRIMARY KEY (agent_id, spool_id, sequence))
+            WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    for d in [old("a", 1), old("b", 2)] {
+        let workload = d.workload.clone().unwrap();
+        conn.execute(
+            "INSERT INTO deviations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'old', 0, ?11)",
+            rusqlite::params![
+                d.id,
+                d.time_unix_nanos,
+                d.host,
+                workload.id,
+                workload.kind,
+                workload.run_id,
+                d.kind,
+                d.severity,
+                d.summary,
+                d.process.as_ref().unwrap().executable,
+                d.encode_to_vec()
+            ],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let read: Vec<_> = store
+        .list(&ListDeviationsRequest::default())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.deviation.unwrap())
+        .collect();
+    assert_eq!(read, [old("b", 2), old("a", 1)], "every old row, as it was");
+    let key = |agent_id| BatchKey {
+        agent_id,
+        spool_id: "s",
+        sequence: 1,
+    };
+    let again = store
+        .store_batch(key("old"), vec![old("a", 1), old("c", 3)], 10)
+        .unwrap();
+    assert_eq!(
+        (again.stored, again.duplicates),
+        (1, 1),
+        "the old agent's repeat"
+    );
+    let other = store
+        .store_batch(key("other"), vec![old("a", 1)], 11)
+        .unwrap();
+    assert_eq!(
+        (other.stored, other.duplicates),
+        (1, 0),
+        "another agent's own row"
+    );
+}
+
 #[test]
 fn postgres_replicas_starting_together_migrate_once() {
     let cluster = PgCluster::start();
@@ -94,7 +178,7 @@ fn postgres_replicas_starting_together_migrate_once() {
         .collect();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7],
+        [1, 2, 3, 4, 5, 6, 7, 8],
         "each migration applied once"
     );
     client

@@ -284,7 +284,7 @@ fn make_batch(agent: usize, sequence: usize, size: usize) -> DeviationBatch {
         .map_or(0, |d| d.as_nanos() as i64);
     let deviations = (0..size)
         .map(|i| proto::v1::Deviation {
-            id: format!("bench-{agent}-{sequence}-{i}-{now:x}"),
+            id: spread_id(&format!("bench-{agent}-{sequence}-{i}-{now:x}")),
             time_unix_nanos: now + i as i64,
             host: format!("bench-host-{agent}"),
             workload: Some(Workload {
@@ -340,6 +340,17 @@ fn make_batch(agent: usize, sequence: usize, size: usize) -> DeviationBatch {
         spool_id: format!("bench-spool-{agent}-{now:x}"),
         ..DeviationBatch::default()
     }
+}
+
+/// A deviation id shaped like the agent's (64 hex digits of a SHA-256, `detect::ids`): spread
+/// uniformly, so consecutive deviations land on unrelated places of any index keyed by id.
+/// Sequential ids would flatter the store: they append to that index instead.
+fn spread_id(seed: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    (0..4u8)
+        .map(|part| format!("{:016x}", state.hash_one((part, seed))))
+        .collect()
 }
 
 /// utime + stime of a process, in seconds.

@@ -13,9 +13,10 @@
 //! Exactly-once across replicas: a batch's transaction inserts its key first
 //! (`ON CONFLICT DO NOTHING`): a replica storing the same batch concurrently blocks on that key
 //! until the first commits, then inserts nothing and acknowledges the batch as resent. Deviations
-//! are inserted in one statement, sorted by id (so two batches sharing ids lock them in the same
-//! order), `ON CONFLICT (agent_id, id) DO NOTHING`: ids are unique per agent, so no agent can
-//! make another's deviation a duplicate. The agent's row is read `FOR UPDATE`. A transaction that
+//! are inserted in one statement, sorted by their key (so two batches sharing ids lock them in the
+//! same order), `ON CONFLICT (agent_id, workload_id, run_id, id) DO NOTHING`: ids are unique per
+//! agent (and its workload and run, which an id hashes), so no agent can make another's deviation
+//! a duplicate. The agent's row is read `FOR UPDATE`. A transaction that
 //! still loses a serialization or deadlock race is retried.
 //!
 //! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
@@ -228,7 +229,7 @@ impl Postgres {
     ) -> Result<BatchOutcome, StoreError> {
         let total = u32::try_from(deviations.len()).unwrap_or(u32::MAX);
         let mut rows: Vec<DeviationRow> = deviations.into_iter().map(DeviationRow::from).collect();
-        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        rows.sort_by(|a, b| a.unique_key().cmp(&b.unique_key()));
         let columns = DeviationColumns::new(&rows);
         let sequence = sequence_to_sql(key.sequence);
         self.transaction(|tx| {
@@ -257,7 +258,7 @@ impl Postgres {
                     $9::TEXT[], $10::TEXT[], $13::BYTEA[], $14::TEXT[])
                     AS d(id, time_ns, host, workload_id, workload_kind, run_id, kind, severity,
                          summary, executable, proto, incident_id)
-                 ON CONFLICT (agent_id, id) DO NOTHING",
+                 ON CONFLICT (agent_id, workload_id, run_id, id) DO NOTHING",
                 &[
                     &columns.id,
                     &columns.time_ns,
@@ -329,8 +330,9 @@ impl Postgres {
         let chunk = i64::from(PRUNE_CHUNK);
         self.transaction(|tx| {
             let deleted = tx.execute(
-                "DELETE FROM deviations WHERE (agent_id, id) IN
-                    (SELECT agent_id, id FROM deviations WHERE time_ns < $1 LIMIT $2)",
+                "DELETE FROM deviations WHERE (agent_id, workload_id, run_id, id) IN
+                    (SELECT agent_id, workload_id, run_id, id FROM deviations
+                     WHERE time_ns < $1 LIMIT $2)",
                 &[&before_ns, &chunk],
             )?;
             tx.execute(

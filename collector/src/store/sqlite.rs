@@ -457,8 +457,8 @@ static INSERT_SQL: LazyLock<Vec<String>> =
 /// The per-row columns of a deviation; `agent_id` and `received_ns` are the batch's (`?1`, `?2`).
 const ROW_PARAMS: usize = 12;
 
-/// Inserts a batch's deviations (a repeat of an `(agent_id, id)` already stored is skipped);
-/// returns how many were new.
+/// Inserts a batch's deviations (a repeat of an `(agent_id, workload_id, run_id, id)` already
+/// stored is skipped); returns how many were new.
 fn insert_deviations(
     tx: &Connection,
     agent_id: &str,

@@ -88,4 +88,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     DELETE FROM merged_baselines;
     ALTER TABLE merged_baselines ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE;",
+    // 8: deviations unique per `(agent_id, workload_id, run_id, id)` (see the SQLite
+    // migration 8): the same rule for honest agents, with each run's rows side by side in the
+    // key instead of spread by the id's hash.
+    "ALTER TABLE deviations DROP CONSTRAINT deviations_pkey;
+    ALTER TABLE deviations ADD PRIMARY KEY (agent_id, workload_id, run_id, id);",
 ];

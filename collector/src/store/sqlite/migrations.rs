@@ -120,4 +120,35 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     DELETE FROM merged_baselines;
     ALTER TABLE merged_baselines ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0;",
+    // 8: deviations unique per `(agent_id, workload_id, run_id, id)`. For an honest agent this is
+    // the same rule as migration 5's `(agent_id, id)` (an id hashes the workload and the run, or
+    // hour, it was found in: `detect::ids`), but the key now groups each run's rows: ids are
+    // SHA-256 hex, and an index led by them took every insert to a random page (one WAL page
+    // write per deviation, ~4x the ingest CPU with a million rows; BENCHMARKS.md). The table is
+    // rebuilt, keeping every row.
+    "CREATE TABLE deviations_by_run (
+        id            TEXT    NOT NULL,
+        time_ns       INTEGER NOT NULL,
+        host          TEXT    NOT NULL,
+        workload_id   TEXT    NOT NULL,
+        workload_kind INTEGER NOT NULL,
+        run_id        TEXT    NOT NULL,
+        kind          INTEGER NOT NULL,
+        severity      INTEGER NOT NULL,
+        summary       TEXT    NOT NULL,
+        executable    TEXT    NOT NULL,
+        agent_id      TEXT    NOT NULL,
+        received_ns   INTEGER NOT NULL,
+        proto         BLOB    NOT NULL,
+        incident_id   TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (agent_id, workload_id, run_id, id)
+    );
+    INSERT INTO deviations_by_run (id, time_ns, host, workload_id, workload_kind, run_id, kind,
+        severity, summary, executable, agent_id, received_ns, proto, incident_id)
+        SELECT id, time_ns, host, workload_id, workload_kind, run_id, kind, severity, summary,
+            executable, agent_id, received_ns, proto, incident_id FROM deviations ORDER BY rowid;
+    DROP TABLE deviations;
+    ALTER TABLE deviations_by_run RENAME TO deviations;
+    CREATE INDEX deviations_workload_time ON deviations (workload_id, time_ns);
+    CREATE INDEX deviations_time ON deviations (time_ns);",
 ];
