@@ -43,8 +43,9 @@ pub struct Args {
     /// batch size right before this tree's, so the two are compared under the same load.
     #[arg(long, value_name = "BIN")]
     compare: Option<PathBuf>,
-    /// Store into this PostgreSQL database (a `postgres://` URL) instead of a fresh SQLite file
-    /// per configuration.
+    /// Store into this PostgreSQL database (a `postgres://` URL, no TLS) instead of a fresh
+    /// SQLite file per configuration; each configuration gets a fresh schema in it
+    /// (`ingest_bench`, dropped and created again).
     #[arg(long, value_name = "URL")]
     db: Option<String>,
 }
@@ -118,7 +119,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for &batch in BATCH_SIZES {
         for (label, binary) in &binaries {
-            let mut sample = runtime.block_on(measure(binary, batch, total, args))?;
+            let db = args.db.as_deref().map(fresh_schema).transpose()?;
+            let mut sample =
+                runtime.block_on(measure(binary, db.as_deref(), batch, total, args))?;
             sample.label.clone_from(label);
             eprintln!(
                 "{label}, batch {batch}: {:.0} deviations/s, {:.0} per collector core-second, \
@@ -151,8 +154,10 @@ impl Drop for Guard {
     }
 }
 
+/// One configuration: `collector` storing into `db` (a PostgreSQL URL) or a fresh SQLite file.
 async fn measure(
     collector: &Path,
+    db: Option<&str>,
     batch: usize,
     total: usize,
     args: &Args,
@@ -166,7 +171,7 @@ async fn measure(
             .args(["serve", "--metrics-listen", "", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--db")
-            .arg(match &args.db {
+            .arg(match db {
                 Some(url) => std::ffi::OsString::from(url),
                 None => dir.path().join("collector.db").into_os_string(),
             })
@@ -226,6 +231,21 @@ async fn measure(
         ack_p50_ms: percentile(&ack_ms, 50.0),
         ack_p99_ms: percentile(&ack_ms, 99.0),
     })
+}
+
+/// Drops and creates the bench's schema in the database at `url`; returns the URL that puts
+/// the collector's tables there. A fresh schema per configuration: rows left by the previous one
+/// would make every later configuration's indexes larger (and an older collector refuses a
+/// schema a newer one migrated).
+fn fresh_schema(url: &str) -> anyhow::Result<String> {
+    const SCHEMA: &str = "ingest_bench";
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .with_context(|| format!("connecting to {url}"))?;
+    client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};"
+    ))?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}options=-csearch_path%3D{SCHEMA}"))
 }
 
 /// Streams `batches` on one stream, at most `window` unacknowledged; returns the deviations
@@ -388,7 +408,7 @@ fn markdown(samples: &[Sample], args: &Args) -> String {
          stored per CPU second of the collector process (utime + stime); *collector CPU* is its \
          cores in use over the run; *ack* is one batch's send → acknowledgement time.\n",
         if args.db.is_some() {
-            "PostgreSQL, one database for the run"
+            "PostgreSQL, a fresh schema per row"
         } else {
             "SQLite, a fresh database per row"
         },
