@@ -111,6 +111,16 @@ impl RunState {
         }
     }
 
+    /// The id of this window's report of `novelty` (a [`super::ids::deviation_id`]): a hash of
+    /// both, led by the hour in a workload without runs (see [`super::ids::hour_first`]).
+    pub fn report_id(&self, novelty: &str) -> String {
+        let id = super::ids::hash_fields(&[novelty, &self.window()]);
+        match self.run {
+            Some(_) => id,
+            None => super::ids::hour_first(id, self.hour),
+        }
+    }
+
     /// A hash of [`Self::window`], for counting distinct runs. Persisted in baselines, so
     /// stable across builds (see [`crate::baseline::stable_hash`]).
     pub fn window_hash(&self) -> u64 {

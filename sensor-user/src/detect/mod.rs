@@ -469,7 +469,7 @@ impl Step<'_> {
         // The novelty (what the baseline remembers as reported, and accepts) and this run's
         // report of it: the run (or hour) is part of the deviation id.
         let novelty = deviation_id(self.host, workload, &behaviour);
-        let id = hash_fields(&[novelty.as_str(), &self.run.window()]);
+        let id = self.run.report_id(&novelty);
         self.enumeration(&behaviour);
         let t = &mut self.baseline.tracked;
         t.dirty |= t

@@ -443,6 +443,13 @@ fn reports_each_novelty_once_with_kind_severity_and_novelty() {
         ),
     ];
     assert_eq!(got, want);
+    // In a run, the id is the hash of the novelty and the run, nothing in front.
+    let payload = crate::behaviour::Behaviour::Executable("/tmp/payload".into());
+    let novelty = detect::deviation_id(HOST, JOB, &payload);
+    assert_eq!(
+        deviations[0].id,
+        detect::hash_fields(&[novelty.as_str(), "6"])
+    );
     // One incident, the run's; the exfiltration carries the credential read as evidence.
     let incident = &deviations[0].incident_id;
     assert_eq!(incident.len(), 64);
@@ -630,6 +637,9 @@ fn non_ci_workloads_learn_for_a_period_of_event_time() {
         (wl.id.as_str(), wl.kind(), wl.run_id.as_str()),
         ("unit:app.service", v1::WorkloadKind::SystemdUnit, "")
     );
+    // Without a run, the report's id is led by its hour (the collector's key groups them).
+    let hour = (1_700_000_000 + 3602) / 3600;
+    assert_eq!(&d[0].id[..8], format!("{hour:08x}"), "{}", d[0].id);
     assert_eq!(only(engine.summary()).status, LearningStatus::Detecting);
 }
 
