@@ -5,10 +5,10 @@
 //! - **Ingest**: the certificate's identity (subject CN, else first DNS name) is the agent; every
 //!   batch must carry it as `agent_id` (else `PERMISSION_DENIED`, nothing stored), so an agent
 //!   cannot write under another agent's name; every deviation's `host` must be that identity too
-//!   (an empty one is set to it). Deviations are unique per agent (`(agent_id, workload_id, run_id, id)`
-//!   in the store), so no agent can pre-empt or suppress another's rows by sending their ids first. A
-//!   certificate listed in `query_clients` is an
-//!   operator's, not an agent's, and may not send deviations (`PERMISSION_DENIED`).
+//!   (an empty one is set to it). Deviations are unique per agent (`(agent_id, workload_id,
+//!   run_id, id)` in the store), so no agent can pre-empt or suppress another's rows by sending
+//!   their ids first. A certificate listed in `query_clients` is an operator's, not an agent's,
+//!   and may not send deviations (`PERMISSION_DENIED`).
 //! - **Query**: a bearer token from `query_token_file` (`authorization: Bearer <token>`) or a
 //!   certificate listed in `query_clients`; anything else is `UNAUTHENTICATED`. An agent's
 //!   certificate alone does not allow queries: a compromised build runner should not read what

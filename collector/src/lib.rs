@@ -15,8 +15,9 @@
 //! `--db` or `COLLECTOR_DB` to change it). Delivery is at-least-once from the agent and
 //! exactly-once in the database: a batch is acknowledged only after the transaction that stores
 //! it (and records its `(agent_id, spool_id, sequence)`) has committed, a resent batch is
-//! acknowledged without storing, and deviations are unique per agent by id (`(agent_id, workload_id, run_id, id)`: an
-//! id hashes its workload and run, so for an honest agent the id alone decides).
+//! acknowledged without storing, and deviations are unique per agent by id
+//! (`(agent_id, workload_id, run_id, id)`: an id hashes its workload and run, so for an honest
+//! agent the id alone decides).
 
 pub mod auth;
 pub mod baselines;

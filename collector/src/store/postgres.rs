@@ -16,8 +16,8 @@
 //! are inserted in one statement, sorted by their key (so two batches sharing ids lock them in the
 //! same order), `ON CONFLICT (agent_id, workload_id, run_id, id) DO NOTHING`: ids are unique per
 //! agent (and its workload and run, which an id hashes), so no agent can make another's deviation
-//! a duplicate. The agent's row is read `FOR UPDATE`. A transaction that
-//! still loses a serialization or deadlock race is retried.
+//! a duplicate. The agent's row is read `FOR UPDATE`. A transaction that still loses a
+//! serialization or deadlock race is retried.
 //!
 //! Migrations run in one transaction holding an advisory lock, recorded in `schema_migrations`:
 //! replicas starting together migrate once; the others wait and find the schema current.
