@@ -48,12 +48,19 @@ pub struct Args {
     /// (`ingest_bench`, dropped and created again).
     #[arg(long, value_name = "URL")]
     db: Option<String>,
+    /// Deviations of a workload without runs (a systemd unit): no run id, and ids led by their
+    /// hour as the agent makes them (`detect::ids::hour_first`), each batch in an hour of its
+    /// own, as from an agent that reported over that many hours. Results go to their own
+    /// sections.
+    #[arg(long)]
+    without_runs: bool,
 }
 
 /// Batch sizes measured: the agent's default (256) and a large one.
 const BATCH_SIZES: &[usize] = &[256, 1000];
-/// The section of each backend (a PostgreSQL run does not replace the SQLite figures).
-const SECTIONS: [Section; 2] = [
+/// The section of each backend and workload shape (a PostgreSQL run does not replace the SQLite
+/// figures, nor a run without runs the one with).
+const SECTIONS: [Section; 4] = [
     Section {
         start: "<!-- ingest-bench:start -->",
         end: "<!-- ingest-bench:end -->",
@@ -63,6 +70,16 @@ const SECTIONS: [Section; 2] = [
         start: "<!-- ingest-bench-postgres:start -->",
         end: "<!-- ingest-bench-postgres:end -->",
         title: "Collector ingest on PostgreSQL",
+    },
+    Section {
+        start: "<!-- ingest-bench-runless:start -->",
+        end: "<!-- ingest-bench-runless:end -->",
+        title: "Collector ingest, a workload without runs",
+    },
+    Section {
+        start: "<!-- ingest-bench-runless-postgres:start -->",
+        end: "<!-- ingest-bench-runless-postgres:end -->",
+        title: "Collector ingest on PostgreSQL, a workload without runs",
     },
 ];
 
@@ -74,7 +91,7 @@ struct Section {
 
 impl Args {
     fn section(&self) -> &'static Section {
-        &SECTIONS[usize::from(self.db.is_some())]
+        &SECTIONS[usize::from(self.db.is_some()) + 2 * usize::from(self.without_runs)]
     }
 }
 
@@ -197,7 +214,11 @@ async fn measure(
     // Built before the clock starts: encoding is the agent's cost, not the collector's.
     let per_agent = total.div_ceil(args.agents * batch);
     let work: Vec<Vec<DeviationBatch>> = (0..args.agents)
-        .map(|a| (1..=per_agent).map(|s| make_batch(a, s, batch)).collect())
+        .map(|a| {
+            (1..=per_agent)
+                .map(|s| make_batch(a, s, batch, args.without_runs))
+                .collect()
+        })
         .collect();
     let deviations: usize = work.iter().flatten().map(|b| b.deviations.len()).sum();
 
@@ -297,21 +318,38 @@ async fn stream(
     Ok((stored, latencies))
 }
 
-/// A batch of realistic deviations (a new file access with process, ancestry and hash).
-fn make_batch(agent: usize, sequence: usize, size: usize) -> DeviationBatch {
+/// A batch of realistic deviations (a new file access with process, ancestry and hash): of run
+/// `sequence` of a CI job, or `without_runs`, of a unit in hour `sequence`.
+fn make_batch(agent: usize, sequence: usize, size: usize, without_runs: bool) -> DeviationBatch {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
+    let workload = if without_runs {
+        Workload {
+            id: "unit:bench.service".to_owned(),
+            kind: WorkloadKind::SystemdUnit.into(),
+            run_id: String::new(),
+        }
+    } else {
+        Workload {
+            id: "github:bench/app/ci/build".to_owned(),
+            kind: WorkloadKind::GithubJob.into(),
+            run_id: sequence.to_string(),
+        }
+    };
     let deviations = (0..size)
         .map(|i| proto::v1::Deviation {
-            id: spread_id(&format!("bench-{agent}-{sequence}-{i}-{now:x}")),
+            id: {
+                let id = spread_id(&format!("bench-{agent}-{sequence}-{i}-{now:x}"));
+                if without_runs {
+                    format!("{sequence:08x}{}", &id[8..])
+                } else {
+                    id
+                }
+            },
             time_unix_nanos: now + i as i64,
             host: format!("bench-host-{agent}"),
-            workload: Some(Workload {
-                id: "github:bench/app/ci/build".to_owned(),
-                kind: WorkloadKind::GithubJob.into(),
-                run_id: sequence.to_string(),
-            }),
+            workload: Some(workload.clone()),
             kind: DeviationKind::NewFileAccess.into(),
             severity: Severity::Medium.into(),
             summary: format!(
@@ -406,14 +444,20 @@ fn markdown(samples: &[Sample], args: &Args) -> String {
          loopback, {} agents streaming over gRPC with {} batches in flight \
          each, every batch acknowledged (committed) before it counts. *per core* is deviations \
          stored per CPU second of the collector process (utime + stime); *collector CPU* is its \
-         cores in use over the run; *ack* is one batch's send → acknowledgement time.\n",
+         cores in use over the run; *ack* is one batch's send → acknowledgement time.{}\n",
         if args.db.is_some() {
             "PostgreSQL, a fresh schema per row"
         } else {
             "SQLite, a fresh database per row"
         },
         args.agents,
-        args.window
+        args.window,
+        if args.without_runs {
+            " Every deviation is of one systemd unit (no run id), ids led by their hour as the \
+             agent makes them, each batch in an hour of its own."
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,
@@ -455,6 +499,24 @@ fn replace_section(old: &str, markers: &Section, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_of_a_run_or_of_an_hour_of_a_unit() {
+        let run = make_batch(0, 17, 3, false);
+        let unit = make_batch(0, 17, 3, true);
+        for d in &run.deviations {
+            assert_eq!(d.workload.as_ref().unwrap().run_id, "17");
+            assert_eq!(d.id.len(), 64);
+        }
+        for d in &unit.deviations {
+            assert_eq!(d.workload.as_ref().unwrap().run_id, "");
+            assert!(d.id.starts_with("00000011"), "{}", d.id);
+            assert_eq!(d.id.len(), 64);
+        }
+        let distinct: std::collections::HashSet<&str> =
+            unit.deviations.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(distinct.len(), 3);
+    }
 
     #[test]
     fn the_section_is_replaced_in_place_or_appended() {
