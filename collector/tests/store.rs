@@ -127,13 +127,7 @@ fn a_deviation_reads_back_as_it_was_sent(db: &Db) {
     store
         .store_batch(key(1), vec![full.clone(), bare.clone()], 1)
         .unwrap();
-    let read: Vec<Deviation> = store
-        .list(&ListDeviationsRequest::default())
-        .unwrap()
-        .into_iter()
-        .map(|d| d.deviation.unwrap())
-        .collect();
-    assert_eq!(read, [bare, full]);
+    assert_eq!(common::stored_deviations(&store), [bare, full]);
 }
 
 fn resent_batch_and_repeated_ids_are_not_stored_twice(db: &Db) {

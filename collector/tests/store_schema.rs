@@ -8,7 +8,7 @@ use collector::store::{BatchKey, Store};
 use common::deviation;
 use common::postgres::PgCluster;
 use prost::Message;
-use proto::v1::{DeviationKind, ListDeviationsRequest, Severity};
+use proto::v1::{DeviationKind, Severity};
 
 #[test]
 fn sqlite_refuses_a_file_that_is_not_a_database() {
@@ -36,6 +36,19 @@ fn sqlite_refuses_a_newer_schema() {
     );
 }
 
+/// The first schema (deviations and batches only), as a collector of then left its file.
+const FIRST_SCHEMA: &str = "
+    CREATE TABLE deviations (id TEXT PRIMARY KEY NOT NULL, time_ns INTEGER NOT NULL,
+        host TEXT NOT NULL, workload_id TEXT NOT NULL, workload_kind INTEGER NOT NULL,
+        run_id TEXT NOT NULL, kind INTEGER NOT NULL, severity INTEGER NOT NULL,
+        summary TEXT NOT NULL, executable TEXT NOT NULL, agent_id TEXT NOT NULL,
+        received_ns INTEGER NOT NULL, proto BLOB NOT NULL);
+    CREATE TABLE batches (agent_id TEXT NOT NULL, spool_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL, stored INTEGER NOT NULL,
+        duplicates INTEGER NOT NULL, PRIMARY KEY (agent_id, spool_id, sequence))
+        WITHOUT ROWID;
+    PRAGMA user_version = 1;";
+
 /// A database written by the first schema (deviations and batches only) gains the agents table,
 /// filled from its batches.
 #[test]
@@ -43,18 +56,9 @@ fn sqlite_migration_carries_agents_over_from_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(FIRST_SCHEMA).unwrap();
     conn.execute_batch(
-        "CREATE TABLE deviations (id TEXT PRIMARY KEY NOT NULL, time_ns INTEGER NOT NULL,
-            host TEXT NOT NULL, workload_id TEXT NOT NULL, workload_kind INTEGER NOT NULL,
-            run_id TEXT NOT NULL, kind INTEGER NOT NULL, severity INTEGER NOT NULL,
-            summary TEXT NOT NULL, executable TEXT NOT NULL, agent_id TEXT NOT NULL,
-            received_ns INTEGER NOT NULL, proto BLOB NOT NULL);
-         CREATE TABLE batches (agent_id TEXT NOT NULL, spool_id TEXT NOT NULL,
-            sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL, stored INTEGER NOT NULL,
-            duplicates INTEGER NOT NULL, PRIMARY KEY (agent_id, spool_id, sequence))
-            WITHOUT ROWID;
-         INSERT INTO batches VALUES ('old', 's', 1, 100, 3, 0), ('old', 's', 2, 200, 1, 1);
-         PRAGMA user_version = 1;",
+        "INSERT INTO batches VALUES ('old', 's', 1, 100, 3, 0), ('old', 's', 2, 200, 1, 1)",
     )
     .unwrap();
     drop(conn);
@@ -90,19 +94,7 @@ fn sqlite_migrations_keep_old_deviations_and_their_uniqueness() {
         )
     };
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE deviations (id TEXT PRIMARY KEY NOT NULL, time_ns INTEGER NOT NULL,
-            host TEXT NOT NULL, workload_id TEXT NOT NULL, workload_kind INTEGER NOT NULL,
-            run_id TEXT NOT NULL, kind INTEGER NOT NULL, severity INTEGER NOT NULL,
-            summary TEXT NOT NULL, executable TEXT NOT NULL, agent_id TEXT NOT NULL,
-            received_ns INTEGER NOT NULL, proto BLOB NOT NULL);
-         CREATE TABLE batches (agent_id TEXT NOT NULL, spool_id TEXT NOT NULL,
-            sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL, stored INTEGER NOT NULL,
-            duplicates INTEGER NOT NULL, PRIMARY KEY (agent_id, spool_id, sequence))
-            WITHOUT ROWID;
-         PRAGMA user_version = 1;",
-    )
-    .unwrap();
+    conn.execute_batch(FIRST_SCHEMA).unwrap();
     for d in [old("a", 1), old("b", 2)] {
         let workload = d.workload.clone().unwrap();
         conn.execute(
@@ -125,13 +117,11 @@ fn sqlite_migrations_keep_old_deviations_and_their_uniqueness() {
     }
     drop(conn);
     let store = Store::open(&path).unwrap();
-    let read: Vec<_> = store
-        .list(&ListDeviationsRequest::default())
-        .unwrap()
-        .into_iter()
-        .map(|s| s.deviation.unwrap())
-        .collect();
-    assert_eq!(read, [old("b", 2), old("a", 1)], "every old row, as it was");
+    assert_eq!(
+        common::stored_deviations(&store),
+        [old("b", 2), old("a", 1)],
+        "every old row, as it was"
+    );
     let key = |agent_id| BatchKey {
         agent_id,
         spool_id: "s",

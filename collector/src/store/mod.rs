@@ -307,8 +307,8 @@ impl Store {
     }
 
     /// Stores a batch's deviations, records the batch as received and the agent's contact, in one
-    /// transaction. A batch received before is not stored again; a deviation whose id is already
-    /// stored is skipped. The deviations are taken by value: their fields move into the row's
+    /// transaction. A batch received before is not stored again; a deviation its agent already
+    /// stored (same workload, run and id) is skipped. The deviations are taken by value: their fields move into the row's
     /// columns rather than being copied (see `convert::DeviationRow`).
     pub fn store_batch(
         &self,

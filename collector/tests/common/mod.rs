@@ -147,6 +147,16 @@ pub fn deviation(
     }
 }
 
+/// Every deviation `store` holds, newest first, as it reads them back.
+pub fn stored_deviations(store: &Store) -> Vec<Deviation> {
+    store
+        .list(&proto::v1::ListDeviationsRequest::default())
+        .expect("list")
+        .into_iter()
+        .map(|d| d.deviation.expect("deviation"))
+        .collect()
+}
+
 /// A temporary directory and a database path inside it.
 pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
