@@ -6,8 +6,15 @@ use std::time::SystemTime;
 /// `time` as ns since the Unix epoch (0 before it, saturating far after it): how every stage
 /// stores and compares event times.
 pub fn unix_nanos(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    // Seconds and nanoseconds apart: `as_nanos` goes through u128 arithmetic, and this runs a
+    // few times per event.
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+        i64::try_from(d.as_secs())
+            .ok()
+            .and_then(|secs| secs.checked_mul(1_000_000_000))
+            .and_then(|nanos| nanos.checked_add(i64::from(d.subsec_nanos())))
+            .unwrap_or(i64::MAX)
+    })
 }
 
 /// One thing a process did, as the kernel saw it.
@@ -429,4 +436,30 @@ pub fn io_uring_opcode_name(opcode: u8) -> &'static str {
         "listen",
     ];
     NAMES.get(opcode as usize).copied().unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::unix_nanos;
+
+    #[test]
+    fn unix_nanos_is_exact_and_saturates() {
+        let at = |secs, nanos| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        assert_eq!(
+            unix_nanos(at(1_700_000_000, 123)),
+            1_700_000_000_000_000_123
+        );
+        assert_eq!(unix_nanos(at(0, 0)), 0);
+        assert_eq!(
+            unix_nanos(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            0
+        );
+        // i64::MAX ns is in 2262.
+        assert_eq!(unix_nanos(at(9_300_000_000, 0)), i64::MAX);
+        assert_eq!(unix_nanos(at(9_223_372_036, 854_775_807)), i64::MAX);
+        assert_eq!(unix_nanos(at(9_223_372_036, 854_775_808)), i64::MAX);
+        assert_eq!(unix_nanos(at(9_223_372_036, 854_775_806)), i64::MAX - 1);
+    }
 }

@@ -314,7 +314,7 @@ impl Step<'_> {
             .rates
             .count(&self.event.event.kind, self.secs, learning);
         let t = &mut self.baseline.tracked;
-        for (rate, peak) in raised {
+        for (rate, peak) in raised.into_iter().flatten() {
             t.baseline.profile.peaks.insert(rate, peak);
             t.dirty = true;
         }

@@ -55,15 +55,17 @@ impl RateWindow {
     }
 
     /// Counts an event of `kind` at `secs` (event time). While `learning`, returns the rates
-    /// whose peak it raised, with the new peak; when judged, the first spike of each rate.
+    /// whose peak it raised, with the new peak (an event counts in at most two rates; an array,
+    /// not a `Vec`: while a learning window is at its peak every event raises it); when judged,
+    /// the first spike of each rate.
     pub(crate) fn count(
         &mut self,
         kind: &EventKind,
         secs: i64,
         learning: bool,
-    ) -> (Vec<(RateDim, u32)>, Option<Spike>) {
+    ) -> ([Option<(RateDim, u32)>; 2], Option<Spike>) {
         let (a, b) = RateDim::of(kind);
-        let mut raised = Vec::new();
+        let mut raised = [None; 2];
         let mut spike = None;
         if a.is_none() {
             return (raised, spike);
@@ -73,14 +75,15 @@ impl RateWindow {
             self.window = window;
             self.counts = [0; RateDim::COUNT];
         }
-        for rate in [a, b].into_iter().flatten() {
+        for (slot, rate) in [a, b].into_iter().enumerate() {
+            let Some(rate) = rate else { continue };
             let i = rate.index();
             self.counts[i] = self.counts[i].saturating_add(1);
             let count = self.counts[i];
             if learning {
                 if count > self.peaks[i] {
                     self.peaks[i] = count;
-                    raised.push((rate, count));
+                    raised[slot] = Some((rate, count));
                 }
             } else {
                 let threshold = threshold(self.peaks[i]);
@@ -198,7 +201,7 @@ mod tests {
         let (raised, _) = w.count(&open(true), 1, true);
         assert_eq!(
             raised,
-            [(RateDim::FileOpen, 6), (RateDim::FileWrite, 6)],
+            [Some((RateDim::FileOpen, 6)), Some((RateDim::FileWrite, 6))],
             "a write counts as open and write"
         );
         // Next window, judged: up to max(3 x 6, 6 + 30) = 36 is within the envelope.

@@ -417,9 +417,12 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     // One UTF-8 pass over the whole record (NUL is ASCII, so an invalid sequence never swallows
     // a separator): borrowed unless the name has invalid bytes.
     let text = String::from_utf8_lossy(data.strip_suffix(&[0]).unwrap_or(data));
-    let mut components = components(&text);
     if flags & PATH_UNLINKED != 0 {
-        return Ok(components.next().unwrap_or_default().to_owned());
+        return Ok(text
+            .split('\0')
+            .find(|c| !c.is_empty())
+            .unwrap_or_default()
+            .to_owned());
     }
     // Sized once: the joined path is at most the record's data plus its first `/` (and the
     // `...` of a truncated one), where growing from empty reallocated a few times per open.
@@ -427,7 +430,7 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     if flags & PATH_TRUNCATED != 0 {
         out.push_str("...");
     }
-    for c in components.rev() {
+    for c in root_first(&text) {
         if c == "/" {
             continue;
         }
@@ -440,10 +443,26 @@ fn path(bytes: &[u8], offset: usize) -> Result<String, DecodeError> {
     Ok(out)
 }
 
-/// The non-empty components of a path record's text (leaf first), borrowed from it: every open
-/// decodes one, so only the joined path is allocated.
-fn components(text: &str) -> impl DoubleEndedIterator<Item = &str> {
-    text.split('\0').filter(|c| !c.is_empty())
+/// The non-empty components of a path record's text (stored leaf first), root first, borrowed
+/// from it. A plain backwards scan: components are short, and a `split('\0').rev()` with its
+/// searcher and filter took ~8 % of the agent's CPU at 100k opens/s, for three components.
+fn root_first(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut end = Some(bytes.len());
+    std::iter::from_fn(move || {
+        loop {
+            let stop = end?;
+            let start = bytes[..stop]
+                .iter()
+                .rposition(|&b| b == 0)
+                .map_or(0, |nul| nul + 1);
+            end = start.checked_sub(1);
+            // NUL is ASCII: `start..stop` lies on character boundaries.
+            if start < stop {
+                return Some(&text[start..stop]);
+            }
+        }
+    })
 }
 
 /// NUL-separated strings, lossily decoded; a trailing NUL does not add an empty string.
@@ -487,11 +506,13 @@ pub fn intent(flags: u32) -> OpenIntent {
     }
 }
 
+/// Kernel records built by hand, as the probes write them: for the decoder's tests and the
+/// pipeline's measurements.
 #[cfg(test)]
-mod tests {
+pub(crate) mod records {
     use super::*;
 
-    fn header(kind: Kind) -> EventHeader {
+    pub(crate) fn header(kind: Kind) -> EventHeader {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"bash");
         EventHeader {
@@ -509,16 +530,12 @@ mod tests {
         }
     }
 
-    fn bytes_of<T>(v: &T) -> Vec<u8> {
+    pub(crate) fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value.
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
-    fn clock() -> BootClock {
-        BootClock::at(SystemTime::UNIX_EPOCH)
-    }
-
-    fn path_record(components_leaf_first: &[&str], flags: u32) -> PathRecord {
+    pub(crate) fn path_record(components_leaf_first: &[&str], flags: u32) -> PathRecord {
         let mut r = PathRecord {
             len: 0,
             flags,
@@ -531,6 +548,38 @@ mod tests {
         }
         r.len = off as u32;
         r
+    }
+
+    /// An open record of `path` (components leaf first) by `pid`, child of `ppid`, in cgroup
+    /// `cgroup_id`, with the call's `flags`.
+    pub(crate) fn open(
+        path: &[&str],
+        flags: u32,
+        (pid, ppid, cgroup_id): (u32, u32, u64),
+    ) -> Vec<u8> {
+        // Boxed: the record is larger than a test thread likes on its stack.
+        // SAFETY: a plain repr(C) record; all zeroes is a valid value of every field.
+        let mut ev: Box<OpenEvent> = Box::new(unsafe { std::mem::zeroed() });
+        ev.header = header(Kind::Open);
+        (ev.header.pid, ev.header.tid, ev.header.ppid) = (pid, pid, ppid);
+        ev.header.cgroup_id = cgroup_id;
+        ev.open_flags = flags;
+        ev.dev = 0x801;
+        ev.ino = 4242;
+        ev.nlink = 1;
+        ev.path = path_record(path, 0);
+        bytes_of(&*ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::records::*;
+
+    fn clock() -> BootClock {
+        BootClock::at(SystemTime::UNIX_EPOCH)
     }
 
     #[test]

@@ -133,3 +133,92 @@ fn attribute_and_judge_throughput() {
         elapsed.as_secs_f64() * 1e6 / 300_000.0
     );
 }
+
+/// The agent's whole work per kernel record — decode, attribute, judge — in CPU time of the
+/// measuring thread (other tenants of a shared machine do not count, as they do in the
+/// end-to-end `sensor run` measurement), on fresh state each round, as a freshly started agent
+/// learning: the median of 7 rounds of 200,000 records, per shape. Ignored: a measurement; run
+/// in release with
+/// `cargo test --release -p sensor-user --lib pipeline_cost_per_record -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check; run in release"]
+fn pipeline_cost_per_record() {
+    use std::os::unix::fs::MetadataExt;
+
+    use crate::attribute::Attributor;
+    use crate::kernel::decode::records;
+    use crate::kernel::{BootClock, decode};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroups = dir.path().join("cgroup");
+    let unit_dir = cgroups.join("system.slice/app.service");
+    std::fs::create_dir_all(&unit_dir).expect("mkdir");
+    let cgroup_id = std::fs::metadata(&unit_dir).expect("stat").ino();
+    let ids = (104, 103, cgroup_id);
+    const RECORDS: usize = 200_000;
+    // `loadgen open-rate`'s shape: one file opened again and again (what reaches the agent
+    // with `--no-kernel-filter`).
+    let repeat: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|_| records::open(&["f", ".tmpAbC123", "tmp", "/"], 0, ids))
+        .collect();
+    // A build's shape: distinct headers deep in a tree (what the kernel filter lets through).
+    let names: Vec<String> = (0..4096).map(|i| format!("h{i}.h")).collect();
+    let build: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| {
+            let dir = format!("d{}", i % 64);
+            let name = &names[i % names.len()];
+            let path = [
+                name.as_str(),
+                &dir,
+                "src",
+                "app",
+                "work",
+                "runner",
+                "home",
+                "/",
+            ];
+            records::open(&path, 0, ids)
+        })
+        .collect();
+    let clock = BootClock::at(at(0));
+    for (shape, records) in [
+        ("one file repeated", &repeat),
+        ("a build's headers", &build),
+    ] {
+        let mut rounds: Vec<f64> = (0..7)
+            .map(|round| {
+                let state = dir.path().join(format!("state-{shape}-{round}"));
+                let mut attributor = Attributor::new(&cgroups);
+                let mut engine = engine(&state);
+                let started = thread_cpu();
+                let mut found = 0;
+                for record in records.iter() {
+                    let event = decode(record, &clock).expect("decodes");
+                    found += engine.observe(&attributor.attribute(event)).len();
+                }
+                std::hint::black_box(found);
+                (thread_cpu() - started).as_secs_f64() * 1e9 / records.len() as f64
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        println!(
+            "pipeline, {shape}: {:.0} ns of CPU per record (median of 7; {:.0}-{:.0}) = {:.3} core per 100k records/s",
+            rounds[3],
+            rounds[0],
+            rounds[6],
+            rounds[3] * 1e-4
+        );
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on every Linux.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    assert!(ok, "clock_gettime");
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
