@@ -568,7 +568,12 @@ pub(crate) mod records {
         ev.ino = 4242;
         ev.nlink = 1;
         ev.path = path_record(path, 0);
-        bytes_of(&*ev)
+        // As the probe sends it: without the unused tail of the path (`output_prefix`).
+        let used =
+            offset_of!(OpenEvent, path) + offset_of!(PathRecord, data) + ev.path.len as usize;
+        let mut bytes = bytes_of(&*ev);
+        bytes.truncate((used + 7) & !7);
+        bytes
     }
 }
 
