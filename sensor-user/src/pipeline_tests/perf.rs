@@ -139,7 +139,8 @@ fn attribute_and_judge_throughput() {
 /// end-to-end `sensor run` measurement), on fresh state each round, as a freshly started agent
 /// learning: the median of 7 rounds of 200,000 records, per shape. Ignored: a measurement; run
 /// in release with
-/// `cargo test --release -p sensor-user --lib pipeline_cost_per_record -- --ignored --nocapture`.
+/// `cargo test --release -p sensor-user --lib pipeline_cost_per_record -- --ignored --nocapture`
+/// (`PIPELINE_SHAPE=repeated` or `=build` for one shape).
 #[test]
 #[ignore = "a measurement, not a check; run in release"]
 fn pipeline_cost_per_record() {
@@ -181,10 +182,16 @@ fn pipeline_cost_per_record() {
         })
         .collect();
     let clock = BootClock::at(at(0));
-    for (shape, records) in [
+    // `PIPELINE_SHAPE=repeated` (or `build`) measures one shape alone, e.g. under a profiler.
+    let only = std::env::var("PIPELINE_SHAPE").unwrap_or_default();
+    let shapes = [
         ("one file repeated", &repeat),
         ("a build's headers", &build),
-    ] {
+    ];
+    for (shape, records) in shapes
+        .into_iter()
+        .filter(|(s, _)| s.contains(only.as_str()))
+    {
         let mut rounds: Vec<f64> = (0..7)
             .map(|round| {
                 let state = dir.path().join(format!("state-{shape}-{round}"));
