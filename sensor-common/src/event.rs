@@ -2,8 +2,6 @@
 
 use core::mem::size_of;
 
-/// Length of `task_struct::comm`.
-pub const COMM_LEN: usize = 16;
 /// Bytes of path components a [`PathRecord`] holds.
 pub const PATH_DATA: usize = 4096;
 /// Longest single component the kernel reads (NAME_MAX + NUL); also the slack after `PATH_DATA` so
@@ -88,9 +86,10 @@ pub struct EventHeader {
     pub gid: u32,
     /// cgroup v2 id (the inode number of the cgroup directory).
     pub cgroup_id: u64,
-    pub comm: [u8; COMM_LEN],
+    // No `comm`: the task's name is whatever the process set (`prctl(PR_SET_NAME)`), nothing
+    // reads it, and filling it cost a helper call per record.
 }
-const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(size_of::<EventHeader>() == 48);
 
 /// `PathRecord::flags` bit: the walk stopped before reaching the root (too deep or too long).
 pub const PATH_TRUNCATED: u32 = 1 << 0;
@@ -146,7 +145,7 @@ pub struct ForkEvent {
     pub child_pid: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<ForkEvent>() == 72);
+const _: () = assert!(size_of::<ForkEvent>() == size_of::<EventHeader>() + 8);
 
 /// A thread-group leader exited.
 #[repr(C)]
@@ -157,7 +156,7 @@ pub struct ExitEvent {
     pub exit_code: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<ExitEvent>() == 72);
+const _: () = assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + 8);
 
 /// Open intent bits, as requested by the caller.
 pub const OPEN_READ: u32 = 1 << 0;
@@ -211,7 +210,7 @@ pub struct SocketEvent {
     pub addr: [u8; 16],
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<SocketEvent>() == 96);
+const _: () = assert!(size_of::<SocketEvent>() == size_of::<EventHeader>() + 32);
 
 /// Bytes of a DNS message kept (the classic UDP limit; the question is at its start).
 pub const DNS_DATA: usize = 512;
@@ -272,7 +271,8 @@ pub struct IoUringEvent {
     /// for a setup, nothing.
     pub name: [u8; NAME_DATA],
 }
-const _: () = assert!(size_of::<IoUringEvent>() == 64 + 8 + 8 + 16 + NAME_DATA);
+const _: () =
+    assert!(size_of::<IoUringEvent>() == size_of::<EventHeader>() + 8 + 8 + 16 + NAME_DATA);
 
 /// Per-cgroup counts of records lost (ring buffer full) and suppressed (kernel-side repeat
 /// filter), so losses can be charged to the workloads they hit.
@@ -401,7 +401,8 @@ pub struct PrivilegeEvent {
     /// NUL-terminated string arguments, laid out per op.
     pub text: [u8; NAME_DATA],
 }
-const _: () = assert!(size_of::<PrivilegeEvent>() == 64 + 8 + 32 + 8 + NAME_DATA);
+const _: () =
+    assert!(size_of::<PrivilegeEvent>() == size_of::<EventHeader>() + 8 + 32 + 8 + NAME_DATA);
 
 /// File operations other than open, reported at syscall entry (the path may be gone at exit).
 #[repr(u32)]

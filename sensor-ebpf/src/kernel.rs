@@ -4,8 +4,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 use sensor_common::{
     CgroupCounts, Counter, EventHeader, PATH_COMPONENT_MAX, PATH_DATA, PATH_MAX_DEPTH,
@@ -231,7 +231,6 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, task: *const u8) {
         .unwrap_or(h.uid);
     // SAFETY: helper without arguments.
     h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
 /// The `struct file *` behind descriptor `fd` of `task`.

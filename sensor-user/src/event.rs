@@ -32,8 +32,6 @@ pub struct Event {
     pub euid: u32,
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
-    /// `task_struct::comm`, lossily decoded.
-    pub comm: String,
     pub kind: EventKind,
 }
 

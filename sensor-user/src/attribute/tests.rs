@@ -46,7 +46,6 @@ impl Fixture {
             uid: 1000,
             euid: 1000,
             cgroup_id: self.runner_cgroup,
-            comm: "test".into(),
             kind,
         })
     }

@@ -73,7 +73,6 @@ mod tests {
                 uid: 0,
                 euid: 0,
                 cgroup_id: 1,
-                comm: "sh".into(),
                 kind: EventKind::Exit { exit_code: 0 },
             },
             workload: job,

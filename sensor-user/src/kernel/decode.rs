@@ -181,7 +181,6 @@ pub fn decode(bytes: &[u8], clock: &BootClock) -> Result<Event, DecodeError> {
         uid: h.uid,
         euid: h.euid,
         cgroup_id: h.cgroup_id,
-        comm: cstr(&h.comm),
         kind,
     })
 }
@@ -513,8 +512,6 @@ pub(crate) mod records {
     use super::*;
 
     pub(crate) fn header(kind: Kind) -> EventHeader {
-        let mut comm = [0u8; 16];
-        comm[..4].copy_from_slice(b"bash");
         EventHeader {
             kind: kind as u32,
             flags: 0,
@@ -526,7 +523,6 @@ pub(crate) mod records {
             euid: 0,
             gid: 1000,
             cgroup_id: 42,
-            comm,
         }
     }
 
@@ -611,7 +607,6 @@ mod tests {
             (e.pid, e.tid, e.ppid, e.uid, e.euid, e.cgroup_id),
             (10, 11, 1, 1000, 0, 42)
         );
-        assert_eq!(e.comm, "bash");
         assert_eq!(e.time, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
         assert_eq!(
             e.kind,

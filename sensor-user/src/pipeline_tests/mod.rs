@@ -62,7 +62,6 @@ fn ev(
             uid: 1000,
             euid: 1000,
             cgroup_id: 1,
-            comm: "x".into(),
             kind,
         },
         workload: workload.clone(),

@@ -92,7 +92,6 @@ fn attribute_and_judge_throughput() {
         uid: 1000,
         euid: 1000,
         cgroup_id,
-        comm: "x".into(),
         kind,
     };
     // init → runner → bash → make → cc, each exec'd with a few arguments.

@@ -346,7 +346,6 @@ mod tests {
                 uid: 1000,
                 euid: 0,
                 cgroup_id: 1,
-                comm: "nc".into(),
                 kind: EventKind::Exit { exit_code: 0 },
             },
             workload: Workload {
