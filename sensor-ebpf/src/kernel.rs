@@ -47,17 +47,13 @@ pub fn read<T>(base: *const u8, offset: usize) -> Option<T> {
     }
 }
 
-/// The u64s at `base + first` and `base + second`: one read when `second` follows within 32
-/// bytes (each read is a helper call, the cost of the hot paths), else two. Adjacent members
-/// are read as 16 bytes (a `struct path` may end the structure holding it, as `fs_struct.pwd`
-/// does); otherwise the structure must have 32 bytes from `first`.
+/// The u64s at `base + first` and `base + second`: one read of the 32 bytes from `first` when
+/// `second` is among them (each read is a helper call, the cost of the hot paths), else two.
+/// For members of one structure that has 32 bytes from `first`.
 #[inline(always)]
 pub fn read_two(base: *const u8, first: usize, second: usize) -> Option<(u64, u64)> {
     let gap = second.wrapping_sub(first);
-    if gap == 8 {
-        let words = read::<[u64; 2]>(base, first)?;
-        Some((words[0], words[1]))
-    } else if gap < 32 && gap % 8 == 0 {
+    if gap < 32 && gap % 8 == 0 {
         let words = read::<[u64; 4]>(base, first)?;
         Some((words[0], words[(gap / 8) & 3]))
     } else {
@@ -264,15 +260,12 @@ pub fn file_of_fd(task: *const u8, fd: u32) -> Option<*const u8> {
 pub fn walk_path(path: *const u8, out: &mut PathRecord) {
     out.len = 0;
     out.flags = PATH_TRUNCATED;
-    // Each kernel read is a helper call, the walk's main cost: members that sit together are
-    // read together (`read_two`).
-    let Some((mnt, dentry)) = read_two(path, off!(path_mnt), off!(path_dentry)) else {
+    let Some(mut vfsmnt) = read_ptr(path, off!(path_mnt)) else {
         return;
     };
-    let (mut vfsmnt, mut dentry) = (mnt as *const u8, dentry as *const u8);
-    if vfsmnt.is_null() || dentry.is_null() {
+    let Some(mut dentry) = read_ptr(path, off!(path_dentry)) else {
         return;
-    }
+    };
     let mount_mnt = off!(mount_mnt);
     let mut mount = vfsmnt.wrapping_sub(mount_mnt);
     // Read once per mount crossed, not once per component.
@@ -284,22 +277,16 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
     // walking every combination of component lengths.
     for _ in 0..PATH_MAX_DEPTH {
         if dentry == mnt_root {
-            let Some((parent, mountpoint)) =
-                read_two(mount, off!(mount_mnt_parent), off!(mount_mnt_mountpoint))
-            else {
+            let Some(mount_parent) = read_ptr(mount, off!(mount_mnt_parent)) else {
                 break;
             };
-            let (mount_parent, mountpoint) = (parent as *const u8, mountpoint as *const u8);
-            if mount_parent.is_null() {
-                break;
-            }
             if mount_parent == mount {
                 out.flags = 0;
                 break;
             }
-            if mountpoint.is_null() {
+            let Some(mountpoint) = read_ptr(mount, off!(mount_mnt_mountpoint)) else {
                 break;
-            }
+            };
             dentry = mountpoint;
             mount = mount_parent;
             vfsmnt = mount.wrapping_add(mount_mnt);
@@ -309,18 +296,12 @@ pub fn walk_path(path: *const u8, out: &mut PathRecord) {
             mnt_root = root;
             continue;
         }
-        // `d_parent` and `d_name.name` are 16 bytes apart: one read for both.
-        let Some((parent, name)) = read_two(
-            dentry,
-            off!(dentry_d_parent),
-            off!(dentry_d_name) + off!(qstr_name),
-        ) else {
+        let Some(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
             break;
         };
-        let (parent, name) = (parent as *const u8, name as *const u8);
-        if parent.is_null() || name.is_null() {
+        let Some(name) = read_ptr(dentry, off!(dentry_d_name) + off!(qstr_name)) else {
             break;
-        }
+        };
         // SAFETY: volatile read of our own record field.
         let len = unsafe { core::ptr::read_volatile(&out.len) } as usize;
         if len >= PATH_DATA {
