@@ -242,7 +242,7 @@ impl SecretPaths {
             None => self
                 .patterns
                 .iter()
-                .any(|p| is_directory(p) && path.contains(p.as_str())),
+                .any(|p| is_directory(p) && pattern_matches(p, path)),
         }
     }
 }
