@@ -30,8 +30,8 @@ struct Step {
     rss_kib: u64,
 }
 
-/// (decoded events, lost records) from the sensor's metrics endpoint.
-fn counters(port: u16) -> anyhow::Result<(f64, f64)> {
+/// (decoded events, lost records, undecodable records) from the sensor's metrics endpoint.
+fn counters(port: u16) -> anyhow::Result<(f64, f64, f64)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
@@ -46,6 +46,7 @@ fn counters(port: u16) -> anyhow::Result<(f64, f64)> {
     Ok((
         sum("sensor_events_total{"),
         sum("sensor_kernel_losses_total{reason=\"lost_"),
+        sum("sensor_undecodable_records_total"),
     ))
 }
 
@@ -56,7 +57,7 @@ fn step(
     (rate, procs): (u64, usize),
     secs: f64,
 ) -> anyhow::Result<Step> {
-    let (events0, lost0) = counters(metrics)?;
+    let (events0, lost0, undecodable0) = counters(metrics)?;
     let cpu0 = cpu_seconds(sensor.sensor.id());
     let children = (0..procs)
         .map(|_| {
@@ -81,12 +82,23 @@ fn step(
     // The agent drains every few ms; its metrics refresh every second.
     std::thread::sleep(Duration::from_millis(1500));
     let cpu = cpu_seconds(sensor.sensor.id()) - cpu0;
-    let (events1, lost1) = counters(metrics)?;
+    let (events1, lost1, undecodable1) = counters(metrics)?;
+    let (decoded, opened) = (events1 - events0, achieved * secs);
+    // A sensor whose programs and agent disagree on the records' layout (e.g. a stale kernel
+    // object in a reused build directory) still runs, costs and "keeps up": only its counters
+    // tell. A step that lost nothing delivered every open; a tenth allows for the metrics' lag.
+    if undecodable1 > undecodable0 || (lost1 == lost0 && decoded < 0.1 * opened) {
+        bail!(
+            "the sensor decoded {decoded} events for {opened:.0} opens and could not decode {} \
+             records: its kernel programs and agent disagree (a stale build?)",
+            undecodable1 - undecodable0
+        );
+    }
     Ok(Step {
         offered: rate,
         procs,
         achieved,
-        decoded: (events1 - events0) / secs,
+        decoded: decoded / secs,
         lost: (lost1 - lost0) as u64,
         cpu: cpu / secs,
         rss_kib: peak_rss_kib(sensor.sensor.id()),
