@@ -11,7 +11,8 @@ use crate::event::{EventKind, FileOperation};
 
 use super::Workload;
 
-/// Context of one event.
+/// Context of one event. The rare parts (a claim, a handoff) are boxed: every event moves its
+/// context a few times on its way to the engine, and inline they made it 240 bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     /// For a connect: the name the address was resolved from, when seen.
@@ -22,10 +23,10 @@ pub struct Context {
     pub fileless: bool,
     /// The process claimed a job, run or cgroup identity its lineage does not give it (set by
     /// the attributor, once per lineage and claim; see `attribute::lineage`).
-    pub identity_claim: Option<super::IdentityClaim>,
+    pub identity_claim: Option<Box<super::IdentityClaim>>,
     /// The process left a workload for this one as its lineage allows (a job started, a move
     /// out of a plain cgroup): a behaviour of the workload it left (see `attribute::lineage`).
-    pub handoff: Option<super::Handoff>,
+    pub handoff: Option<Box<super::Handoff>>,
     /// For an event in a container: the container's id (evidence; the workload is named by
     /// image and outlives it, see `attribute::container`).
     pub container_id: Option<String>,

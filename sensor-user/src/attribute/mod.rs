@@ -172,8 +172,8 @@ impl Attributor {
         };
         let process = self.processes.info(event.pid);
         let mut context = self.context.observe(&event.kind, &workload);
-        context.identity_claim = lineage.claim;
-        context.handoff = lineage.handoff;
+        context.identity_claim = lineage.claim.map(Box::new);
+        context.handoff = lineage.handoff.map(Box::new);
         context.container_id = container_id;
         Attributed {
             event,

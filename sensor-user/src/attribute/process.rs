@@ -68,7 +68,8 @@ pub(crate) struct ProcessTable {
     /// the kernel hands out, not keys a process can choose in bulk).
     entries: HashMap<u32, Entry, foldhash::fast::RandomState>,
     max: usize,
-    last_sweep: Option<SystemTime>,
+    /// Event time of the next sweep (none yet: the first event sweeps).
+    next_sweep: Option<SystemTime>,
     /// Bumped by every change that may alter some process's info: its own fields, or an
     /// ancestor's (executable, parent, presence). A shared info built at an older generation
     /// is rebuilt.
@@ -80,7 +81,7 @@ impl ProcessTable {
         ProcessTable {
             entries: HashMap::default(),
             max: max.max(1),
-            last_sweep: None,
+            next_sweep: None,
             generation: 0,
         }
     }
@@ -173,13 +174,11 @@ impl ProcessTable {
     /// Drops exited processes whose grace has passed at event time `now` (at most once per second
     /// of event time).
     pub(crate) fn sweep(&mut self, now: SystemTime) {
-        let due = self
-            .last_sweep
-            .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= SWEEP_EVERY));
-        if !due {
+        // A comparison per event, not a subtraction (`duration_since` was ~2 % of the agent).
+        if self.next_sweep.is_some_and(|next| now < next) {
             return;
         }
-        self.last_sweep = Some(now);
+        self.next_sweep = now.checked_add(SWEEP_EVERY);
         let before = self.entries.len();
         self.entries.retain(|_, e| {
             e.exited_at

@@ -263,8 +263,9 @@ impl Baselines {
     }
 
     /// The baseline of `event`'s workload (created when new), in the phase the event puts it
-    /// in: a new learning run, the start of detection, or an upgrade are recorded here.
-    pub(crate) fn enter(&mut self, event: &Attributed) -> Entered<'_> {
+    /// in: a new learning run, the start of detection, or an upgrade are recorded here. `now` is
+    /// the event's time in ns since the epoch, as the caller already has it.
+    pub(crate) fn enter(&mut self, event: &Attributed, now: i64) -> Entered<'_> {
         let time = event.event.time;
         self.newest_event = Some(self.newest_event.map_or(time, |t| t.max(time)));
         let workload = &event.workload;
@@ -281,7 +282,6 @@ impl Baselines {
             tracked.running = true;
             self.shared.started.push(workload.id.clone());
         }
-        let now = unix_nanos(time);
         let run_id = workload.run_id.as_deref();
         let judged_before = tracked.baseline.detecting_since_unix_nanos.is_some();
         tracked.dirty |= tracked.baseline.profile.upgrade(judged_before, now);

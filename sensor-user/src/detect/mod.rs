@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use proto::v1::{DeviationKind, Severity};
 
-use crate::attribute::Attributed;
+use crate::attribute::{Attributed, IdentityClaim};
 use crate::baseline::{
     BaselineError, Baselines, DimensionState, Entered, Learn, LearningConfig,
     MAX_BEHAVIOURS_PER_DIMENSION, Report, stability,
@@ -139,7 +139,7 @@ impl Engine {
         let Some(live) = self.live.get_mut(workload) else {
             return out;
         };
-        let baseline = self.baselines.enter(event);
+        let baseline = self.baselines.enter(event, now);
         let profile = &baseline.tracked.baseline.profile;
         let run_id = event.workload.run_id.as_deref();
         let peak = |r| profile.peak(r);
@@ -372,7 +372,7 @@ impl Step<'_> {
         };
         let incident = self.incident_id();
         let event = self.shared();
-        let f = identity::identity_switch(self.host, event, claim.clone(), &incident);
+        let f = identity::identity_switch(self.host, event, IdentityClaim::clone(claim), &incident);
         self.out.push(f);
     }
 

@@ -628,11 +628,11 @@ fn a_file_opened_through_io_uring_is_judged_like_an_open() {
 /// An exec at which a process of `from` started job `to` (the attributor's handoff).
 fn job_started_from(from: &Workload, to: &Workload, time: SystemTime, pid: u32) -> Attributed {
     let mut e = ev(to, time, pid, "/bin/bash", "/usr/bin/x", exec("/bin/bash"));
-    e.context.handoff = Some(crate::attribute::Handoff {
+    e.context.handoff = Some(Box::new(crate::attribute::Handoff {
         from: from.clone(),
         to: to.clone(),
         source: crate::attribute::ClaimSource::CiEnvironment,
-    });
+    }));
     e
 }
 
