@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::workload::{Workload, WorkloadKind};
@@ -83,7 +84,7 @@ fn container_id<'a>(part: &'a str, parent: Option<&str>, above: &[&str]) -> Opti
 pub(crate) struct CgroupResolver {
     root: PathBuf,
     /// Looked up on every event: foldhash instead of SipHash (cgroup ids are kernel-assigned).
-    cache: HashMap<u64, Workload, foldhash::fast::RandomState>,
+    cache: HashMap<u64, Arc<Workload>, foldhash::fast::RandomState>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
 }
@@ -105,16 +106,16 @@ impl CgroupResolver {
     }
 
     #[cfg(test)]
-    pub(crate) fn workload(&mut self, cgroup_id: u64) -> Workload {
+    pub(crate) fn workload(&mut self, cgroup_id: u64) -> Arc<Workload> {
         self.resolve(cgroup_id)
-            .unwrap_or_else(|| unresolved_workload(cgroup_id))
+            .unwrap_or_else(|| Arc::new(unresolved_workload(cgroup_id)))
     }
 
     /// The workload of `cgroup_id`, or `None` when the tree does not (yet) hold it.
     ///
     /// A miss asks the kernel for that one cgroup first ([`path_by_handle`]): a container's
     /// processes often live less than the rescan interval, and must not all miss.
-    pub(crate) fn resolve(&mut self, cgroup_id: u64) -> Option<Workload> {
+    pub(crate) fn resolve(&mut self, cgroup_id: u64) -> Option<Arc<Workload>> {
         if let Some(w) = self.cache.get(&cgroup_id) {
             return Some(w.clone());
         }
@@ -122,7 +123,7 @@ impl CgroupResolver {
             if self.cache.len() >= MAX_CACHED {
                 self.cache.clear();
             }
-            let w = workload_for_cgroup_path(&path);
+            let w = Arc::new(workload_for_cgroup_path(&path));
             self.cache.insert(cgroup_id, w.clone());
             return Some(w);
         }
@@ -143,7 +144,7 @@ impl CgroupResolver {
             Ok(paths) => {
                 self.cache = paths
                     .into_iter()
-                    .map(|(id, path)| (id, workload_for_cgroup_path(&path)))
+                    .map(|(id, path)| (id, Arc::new(workload_for_cgroup_path(&path))))
                     .collect();
             }
             Err(error) => {

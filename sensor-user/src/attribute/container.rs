@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -141,7 +142,7 @@ impl Default for ContainerConfig {
 #[derive(Debug)]
 enum Known {
     /// Named by the runtime: the workload.
-    Named(Workload),
+    Named(Arc<Workload>),
     /// Asked, no answer yet.
     Pending,
     /// No source knew it (reasons logged) at this time.
@@ -183,7 +184,7 @@ impl ContainerIdentities {
 
     /// The workload of the container `raw` (`container:<id>` from its cgroup) names, and its id
     /// as evidence; `raw` itself while the runtime has not named it.
-    pub(crate) fn name(&mut self, raw: Workload) -> (Workload, Option<String>) {
+    pub(crate) fn name(&mut self, raw: Arc<Workload>) -> (Arc<Workload>, Option<String>) {
         // Answers are taken on every event, so they are recorded (and their reasons logged)
         // even when the container made no further event.
         self.collect_answers();
@@ -285,7 +286,7 @@ impl ContainerIdentities {
                     self.config.naming.workload_id(&info),
                 );
                 tracing::info!(container = %id, workload = %workload.id, %source, "container named");
-                Known::Named(workload)
+                Known::Named(Arc::new(workload))
             }
             Err(reasons) => {
                 tracing::warn!(
@@ -369,17 +370,23 @@ mod tests {
             naming: ContainerNaming::Image,
             sources: vec![Source::PodmanState(root.path().into())],
         });
-        let raw = Workload::new(WorkloadKind::Container, format!("container:{id}"));
+        let raw = Arc::new(Workload::new(
+            WorkloadKind::Container,
+            format!("container:{id}"),
+        ));
         let (named, evidence) = ids.name(raw.clone());
         assert_eq!(named.id, "container:img:2");
         assert_eq!(evidence.as_deref(), Some(id.as_str()));
-        let other = Workload::new(
+        let other = Arc::new(Workload::new(
             WorkloadKind::Container,
             format!("container:{}", "cd".repeat(32)),
-        );
+        ));
         // The worker answers within FIRST_WAIT here (local files): unknown, so the id stays.
         assert_eq!(ids.name(other.clone()).0, other);
-        let unit = Workload::new(WorkloadKind::SystemdUnit, "unit:a.service".into());
+        let unit = Arc::new(Workload::new(
+            WorkloadKind::SystemdUnit,
+            "unit:a.service".into(),
+        ));
         assert_eq!(ids.name(unit.clone()), (unit.clone(), None));
     }
 
@@ -393,18 +400,18 @@ mod tests {
             naming: ContainerNaming::Image,
             sources: vec![Source::DockerApi(socket)],
         });
-        let raw = Workload::new(
+        let raw = Arc::new(Workload::new(
             WorkloadKind::Container,
             format!("container:{}", "ef".repeat(32)),
-        );
+        ));
         let start = Instant::now();
         assert_eq!(ids.name(raw.clone()).0, raw);
         assert!(start.elapsed() < Duration::from_millis(500));
         // Meanwhile: no waiting at all.
-        let second = Workload::new(
+        let second = Arc::new(Workload::new(
             WorkloadKind::Container,
             format!("container:{}", "12".repeat(32)),
-        );
+        ));
         let start = Instant::now();
         assert_eq!(ids.name(second.clone()).0, second);
         assert!(start.elapsed() < FIRST_WAIT);

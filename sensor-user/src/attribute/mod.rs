@@ -44,7 +44,9 @@ use process::{Entry, ProcessTable};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attributed {
     pub event: Event,
-    pub workload: Workload,
+    /// Shared with the attributor's caches and the process table: an event takes a reference,
+    /// not a copy of the workload's id and run.
+    pub workload: Arc<Workload>,
     /// Shared by the events of one process while what it shows stays the same (an event keeps
     /// the info as it was at that event).
     pub process: Arc<ProcessInfo>,
@@ -114,7 +116,7 @@ impl Attributor {
         let mut jobs: HashMap<u32, Option<Workload>> = HashMap::new();
         let now = SystemTime::now();
         for p in &found {
-            let job = seeded_job(p.pid, &by_pid, &mut jobs);
+            let job = seeded_job(p.pid, &by_pid, &mut jobs).map(Arc::new);
             if self.processes.get(p.pid).is_some() {
                 continue;
             }
@@ -163,7 +165,8 @@ impl Attributor {
                 let (workload, id) = self.containers.name(workload);
                 container_id = id;
                 lineage.claim = lineage.claim.or(moved.claim.map(|mut c| {
-                    c.claimed = self.containers.name(c.claimed).0;
+                    let named = self.containers.name(Arc::new(c.claimed)).0;
+                    c.claimed = Arc::unwrap_or_clone(named);
                     c
                 }));
                 lineage.handoff = lineage.handoff.or(moved.handoff);
@@ -172,8 +175,8 @@ impl Attributor {
         };
         let process = self.processes.info(event.pid);
         let mut context = self.context.observe(&event.kind, &workload);
-        context.identity_claim = lineage.claim.map(Box::new);
-        context.handoff = lineage.handoff.map(Box::new);
+        context.identity_claim = lineage.claim;
+        context.handoff = lineage.handoff;
         context.container_id = container_id;
         Attributed {
             event,
@@ -185,7 +188,7 @@ impl Attributor {
 
     /// The workload of the cgroup of `event`'s process, as its lineage allows, and the claim
     /// or handoff its move makes, if any. An unresolved cgroup keeps the process where it was.
-    fn cgroup_workload(&mut self, event: &Event) -> (Workload, LineageChange) {
+    fn cgroup_workload(&mut self, event: &Event) -> (Arc<Workload>, LineageChange) {
         let now = match self.cgroups.resolve(event.cgroup_id) {
             Some(root) if cgroup::is_shared_root(&root) => {
                 let pinned = self
@@ -206,14 +209,14 @@ impl Attributor {
         let mover = lineage::mover(event.ppid, parent_executable);
         let Some(entry) = self.processes.get_mut(event.pid) else {
             return (
-                now.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
+                now.unwrap_or_else(|| Arc::new(unresolved_workload(event.cgroup_id))),
                 LineageChange::default(),
             );
         };
         let Some(now) = now else {
             let kept = entry.cgroup.clone();
             return (
-                kept.unwrap_or_else(|| unresolved_workload(event.cgroup_id)),
+                kept.unwrap_or_else(|| Arc::new(unresolved_workload(event.cgroup_id))),
                 LineageChange::default(),
             );
         };
@@ -229,7 +232,8 @@ impl Attributor {
                 // plain cgroup is the workload's own doing.
                 let handoff = (pinned.kind == WorkloadKind::Cgroup && mover == Mover::Other)
                     .then(|| Handoff::from_workload(Some(pinned), &now, ClaimSource::CgroupMove))
-                    .flatten();
+                    .flatten()
+                    .map(Box::new);
                 entry.cgroup = Some(now.clone());
                 let change = LineageChange {
                     claim: None,
@@ -239,7 +243,11 @@ impl Attributor {
             }
             CgroupChange::Claim => {
                 let pinned = pinned.clone();
-                let claim = new_claim(&mut entry.claim, now, ClaimSource::CgroupMove);
+                let claim = new_claim(
+                    &mut entry.claim,
+                    Arc::unwrap_or_clone(now),
+                    ClaimSource::CgroupMove,
+                );
                 let change = LineageChange {
                     claim,
                     handoff: None,
@@ -254,7 +262,7 @@ impl Attributor {
     /// Its v1 cgroup path names it, read from `/proc/<pid>/cgroup` at its exec or first event
     /// (procfs, a few hundred bytes, never blocks); `None` otherwise, which keeps the workload
     /// its lineage gave it.
-    fn v1_workload(&self, event: &Event) -> Option<Workload> {
+    fn v1_workload(&self, event: &Event) -> Option<Arc<Workload>> {
         let known = self
             .processes
             .get(event.pid)
@@ -264,7 +272,7 @@ impl Attributor {
         }
         let path = self.proc_root.join(event.pid.to_string()).join("cgroup");
         let text = procfs::read_small(&path)?;
-        Some(cgroup::workload_for_v1_lines(&text))
+        Some(Arc::new(cgroup::workload_for_v1_lines(&text)))
     }
 
     /// Updates the table with `event`; returns the identity its exec claims or the job it
@@ -300,15 +308,16 @@ impl Attributor {
         let mut child = None;
         match &event.kind {
             EventKind::Exec { env, .. } => {
-                match lineage::job_on_exec(entry.job.as_ref(), ci_job_from_env(env)) {
+                match lineage::job_on_exec(entry.job.as_deref(), ci_job_from_env(env)) {
                     JobChange::Keep => {}
                     JobChange::Start(job) => {
                         change.handoff = Handoff::from_workload(
-                            entry.cgroup.as_ref(),
+                            entry.cgroup.as_deref(),
                             &job,
                             ClaimSource::CiEnvironment,
-                        );
-                        entry.job = Some(job);
+                        )
+                        .map(Box::new);
+                        entry.job = Some(Arc::new(job));
                     }
                     JobChange::Claim(named) => {
                         change.claim =
@@ -358,10 +367,11 @@ impl Attributor {
 }
 
 /// What an event changed in its process's lineage: an identity claimed, or a workload left.
+/// Boxed as the event's context holds them: rare, and moved with every event.
 #[derive(Debug, Default)]
 struct LineageChange {
-    claim: Option<IdentityClaim>,
-    handoff: Option<Handoff>,
+    claim: Option<Box<IdentityClaim>>,
+    handoff: Option<Box<Handoff>>,
 }
 
 /// A claim of `claimed` by a process whose lineage last claimed `last`: flagged only when it
@@ -370,7 +380,7 @@ fn new_claim(
     last: &mut Option<Workload>,
     claimed: Workload,
     source: ClaimSource,
-) -> Option<IdentityClaim> {
+) -> Option<Box<IdentityClaim>> {
     if last
         .as_ref()
         .is_some_and(|l| lineage::same_identity(l, &claimed))
@@ -378,7 +388,7 @@ fn new_claim(
         return None;
     }
     *last = Some(claimed.clone());
-    Some(IdentityClaim { claimed, source })
+    Some(Box::new(IdentityClaim { claimed, source }))
 }
 
 /// The job of seeded process `pid`: its outermost ancestor's CI job, else its own (memoised).

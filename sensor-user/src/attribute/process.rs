@@ -47,9 +47,9 @@ pub(crate) struct Entry {
     pub uid: u32,
     pub euid: u32,
     /// The CI job this process belongs to (its own, or inherited from its ancestors).
-    pub job: Option<Workload>,
+    pub job: Option<Arc<Workload>>,
     /// The cgroup workload its lineage gives it (see `lineage`); `None` until its first event.
-    pub cgroup: Option<Workload>,
+    pub cgroup: Option<Arc<Workload>>,
     /// The last identity claimed in its lineage (see `lineage`), so descendants that inherit
     /// the claim do not repeat it.
     pub claim: Option<Workload>,

@@ -75,7 +75,7 @@ mod tests {
                 cgroup_id: 1,
                 kind: EventKind::Exit { exit_code: 0 },
             },
-            workload: job,
+            workload: Arc::new(job),
             process: Arc::new(ProcessInfo {
                 pid: 5,
                 executable: "/bin/sh".into(),

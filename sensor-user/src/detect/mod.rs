@@ -116,7 +116,7 @@ impl Engine {
         let mut out = match &event.context.handoff {
             Some(handoff) if handoff.from.id != event.workload.id => {
                 let mut left = event.clone();
-                left.workload = handoff.from.clone();
+                left.workload = Arc::new(handoff.from.clone());
                 left.context.identity_claim = None;
                 self.observe_in_workload(&left)
             }

@@ -64,7 +64,7 @@ fn ev(
             cgroup_id: 1,
             kind,
         },
-        workload: workload.clone(),
+        workload: std::sync::Arc::new(workload.clone()),
         process: std::sync::Arc::new(ProcessInfo {
             pid,
             ppid: pid - 1,

@@ -41,7 +41,7 @@ pub fn deviation(host: &str, finding: &Finding) -> v1::Deviation {
         id: verdict.id.clone(),
         time_unix_nanos: finding.time_unix_nanos(),
         host: host.to_owned(),
-        workload: Some(v1::Workload::from(&event.workload)),
+        workload: Some(v1::Workload::from(&*event.workload)),
         kind: finding.kind().into(),
         severity: verdict.severity.into(),
         summary,
@@ -348,11 +348,11 @@ mod tests {
                 cgroup_id: 1,
                 kind: EventKind::Exit { exit_code: 0 },
             },
-            workload: Workload {
+            workload: Arc::new(Workload {
                 id: "github:acme/app/ci/build".into(),
                 kind: WorkloadKind::GithubJob,
                 run_id: Some("7.1".into()),
-            },
+            }),
             process: Arc::new(ProcessInfo {
                 pid: 12,
                 ppid: 11,
@@ -430,7 +430,7 @@ mod tests {
         let a = attributed();
         let claimed = Workload {
             run_id: Some("7".into()),
-            ..a.workload.clone()
+            ..Workload::clone(&a.workload)
         };
         let claim = IdentityClaim {
             claimed,
