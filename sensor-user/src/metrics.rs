@@ -55,17 +55,14 @@ struct StateLabel {
 }
 
 /// Decoded events by kind over one read of the ring, added to [`Metrics`] at its end: one
-/// labelled-counter lookup per kind and read instead of one per event.
+/// labelled-counter lookup per kind and read instead of one per event. Counted by the kind's
+/// index (an add per event), named only when added.
 #[derive(Debug, Default)]
-pub struct EventCounts(Vec<(&'static str, u64)>);
+pub struct EventCounts([u64; KIND_NAMES.len()]);
 
 impl EventCounts {
     pub fn count(&mut self, kind: &EventKind) {
-        let name = kind_name(kind);
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, c)) => *c += 1,
-            None => self.0.push((name, 1)),
-        }
+        self.0[kind_index(kind)] += 1;
     }
 }
 
@@ -180,8 +177,10 @@ impl Metrics {
 
     /// Adds the events of one read of the ring, counted by kind.
     pub fn events(&self, counts: &EventCounts) {
-        for &(kind, n) in &counts.0 {
-            self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+        for (&kind, &n) in KIND_NAMES.iter().zip(&counts.0) {
+            if n > 0 {
+                self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+            }
         }
     }
 
@@ -267,19 +266,40 @@ impl Metrics {
 
 /// The event's kind, named as its variant (and as the kernel's `lost_*` counters).
 pub fn kind_name(kind: &EventKind) -> &'static str {
+    KIND_NAMES[kind_index(kind)]
+}
+
+/// The `kind` label of each event kind, by [`kind_index`].
+const KIND_NAMES: [&str; 12] = [
+    "exec",
+    "fork",
+    "exit",
+    "open",
+    "file_op",
+    "privilege",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "dns",
+    "io_uring",
+];
+
+/// Where `kind` is in [`KIND_NAMES`].
+fn kind_index(kind: &EventKind) -> usize {
     match kind {
-        EventKind::Exec { .. } => "exec",
-        EventKind::Fork { .. } => "fork",
-        EventKind::Exit { .. } => "exit",
-        EventKind::Open { .. } => "open",
-        EventKind::FileOp(_) => "file_op",
-        EventKind::Privilege { .. } => "privilege",
-        EventKind::Connect { .. } => "connect",
-        EventKind::Bind { .. } => "bind",
-        EventKind::Listen { .. } => "listen",
-        EventKind::Accept { .. } => "accept",
-        EventKind::Dns { .. } => "dns",
-        EventKind::IoUring(_) => "io_uring",
+        EventKind::Exec { .. } => 0,
+        EventKind::Fork { .. } => 1,
+        EventKind::Exit { .. } => 2,
+        EventKind::Open { .. } => 3,
+        EventKind::FileOp(_) => 4,
+        EventKind::Privilege { .. } => 5,
+        EventKind::Connect { .. } => 6,
+        EventKind::Bind { .. } => 7,
+        EventKind::Listen { .. } => 8,
+        EventKind::Accept { .. } => 9,
+        EventKind::Dns { .. } => 10,
+        EventKind::IoUring(_) => 11,
     }
 }
 
