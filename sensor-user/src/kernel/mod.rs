@@ -71,32 +71,34 @@ pub enum OpenHook {
 }
 
 /// How long the loop waits between drains when the kernel sends no wakeup (see `submit_flags` in
-/// the eBPF crate), at least and at most: it bounds the delay a record waits before userspace
-/// sees it. Each drain is a wakeup of the agent (two thread switches with the runtime's timer):
-/// a fixed 2 ms cost an idle agent ~1,000 thread switches a second, ~1.5 % of a core here. The
-/// wait adapts instead ([`next_wait`]), and a burst never waits for it: past `WAKEUP_THRESHOLD`
-/// bytes waiting the kernel wakes the reader at once. At most 50 ms, a quarter of the default
-/// flush interval of deviations (200 ms).
-const DRAIN_WAIT: std::ops::RangeInclusive<std::time::Duration> =
-    std::time::Duration::from_millis(2)..=std::time::Duration::from_millis(50);
+/// the eBPF crate) while records flow: it bounds the delay a record waits before userspace sees
+/// it, and so the event → stored deviation latency (BENCHMARKS.md).
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Drains that find fewer records than this wait twice as long next time; drains that find
-/// more than [`BUSY_DRAIN`] half as long. Between the two the wait stays: a flow of records
-/// settles where each drain reads some tens to hundreds of them.
-const QUIET_DRAIN: usize = 64;
-/// See [`QUIET_DRAIN`].
-const BUSY_DRAIN: usize = 512;
+/// The wait once [`IDLE_DRAINS`] drains in a row found nothing. Each drain is a wakeup of the
+/// agent (two thread switches with the runtime's timer): a fixed 2 ms cost an idle agent ~1,000
+/// thread switches a second, ~1.5 % of a core here. Only the first record after such a quiet
+/// spell can wait this long (the next drain goes back to [`DRAIN_WAIT`]), and a burst never
+/// does: past `WAKEUP_THRESHOLD` bytes waiting the kernel wakes the reader at once.
+const IDLE_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The wait before the next drain, after one that read `drained` records having waited `wait`.
-fn next_wait(wait: std::time::Duration, drained: usize) -> std::time::Duration {
-    let next = if drained < QUIET_DRAIN {
-        wait * 2
-    } else if drained > BUSY_DRAIN {
-        wait / 2
+/// Empty drains in a row (half a second at [`DRAIN_WAIT`]) after which the host counts as idle.
+const IDLE_DRAINS: u32 = 250;
+
+/// The wait before the next drain, and the count of empty drains in a row, after a drain that
+/// read `drained` records following `empty` empty ones.
+fn next_wait(empty: u32, drained: usize) -> (std::time::Duration, u32) {
+    let empty = if drained == 0 {
+        empty.saturating_add(1)
     } else {
-        wait
+        0
     };
-    next.clamp(*DRAIN_WAIT.start(), *DRAIN_WAIT.end())
+    let wait = if empty >= IDLE_DRAINS {
+        IDLE_DRAIN_WAIT
+    } else {
+        DRAIN_WAIT
+    };
+    (wait, empty)
 }
 
 /// Most records one [`Sensor::drain`] hands over. Under a sustained flood the ring never empties:
@@ -162,6 +164,8 @@ pub struct Sensor {
     behind: bool,
     /// How long [`Sensor::ready`] waits for records the kernel did not wake the reader for.
     wait: std::time::Duration,
+    /// Drains in a row that found nothing (see [`next_wait`]).
+    empty_drains: u32,
 }
 
 impl Sensor {
@@ -253,7 +257,8 @@ impl Sensor {
             skipped,
             hooks: chosen,
             behind: false,
-            wait: *DRAIN_WAIT.start(),
+            wait: DRAIN_WAIT,
+            empty_drains: 0,
         })
     }
 
@@ -280,10 +285,10 @@ impl Sensor {
         let mut n = 0;
         while n < DRAIN_BATCH {
             let Some(item) = ring.next() else {
-                // The end of a flood's batches is a busy drain, however few its last one read.
+                // The end of a flood's batches is no empty drain, however few its last one read.
                 let read = if self.behind { n + DRAIN_BATCH } else { n };
                 self.behind = false;
-                self.wait = next_wait(self.wait, read);
+                (self.wait, self.empty_drains) = next_wait(self.empty_drains, read);
                 return n;
             };
             f(&item);
@@ -631,24 +636,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drain_wait_lengthens_when_quiet_and_shortens_under_load() {
-        let ms = std::time::Duration::from_millis;
-        let (min, max) = (*DRAIN_WAIT.start(), *DRAIN_WAIT.end());
-        // Quiet: doubles up to the most, and stays there.
-        let mut wait = min;
-        let mut seen = vec![wait];
-        for _ in 0..8 {
-            wait = next_wait(wait, 0);
-            seen.push(wait);
+    fn drain_wait_lengthens_only_on_an_idle_host() {
+        // Records flowing, however few: the short wait, the count of empty drains reset.
+        assert_eq!(next_wait(0, 1), (DRAIN_WAIT, 0));
+        assert_eq!(next_wait(IDLE_DRAINS + 7, 1), (DRAIN_WAIT, 0));
+        assert_eq!(next_wait(0, DRAIN_BATCH * 2), (DRAIN_WAIT, 0));
+        // Empty drains: the short wait until IDLE_DRAINS of them in a row, then the long one.
+        let mut empty = 0;
+        for _ in 1..IDLE_DRAINS {
+            let (wait, now) = next_wait(empty, 0);
+            assert_eq!(wait, DRAIN_WAIT);
+            empty = now;
         }
-        assert_eq!(&seen[..6], &[ms(2), ms(4), ms(8), ms(16), ms(32), ms(50)]);
-        assert_eq!(wait, max);
-        // A flow of records in the settled band keeps the wait.
-        assert_eq!(next_wait(ms(16), QUIET_DRAIN), ms(16));
-        assert_eq!(next_wait(ms(16), BUSY_DRAIN), ms(16));
-        // Busy: halves down to the least, never below.
-        assert_eq!(next_wait(max, BUSY_DRAIN + 1), ms(25));
-        assert_eq!(next_wait(min, DRAIN_BATCH * 4), min);
+        assert_eq!(next_wait(empty, 0), (IDLE_DRAIN_WAIT, IDLE_DRAINS));
+        assert_eq!(next_wait(u32::MAX, 0), (IDLE_DRAIN_WAIT, u32::MAX));
+        // The first record after the quiet spell brings the short wait back at once.
+        assert_eq!(next_wait(IDLE_DRAINS, 1), (DRAIN_WAIT, 0));
     }
 
     #[test]
