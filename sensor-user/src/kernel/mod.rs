@@ -86,13 +86,9 @@ const IDLE_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50
 const IDLE_DRAINS: u32 = 250;
 
 /// The wait before the next drain, and the count of empty drains in a row, after a drain that
-/// read `drained` records following `empty` empty ones.
-fn next_wait(empty: u32, drained: usize) -> (std::time::Duration, u32) {
-    let empty = if drained == 0 {
-        empty.saturating_add(1)
-    } else {
-        0
-    };
+/// `found` records (or not) following `empty` empty ones.
+fn next_wait(empty: u32, found: bool) -> (std::time::Duration, u32) {
+    let empty = if found { 0 } else { empty.saturating_add(1) };
     let wait = if empty >= IDLE_DRAINS {
         IDLE_DRAIN_WAIT
     } else {
@@ -285,10 +281,10 @@ impl Sensor {
         let mut n = 0;
         while n < DRAIN_BATCH {
             let Some(item) = ring.next() else {
-                // The end of a flood's batches is no empty drain, however few its last one read.
-                let read = if self.behind { n + DRAIN_BATCH } else { n };
+                // The end of a flood's batches is no empty drain, even when its last one read none.
+                let found = self.behind || n > 0;
                 self.behind = false;
-                (self.wait, self.empty_drains) = next_wait(self.empty_drains, read);
+                (self.wait, self.empty_drains) = next_wait(self.empty_drains, found);
                 return n;
             };
             f(&item);
@@ -638,20 +634,19 @@ mod tests {
     #[test]
     fn drain_wait_lengthens_only_on_an_idle_host() {
         // Records flowing, however few: the short wait, the count of empty drains reset.
-        assert_eq!(next_wait(0, 1), (DRAIN_WAIT, 0));
-        assert_eq!(next_wait(IDLE_DRAINS + 7, 1), (DRAIN_WAIT, 0));
-        assert_eq!(next_wait(0, DRAIN_BATCH * 2), (DRAIN_WAIT, 0));
+        assert_eq!(next_wait(0, true), (DRAIN_WAIT, 0));
+        assert_eq!(next_wait(IDLE_DRAINS + 7, true), (DRAIN_WAIT, 0));
         // Empty drains: the short wait until IDLE_DRAINS of them in a row, then the long one.
         let mut empty = 0;
         for _ in 1..IDLE_DRAINS {
-            let (wait, now) = next_wait(empty, 0);
+            let (wait, now) = next_wait(empty, false);
             assert_eq!(wait, DRAIN_WAIT);
             empty = now;
         }
-        assert_eq!(next_wait(empty, 0), (IDLE_DRAIN_WAIT, IDLE_DRAINS));
-        assert_eq!(next_wait(u32::MAX, 0), (IDLE_DRAIN_WAIT, u32::MAX));
+        assert_eq!(next_wait(empty, false), (IDLE_DRAIN_WAIT, IDLE_DRAINS));
+        assert_eq!(next_wait(u32::MAX, false), (IDLE_DRAIN_WAIT, u32::MAX));
         // The first record after the quiet spell brings the short wait back at once.
-        assert_eq!(next_wait(IDLE_DRAINS, 1), (DRAIN_WAIT, 0));
+        assert_eq!(next_wait(IDLE_DRAINS, true), (DRAIN_WAIT, 0));
     }
 
     #[test]
